@@ -1,0 +1,36 @@
+# cython: language_level=3
+"""OpenMP introspection: how many threads a parallel region really uses."""
+from cython.parallel cimport prange, parallel
+cimport openmp
+
+
+def max_threads() -> int:
+    """Number of threads OpenMP would use for a parallel region (``omp_get_max_threads``)."""
+    return openmp.omp_get_max_threads()
+
+
+def threads_used(int num_threads=0) -> int:
+    """Run a parallel region and count the distinct threads that executed it.
+
+    Parameters
+    ----------
+    num_threads : int
+        Threads to ask for; 0 uses the OpenMP default.
+
+    Returns
+    -------
+    int
+        Number of threads that took part. 1 means OpenMP is off or was built out.
+    """
+    cdef int seen[256]
+    cdef int i, n = 0, tid
+    cdef int want = num_threads if num_threads > 0 else openmp.omp_get_max_threads()
+    for i in range(256):
+        seen[i] = 0
+    with nogil, parallel(num_threads=want):
+        tid = openmp.omp_get_thread_num()
+        if tid < 256:
+            seen[tid] = 1
+    for i in range(256):
+        n += seen[i]
+    return n

@@ -1,0 +1,1 @@
+"""pyopencl glue of xreduce: device choice, program cache, buffers."""
