@@ -17,6 +17,134 @@ import numpy as np
 # =====================================================================================
 
 
+def split_polygon_unwrapped(corners, chi_lo=-np.pi):
+    """One pixel's corners (4, 2) = (radial, chi rad) mapped into [chi_lo, chi_lo + 2 pi); when
+    they span more than pi the pixel straddles the discontinuity and its low corners get 2 pi."""
+    poly = np.array(corners, dtype=float)
+    poly[:, 1] = chi_lo + np.mod(poly[:, 1] - chi_lo, 2 * np.pi)
+    if poly[:, 1].max() - poly[:, 1].min() > np.pi:
+        poly[poly[:, 1] < chi_lo + np.pi, 1] += 2 * np.pi
+    return poly
+
+
+def split_clip_polygon(points, axis, bound, keep_above):
+    """Sutherland-Hodgman against one line: keep points with coord >= bound (or <= bound)."""
+    def inside(p):
+        return p[axis] >= bound if keep_above else p[axis] <= bound
+
+    out = []
+    for k in range(len(points)):
+        current, previous = points[k], points[k - 1]
+        if inside(current) != inside(previous):
+            t = (bound - previous[axis]) / (current[axis] - previous[axis])
+            crossing = [previous[0] + t * (current[0] - previous[0]),
+                        previous[1] + t * (current[1] - previous[1])]
+            crossing[axis] = bound
+            out.append(crossing)
+        if inside(current):
+            out.append(list(current))
+    return out
+
+
+def split_polygon_area(points):
+    """Signed shoelace area."""
+    area = 0.0
+    for k in range(len(points)):
+        x0, y0 = points[k - 1]
+        x1, y1 = points[k]
+        area += x0 * y1 - x1 * y0
+    return area / 2
+
+
+def split_area_in_rectangle(points, xlo, xhi, ylo, yhi):
+    """Signed area of the polygon inside the rectangle, clipping by its four sides in turn."""
+    for axis, bound, keep_above in ((0, xlo, True), (0, xhi, False),
+                                    (1, ylo, True), (1, yhi, False)):
+        points = split_clip_polygon(points, axis, bound, keep_above)
+        if len(points) < 3:
+            return 0.0
+    return split_polygon_area(points)
+
+
+def split_segments_cross(p, q, r, s):
+    """True when the segments p-q and r-s cross at a point interior to both."""
+    def side(a, b, c):
+        return np.sign((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))
+    return side(p, q, r) * side(p, q, s) < 0 and side(r, s, p) * side(r, s, q) < 0
+
+
+def split_overlap_fraction(lo, hi, bin_lo, bin_hi):
+    """Fraction of [lo, hi] in [bin_lo, bin_hi); a zero-width interval is a point."""
+    if hi == lo:
+        return 1.0 if bin_lo <= lo < bin_hi else 0.0
+    return max(0.0, min(hi, bin_hi) - max(lo, bin_lo)) / (hi - lo)
+
+
+def split_matrix_dense(corners, centers, split, radial_edges, azimuthal_edges=None,
+                       azimuth_range_rad=None, chi_lo=-np.pi, mask=None):
+    """Dense (nbins, npix) pixel-splitting matrix, one pixel and one bin at a time.
+
+    corners (npix, 4, 2) and centers (npix, 2) hold (radial, chi in radians). 2D when
+    `azimuthal_edges` is given (bins azimuth-major); 1D otherwise, over `azimuth_range_rad`
+    (None: the full circle). A pixel unwrapped past the chi period also contributes through its
+    copy shifted by -2 pi. Full split: clipped area / pixel area, where a self-intersecting or
+    zero-area quadrilateral falls back to its bounding box. Pseudo: the bounding box shrunk
+    about its centre to the pixel's area.
+    """
+    if azimuthal_edges is None:
+        if azimuth_range_rad is None:
+            azimuthal_edges = np.array([chi_lo, chi_lo + 2 * np.pi])
+        else:
+            azimuthal_edges = np.array(azimuth_range_rad, dtype=float)
+    nrad, nazim = len(radial_edges) - 1, len(azimuthal_edges) - 1
+    npix = len(corners) if corners is not None else len(centers)
+    matrix = np.zeros((nazim * nrad, npix))
+    for pixel in range(npix):
+        if mask is not None and mask[pixel]:
+            continue
+        if split == "no":
+            radial, chi = centers[pixel]
+            chi = chi_lo + np.mod(chi - chi_lo, 2 * np.pi)
+            for j in range(nazim):
+                for i in range(nrad):
+                    if (radial_edges[i] <= radial < radial_edges[i + 1]
+                            and azimuthal_edges[j] <= chi < azimuthal_edges[j + 1]):
+                        matrix[j * nrad + i, pixel] = 1.0
+            continue
+        poly = split_polygon_unwrapped(corners[pixel], chi_lo)
+        origin = poly.min(axis=0)
+        local = poly - origin                      # local coordinates: precise areas
+        (rlo, clo), (rhi, chi) = local.min(axis=0), local.max(axis=0)
+        area = split_polygon_area(local.tolist())
+        box = (rlo, rhi, clo, chi)
+        if split == "pseudo":
+            scale = np.sqrt(abs(area) / ((rhi - rlo) * (chi - clo))) if (rhi - rlo) * (chi - clo) > 0 else 1.0
+            mid_r, mid_c = (rlo + rhi) / 2, (clo + chi) / 2
+            half_r, half_c = (rhi - rlo) / 2 * scale, (chi - clo) / 2 * scale
+            box = (mid_r - half_r, mid_r + half_r, mid_c - half_c, mid_c + half_c)
+        bow_tie = (split_segments_cross(local[0], local[1], local[2], local[3])
+                   or split_segments_cross(local[1], local[2], local[3], local[0]))
+        use_polygon = split == "full" and area != 0 and not bow_tie
+        for j in range(nazim):
+            for i in range(nrad):
+                xlo, xhi = radial_edges[i] - origin[0], radial_edges[i + 1] - origin[0]
+                ylo, yhi = azimuthal_edges[j] - origin[1], azimuthal_edges[j + 1] - origin[1]
+                if xhi <= rlo or xlo >= rhi or not any(  # far from the pixel: nothing to clip
+                        yhi + shift > clo and ylo + shift < chi for shift in (0.0, 2 * np.pi)):
+                    if rhi > rlo and chi > clo:
+                        continue
+                if use_polygon:
+                    coef = sum(split_area_in_rectangle(local.tolist(), xlo, xhi,
+                                                       ylo + shift, yhi + shift)
+                               for shift in (0.0, 2 * np.pi)) / area
+                else:
+                    coef = split_overlap_fraction(box[0], box[1], xlo, xhi) * sum(
+                        split_overlap_fraction(box[2], box[3], ylo + shift, yhi + shift)
+                        for shift in (0.0, 2 * np.pi))
+                matrix[j * nrad + i, pixel] = coef
+    return matrix
+
+
 
 # =====================================================================================
 # Integration: sums, intensities, uncertainties (integration)
