@@ -159,7 +159,7 @@ def label(volume_or_mask: Any, connectivity: int = 26, wrap: bool = False,
     Examples
     --------
     >>> import numpy as np
-    >>> mask = np.zeros((3, 4, 4), bool); mask[0, 0, 0] = mask[2, 3, 3] = True
+    >>> mask = np.zeros((3, 4, 4), bool); mask[0, 0, 0] = mask[2, 1, 1] = True
     >>> label(mask, wrap=True)[1]
     1
     """
