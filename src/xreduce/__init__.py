@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 __all__ = ["Detector", "Geometry", "get_detector", "load", "__version__"]
 
 
-def load(path: str | os.PathLike) -> Geometry:
+def load(path: str | os.PathLike, shape: tuple | None = None) -> Geometry:
     """Load an experiment description; for now a PONI file, returned as a :class:`Geometry`.
 
     Once the integration engine exists this returns an ``AzimuthalIntegrator`` (which holds a
@@ -32,5 +32,7 @@ def load(path: str | os.PathLike) -> Geometry:
     ----------
     path : str or os.PathLike
         A ``.poni`` file (versions 1, 2, 2.1 and 3 as pyFAI writes them).
+    shape : tuple of int, optional
+        (rows, cols), only for files whose detector has no shape (e.g. version 1 files).
     """
-    return Geometry.load(path)
+    return Geometry.load(path, shape=shape)

@@ -410,9 +410,10 @@ def _models() -> list:
         _Model("Perkin Elmer", 200e-6, (2048, 2048), None, ("Perkin", "PerkinElmer")),
         _Model("FReLoN", 50e-6, (2048, 2048), None),
         _Model("Mar345", 100e-6, (3450, 3450), circular_mask, ("MAR 345", "Mar3450")),
-        # Rayonix: physical pixels are 225 mm / 6144 and 340 mm / 7680, read 2x2 binned.
-        _Model("Rayonix MX225", 225e-3 / 6144, (6144, 6144), None, ("MX225",), (2, 2)),
-        _Model("Rayonix MX340HS", 340e-3 / 7680, (7680, 7680), None, ("MX340HS",), (2, 2)),
+        # Rayonix: 225 mm / 6144 and 340 mm / 7680 pixels, read 2x2 binned; the binned sizes
+        # are rounded to 73.242 um and 88.5417 um as in pyFAI, so that PONI files agree.
+        _Model("Rayonix MX225", 73.242e-6 / 2, (6144, 6144), None, ("MX225",), (2, 2)),
+        _Model("Rayonix MX340HS", 88.5417e-6 / 2, (7680, 7680), None, ("MX340HS",), (2, 2)),
         _Model("Lambda 2M", 55e-6, (1556, 1556), lambda_),
     ]
     return models

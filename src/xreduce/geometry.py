@@ -192,11 +192,15 @@ class Geometry:
 
     # -- files -------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Geometry":
-        """Read a PONI file (versions 1, 2, 2.1, 3). See :func:`xreduce.poni.read_poni`."""
+    def load(cls, path: str | os.PathLike, shape: tuple | None = None) -> "Geometry":
+        """Read a PONI file (versions 1, 2, 2.1, 3). See :func:`xreduce.poni.read_poni`.
+
+        ``shape`` (rows, cols) is needed only for files whose detector has no shape (a plain
+        detector given by its pixel sizes, as in version 1 files).
+        """
         from .poni import read_poni
 
-        return read_poni(path)
+        return read_poni(path, shape=shape)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write this geometry as a PONI file, version 2.1 (atomically: temporary name, rename)."""
