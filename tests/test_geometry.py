@@ -473,3 +473,12 @@ def test_midas_untilted():
         Geometry.from_midas(1e6, (10.0,), 100.0, shape=SHAPE)
     with pytest.raises(ValueError, match="px_um"):
         Geometry.from_midas(1e6, (10.0, 20.0), 0.0, shape=SHAPE)
+
+
+def test_chi_is_pi_not_minus_pi_on_the_cut():
+    """Pixels on the negative axis-2 side with t1 = 0 have chi = +pi (the range is (-pi, pi])."""
+    det = Detector(1e-4, 1e-4, (3, 8))
+    geo = Geometry(0.1, 1.5e-4, 7.5e-4, 0.0, 0.0, 0.0, 1e-10, det)
+    chi = geo.chi_array()
+    assert np.all(chi[1, :7] == math.pi)
+    assert np.all(geo.corner_array("2th_deg")[..., 1] > -math.pi)

@@ -44,16 +44,30 @@ cdef Rotation _rotation(double rot1, double rot2, double rot3):
 cdef inline double _radial(double t1, double t2, double t3, int quantity,
                            double qfactor) noexcept nogil:
     """Radial quantity (unscaled) from the lab vector t."""
-    cdef double rho = sqrt(t1 * t1 + t2 * t2)
-    cdef double s
+    cdef double rho2 = t1 * t1 + t2 * t2
+    cdef double rho = sqrt(rho2)
+    cdef double norm, s
     if quantity == 2:
         return rho
     if quantity == 0:
         return atan2(rho, t3)
-    s = qfactor * sin(0.5 * atan2(rho, t3))   # q in nm^-1 (qfactor = 4e-9 pi / wavelength)
+    # sin(2theta / 2) without a transcendental call: with |t| the norm of t,
+    # 1 - cos(2theta) = rho^2 / (|t| (|t| + t3)), free of cancellation when t3 >= 0.
+    if t3 >= 0.0:
+        norm = sqrt(rho2 + t3 * t3)
+        s = rho / sqrt(2.0 * norm * (norm + t3))
+    else:
+        s = sin(0.5 * atan2(rho, t3))
+    s = qfactor * s                             # q in nm^-1 (qfactor = 4e-9 pi / wavelength)
     if quantity == 1:
         return s
     return 0.25 * s * s / (M_PI * M_PI)         # d*^2 = (q / 2 pi)^2 in nm^-2
+
+
+cdef inline double _chi(double t1, double t2) noexcept nogil:
+    """atan2(t1, t2) in (-pi, pi]: atan2(-0.0, t2 < 0) = -pi is mapped to pi."""
+    cdef double c = atan2(t1, t2)
+    return M_PI if c == -M_PI else c
 
 
 def _check_quantity(int quantity, double wavelength):
@@ -67,16 +81,18 @@ def _check_quantity(int quantity, double wavelength):
 def grid_centres(double L, double rot1, double rot2, double rot3,
                  const double[::1] d1, const double[::1] d2,
                  int quantity, double scale, double wavelength,
-                 real_out[:, ::1] radial, real_out[:, ::1] chi, bint want_chi):
-    """Radial value (and chi when ``want_chi``) at the points (d1[i], d2[j], L).
+                 real_out[:, ::1] radial, real_out[:, ::1] chi,
+                 bint want_radial, bint want_chi):
+    """Radial value and/or chi at the points (d1[i], d2[j], L).
 
-    ``radial`` and ``chi`` have shape (len(d1), len(d2)); chi is not touched when not wanted.
+    ``radial`` and ``chi`` have shape (len(d1), len(d2)); an array that is not wanted is not
+    touched (any array of the right type may be passed in its place).
     """
     cdef Rotation r = _rotation(rot1, rot2, rot3)
     cdef double qfactor = _check_quantity(quantity, wavelength)
     cdef Py_ssize_t n1 = d1.shape[0], n2 = d2.shape[0], i, j
     cdef double u1, u2, u3, t1, t2, t3
-    if radial.shape[0] != n1 or radial.shape[1] != n2:
+    if want_radial and (radial.shape[0] != n1 or radial.shape[1] != n2):
         raise ValueError("radial: wrong shape")
     if want_chi and (chi.shape[0] != n1 or chi.shape[1] != n2):
         raise ValueError("chi: wrong shape")
@@ -89,9 +105,10 @@ def grid_centres(double L, double rot1, double rot2, double rot3,
             t1 = u1 + d2[j] * r.a12
             t2 = u2 + d2[j] * r.a22
             t3 = u3 + d2[j] * r.a32
-            radial[i, j] = <real_out> (scale * _radial(t1, t2, t3, quantity, qfactor))
+            if want_radial:
+                radial[i, j] = <real_out> (scale * _radial(t1, t2, t3, quantity, qfactor))
             if want_chi:
-                chi[i, j] = <real_out> atan2(t1, t2)
+                chi[i, j] = <real_out> _chi(t1, t2)
 
 
 def grid_corners(double L, double rot1, double rot2, double rot3,
@@ -122,7 +139,7 @@ def grid_corners(double L, double rot1, double rot2, double rot3,
             t2 = u2 + e2[j] * r.a22
             t3 = u3 + e2[j] * r.a32
             rad[i, j] = scale * _radial(t1, t2, t3, quantity, qfactor)
-            ang[i, j] = atan2(t1, t2)
+            ang[i, j] = _chi(t1, t2)
     for i in prange(n1 - 1, nogil=True, schedule="static"):
         for j in range(n2 - 1):
             out[i, j, 0, 0] = <real_out> rad[i, j]
@@ -138,8 +155,8 @@ def grid_corners(double L, double rot1, double rot2, double rot3,
 def scattered_points(double rot1, double rot2, double rot3,
                      const double[::1] d1, const double[::1] d2, const double[::1] d3,
                      int quantity, double scale, double wavelength,
-                     real_out[:] radial, real_out[:] chi, bint want_chi):
-    """Radial value (and chi) at arbitrary points (d1[k], d2[k], d3[k]) (explicit detectors).
+                     real_out[:] radial, real_out[:] chi, bint want_radial, bint want_chi):
+    """Radial value and/or chi at arbitrary points (d1[k], d2[k], d3[k]) (explicit detectors).
 
     ``d3`` is the distance along the detector normal (dist + out-of-plane offset). ``radial``
     and ``chi`` may be strided views (e.g. the two channels of a corner array).
@@ -148,17 +165,20 @@ def scattered_points(double rot1, double rot2, double rot3,
     cdef double qfactor = _check_quantity(quantity, wavelength)
     cdef Py_ssize_t n = d1.shape[0], k
     cdef double t1, t2, t3
-    if d2.shape[0] != n or d3.shape[0] != n or radial.shape[0] != n:
-        raise ValueError("d1, d2, d3, radial: lengths differ")
+    if d2.shape[0] != n or d3.shape[0] != n:
+        raise ValueError("d1, d2, d3: lengths differ")
+    if want_radial and radial.shape[0] != n:
+        raise ValueError("radial: wrong length")
     if want_chi and chi.shape[0] != n:
         raise ValueError("chi: wrong length")
     for k in prange(n, nogil=True, schedule="static"):
         t1 = d1[k] * r.a11 + d2[k] * r.a12 + d3[k] * r.a13
         t2 = d1[k] * r.a21 + d2[k] * r.a22 + d3[k] * r.a23
         t3 = d1[k] * r.a31 + d2[k] * r.a32 + d3[k] * r.a33
-        radial[k] = <real_out> (scale * _radial(t1, t2, t3, quantity, qfactor))
+        if want_radial:
+            radial[k] = <real_out> (scale * _radial(t1, t2, t3, quantity, qfactor))
         if want_chi:
-            chi[k] = <real_out> atan2(t1, t2)
+            chi[k] = <real_out> _chi(t1, t2)
 
 
 def grid_cos_incidence(double L, const double[::1] d1, const double[::1] d2, double power,

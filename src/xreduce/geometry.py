@@ -243,28 +243,25 @@ class Geometry:
             raise ValueError(f"unit: {unit.name} needs a wavelength, and this geometry has none")
         return code
 
-    def _compute_centres(self, unit: Unit, dtype: np.dtype) -> None:
-        """Fill the cache with the radial unit at pixel centres and with chi (radians)."""
+    def _compute_centres(self, unit: Unit, dtype: np.dtype) -> np.ndarray:
+        """The value of ``unit`` (radial, or chi in radians) at the pixel centres."""
         from xreduce.ext import geometry_kernels as kernels
 
-        shape = self.detector.shape
-        radial = np.empty(shape, dtype)
-        chi_key = ("center", "chi_rad", dtype.str)
-        want_chi = chi_key not in self._cache
-        chi = np.empty(shape, dtype) if want_chi else radial
-        code, wavelength = self._radial_code(unit), self.wavelength or 0.0
+        out = np.empty(self.detector.shape, dtype)
+        want_chi = unit.quantity == "chi"
+        code = 0 if want_chi else self._radial_code(unit)
+        scale = 1.0 if want_chi else unit.scale
+        radial, chi = (out[:1, :1], out) if want_chi else (out, out[:1, :1])
         if self.detector.is_flat:
             d1, d2 = self._grid(corners=False)
-            kernels.grid_centres(self.dist, self.rot1, self.rot2, self.rot3, d1, d2, code,
-                                 unit.scale, wavelength, radial, chi, want_chi)
+            kernels.grid_centres(self.dist, self.rot1, self.rot2, self.rot3, d1, d2, code, scale,
+                                 self.wavelength or 0.0, radial, chi, not want_chi, want_chi)
         else:
             d1, d2, d3 = self._explicit_points(corners=False)
-            kernels.scattered_points(self.rot1, self.rot2, self.rot3, d1, d2, d3, code,
-                                     unit.scale, wavelength, radial.reshape(-1),
-                                     chi.reshape(-1), want_chi)
-        self._cache[("center", unit.name, dtype.str)] = _readonly(radial)
-        if want_chi:
-            self._cache[chi_key] = _readonly(chi)
+            kernels.scattered_points(self.rot1, self.rot2, self.rot3, d1, d2, d3, code, scale,
+                                     self.wavelength or 0.0, radial.reshape(-1),
+                                     chi.reshape(-1), not want_chi, want_chi)
+        return _readonly(out)
 
     def center_array(self, unit: str | Unit = "2th_deg", dtype=np.float64) -> np.ndarray:
         """Value of ``unit`` at every pixel centre, already in the unit's scale.
@@ -286,15 +283,11 @@ class Geometry:
         dtype = _check_dtype(dtype)
         key = ("center", unit.name, dtype.str)
         if key not in self._cache:
-            if unit.kind == "azimuthal":
-                chi_key = ("center", "chi_rad", dtype.str)
-                if chi_key not in self._cache:
-                    self._compute_centres(get_unit("2th_rad"), dtype)
-                if unit.name != "chi_rad":
-                    chi = self._cache[chi_key].astype(np.float64) * unit.scale
-                    self._cache[key] = _readonly(chi.astype(dtype, copy=False))
+            if unit.name == "chi_deg":
+                chi = self.center_array("chi_rad", np.float64) * unit.scale
+                self._cache[key] = _readonly(chi.astype(dtype, copy=False))
             else:
-                self._compute_centres(unit, dtype)
+                self._cache[key] = self._compute_centres(unit, dtype)
         return self._cache[key]
 
     def corner_array(self, unit: str | Unit = "2th_deg", dtype=np.float64) -> np.ndarray:
@@ -330,7 +323,7 @@ class Geometry:
                 d1, d2, d3 = self._explicit_points(corners=True)
                 flat = out.reshape(-1, 2)
                 kernels.scattered_points(self.rot1, self.rot2, self.rot3, d1, d2, d3, code,
-                                         unit.scale, wavelength, flat[:, 0], flat[:, 1], True)
+                                         unit.scale, wavelength, flat[:, 0], flat[:, 1], True, True)
             self._cache[key] = _readonly(out)
         return self._cache[key]
 
