@@ -6,15 +6,16 @@ of the flattened frame, coefficients are the fraction of a pixel that falls in a
 
 How it runs (OpenMP, deterministic):
 
-1. The pixels are cut into contiguous chunks. In parallel, each chunk counts its entries per bin
+1. The pixels are cut into contiguous chunks. In parallel, each chunk computes its pixels'
+   (bin, coefficient) lists into its own buffer, in pixel order, and counts its entries per bin
    (``counts[chunk, bin]``).
 2. Prefix sums give ``indptr`` and, for every (chunk, bin), the position where that chunk writes
    its first entry of that bin.
-3. In parallel, each chunk recomputes its entries and writes them in place. Chunks are in pixel
+3. In parallel, each chunk scatters its buffer into place (a transpose). Chunks are in pixel
    order, so the pixel indices inside a row come out sorted, whatever the number of threads.
 
-Each splitting scheme is one function that produces a pixel's (bin, coefficient) list through an
-``Emitter``, which either counts (pass 1) or writes (pass 3): both passes share the same code.
+Each splitting scheme is one function that produces a pixel's (bin, coefficient) list through
+``emit``; the expensive geometry (polygon clipping) is done once per pixel.
 
 Chi (azimuth, radians) lives on a circle. Corners are first mapped into the period
 ``[chi_lo, chi_lo + 2 pi)``; a pixel whose corners span more than pi straddles the
@@ -24,8 +25,9 @@ copy shifted by - 2 pi.
 """
 import numpy as np
 from cython.parallel cimport prange
-from libc.math cimport floor, sqrt, isfinite, M_PI
+from libc.math cimport sqrt, isfinite, INFINITY, M_PI
 from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdlib cimport malloc, calloc, realloc, free
 cimport openmp
 
 cdef enum:
@@ -34,8 +36,6 @@ cdef enum:
     SPLIT_BBOX = 1
     SPLIT_PSEUDO = 2
     SPLIT_FULL = 3
-    MODE_COUNT = 0
-    MODE_FILL = 1
 
 SPLIT_CODES = {"no": SPLIT_NO, "bbox": SPLIT_BBOX, "pseudo": SPLIT_PSEUDO, "full": SPLIT_FULL}
 
@@ -55,14 +55,19 @@ ctypedef struct Bins:
     double chi_lo          # start of the chi period: -pi or 0
 
 
-ctypedef struct Emitter:
-    int mode               # MODE_COUNT or MODE_FILL
+ctypedef struct Entry:
+    int32_t bin
     int32_t pixel
-    int32_t* counts        # count mode: entries per bin of this chunk
-    int64_t* cursor        # fill mode: next write position per bin of this chunk
-    int32_t* indices
-    float* data32          # at most one of data32 / data64 is set (none: compact matrix)
-    double* data64
+    double coef
+
+
+ctypedef struct Emitter:
+    int32_t pixel          # the pixel being split
+    int32_t* counts        # entries per bin of this chunk
+    Entry* entries         # this chunk's entries, in pixel order (grown by realloc)
+    int64_t size
+    int64_t capacity
+    bint failed            # out of memory
 
 
 ctypedef struct AzimSpan:
@@ -78,29 +83,31 @@ ctypedef struct AzimSpan:
 
 cdef inline void emit(Emitter* e, int b, double coef) noexcept nogil:
     """Record that the current pixel puts `coef` of itself in bin `b`."""
-    cdef int64_t k
-    if coef <= MIN_COEF:
+    cdef Entry* grown
+    if coef <= MIN_COEF or e.failed:
         return
-    if e.mode == MODE_COUNT:
-        e.counts[b] += 1
-    else:
-        k = e.cursor[b]
-        e.cursor[b] = k + 1
-        e.indices[k] = e.pixel
-        if e.data32 != NULL:
-            e.data32[k] = <float>coef
-        elif e.data64 != NULL:
-            e.data64[k] = coef
+    if e.size == e.capacity:
+        grown = <Entry*>realloc(e.entries, 2 * e.capacity * sizeof(Entry))
+        if grown == NULL:
+            e.failed = True
+            return
+        e.entries = grown
+        e.capacity *= 2
+    e.entries[e.size].bin = b
+    e.entries[e.size].pixel = e.pixel
+    e.entries[e.size].coef = coef
+    e.size += 1
+    e.counts[b] += 1
 
 
 cdef inline bint bin_span(double lo, double hi, double x0, double width, int n,
                           int* first, int* last) noexcept nogil:
     """Bins of the uniform axis (n bins of `width` from x0) that [lo, hi] touches; False if none."""
-    cdef double f = floor((lo - x0) / width)
-    cdef double l = floor((hi - x0) / width)
-    if l < 0 or f > n - 1:
+    cdef double f = (lo - x0) / width
+    cdef double l = (hi - x0) / width
+    if l < 0 or f >= n:                     # (also false for NaN)
         return False
-    first[0] = <int>f if f > 0 else 0
+    first[0] = <int>f if f > 0 else 0       # truncation is floor for f >= 0
     last[0] = <int>l if l < n - 1 else n - 1
     return True
 
@@ -243,14 +250,14 @@ cdef void split_no(const Bins* g, double r, double chi, Emitter* e) noexcept nog
     cdef double fi, fj = 0.0
     if not (isfinite(r) and isfinite(chi)):
         return
-    fi = floor((r - g.r0) / g.dr)
-    if fi < 0 or fi > g.nr - 1:
+    fi = (r - g.r0) / g.dr
+    if fi < 0 or fi >= g.nr:
         return
     if g.azim_clip:
-        fj = floor((wrap_chi(g, chi) - g.a0) / g.da)
-        if fj < 0 or fj > g.na - 1:
+        fj = (wrap_chi(g, chi) - g.a0) / g.da
+        if fj < 0 or fj >= g.na:
             return
-    emit(e, <int>fj * g.nr + <int>fi, 1.0)
+    emit(e, <int>fj * g.nr + <int>fi, 1.0)     # truncation is floor: both are >= 0
 
 
 cdef void split_box(const Bins* g, double rlo, double rhi, double clo, double chi,
@@ -373,9 +380,17 @@ cdef void process_pixel(const Bins* g, int split, const double* corner, const do
 # The parallel driver
 # ------------------------------------------------------------------------------------------
 
-cdef void run_chunk(const Bins* g, int split, const double* corners, const double* centers,
-                    const uint8_t* mask, int64_t start, int64_t stop, Emitter* e) noexcept nogil:
+cdef void split_chunk(const Bins* g, int split, const double* corners, const double* centers,
+                      const uint8_t* mask, int64_t start, int64_t stop, Emitter* e) noexcept nogil:
+    """Split the pixels start..stop-1 into the chunk's emitter (buffer and per-bin counts)."""
     cdef int64_t p
+    e.size = 0
+    e.failed = False
+    e.capacity = 2 * (stop - start) + 16
+    e.entries = <Entry*>malloc(e.capacity * sizeof(Entry))
+    if e.entries == NULL:
+        e.failed = True
+        return
     for p in range(start, stop):
         if mask != NULL and mask[p]:
             continue
@@ -385,30 +400,20 @@ cdef void run_chunk(const Bins* g, int split, const double* corners, const doubl
                       centers + 2 * p if centers != NULL else NULL, e)
 
 
-cdef void count_chunk(const Bins* g, int split, const double* corners, const double* centers,
-                      const uint8_t* mask, int64_t start, int64_t stop,
-                      int32_t* counts) noexcept nogil:
-    cdef Emitter e
-    e.mode = MODE_COUNT
-    e.counts = counts
-    e.cursor = NULL
-    e.indices = NULL
-    e.data32 = NULL
-    e.data64 = NULL
-    run_chunk(g, split, corners, centers, mask, start, stop, &e)
-
-
-cdef void fill_chunk(const Bins* g, int split, const double* corners, const double* centers,
-                     const uint8_t* mask, int64_t start, int64_t stop, int64_t* cursor,
-                     int32_t* indices, float* data32, double* data64) noexcept nogil:
-    cdef Emitter e
-    e.mode = MODE_FILL
-    e.counts = NULL
-    e.cursor = cursor
-    e.indices = indices
-    e.data32 = data32
-    e.data64 = data64
-    run_chunk(g, split, corners, centers, mask, start, stop, &e)
+cdef void scatter_chunk(const Emitter* e, int64_t* cursor, int32_t* indices, float* data32,
+                        double* data64) noexcept nogil:
+    """Write the chunk's entries at their rows' write positions (`cursor`, advanced)."""
+    cdef int64_t n, k
+    cdef const Entry* entry
+    for n in range(e.size):
+        entry = e.entries + n
+        k = cursor[entry.bin]
+        cursor[entry.bin] = k + 1
+        indices[k] = entry.pixel
+        if data32 != NULL:
+            data32[k] = <float>entry.coef
+        elif data64 != NULL:
+            data64[k] = entry.coef
 
 
 def build(corners, centers, mask, str split, int nr, double r0, double r1, int na, double a0,
@@ -456,7 +461,11 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
     cdef double[::1] data64
     cdef float* d32 = NULL
     cdef double* d64 = NULL
+    cdef Emitter* emitters
 
+    if (corners if split_code != SPLIT_NO else centers) is None:
+        raise ValueError(f"split {split!r} needs the pixel "
+                         f"{'centres' if split_code == SPLIT_NO else 'corners'}, got None")
     if corners is not None:
         corner_view = corners
         cp = &corner_view[0, 0, 0] if corner_view.shape[0] > 0 else NULL
@@ -484,40 +493,107 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
     chunk = (npix + nchunks - 1) // nchunks if npix > 0 else 1
     counts = np.zeros((nchunks, nbins), dtype=np.int32)
     cursor = np.empty((nchunks, nbins), dtype=np.int64)
-
-    with nogil:
-        for c in prange(nchunks, schedule="dynamic", num_threads=nthreads):
-            count_chunk(&g, split_code, cp, ctp, mp, c * chunk, min((c + 1) * chunk, npix),
-                        &counts[c, 0])
-
-    # Row totals, then the write position of each (chunk, bin).
-    totals = np.asarray(counts).sum(axis=0, dtype=np.int64)
-    total = int(totals.sum())
-    if total > np.iinfo(np.int32).max:
-        raise ValueError(f"the matrix would hold {total} entries, more than int32 indices allow")
-    indptr_arr = np.zeros(nbins + 1, dtype=np.int32)
-    np.cumsum(totals, out=indptr_arr[1:])
-    indptr = indptr_arr
-    with nogil:
-        for b in prange(nbins, schedule="static", num_threads=nthreads):
-            cursor[0, b] = indptr[b]
-            for c in range(1, nchunks):
-                cursor[c, b] = cursor[c - 1, b] + counts[c - 1, b]
-
-    indices_arr = np.empty(total, dtype=np.int32)
-    indices = indices_arr
-    data_arr = None
-    if data_dtype is not None:
-        data_arr = np.empty(total, dtype=data_dtype)
-        if data_arr.dtype == np.float32:
-            data32 = data_arr
-            d32 = &data32[0] if total > 0 else NULL
-        else:
-            data64 = data_arr
-            d64 = &data64[0] if total > 0 else NULL
-    if total > 0:
+    emitters = <Emitter*>calloc(nchunks, sizeof(Emitter))
+    if emitters == NULL:
+        raise MemoryError("no memory for the chunk buffers")
+    try:
         with nogil:
             for c in prange(nchunks, schedule="dynamic", num_threads=nthreads):
-                fill_chunk(&g, split_code, cp, ctp, mp, c * chunk, min((c + 1) * chunk, npix),
-                           &cursor[c, 0], &indices[0], d32, d64)
+                emitters[c].counts = &counts[c, 0]
+                split_chunk(&g, split_code, cp, ctp, mp, c * chunk, min((c + 1) * chunk, npix),
+                            &emitters[c])
+        for c in range(nchunks):
+            if emitters[c].failed:
+                raise MemoryError("no memory for the matrix entries")
+
+        # Row totals, then the write position of each (chunk, bin).
+        totals = np.asarray(counts).sum(axis=0, dtype=np.int64)
+        total = int(totals.sum())
+        if total > np.iinfo(np.int32).max:
+            raise ValueError(f"the matrix would hold {total} entries, more than int32 allows")
+        indptr_arr = np.zeros(nbins + 1, dtype=np.int32)
+        np.cumsum(totals, out=indptr_arr[1:])
+        indptr = indptr_arr
+        with nogil:
+            for b in prange(nbins, schedule="static", num_threads=nthreads):
+                cursor[0, b] = indptr[b]
+                for c in range(1, nchunks):
+                    cursor[c, b] = cursor[c - 1, b] + counts[c - 1, b]
+
+        indices_arr = np.empty(total, dtype=np.int32)
+        indices = indices_arr
+        data_arr = None
+        if data_dtype is not None:
+            data_arr = np.empty(total, dtype=data_dtype)
+            if data_arr.dtype == np.float32:
+                data32 = data_arr
+                d32 = &data32[0] if total > 0 else NULL
+            else:
+                data64 = data_arr
+                d64 = &data64[0] if total > 0 else NULL
+        if total > 0:
+            with nogil:
+                for c in prange(nchunks, schedule="dynamic", num_threads=nthreads):
+                    scatter_chunk(&emitters[c], &cursor[c, 0], &indices[0], d32, d64)
+    finally:
+        for c in range(nchunks):
+            free(emitters[c].entries)
+        free(emitters)
     return indptr_arr, indices_arr, data_arr
+
+
+def valid_extent(positions, mask, int num_threads=0):
+    """Smallest and largest radial value over the valid pixels, in parallel.
+
+    Parameters
+    ----------
+    positions : ndarray (npix, k) float64, C-contiguous
+        Per pixel, k/2 (radial, chi) pairs: k = 8 for corners, 2 for centres. A pixel is valid
+        when it is not masked and all its values are finite (the pixels the builder uses).
+    mask : ndarray (npix,) uint8 or None
+    num_threads : int
+        OpenMP threads; 0 for the OpenMP default.
+
+    Returns
+    -------
+    (float, float, int) : minimum, maximum, number of valid pixels.
+    """
+    cdef const double[:, ::1] pos = positions
+    cdef const uint8_t[::1] mask_view
+    cdef const uint8_t* mp = NULL
+    cdef const double* row
+    cdef int64_t npix = pos.shape[0], p, start, stop, chunk
+    cdef int k = <int>pos.shape[1], j, t
+    cdef int nthreads = num_threads if num_threads > 0 else openmp.omp_get_max_threads()
+    cdef double[::1] lows = np.full(nthreads, np.inf)
+    cdef double[::1] highs = np.full(nthreads, -np.inf)
+    cdef int64_t[::1] valid = np.zeros(nthreads, dtype=np.int64)
+    cdef double total, lo, hi
+    if mask is not None:
+        mask_view = mask
+        mp = &mask_view[0] if mask_view.shape[0] > 0 else NULL
+    if npix == 0:
+        return np.inf, -np.inf, 0
+    chunk = (npix + nthreads - 1) // nthreads
+    with nogil:
+        for t in prange(nthreads, schedule="static", num_threads=nthreads):
+            start = t * chunk
+            stop = min(start + chunk, npix)
+            lo = INFINITY
+            hi = -INFINITY
+            for p in range(start, stop):
+                if mp != NULL and mp[p]:
+                    continue
+                row = &pos[p, 0]
+                total = 0.0
+                for j in range(k):
+                    total = total + row[j]
+                if total - total != 0.0:       # some value is infinite or NaN
+                    continue
+                valid[t] += 1
+                for j in range(0, k, 2):
+                    lo = row[j] if row[j] < lo else lo
+                    hi = row[j] if row[j] > hi else hi
+            lows[t] = lo
+            highs[t] = hi
+    return float(np.min(lows)), float(np.max(highs)), int(np.sum(valid))

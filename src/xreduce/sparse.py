@@ -227,17 +227,11 @@ def build_csr_from_arrays(
     full_circle = a1 - a0 >= 2 * np.pi
 
     if radial_range is None:
-        radial = positions[..., 0]
-        valid = np.isfinite(radial)
-        if split != "no":
-            valid = valid.all(axis=1)
-            radial = radial.reshape(npix, 4)
-        if mask is not None:
-            valid &= mask == 0
-        if not valid.any():
+        rmin, rmax, nvalid = csr_builder.valid_extent(positions.reshape(npix, -1), mask,
+                                                       num_threads)
+        if nvalid == 0:
             raise ValueError("no valid pixel: every pixel is masked or has non-finite positions")
-        r0 = float(radial[valid].min())
-        r1 = _default_upper(float(radial[valid].max()))
+        r0, r1 = rmin, _default_upper(rmax)
     else:
         r0, r1 = radial_range
 
