@@ -112,14 +112,22 @@ cdef inline bint bin_span(double lo, double hi, double x0, double width, int n,
     return True
 
 
-cdef inline double axis_fraction(double lo, double hi, double blo, double bhi) noexcept nogil:
-    """Fraction of [lo, hi] inside the bin [blo, bhi); a zero-width interval is a point."""
+cdef inline double axis_fraction(double lo, double hi, double inv_width, double blo,
+                                 double bhi) noexcept nogil:
+    """Fraction of [lo, hi] inside the bin [blo, bhi); `inv_width` is 1 / (hi - lo), or 0 for a
+    zero-width interval, which is then a point."""
     cdef double a, b
-    if hi > lo:
-        a = lo if lo > blo else blo
-        b = hi if hi < bhi else bhi
-        return (b - a) / (hi - lo) if b > a else 0.0
-    return 1.0 if (blo <= lo and lo < bhi) else 0.0
+    if inv_width == 0.0:
+        return 1.0 if (blo <= lo and lo < bhi) else 0.0
+    if lo >= blo and hi <= bhi:
+        return 1.0
+    a = lo if lo > blo else blo
+    b = hi if hi < bhi else bhi
+    return (b - a) * inv_width if b > a else 0.0
+
+
+cdef inline double inverse_width(double lo, double hi) noexcept nogil:
+    return 1.0 / (hi - lo) if hi > lo else 0.0
 
 
 cdef inline double wrap_chi(const Bins* g, double chi) noexcept nogil:
@@ -266,12 +274,13 @@ cdef void split_box(const Bins* g, double rlo, double rhi, double clo, double ch
     fractions along radial and chi (bbox, and pseudo with a shrunken box)."""
     cdef int i0, i1, i, j, k
     cdef double fa, blo
+    cdef double inv_r = inverse_width(rlo, rhi), inv_c = inverse_width(clo, chi)
     cdef AzimSpan s
     if not bin_span(rlo, rhi, g.r0, g.dr, g.nr, &i0, &i1):
         return
     if not g.azim_clip:
         for i in range(i0, i1 + 1):
-            emit(e, i, axis_fraction(rlo, rhi, g.r0 + i * g.dr, g.r0 + (i + 1) * g.dr))
+            emit(e, i, axis_fraction(rlo, rhi, inv_r, g.r0 + i * g.dr, g.r0 + (i + 1) * g.dr))
         return
     azim_span(g, clo, chi, &s)
     for k in range(span_size(&s)):
@@ -279,13 +288,13 @@ cdef void split_box(const Bins* g, double rlo, double rhi, double clo, double ch
         if j < 0:
             continue
         blo = g.a0 + j * g.da
-        fa = (axis_fraction(clo, chi, blo, blo + g.da)
-              + axis_fraction(clo - TWO_PI, chi - TWO_PI, blo, blo + g.da))
+        fa = (axis_fraction(clo, chi, inv_c, blo, blo + g.da)
+              + axis_fraction(clo - TWO_PI, chi - TWO_PI, inv_c, blo, blo + g.da))
         if fa <= 0.0:
             continue
         for i in range(i0, i1 + 1):
             emit(e, j * g.nr + i,
-                 fa * axis_fraction(rlo, rhi, g.r0 + i * g.dr, g.r0 + (i + 1) * g.dr))
+                 fa * axis_fraction(rlo, rhi, inv_r, g.r0 + i * g.dr, g.r0 + (i + 1) * g.dr))
 
 
 cdef void split_full(const Bins* g, const double* quad, double rref, double cref,
