@@ -7,15 +7,17 @@ of the flattened frame, coefficients are the fraction of a pixel that falls in a
 How it runs (OpenMP, deterministic):
 
 1. The pixels are cut into contiguous chunks. In parallel, each chunk computes its pixels'
-   (bin, coefficient) lists into its own buffer, in pixel order, and counts its entries per bin
-   (``counts[chunk, bin]``).
+   (bin, coefficient) lists and counts its entries per bin (``counts[chunk, bin]``); for the
+   costly splits (pseudo, full) it also keeps the entries in its own buffer, in pixel order.
 2. Prefix sums give ``indptr`` and, for every (chunk, bin), the position where that chunk writes
    its first entry of that bin.
-3. In parallel, each chunk scatters its buffer into place (a transpose). Chunks are in pixel
-   order, so the pixel indices inside a row come out sorted, whatever the number of threads.
+3. In parallel, each chunk writes its entries in place: it scatters its buffer (a transpose), or,
+   for the cheap splits (no, bbox), recomputes them, which costs less than a buffer's memory
+   traffic. Chunks are in pixel order, so the pixel indices inside a row come out sorted,
+   whatever the number of threads.
 
 Each splitting scheme is one function that produces a pixel's (bin, coefficient) list through
-``emit``; the expensive geometry (polygon clipping) is done once per pixel.
+``emit``, shared by both passes.
 
 Chi (azimuth, radians) lives on a circle. Corners are first mapped into the period
 ``[chi_lo, chi_lo + 2 pi)``; a pixel whose corners span more than pi straddles the
@@ -36,6 +38,9 @@ cdef enum:
     SPLIT_BBOX = 1
     SPLIT_PSEUDO = 2
     SPLIT_FULL = 3
+    MODE_COUNT = 0        # pass 1, when pass 3 recomputes: count entries per bin
+    MODE_BUFFER = 1       # pass 1, when pass 3 scatters: count and keep the entries
+    MODE_FILL = 2         # pass 3 recomputing: write entries in place
 
 SPLIT_CODES = {"no": SPLIT_NO, "bbox": SPLIT_BBOX, "pseudo": SPLIT_PSEUDO, "full": SPLIT_FULL}
 
@@ -62,12 +67,17 @@ ctypedef struct Entry:
 
 
 ctypedef struct Emitter:
+    int mode               # MODE_COUNT, MODE_BUFFER or MODE_FILL
     int32_t pixel          # the pixel being split
-    int32_t* counts        # entries per bin of this chunk
-    Entry* entries         # this chunk's entries, in pixel order (grown by realloc)
+    int32_t* counts        # count / buffer: entries per bin of this chunk
+    Entry* entries         # buffer: this chunk's entries, in pixel order (grown by realloc)
     int64_t size
     int64_t capacity
     bint failed            # out of memory
+    int64_t* cursor        # fill: next write position per bin of this chunk
+    int32_t* indices
+    float* data32          # at most one of data32 / data64 is set (none: compact matrix)
+    double* data64
 
 
 ctypedef struct AzimSpan:
@@ -81,10 +91,28 @@ ctypedef struct AzimSpan:
 # Small helpers
 # ------------------------------------------------------------------------------------------
 
+cdef inline void write_entry(int64_t* cursor, int32_t* indices, float* data32, double* data64,
+                             int b, int32_t pixel, double coef) noexcept nogil:
+    """Store (pixel, coef) at the next free place of row b."""
+    cdef int64_t k = cursor[b]
+    cursor[b] = k + 1
+    indices[k] = pixel
+    if data32 != NULL:
+        data32[k] = <float>coef
+    elif data64 != NULL:
+        data64[k] = coef
+
+
 cdef inline void emit(Emitter* e, int b, double coef) noexcept nogil:
     """Record that the current pixel puts `coef` of itself in bin `b`."""
     cdef Entry* grown
     if coef <= MIN_COEF or e.failed:
+        return
+    if e.mode == MODE_FILL:
+        write_entry(e.cursor, e.indices, e.data32, e.data64, b, e.pixel, coef)
+        return
+    e.counts[b] += 1
+    if e.mode == MODE_COUNT:
         return
     if e.size == e.capacity:
         grown = <Entry*>realloc(e.entries, 2 * e.capacity * sizeof(Entry))
@@ -97,7 +125,6 @@ cdef inline void emit(Emitter* e, int b, double coef) noexcept nogil:
     e.entries[e.size].pixel = e.pixel
     e.entries[e.size].coef = coef
     e.size += 1
-    e.counts[b] += 1
 
 
 cdef inline bint bin_span(double lo, double hi, double x0, double width, int n,
@@ -391,15 +418,14 @@ cdef void process_pixel(const Bins* g, int split, const double* corner, const do
 
 cdef void split_chunk(const Bins* g, int split, const double* corners, const double* centers,
                       const uint8_t* mask, int64_t start, int64_t stop, Emitter* e) noexcept nogil:
-    """Split the pixels start..stop-1 into the chunk's emitter (buffer and per-bin counts)."""
+    """Split the pixels start..stop-1 into the chunk's emitter."""
     cdef int64_t p
-    e.size = 0
-    e.failed = False
-    e.capacity = 2 * (stop - start) + 16
-    e.entries = <Entry*>malloc(e.capacity * sizeof(Entry))
-    if e.entries == NULL:
-        e.failed = True
-        return
+    if e.mode == MODE_BUFFER:
+        e.capacity = 2 * (stop - start) + 16
+        e.entries = <Entry*>malloc(e.capacity * sizeof(Entry))
+        if e.entries == NULL:
+            e.failed = True
+            return
     for p in range(start, stop):
         if mask != NULL and mask[p]:
             continue
@@ -411,22 +437,16 @@ cdef void split_chunk(const Bins* g, int split, const double* corners, const dou
 
 cdef void scatter_chunk(const Emitter* e, int64_t* cursor, int32_t* indices, float* data32,
                         double* data64) noexcept nogil:
-    """Write the chunk's entries at their rows' write positions (`cursor`, advanced)."""
-    cdef int64_t n, k
-    cdef const Entry* entry
+    """Write the chunk's buffered entries at their rows' write positions."""
+    cdef int64_t n
     for n in range(e.size):
-        entry = e.entries + n
-        k = cursor[entry.bin]
-        cursor[entry.bin] = k + 1
-        indices[k] = entry.pixel
-        if data32 != NULL:
-            data32[k] = <float>entry.coef
-        elif data64 != NULL:
-            data64[k] = entry.coef
+        write_entry(cursor, indices, data32, data64, e.entries[n].bin, e.entries[n].pixel,
+                    e.entries[n].coef)
 
 
 def build(corners, centers, mask, str split, int nr, double r0, double r1, int na, double a0,
-          double a1, bint azim_clip, double chi_lo, data_dtype, int num_threads=0):
+          double a1, bint azim_clip, double chi_lo, data_dtype, int num_threads=0,
+          buffered=None):
     """Build the CSR arrays (indptr, indices, data) of a pixel-splitting matrix.
 
     Parameters
@@ -447,6 +467,10 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
     data_dtype : numpy dtype float32 or float64, or None for no coefficients (split "no").
     num_threads : int
         OpenMP threads; 0 for the OpenMP default.
+    buffered : bool or None
+        True: pass 1 keeps every entry and pass 3 scatters them (geometry done once, a buffer of
+        16 bytes per entry); False: pass 3 recomputes the entries (no buffer). None: buffered
+        for the splits whose geometry is costly (pseudo, full).
 
     Returns
     -------
@@ -471,6 +495,7 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
     cdef float* d32 = NULL
     cdef double* d64 = NULL
     cdef Emitter* emitters
+    cdef bint use_buffer
 
     if (corners if split_code != SPLIT_NO else centers) is None:
         raise ValueError(f"split {split!r} needs the pixel "
@@ -495,6 +520,7 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
     g.azim_clip = azim_clip
     g.chi_lo = chi_lo
     nbins = <int64_t>nr * na
+    use_buffer = split_code in (SPLIT_PSEUDO, SPLIT_FULL) if buffered is None else buffered
 
     # Chunks: several per thread for balance, but counts[nchunks, nbins] stays small.
     nchunks = min(max(1, npix // 4096), 8 * nthreads, max(nthreads, (1 << 22) // nbins))
@@ -508,6 +534,7 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
     try:
         with nogil:
             for c in prange(nchunks, schedule="dynamic", num_threads=nthreads):
+                emitters[c].mode = MODE_BUFFER if use_buffer else MODE_COUNT
                 emitters[c].counts = &counts[c, 0]
                 split_chunk(&g, split_code, cp, ctp, mp, c * chunk, min((c + 1) * chunk, npix),
                             &emitters[c])
@@ -543,7 +570,16 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
         if total > 0:
             with nogil:
                 for c in prange(nchunks, schedule="dynamic", num_threads=nthreads):
-                    scatter_chunk(&emitters[c], &cursor[c, 0], &indices[0], d32, d64)
+                    if use_buffer:
+                        scatter_chunk(&emitters[c], &cursor[c, 0], &indices[0], d32, d64)
+                    else:
+                        emitters[c].mode = MODE_FILL
+                        emitters[c].cursor = &cursor[c, 0]
+                        emitters[c].indices = &indices[0]
+                        emitters[c].data32 = d32
+                        emitters[c].data64 = d64
+                        split_chunk(&g, split_code, cp, ctp, mp, c * chunk,
+                                    min((c + 1) * chunk, npix), &emitters[c])
     finally:
         for c in range(nchunks):
             free(emitters[c].entries)
