@@ -287,3 +287,19 @@ def test_pyfai_full_split_row_sums(detector):
     big = our_sums > 1
     assert big.sum() > 20
     np.testing.assert_allclose(our_sums[big], their_sums[big], rtol=1e-4)
+
+
+@pytest.mark.parametrize("split", ["no", "bbox", "full"])
+def test_non_finite_positions_are_left_out(detector, split):
+    """Pixels with a NaN or infinite position (e.g. beyond 90 degrees) are absent, and do not
+    spoil the default radial range."""
+    corners, centers = detector
+    corners, centers = corners.copy(), centers.copy()
+    corners[10, 2, 0] = np.nan
+    corners[11, 0, 1] = np.inf
+    centers[10, 0] = np.nan
+    centers[11, 1] = -np.inf
+    m = build_csr((corners, centers), 20, 6, split=split, compact=False)
+    assert not np.isin([10, 11], m.indices).any()
+    assert np.isfinite(m.radial_edges).all()
+    assert len(np.unique(m.indices)) == len(corners) - 2

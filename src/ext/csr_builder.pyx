@@ -364,17 +364,21 @@ cdef void process_pixel(const Bins* g, int split, const double* corner, const do
                         Emitter* e) noexcept nogil:
     """Unwrap the pixel's corners and hand it to its splitting scheme."""
     cdef double quad[8]
-    cdef double rlo, rhi, clo, chi, area, scale, half_r, half_c, mid_r, mid_c
+    cdef double rlo, rhi, clo, chi, area, scale, half_r, half_c, mid_r, mid_c, total = 0.0
     cdef int k
     if split == SPLIT_NO:
         split_no(g, center[0], center[1], e)
         return
     for k in range(8):
-        if not isfinite(corner[k]):
-            return
+        total += corner[k]
+    if total - total != 0.0:                # some corner value is infinite or NaN
+        return
+    rlo = rhi = corner[0]
     for k in range(4):
         quad[2 * k] = corner[2 * k]
         quad[2 * k + 1] = wrap_chi(g, corner[2 * k + 1])
+        rlo = quad[2 * k] if quad[2 * k] < rlo else rlo
+        rhi = quad[2 * k] if quad[2 * k] > rhi else rhi
     clo = chi = quad[1]
     for k in range(1, 4):
         clo = quad[2 * k + 1] if quad[2 * k + 1] < clo else clo
@@ -383,13 +387,10 @@ cdef void process_pixel(const Bins* g, int split, const double* corner, const do
         for k in range(4):
             if quad[2 * k + 1] < g.chi_lo + M_PI:
                 quad[2 * k + 1] += TWO_PI
-    rlo = rhi = quad[0]
-    clo = chi = quad[1]
-    for k in range(1, 4):
-        rlo = quad[2 * k] if quad[2 * k] < rlo else rlo
-        rhi = quad[2 * k] if quad[2 * k] > rhi else rhi
-        clo = quad[2 * k + 1] if quad[2 * k + 1] < clo else clo
-        chi = quad[2 * k + 1] if quad[2 * k + 1] > chi else chi
+        clo = chi = quad[1]
+        for k in range(1, 4):
+            clo = quad[2 * k + 1] if quad[2 * k + 1] < clo else clo
+            chi = quad[2 * k + 1] if quad[2 * k + 1] > chi else chi
     if split == SPLIT_BBOX:
         split_box(g, rlo, rhi, clo, chi, e)
         return
