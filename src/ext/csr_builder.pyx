@@ -332,6 +332,7 @@ cdef void split_full(const Bins* g, const double* quad, double rref, double cref
     cdef double rlo = quad[0], rhi = quad[0], clo = quad[1], chi = quad[1]
     cdef double elo, alo, part
     cdef int i0, i1, i, j, k, n
+    cdef bint wraps
     cdef AzimSpan s
     for k in range(1, 4):
         rlo = quad[2 * k] if quad[2 * k] < rlo else rlo
@@ -342,6 +343,7 @@ cdef void split_full(const Bins* g, const double* quad, double rref, double cref
         return
     if g.azim_clip:
         azim_span(g, clo + cref, chi + cref, &s)
+    wraps = chi + cref > g.chi_lo + TWO_PI  # part of it lies past the period: its copy counts
     for i in range(i0, i1 + 1):
         elo = (g.r0 - rref) + i * g.dr
         n = clip_slab(quad, 4, slab, 0, elo, elo + g.dr)
@@ -355,8 +357,9 @@ cdef void split_full(const Bins* g, const double* quad, double rref, double cref
             if j < 0:
                 continue
             alo = (g.a0 - cref) + j * g.da
-            part = (slab_area(slab, n, 1, alo, alo + g.da)
-                    + slab_area(slab, n, 1, alo + TWO_PI, alo + TWO_PI + g.da))
+            part = slab_area(slab, n, 1, alo, alo + g.da)
+            if wraps:
+                part += slab_area(slab, n, 1, alo + TWO_PI, alo + TWO_PI + g.da)
             emit(e, j * g.nr + i, part / area)
 
 
