@@ -1,8 +1,8 @@
 """Sparse pixel-splitting matrix builder (xreduce.sparse, kernel xreduce.ext.csr_builder).
 
 The kernel is compared coefficient by coefficient with the slow per-pixel, per-bin reference in
-tests/reference.py on a small, strongly tilted detector whose beam centre lies on it (so pixels
-straddle the chi discontinuity). Tolerance 1e-9: both compute in float64 in pixel-local
+tests/reference.py on a small detector with large tilts (20, 16 and 34 degrees) whose beam centre
+lies on it (so pixels straddle the chi discontinuity). Tolerance 1e-9: both compute in float64 in pixel-local
 coordinates; what differs is only the order of operations and bin edges computed as
 ``r0 + i * dr`` versus ``numpy.linspace`` (differences of a few 1e-16 relative to the pixel size).
 """
@@ -17,8 +17,8 @@ from xreduce.sparse import CsrMatrix, build_csr, build_csr_from_arrays
 SPLITS_WITH_AREA = ("bbox", "pseudo", "full")
 
 
-def tilted_detector(shape=(24, 20), pixel_m=1e-3, dist_m=0.05, poni1_m=0.0153, poni2_m=0.0141,
-                    rot1=0.12, rot2=-0.09, rot3=0.3, offsets=None):
+def tilted_detector(shape=(24, 20), pixel_m=1e-3, dist_m=0.05, poni1_m=0.0306, poni2_m=0.0299,
+                    rot1=0.35, rot2=-0.28, rot3=0.6):
     """2theta (degrees) and chi (radians) at pixel corners and centres, from the PONI formulas.
 
     Returns corners (rows, cols, 4, 2) with corner offsets (0,0), (1,0), (1,1), (0,1) in (slow,
@@ -74,7 +74,7 @@ def test_coefficients_match_reference(detector, split, npt_azim, ranges):
     corners, centers = detector
     mask = np.zeros(len(corners), np.uint8)
     mask[::7] = 1
-    radial_range = (6.0, 21.0) if ranges == "restricted" else None
+    radial_range = (4.0, 12.0) if ranges == "restricted" else None
     azimuth_deg = (-150.0, 170.0) if ranges == "restricted" else None
     m = build_csr((corners, centers), 30, npt_azim, split=split, radial_range=radial_range,
                   azimuth_range=azimuth_deg, mask=mask, dtype=np.float64, compact=False)
@@ -124,7 +124,8 @@ def test_chi_wrap_splits_across_not_around(detector, split):
         reach = int(np.ceil(spans[pixel] / (2 * np.pi / npt_azim)))  # bins its width can cover
         near_ends = set(range(reach)) | set(range(npt_azim - reach, npt_azim))
         assert azim_bins <= near_ends
-        assert {0, npt_azim - 1} <= azim_bins  # its two sides go to both ends
+        if split != "pseudo":  # (a shrunken box may stay on one side)
+            assert {0, npt_azim - 1} <= azim_bins  # its two sides go to both ends
         np.testing.assert_allclose(m.data[m.indices == pixel].sum(), 1.0, atol=1e-9)
         checked += 1
     assert checked >= 3
