@@ -304,3 +304,34 @@ def test_non_finite_positions_are_left_out(detector, split):
     assert not np.isin([10, 11], m.indices).any()
     assert np.isfinite(m.radial_edges).all()
     assert len(np.unique(m.indices)) == len(corners) - 2
+
+
+def test_concurrent_builds_agree(detector):
+    """Builds running at the same time in several Python threads (the kernel releases the GIL)
+    give identical matrices."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    corners, centers = detector
+    big = np.tile(corners, (20, 1, 1))
+
+    def one(_):
+        return build_csr((big, None), 40, 16, split="full", num_threads=2)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, range(4)))
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0].indptr, other.indptr)
+        np.testing.assert_array_equal(results[0].indices, other.indices)
+        np.testing.assert_array_equal(results[0].data, other.data)
+
+
+def test_full_circle_azimuth_range_is_the_default(detector):
+    """A 1D azimuth_range covering the whole circle gives the default matrix; without the
+    discontinuity at pi the circle is [0, 360] degrees."""
+    corners, _ = detector
+    default = build_csr((corners, None), 20, split="full", dtype=np.float64)
+    for azimuth_range, at_pi in (((-180, 180), True), ((0, 360), False)):
+        m = build_csr((corners, None), 20, split="full", azimuth_range=azimuth_range,
+                      chi_discontinuity_at_pi=at_pi, dtype=np.float64)
+        np.testing.assert_array_equal(m.indices, default.indices)
+        np.testing.assert_allclose(m.data, default.data, rtol=0, atol=1e-12)

@@ -489,7 +489,7 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
     cdef const double* cp = NULL
     cdef const double* ctp = NULL
     cdef const uint8_t* mp = NULL
-    cdef int64_t npix, nbins, nchunks, chunk, c, b, total, start, stop
+    cdef int64_t npix = 0, nbins, nchunks, chunk, c, b, total
     cdef int nthreads = num_threads if num_threads > 0 else openmp.omp_get_max_threads()
     cdef int32_t[:, ::1] counts
     cdef int64_t[:, ::1] cursor
