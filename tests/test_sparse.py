@@ -158,6 +158,11 @@ def test_no_split_is_compact_and_exact(detector):
     np.testing.assert_array_equal(rows, i_azim * 17 + i_rad)
     assert m.radial_edges[0] == centers[:, 0][mask == 0].min()
     assert m.radial_edges[-1] > centers[:, 0].max()
+    # centres given as a pair of (rows, cols) arrays, as a Geometry has them
+    pair = (centers[:, 0].reshape(24, 20), centers[:, 1].reshape(24, 20))
+    same = build_csr_from_arrays(None, pair, 17, 8, "no", mask=mask)
+    np.testing.assert_array_equal(same.indptr, m.indptr)
+    np.testing.assert_array_equal(same.indices, m.indices)
 
 
 def test_pixels_outside_range_are_absent(detector):
@@ -207,8 +212,8 @@ def test_buffered_and_recomputed_builds_agree(detector, split):
     them) give identical arrays, 1D and 2D."""
     corners, centers = detector
     for na, azim_clip in ((1, False), (1, True), (9, True)):
-        args = (corners, centers, None, split, 30, 0.3, 24.0, na, -2.5, np.pi, azim_clip, -np.pi,
-                np.float64, 2)
+        args = (corners, (centers[:, 0], centers[:, 1]), None, split, 30, 0.3, 24.0, na, -2.5,
+                np.pi, azim_clip, -np.pi, np.float64, 2)
         buffered = csr_builder.build(*args, buffered=True)
         recomputed = csr_builder.build(*args, buffered=False)
         for a, b in zip(buffered, recomputed):

@@ -363,15 +363,11 @@ cdef void split_full(const Bins* g, const double* quad, double rref, double cref
             emit(e, j * g.nr + i, part / area)
 
 
-cdef void process_pixel(const Bins* g, int split, const double* corner, const double* center,
-                        Emitter* e) noexcept nogil:
-    """Unwrap the pixel's corners and hand it to its splitting scheme."""
+cdef void process_pixel(const Bins* g, int split, const double* corner, Emitter* e) noexcept nogil:
+    """Unwrap the pixel's corners and hand it to its splitting scheme (bbox, pseudo, full)."""
     cdef double quad[8]
     cdef double rlo, rhi, clo, chi, area, scale, half_r, half_c, mid_r, mid_c, total = 0.0
     cdef int k
-    if split == SPLIT_NO:
-        split_no(g, center[0], center[1], e)
-        return
     for k in range(8):
         total += corner[k]
     if total - total != 0.0:                # some corner value is infinite or NaN
@@ -420,8 +416,17 @@ cdef void process_pixel(const Bins* g, int split, const double* corner, const do
 # The parallel driver
 # ------------------------------------------------------------------------------------------
 
-cdef void split_chunk(const Bins* g, int split, const double* corners, const double* centers,
-                      const uint8_t* mask, int64_t start, int64_t stop, Emitter* e) noexcept nogil:
+ctypedef struct Positions:
+    const double* corners           # (npix, 4, 2) C-contiguous, or NULL for split "no"
+    const double* center_radial     # pixel centres (split "no"), strided
+    const double* center_chi
+    int64_t radial_stride           # in doubles
+    int64_t chi_stride
+    const uint8_t* mask             # or NULL
+
+
+cdef void split_chunk(const Bins* g, int split, const Positions* pos, int64_t start,
+                      int64_t stop, Emitter* e) noexcept nogil:
     """Split the pixels start..stop-1 into the chunk's emitter."""
     cdef int64_t p
     if e.mode == MODE_BUFFER:
@@ -431,12 +436,14 @@ cdef void split_chunk(const Bins* g, int split, const double* corners, const dou
             e.failed = True
             return
     for p in range(start, stop):
-        if mask != NULL and mask[p]:
+        if pos.mask != NULL and pos.mask[p]:
             continue
         e.pixel = <int32_t>p
-        process_pixel(g, split,
-                      corners + 8 * p if corners != NULL else NULL,
-                      centers + 2 * p if centers != NULL else NULL, e)
+        if split == SPLIT_NO:
+            split_no(g, pos.center_radial[p * pos.radial_stride],
+                     pos.center_chi[p * pos.chi_stride], e)
+        else:
+            process_pixel(g, split, pos.corners + 8 * p, e)
 
 
 cdef void scatter_chunk(const Emitter* e, int64_t* cursor, int32_t* indices, float* data32,
@@ -457,7 +464,7 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
     ----------
     corners : ndarray (npix, 4, 2) float64, C-contiguous, or None (only for split "no")
         Radial value and chi (radians) at the 4 corners, going round each pixel.
-    centers : ndarray (npix, 2) float64, C-contiguous, or None (not needed unless split "no")
+    centers : pair of ndarrays (npix,) float64 (any stride), or None (needed for split "no")
         Radial value and chi (radians) at each pixel centre.
     mask : ndarray (npix,) uint8 or None
         Non-zero: the pixel is left out.
@@ -484,11 +491,10 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
     cdef Bins g
     cdef int split_code = SPLIT_CODES[split]
     cdef const double[:, :, ::1] corner_view
-    cdef const double[:, ::1] center_view
+    cdef const double[:] radial_view
+    cdef const double[:] chi_view
+    cdef Positions pos
     cdef const uint8_t[::1] mask_view
-    cdef const double* cp = NULL
-    cdef const double* ctp = NULL
-    cdef const uint8_t* mp = NULL
     cdef int64_t npix = 0, nbins, nchunks, chunk, c, b, total
     cdef int nthreads = num_threads if num_threads > 0 else openmp.omp_get_max_threads()
     cdef int32_t[:, ::1] counts
@@ -504,17 +510,29 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
     if (corners if split_code != SPLIT_NO else centers) is None:
         raise ValueError(f"split {split!r} needs the pixel "
                          f"{'centres' if split_code == SPLIT_NO else 'corners'}, got None")
+    pos.corners = pos.center_radial = pos.center_chi = NULL
+    pos.radial_stride = pos.chi_stride = 0
+    pos.mask = NULL
     if corners is not None:
         corner_view = corners
-        cp = &corner_view[0, 0, 0] if corner_view.shape[0] > 0 else NULL
         npix = corner_view.shape[0]
+        pos.corners = &corner_view[0, 0, 0] if npix > 0 else NULL
     if centers is not None:
-        center_view = centers
-        ctp = &center_view[0, 0] if center_view.shape[0] > 0 else NULL
-        npix = center_view.shape[0]
+        radial_view, chi_view = centers
+        npix = radial_view.shape[0]
+        if chi_view.shape[0] != npix:
+            raise ValueError(f"centers: radial and chi must have the same length, got {npix} "
+                             f"and {chi_view.shape[0]}")
+        if npix > 0:
+            pos.center_radial = &radial_view[0]
+            pos.center_chi = &chi_view[0]
+            pos.radial_stride = radial_view.strides[0] // sizeof(double)
+            pos.chi_stride = chi_view.strides[0] // sizeof(double)
     if mask is not None:
         mask_view = mask
-        mp = &mask_view[0] if mask_view.shape[0] > 0 else NULL
+        if mask_view.shape[0] != npix:
+            raise ValueError(f"mask: expected {npix} elements, got {mask_view.shape[0]}")
+        pos.mask = &mask_view[0] if npix > 0 else NULL
     g.nr = nr
     g.r0 = r0
     g.dr = (r1 - r0) / nr
@@ -540,7 +558,7 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
             for c in prange(nchunks, schedule="dynamic", num_threads=nthreads):
                 emitters[c].mode = MODE_BUFFER if use_buffer else MODE_COUNT
                 emitters[c].counts = &counts[c, 0]
-                split_chunk(&g, split_code, cp, ctp, mp, c * chunk, min((c + 1) * chunk, npix),
+                split_chunk(&g, split_code, &pos, c * chunk, min((c + 1) * chunk, npix),
                             &emitters[c])
         for c in range(nchunks):
             if emitters[c].failed:
@@ -582,7 +600,7 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
                         emitters[c].indices = &indices[0]
                         emitters[c].data32 = d32
                         emitters[c].data64 = d64
-                        split_chunk(&g, split_code, cp, ctp, mp, c * chunk,
+                        split_chunk(&g, split_code, &pos, c * chunk,
                                     min((c + 1) * chunk, npix), &emitters[c])
     finally:
         for c in range(nchunks):
@@ -591,14 +609,14 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
     return indptr_arr, indices_arr, data_arr
 
 
-def valid_extent(positions, mask, int num_threads=0):
+def valid_extent(radial, chi, mask, int num_threads=0):
     """Smallest and largest radial value over the valid pixels, in parallel.
 
     Parameters
     ----------
-    positions : ndarray (npix, k) float64, C-contiguous
-        Per pixel, k/2 (radial, chi) pairs: k = 8 for corners, 2 for centres. A pixel is valid
-        when it is not masked and all its values are finite (the pixels the builder uses).
+    radial, chi : ndarray (npix, k) float64, any strides
+        Radial values and chi of each pixel's k points (4 corners, or 1 centre). A pixel is
+        valid when it is not masked and all its values are finite (the pixels the builder uses).
     mask : ndarray (npix,) uint8 or None
     num_threads : int
         OpenMP threads; 0 for the OpenMP default.
@@ -607,17 +625,19 @@ def valid_extent(positions, mask, int num_threads=0):
     -------
     (float, float, int) : minimum, maximum, number of valid pixels.
     """
-    cdef const double[:, ::1] pos = positions
+    cdef const double[:, :] rad = radial
+    cdef const double[:, :] azi = chi
     cdef const uint8_t[::1] mask_view
     cdef const uint8_t* mp = NULL
-    cdef const double* row
-    cdef int64_t npix = pos.shape[0], p, start, stop, chunk
-    cdef int k = <int>pos.shape[1], j, t
+    cdef int64_t npix = rad.shape[0], p, start, stop, chunk
+    cdef int k = <int>rad.shape[1], j, t
     cdef int nthreads = num_threads if num_threads > 0 else openmp.omp_get_max_threads()
     cdef double[::1] lows = np.full(nthreads, np.inf)
     cdef double[::1] highs = np.full(nthreads, -np.inf)
     cdef int64_t[::1] valid = np.zeros(nthreads, dtype=np.int64)
-    cdef double total, lo, hi
+    cdef double total, lo, hi, v
+    if azi.shape[0] != npix or azi.shape[1] != k:
+        raise ValueError("radial and chi must have the same shape")
     if mask is not None:
         mask_view = mask
         mp = &mask_view[0] if mask_view.shape[0] > 0 else NULL
@@ -633,16 +653,16 @@ def valid_extent(positions, mask, int num_threads=0):
             for p in range(start, stop):
                 if mp != NULL and mp[p]:
                     continue
-                row = &pos[p, 0]
                 total = 0.0
                 for j in range(k):
-                    total = total + row[j]
+                    total = total + rad[p, j] + azi[p, j]
                 if total - total != 0.0:       # some value is infinite or NaN
                     continue
                 valid[t] += 1
-                for j in range(0, k, 2):
-                    lo = row[j] if row[j] < lo else lo
-                    hi = row[j] if row[j] > hi else hi
+                for j in range(k):
+                    v = rad[p, j]
+                    lo = v if v < lo else lo
+                    hi = v if v > hi else hi
             lows[t] = lo
             highs[t] = hi
     return float(np.min(lows)), float(np.max(highs)), int(np.sum(valid))
