@@ -270,10 +270,15 @@ def moving_median(
     if backend == "cython":
         from xreduce.ext import moving_median as ext
 
-        medians = np.empty((len(samples), flat.shape[1]), kernel_dtype)
+        direct = (out is not None and step == 1 and axis == 0 and out.dtype == kernel_dtype
+                  and out.flags.c_contiguous)
+        medians = (out.reshape(flat.shape) if direct
+                   else np.empty((len(samples), flat.shape[1]), kernel_dtype))
         ext.moving_median_frames(
             flat, window, frame_map, samples, rank_lo, rank_hi, medians, threads, isa
         )
+        if direct:
+            return out
     else:
         medians = _moving_median_opencl(flat, window, frame_map, samples, rank_lo, rank_hi,
                                         device)
