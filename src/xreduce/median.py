@@ -292,6 +292,23 @@ def moving_median(
     return np.ascontiguousarray(result)
 
 
+def _run_moving_median(flat, window, frame_map, samples, rank_lo, rank_hi, backend="cython",
+                       num_threads=0, device=None, out=None):
+    """Medians at ``samples`` of a frames-major (n, npix) array with a given frame map.
+
+    The building block of :func:`moving_median` and of chunked pipelines, which pass a
+    frame map into a block of frames they hold. Returns (len(samples), npix).
+    """
+    if backend == "opencl":
+        return _moving_median_opencl(flat, window, frame_map, samples, rank_lo, rank_hi, device)
+    from xreduce.ext import moving_median as ext
+
+    if out is None:
+        out = np.empty((len(samples), flat.shape[1]), flat.dtype)
+    return ext.moving_median_frames(flat, window, frame_map, samples, rank_lo, rank_hi, out,
+                                    num_threads)
+
+
 _OPENCL_WINDOW_MAX = 4096
 
 
