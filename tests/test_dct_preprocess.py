@@ -219,3 +219,14 @@ def test_command_line(tmp_path, rng, capsys):
     template = capsys.readouterr().out
     assert template == TEMPLATE
     assert load_section(template, "preprocess").moving_median.window == 31
+
+
+def test_opencl_backend_gives_the_same_file(tmp_path, rng):
+    from opencl_helpers import require_opencl_context
+
+    require_opencl_context()
+    config, *_ = make_config(tmp_path, rng, noise=1.0, median_filter={"size": 3})
+    cython = read_output(preprocess(config, progress=False).output)
+    other = dict(config["preprocess"], backend="opencl", output=str(tmp_path / "ocl.h5"))
+    np.testing.assert_array_equal(read_output(preprocess({"preprocess": other},
+                                                         progress=False).output), cython)
