@@ -77,6 +77,18 @@ def test_threshold_and_dtypes(rng):
     np.testing.assert_array_equal(label(counts, 6)[0], expected)
 
 
+def test_nan_is_never_lit(rng):
+    """NaN voxels are background, also between lit voxels of a row."""
+    values = rng.normal(size=(6, 12, 40))
+    values[rng.random(values.shape) < 0.2] = np.nan
+    expected, n_expected = ndimage.label(values > 0.5, reference.structure_reference(6))
+    labels, n = label(values, 6, threshold=0.5, chunk_frames=2)
+    assert n == n_expected
+    np.testing.assert_array_equal(labels, expected)
+    stats = label_statistics(values, 6, threshold=0.5)
+    assert len(stats) == n and np.isfinite(stats["sum"]).all()
+
+
 def test_h5py_dataset_input(rng, tmp_path):
     """A lazy h5py dataset is read chunk by chunk and gives the in-memory result."""
     h5py = pytest.importorskip("h5py")
