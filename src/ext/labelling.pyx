@@ -9,8 +9,8 @@ first appearance (the order scipy.ndimage.label uses).
 Work split:
 
 1. count runs per row (parallel over frames);
-2. write the run column bounds (parallel over frames);
-3. join runs inside each frame (parallel over frames: a frame only touches its own runs);
+2. write the run column bounds and 3. join the runs inside each frame (parallel over frames:
+   a frame only touches its own runs);
 4. join runs of consecutive frames (serial, O(number of runs));
 5. number the roots (serial, O(number of runs));
 6. optionally paint the labels into a dense int32 output (parallel over frames).
@@ -147,7 +147,8 @@ def label_runs(pixel_t[:, :, ::1] volume, double threshold, int connectivity,
     if n_runs == 0:
         return row_ptr_arr, c0_arr, c1_arr, labels_arr, 0
 
-    # 2. run bounds (rows without runs are skipped)
+    # 2. run bounds (rows without runs are skipped), then 3. join the rows of the same frame:
+    #    a frame only touches its own runs, so frames run in parallel
     for f in prange(F, nogil=True, schedule="static"):
         for r in range(R):
             k = row_ptr[f * R + r]
@@ -164,9 +165,6 @@ def label_runs(pixel_t[:, :, ::1] volume, double threshold, int connectivity,
                 inside = lit
             if inside:
                 c1[k] = <int32_t>C
-
-    # 3. join rows inside each frame (disjoint index ranges: safe in parallel)
-    for f in prange(F, nogil=True, schedule="dynamic"):
         for r in range(1, R):
             merge_rows(pparent, pc0, pc1, row_ptr[f * R + r - 1], row_ptr[f * R + r],
                        row_ptr[f * R + r], row_ptr[f * R + r + 1], reach)
