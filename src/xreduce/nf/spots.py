@@ -148,6 +148,10 @@ class Spots:
     def __len__(self) -> int:
         return len(self.omega_deg)
 
+    def take(self, index) -> "Spots":
+        """The spots selected by ``index`` (indices or boolean mask)."""
+        return Spots(**{f: getattr(self, f)[index] for f in self.__dataclass_fields__})
+
 
 def _as_orientations(orientations) -> np.ndarray:
     U = np.asarray(orientations, dtype=np.float64)
