@@ -67,7 +67,7 @@ def test_binary_images_match_footprints_and_spot_centres():
     frame at every distance."""
     geo = _geometry()
     refl = reflection_list(225, AU, WL, 3000.0, 250.0)
-    g = hexagonal_grid(15.0, 5.0)
+    g = hexagonal_grid(10.0, 5.0)
     micro = voronoi_microstructure(g, 2, seed=7)
     nf = 180
     packed = simulate_binary_images(micro, refl, geo, n_frames=nf)
@@ -91,12 +91,12 @@ def test_binary_images_match_footprints_and_spot_centres():
         img = unpack_image(packed, d, f, 200)
         got.update((d, f, y, z) for y, z in zip(*np.nonzero(img)))
         np.testing.assert_array_equal(np.packbits(img, axis=-1), packed[d, f])
-    assert len(want) > 200 and got == want
+    assert len(want) > 100 and got == want
     assert np.count_nonzero(np.unpackbits(packed)) == len(want)
     # the pixel holding the centroid's spot is always lit by the conservative footprint
     cons = simulate_binary_images(micro, refl, geo, n_frames=nf, conservative=True)
     on_detector = [c for c in centres if 0 <= c[2] < 256 and 0 <= c[3] < 200 and c[1] < nf]
-    assert len(on_detector) > 50
+    assert len(on_detector) > 20
     assert all(unpack_image(cons, d, f, 200)[y, z] for d, f, y, z in on_detector)
     assert np.count_nonzero(np.unpackbits(cons)) > len(want)
 
