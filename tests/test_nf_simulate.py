@@ -129,3 +129,24 @@ def test_intensity_frames_tiff_and_hdf5(tmp_path):
         assert f["distance_1/data"].shape == (12, 200, 256)
         np.testing.assert_array_equal(f["distance_1/data"][5], frames[12 + 5][2])
         assert f["distance_0"].attrs["lsd_um"] == 3000.0
+
+
+def test_pipeline_from_midas_parameter_file(tmp_path):
+    """The example MIDAS file drives reflections, grid (with GridMask) and geometry."""
+    from pathlib import Path
+
+    from xreduce.nf.grid import grid_from_parameters
+    from xreduce.nf.params import read_parameters
+    from xreduce.nf.reflections import reflections_from_parameters
+
+    p = read_parameters(Path(__file__).parent / "data" / "nf" / "ps_au.txt")
+    refl = reflections_from_parameters(p)
+    assert set(refl.ring_nr.tolist()) == {1, 2, 3, 4} and refl.lsd_um == 8000.0
+    grid = grid_from_parameters(p)
+    assert len(grid) > 0 and np.all(np.abs(grid.x_um) <= 40) and np.all(np.abs(grid.y_um) <= 40)
+    geo = NFGeometry.from_parameters(p)
+    assert geo.n_frames == 1440 and geo.tilts_deg == (0.0, 0.1, -0.05)
+    assert geo.detector_shape == (2048, 2048) and geo.exclude_pole_deg == 6.0
+    s = predict_spots(euler_to_matrix([[0.3, 0.6, 0.9]]), refl, geo)
+    assert len(s) > 10 and np.all((s.frame >= 0) & (s.frame <= 1440))
+    assert np.all(s.y_um[:, 0] >= -1500) and np.all(s.z_um[:, 0] >= -100)

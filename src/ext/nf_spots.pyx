@@ -3,8 +3,9 @@
 
 Frames (MIDAS): beam along lab +X, rotation omega about +Z (stage tilted by the wedge angle
 about lab +Y: lab = Ry(wedge) Rz(omega) sample), detector distances along +X.
-All loops over orientations / spots run in OpenMP ``prange``; results are written in two passes
-(count, then fill at offsets given by a prefix sum), so no buffer size is guessed.
+All loops over orientations / spots run in OpenMP ``prange``. Spots are written into a buffer of
+2 m rows per orientation (m reflections: at most two omegas each), chunk by chunk, then
+compacted; footprints are written in two passes (count, then fill at prefix-sum offsets).
 Front end: :mod:`xreduce.nf.spots` (the only caller).
 """
 import numpy as np
@@ -151,33 +152,49 @@ def predict_spots(const double[:, :, ::1] U, const double[:, ::1] g, double wave
     sin_t = 0.5 * wavelength_A * glen
     gsin_arr = np.where(sin_t < 1.0, glen * sin_t, -1.0)
     cdef const double[::1] gsin = gsin_arr
-    counts = np.zeros(n + 1, dtype=np.int64)
+    # One pass per chunk of orientations into a buffer of 2 m rows per orientation (the most a
+    # reflection list can give), then a serial compaction of each chunk.
+    cdef Py_ssize_t m = g.shape[0], maxs = 2 * g.shape[0], chunk, c0, c1, r, k, total
+    if n == 0 or m == 0:
+        return (np.empty(0, np.int32), np.empty(0, np.int32)) + tuple(
+            np.empty(0, np.float64) for _ in range(4)) + (np.empty(0, np.int64),)
+    chunk = max(1, min(n, (1 << 19) // maxs))
+    b_or = np.empty(chunk * maxs, dtype=np.int32)
+    b_re = np.empty(chunk * maxs, dtype=np.int32)
+    b_om = np.empty(chunk * maxs, dtype=np.float64)
+    b_et = np.empty(chunk * maxs, dtype=np.float64)
+    b_dy = np.empty(chunk * maxs, dtype=np.float64)
+    b_dz = np.empty(chunk * maxs, dtype=np.float64)
+    b_fr = np.empty(chunk * maxs, dtype=np.int64)
+    cdef int[::1] w_or = b_or, w_re = b_re
+    cdef double[::1] w_om = b_om, w_et = b_et, w_dy = b_dy, w_dz = b_dz
+    cdef long long[::1] w_fr = b_fr
+    counts = np.zeros(chunk, dtype=np.int64)
     cdef long long[::1] cnt = counts
-    for i in prange(n, nogil=True, schedule="guided", num_threads=num_threads):
-        cnt[i + 1] = _spots_of_orientation(i, U, g, gsin, wavelength_A, lsd0_um,
-                                           omega_ranges_deg, box_sizes_um, tan_pole, cw, sw,
-                                           omega_start_deg, omega_step_deg, 0, 0,
-                                           NULL, NULL, NULL, NULL, NULL, NULL, NULL)
-    np.cumsum(counts, out=counts)
-    cdef Py_ssize_t total = counts[n]
-    orient = np.empty(total, dtype=np.int32)
-    refl = np.empty(total, dtype=np.int32)
-    omega = np.empty(total, dtype=np.float64)
-    eta = np.empty(total, dtype=np.float64)
-    dy = np.empty(total, dtype=np.float64)
-    dz = np.empty(total, dtype=np.float64)
-    frame = np.empty(total, dtype=np.int64)
-    cdef int[::1] v_or = orient, v_re = refl
-    cdef double[::1] v_om = omega, v_et = eta, v_dy = dy, v_dz = dz
-    cdef long long[::1] v_fr = frame
-    if total == 0:
-        return orient, refl, omega, eta, dy, dz, frame
-    for i in prange(n, nogil=True, schedule="guided", num_threads=num_threads):
-        _spots_of_orientation(i, U, g, gsin, wavelength_A, lsd0_um, omega_ranges_deg,
-                              box_sizes_um, tan_pole, cw, sw, omega_start_deg, omega_step_deg,
-                              1, cnt[i], &v_or[0], &v_re[0], &v_om[0], &v_et[0], &v_dy[0],
-                              &v_dz[0], &v_fr[0])
-    return orient, refl, omega, eta, dy, dz, frame
+    cdef Py_ssize_t[::1] keep_idx
+    pieces = []
+    for c0 in range(0, n, chunk):
+        c1 = min(c0 + chunk, n)
+        for i in prange(c0, c1, nogil=True, schedule="guided", num_threads=num_threads):
+            cnt[i - c0] = _spots_of_orientation(
+                i, U, g, gsin, wavelength_A, lsd0_um, omega_ranges_deg, box_sizes_um, tan_pole,
+                cw, sw, omega_start_deg, omega_step_deg, 1, (i - c0) * maxs, &w_or[0],
+                &w_re[0], &w_om[0], &w_et[0], &w_dy[0], &w_dz[0], &w_fr[0])
+        total = 0
+        for r in range(c1 - c0):
+            total += cnt[r]
+        idx = np.empty(total, dtype=np.intp)
+        keep_idx = idx
+        k = 0
+        with nogil:
+            for r in range(c1 - c0):
+                for i in range(cnt[r]):
+                    keep_idx[k] = r * maxs + i
+                    k += 1
+        pieces.append(tuple(b[idx] for b in (b_or, b_re, b_om, b_et, b_dy, b_dz, b_fr)))
+    if len(pieces) == 1:
+        return pieces[0]
+    return tuple(np.concatenate(col) for col in zip(*pieces))
 
 
 cdef inline void _project(double a, double b, double omega_deg, double dy, double dz,
