@@ -127,7 +127,8 @@ def _raster_reference(poly, shape):
     yy, zz = np.mgrid[y0:y1, z0:z1]
     inside = np.ones(yy.shape, dtype=bool)
     n = len(poly)
-    area = sum(poly[k, 0] * poly[(k + 1) % n, 1] - poly[(k + 1) % n, 0] * poly[k, 1] for k in range(n))
+    area = sum(poly[k, 0] * poly[(k + 1) % n, 1] - poly[(k + 1) % n, 0] * poly[k, 1]
+               for k in range(n))
     for k in range(n):
         a, b = poly[k], poly[(k + 1) % n]
         cross = (b[0] - a[0]) * (zz - a[1]) - (b[1] - a[1]) * (yy - a[0])

@@ -240,7 +240,8 @@ def write_frames_hdf5(path: str | os.PathLike, frames_iter, geometry: NFGeometry
                 grp = h5.require_group(f"distance_{d}")
                 grp.attrs["lsd_um"] = geometry.lsd_um[d]
                 grp.attrs["bc_px"] = geometry.bc_px[d]
-                grp["omega_deg"] = geometry.omega_start_deg + geometry.omega_step_deg * np.arange(nf)
+                grp["omega_deg"] = (geometry.omega_start_deg
+                                    + geometry.omega_step_deg * np.arange(nf))
                 dsets[d] = grp.create_dataset("data", shape=(nf, nz, ny), dtype=img.dtype,
                                               chunks=(1, nz, ny), compression=compression)
             dsets[d][f] = img
