@@ -118,8 +118,8 @@ def histogram_frames(const raw_t[:, ::1] frames,
             n = norm[i]
             plo = rad_lo[i]
             phi = rad_hi[i] if split else plo
-            if phi < r0 or plo > r1:
-                continue
+            if phi < r0 or plo > r1 or (phi == plo and plo >= r1):
+                continue  # outside (bins are half-open: a point on the top edge is out)
             ir0 = <int> floor((plo - r0) * rscale) if plo > r0 else 0
             ir1 = <int> floor((phi - r0) * rscale) if phi < r1 else nr - 1
             if ir1 >= nr:
@@ -138,7 +138,7 @@ def histogram_frames(const raw_t[:, ::1] frames,
                 if use_azimuth:
                     lo = qlo - 2.0 * M_PI * shift
                     hi = qhi - 2.0 * M_PI * shift
-                    if hi < a0 or lo > a1:
+                    if hi < a0 or lo > a1 or (hi == lo and lo >= a1):
                         continue
                     ia0 = <int> floor((lo - a0) * ascale) if lo > a0 else 0
                     ia1 = <int> floor((hi - a0) * ascale) if hi < a1 else na - 1

@@ -318,15 +318,20 @@ class AzimuthalIntegrator:
         return found
 
     def default_radial_range(self, unit: Any, split: str, mask: np.ndarray) -> tuple[float, float]:
-        """Radial range spanned by the unmasked pixels: centres for split "no", corners else."""
-        valid = ~mask
+        """Radial range spanned by the unmasked pixels (their centres for split "no", their
+        corners otherwise), the top nudged up by one float32 epsilon so that the largest value
+        falls inside the last bin: the same rule as :func:`xreduce.sparse.build_csr`."""
+        if split == "no":
+            values = np.asarray(self._geometry.center_array(unit)).reshape(-1, 1)
+        else:
+            values = np.asarray(self._geometry.corner_array(unit))[..., 0].reshape(-1, 4)
+        valid = np.isfinite(values).all(axis=1) & ~mask.reshape(-1)
         if not valid.any():
             raise ValueError("mask: every pixel is masked, nothing to integrate")
-        if split == "no":
-            values = np.asarray(self._geometry.center_array(unit))[valid]
-        else:
-            values = np.asarray(self._geometry.corner_array(unit))[..., 0][valid]
-        return float(np.nanmin(values)), float(np.nanmax(values))
+        lo, hi = float(values[valid].min()), float(values[valid].max())
+        eps = float(np.finfo(np.float32).eps)
+        hi = hi * (1 + eps) if hi > 0 else (hi / (1 + eps) if hi < 0 else eps)
+        return lo, hi
 
     def engine(self, key: EngineKey, mask: np.ndarray | None = None) -> Any:
         """The engine for ``key`` (built on first use; ``mask`` is the user mask it digests)."""
@@ -779,10 +784,9 @@ def _read_geometry(group: Any) -> Any:
 def _build_csr(ai: AzimuthalIntegrator, key: EngineKey, user_mask: np.ndarray | None) -> CsrEngine:
     from xreduce.sparse import build_csr
 
-    mask = ai.combined_mask(user_mask)
-    radial_range = key.radial_range or ai.default_radial_range(key.unit, key.split, mask)
+    mask = None if user_mask is None else user_mask.reshape(ai.detector.shape)
     matrix = build_csr(ai.geometry, key.npt_rad, key.npt_azim, unit=key.unit, split=key.split,
-                       radial_range=radial_range, azimuth_range=key.azimuth_range,
+                       radial_range=key.radial_range, azimuth_range=key.azimuth_range,
                        mask=mask)
     return CsrEngine(key, matrix)
 
@@ -800,26 +804,33 @@ def _build_histogram(ai: AzimuthalIntegrator, key: EngineKey,
         rad_lo = np.ascontiguousarray(g.center_array(key.unit), dtype=np.float64).reshape(-1)
         rad_hi = rad_lo
         azi_lo = azi_hi = None
+        finite = np.isfinite(rad_lo)
         if use_azimuth:
-            azi_lo = azi_hi = np.ascontiguousarray(g.chi_array(), dtype=np.float64).reshape(-1)
+            chi = np.asarray(g.chi_array(), dtype=np.float64).reshape(-1)
+            azi_lo = azi_hi = np.where(chi >= np.pi, chi - 2 * np.pi, chi)  # chi in [-pi, pi)
+            finite &= np.isfinite(azi_lo)
     else:
         corners = np.asarray(g.corner_array(key.unit))
         rad = corners[..., 0].reshape(-1, 4)
         rad_lo, rad_hi = rad.min(axis=1), rad.max(axis=1)
+        finite = np.isfinite(rad).all(axis=1)
         azi_lo = azi_hi = None
         if use_azimuth:
             chi = corners[..., 1].reshape(-1, 4)
+            chi = np.where(chi >= np.pi, chi - 2 * np.pi, chi)
             lo, hi = chi.min(axis=1), chi.max(axis=1)
             wrap = hi - lo > np.pi  # straddles the discontinuity: unwrap past +pi
             if wrap.any():
                 unwrapped = np.where(chi[wrap] < 0, chi[wrap] + 2 * np.pi, chi[wrap])
                 lo[wrap], hi[wrap] = unwrapped.min(axis=1), unwrapped.max(axis=1)
             azi_lo, azi_hi = lo, hi
+            finite &= np.isfinite(chi).all(axis=1)
+    skip = mask.reshape(-1) | ~finite
     return HistogramEngine(
         key, np.linspace(radial_range[0], radial_range[1], key.npt_rad + 1),
         azimuthal_edges if key.npt_azim is not None else None,
         (float(azimuthal_edges[0]), float(azimuthal_edges[-1])),
-        rad_lo, rad_hi, azi_lo, azi_hi, np.ascontiguousarray(mask.reshape(-1), dtype=np.uint8))
+        rad_lo, rad_hi, azi_lo, azi_hi, np.ascontiguousarray(skip, dtype=np.uint8))
 
 
 register_implementation("csr", "cython", SPLITS, _build_csr)
