@@ -1,0 +1,499 @@
+"""OpenCL CSR integration engine: the GPU (or CPU OpenCL) twin of the Cython CSR engine.
+
+The sparse matrix (bins x pixels) and the per-bin frame-invariant sums (sum c*n, sum (c*n)^2,
+sum c, with n the per-pixel normalisation flat*solid angle*polarisation*...) are uploaded once.
+Each frame then costs one upload of the raw frame in its own dtype and one kernel launch
+(``opencl/csr_integrate.cl``), which converts the pixels in registers, leaves out the invalid
+ones (NaN, negative for counting detectors, dummy) and removes their share of the normalisation.
+
+Accumulation is compensated float32 (double-word, about 48 significant bits) by default, or
+float64 with ``precision="float64"`` on devices with ``cl_khr_fp64``.
+
+Example
+-------
+>>> import numpy as np
+>>> from types import SimpleNamespace
+>>> csr = SimpleNamespace(indptr=np.array([0, 2, 3], np.int32), indices=np.array([0, 1, 2], np.int32),
+...                       data=np.array([1.0, 0.5, 1.0], np.float32), shape=(2, 3))
+>>> engine = OpenCLCsrEngine(csr)                                   # doctest: +SKIP
+>>> sums = engine.integrate(np.array([4, 2, 7], np.uint16))         # doctest: +SKIP
+>>> sums.signal                                                     # doctest: +SKIP
+array([5., 7.])
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+ERROR_MODELS = {"none": 0, "poisson": 1, "variance": 2, "azimuthal": 3}
+
+#: numpy dtype -> OpenCL C type of the raw frames the kernel reads directly.
+_FRAME_TYPES = {
+    np.dtype(np.uint8): "uchar", np.dtype(np.int8): "char",
+    np.dtype(np.uint16): "ushort", np.dtype(np.int16): "short",
+    np.dtype(np.uint32): "uint", np.dtype(np.int32): "int",
+    np.dtype(np.uint64): "ulong", np.dtype(np.int64): "long",
+    np.dtype(np.float32): "float", np.dtype(np.float64): "double",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class CsrSums:
+    """Per-bin sums of one frame (arrays of shape (nbins,)) or of a stack ((nframes, nbins)).
+
+    ``signal`` = sum c (raw - dark), ``variance`` = sum c^2 v, ``normalization`` = sum c n,
+    ``normalization2`` = sum (c n)^2, ``count`` = sum c, all over the valid (and, after sigma
+    clipping, kept) pixels, as float64; ``valid`` is the number of such CSR entries (int32).
+    """
+
+    signal: np.ndarray
+    variance: np.ndarray
+    normalization: np.ndarray
+    normalization2: np.ndarray
+    count: np.ndarray
+    valid: np.ndarray
+
+    @property
+    def intensity(self) -> np.ndarray:
+        """sum_signal / sum_normalization (NaN where the bin is empty)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.valid > 0, self.signal / self.normalization, np.nan)
+
+
+def _import_pyopencl():
+    try:
+        import pyopencl
+        import pyopencl.array  # noqa: F401
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        raise _unavailable_error(
+            "pyopencl is not installed: `pip install pyopencl` (and a driver such as PoCL, "
+            "`apt install pocl-opencl-icd`, for CPUs)") from err
+    return pyopencl
+
+
+def _unavailable_error(message: str) -> Exception:
+    try:
+        from xreduce.opencl import OpenCLUnavailableError
+    except ImportError:
+        return RuntimeError(message)
+    return OpenCLUnavailableError(message)
+
+
+def _get_context(device: Any):
+    """Return a pyopencl Context for `device` (a Context, or what xreduce.opencl accepts)."""
+    cl = _import_pyopencl()
+    if isinstance(device, cl.Context):
+        return device
+    try:
+        from xreduce.opencl import get_context
+    except ImportError:
+        get_context = None
+    if get_context is not None:
+        return get_context(device)
+    return _fallback_context(cl, device)
+
+
+def _fallback_context(cl, device):
+    """Device choice used until the shared glue (xreduce.opencl) is available."""
+    if device is None:
+        device = os.environ.get("XREDUCE_OPENCL_DEVICE", "any")
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error:
+        platforms = []
+    devices = [(p, d) for p, plat in enumerate(platforms) for d, _ in enumerate(plat.get_devices())]
+    if not devices:
+        raise _unavailable_error(
+            "no OpenCL platform or device found: install a driver, e.g. PoCL for CPUs "
+            "(`apt install pocl-opencl-icd`), and pyopencl")
+    if isinstance(device, tuple):
+        if device not in devices:
+            raise ValueError(f"device: expected one of {devices}, got {device}")
+        p, d = device
+        return cl.Context([platforms[p].get_devices()[d]])
+    kinds = {"any": None, "cpu": cl.device_type.CPU, "gpu": cl.device_type.GPU}
+    if device not in kinds:
+        raise ValueError(f"device: expected 'any', 'cpu', 'gpu' or (platform, device), got {device!r}")
+    for p, d in devices:
+        dev = platforms[p].get_devices()[d]
+        if kinds[device] is None or dev.type & kinds[device]:
+            return cl.Context([dev])
+    raise _unavailable_error(f"no OpenCL {device} device found among {len(devices)} device(s)")
+
+
+def _kernel_source(name: str) -> str:
+    here = Path(__file__).resolve().parent
+    for folder in (here / "opencl" / "kernels", here.parents[1] / "opencl"):
+        if (folder / name).is_file():
+            return (folder / name).read_text()
+    raise FileNotFoundError(f"OpenCL kernel {name} not found next to the package")
+
+
+_PROGRAMS: dict = {}
+
+
+def _build_program(context, name: str, defines: dict):
+    try:
+        from xreduce.opencl import build_program
+    except ImportError:
+        build_program = None
+    if build_program is not None:
+        return build_program(context, name, defines=defines)
+    cl = _import_pyopencl()
+    key = (context.int_ptr, name, tuple(sorted(defines.items())))
+    if key not in _PROGRAMS:
+        options = [f"-D{k}={v}" for k, v in sorted(defines.items())]
+        _PROGRAMS[key] = cl.Program(context, _kernel_source(name)).build(options=options)
+    return _PROGRAMS[key]
+
+
+def _has_fp64(device) -> bool:
+    return "cl_khr_fp64" in device.extensions.split()
+
+
+def _to_double_word(values: np.ndarray) -> np.ndarray:
+    """float64 values -> (n, 2) float32 pairs hi + lo."""
+    hi = values.astype(np.float32)
+    lo = (values - hi.astype(np.float64)).astype(np.float32)
+    return np.ascontiguousarray(np.stack([hi, lo], axis=-1))
+
+
+class OpenCLCsrEngine:
+    """Integrate frames with a CSR matrix on an OpenCL device.
+
+    Parameters
+    ----------
+    csr : CsrMatrix or any object with ``indptr``, ``indices``, ``data`` (None: all ones)
+        and ``shape`` = (nbins, npix).
+    normalization : per-pixel normalisation n (flat * solid angle * polarisation * ...),
+        shape (npix,) or the frame shape; None means 1 everywhere.
+    dark : per-pixel dark current subtracted from every frame, or None.
+    device : "any", "cpu", "gpu", (platform_id, device_id), a pyopencl Context, or None
+        (reads ``XREDUCE_OPENCL_DEVICE``).
+    precision : "float32" (compensated double-word accumulation) or "float64" (needs
+        ``cl_khr_fp64``).
+    workgroup_size : work-items per bin (power of two); default 1 on CPUs, 64 on GPUs.
+
+    Examples
+    --------
+    >>> engine = OpenCLCsrEngine(csr, normalization=solid_angle, device="gpu")  # doctest: +SKIP
+    >>> sums = engine.integrate(frame, error_model="poisson")                   # doctest: +SKIP
+    >>> intensity = sums.signal / sums.normalization                            # doctest: +SKIP
+    """
+
+    def __init__(self, csr: Any, normalization: np.ndarray | None = None,
+                 dark: np.ndarray | None = None, device: Any = None,
+                 precision: str = "float32", workgroup_size: int | None = None) -> None:
+        cl = _import_pyopencl()
+        if precision not in ("float32", "float64"):
+            raise ValueError(f"precision: expected 'float32' or 'float64', got {precision!r}")
+        nbins, npix = (int(n) for n in csr.shape)
+        indptr = np.ascontiguousarray(csr.indptr, dtype=np.int32)
+        indices = np.ascontiguousarray(csr.indices, dtype=np.int32)
+        if indptr.shape != (nbins + 1,) or indptr[0] != 0 or indptr[-1] != len(indices):
+            raise ValueError(f"csr: indptr must have nbins + 1 = {nbins + 1} entries from 0 to "
+                             f"nnz = {len(indices)}, got shape {indptr.shape}")
+        if len(indices) and (indices.min() < 0 or indices.max() >= npix):
+            raise ValueError(f"csr: indices must lie in [0, {npix}), got [{indices.min()}, {indices.max()}]")
+        coefs = None if csr.data is None else np.ascontiguousarray(csr.data, dtype=np.float32)
+        norm = self._per_pixel(normalization, npix, "normalization", fill=1.0)
+        dark_arr = None if dark is None else self._per_pixel(dark, npix, "dark", fill=0.0)
+
+        self.context = _get_context(device)
+        self.device = self.context.devices[0]
+        if precision == "float64" and not _has_fp64(self.device):
+            raise ValueError(f"precision: 'float64' needs cl_khr_fp64, which device "
+                             f"{self.device.name!r} lacks; use 'float32' (compensated)")
+        self.precision = precision
+        self.nbins, self.npix, self.nnz = nbins, npix, len(indices)
+        if workgroup_size is None:
+            workgroup_size = 1 if self.device.type & cl.device_type.CPU else 64
+        if workgroup_size < 1 or workgroup_size & (workgroup_size - 1):
+            raise ValueError(f"workgroup_size: expected a power of two, got {workgroup_size}")
+        self.workgroup_size = min(workgroup_size, self.device.max_work_group_size)
+        self._has_coef = coefs is not None
+        self._has_dark = dark_arr is not None
+
+        # frame-invariant per-bin sums, in float64 on the host
+        rows = np.repeat(np.arange(nbins), np.diff(indptr))
+        c = np.ones(self.nnz) if coefs is None else coefs.astype(np.float64)
+        cn = c * norm.astype(np.float64)[indices]
+        presums = np.stack([np.bincount(rows, cn, nbins), np.bincount(rows, cn * cn, nbins),
+                            np.bincount(rows, c, nbins)])
+        presums = presums if precision == "float64" else _to_double_word(presums)
+
+        self._check_memory(indptr.nbytes + indices.nbytes + (0 if coefs is None else coefs.nbytes)
+                           + norm.nbytes + (0 if dark_arr is None else dark_arr.nbytes)
+                           + presums.nbytes, "the CSR matrix and per-pixel arrays")
+        mf = cl.mem_flags
+        ro = mf.READ_ONLY | mf.COPY_HOST_PTR
+
+        def upload(array):
+            return cl.Buffer(self.context, ro, hostbuf=array)
+
+        self._indptr, self._indices = upload(indptr), upload(indices)
+        self._coefs = upload(coefs) if coefs is not None else upload(np.zeros(1, np.float32))
+        self._norm = upload(norm)
+        self._dark = upload(dark_arr) if dark_arr is not None else self._coefs
+        self._presums = upload(presums)
+        self._acc_itemsize = 8  # one double or one float2 per sum
+        self._flags = None
+        self._kernels: dict = {}
+        self.queue = cl.CommandQueue(self.context)
+        self._transfer_queue = cl.CommandQueue(self.context)
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _per_pixel(array, npix: int, name: str, fill: float) -> np.ndarray:
+        if array is None:
+            return np.full(npix, fill, np.float32)
+        array = np.asarray(array)
+        if array.size != npix:
+            raise ValueError(f"{name}: expected {npix} pixels, got shape {array.shape}")
+        if array.dtype.kind not in "uif":
+            raise TypeError(f"{name}: expected a real numeric array, got dtype {array.dtype}")
+        return np.ascontiguousarray(array.ravel(), dtype=np.float32)
+
+    def _check_memory(self, nbytes: int, what: str) -> None:
+        limit = self.device.global_mem_size
+        if nbytes > limit:
+            raise MemoryError(f"{what} need {nbytes / 2**20:.0f} MiB but OpenCL device "
+                              f"{self.device.name!r} has {limit / 2**20:.0f} MiB")
+
+    def _frame_dtype(self, dtype: np.dtype, name: str = "frame") -> np.dtype:
+        """The dtype the kernel reads for frames of `dtype` (converted on the host if needed)."""
+        dtype = np.dtype(dtype)
+        if dtype.kind not in "uif":
+            raise TypeError(f"{name}: expected an integer or float image, got dtype {dtype}")
+        native = dtype.newbyteorder("=")
+        if native == np.float64 and not _has_fp64(self.device):
+            return np.dtype(np.float32)
+        if native not in _FRAME_TYPES:  # float16, float128...
+            return np.dtype(np.float32)
+        return native
+
+    def _kernel(self, frame_dtype: np.dtype, error_model: int):
+        defines = {
+            "FRAME_T": _FRAME_TYPES[frame_dtype],
+            "FRAME_IS_FLOAT": int(frame_dtype.kind == "f"),
+            "WG": self.workgroup_size,
+            "HAS_COEF": int(self._has_coef),
+            "HAS_DARK": int(self._has_dark),
+            "ERROR_MODEL": error_model,
+            "USE_DOUBLE": int(self.precision == "float64"),
+        }
+        key = tuple(sorted(defines.items()))
+        if key not in self._kernels:
+            program = _build_program(self.context, "csr_integrate.cl", defines)
+            self._kernels[key] = _import_pyopencl().Kernel(program, "csr_integrate")
+        return self._kernels[key]
+
+    def _options(self, error_model: str, variance, dummy, delta_dummy, negative_invalid,
+                 frame_dtype: np.dtype, nframes: int | None):
+        if error_model not in ERROR_MODELS:
+            raise ValueError(f"error_model: expected one of {sorted(ERROR_MODELS)}, got {error_model!r}")
+        if (variance is None) == (error_model == "variance"):
+            raise ValueError("variance: an array is needed with error_model='variance' and only then, "
+                             f"got {'None' if variance is None else 'an array'} with {error_model!r}")
+        var_buf = self._coefs
+        if variance is not None:
+            variance = np.asarray(variance)
+            if variance.dtype.kind not in "uif":
+                raise TypeError(f"variance: expected a real numeric array, got dtype {variance.dtype}")
+            expected = self.npix if nframes is None else nframes * self.npix
+            if variance.size != expected:
+                raise ValueError(f"variance: expected {expected} values, got shape {variance.shape}")
+            variance = np.ascontiguousarray(variance, dtype=np.float32).reshape(-1, self.npix)
+        if negative_invalid is None:
+            negative_invalid = frame_dtype.kind == "i"
+        return variance, var_buf, (np.int32(bool(negative_invalid)), np.int32(dummy is not None),
+                                   np.float32(0 if dummy is None else dummy),
+                                   np.float32(0 if delta_dummy is None else delta_dummy))
+
+    def _flags_buffer(self, max_iter: int):
+        cl = _import_pyopencl()
+        if max_iter == 0:
+            return self._coefs
+        if self._flags is None:
+            self._flags = cl.Buffer(self.context, cl.mem_flags.READ_WRITE, max(self.nnz, 1))
+        return self._flags
+
+    def _launch(self, kernel, frame_buf, offset, var_buf, scalars, max_iter, clip_thres,
+                flags, out_buf, valid_buf, wait_for=None):
+        cl = _import_pyopencl()
+        wg = self.workgroup_size
+        kernel.set_args(frame_buf, np.uint64(offset), self._dark, var_buf, self._norm,
+                        self._indptr, self._indices, self._coefs, self._presums,
+                        np.int32(self.nbins), *scalars, np.int32(max_iter), np.float32(clip_thres),
+                        flags, out_buf, valid_buf)
+        return cl.enqueue_nd_range_kernel(self.queue, kernel, (self.nbins * wg,), (wg,),
+                                          wait_for=wait_for)
+
+    def _sums(self, out: np.ndarray, valid: np.ndarray) -> CsrSums:
+        """Host arrays (..., 5, nbins[, 2]) -> CsrSums of float64."""
+        values = out.astype(np.float64)
+        if self.precision == "float32":
+            values = values[..., 0] + values[..., 1]
+        return CsrSums(*(values[..., q, :] for q in range(5)), valid=valid)
+
+    def _out_shape(self, nframes: int | None) -> tuple:
+        lead = () if nframes is None else (nframes,)
+        if self.precision == "float64":
+            return lead + (5, self.nbins), np.float64
+        return lead + (5, self.nbins, 2), np.float32
+
+    # ------------------------------------------------------------------ public API
+    def integrate(self, frame: np.ndarray, error_model: str = "poisson",
+                  variance: np.ndarray | None = None, dummy: float | None = None,
+                  delta_dummy: float | None = None, negative_invalid: bool | None = None) -> CsrSums:
+        """Per-bin sums of one frame.
+
+        Parameters
+        ----------
+        frame : raw frame of any integer or float dtype with npix pixels (uploaded as it is).
+        error_model : "none", "poisson" (v = max(raw, 1)), "variance" (``variance`` given) or
+            "azimuthal" (v = (s - n I)^2, the spread inside the bin).
+        variance : per-pixel variance, only with error_model="variance".
+        dummy, delta_dummy : pixels equal to dummy (within delta_dummy) are invalid.
+        negative_invalid : negative pixels are invalid (default: True for signed integer frames).
+
+        Returns
+        -------
+        CsrSums with arrays of shape (nbins,).
+        """
+        return self.sigma_clip(frame, error_model=error_model, variance=variance, dummy=dummy,
+                               delta_dummy=delta_dummy, negative_invalid=negative_invalid,
+                               max_iter=0)
+
+    def sigma_clip(self, frame: np.ndarray, thres: float = 5.0, max_iter: int = 5,
+                   error_model: str = "poisson", variance: np.ndarray | None = None,
+                   dummy: float | None = None, delta_dummy: float | None = None,
+                   negative_invalid: bool | None = None) -> CsrSums:
+        """Per-bin sums after iterative sigma clipping.
+
+        At each of at most ``max_iter`` iterations, CSR entries whose corrected value s / n lies
+        further than ``thres * std`` from the bin mean (std = sqrt(sum_variance / sum_norm2),
+        from the previous iteration) are left out for good; a bin stops when nothing moved or
+        a single entry is left.
+        Other parameters as in :meth:`integrate`.
+        """
+        cl = _import_pyopencl()
+        if frame is None or not hasattr(frame, "dtype"):
+            raise TypeError(f"frame: expected a numpy array, got {type(frame).__name__}")
+        frame = np.asarray(frame)
+        frame_dtype = self._frame_dtype(frame.dtype)
+        if frame.size != self.npix:
+            raise ValueError(f"frame: expected {self.npix} pixels, got shape {frame.shape}")
+        max_iter = int(max_iter)
+        if max_iter < 0:
+            raise ValueError(f"max_iter: expected >= 0, got {max_iter}")
+        if max_iter and error_model == "none":
+            raise ValueError("error_model: sigma clipping needs an error model, got 'none'")
+        variance, var_buf, scalars = self._options(error_model, variance, dummy, delta_dummy,
+                                                   negative_invalid, frame_dtype, None)
+        host = np.ascontiguousarray(frame.ravel(), dtype=frame_dtype)
+        self._check_memory(host.nbytes, "the frame")
+        if host.nbytes > self.device.max_mem_alloc_size:
+            raise MemoryError(f"frame: {host.nbytes / 2**20:.0f} MiB exceeds the largest buffer "
+                              f"({self.device.max_mem_alloc_size / 2**20:.0f} MiB) of "
+                              f"{self.device.name!r}")
+        mf = cl.mem_flags
+        frame_buf = cl.Buffer(self.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=host)
+        if variance is not None:
+            var_buf = cl.Buffer(self.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=variance)
+        shape, dtype = self._out_shape(None)
+        out = np.empty(shape, dtype)
+        valid = np.empty(self.nbins, np.int32)
+        out_buf = cl.Buffer(self.context, mf.WRITE_ONLY, out.nbytes)
+        valid_buf = cl.Buffer(self.context, mf.WRITE_ONLY, valid.nbytes)
+        kernel = self._kernel(frame_dtype, ERROR_MODELS[error_model])
+        self._launch(kernel, frame_buf, 0, var_buf, scalars, max_iter, thres,
+                     self._flags_buffer(max_iter), out_buf, valid_buf)
+        cl.enqueue_copy(self.queue, out, out_buf)
+        cl.enqueue_copy(self.queue, valid, valid_buf)
+        return self._sums(out, valid)
+
+    def integrate_stack(self, stack: Any, error_model: str = "poisson",
+                        variance: np.ndarray | None = None, dummy: float | None = None,
+                        delta_dummy: float | None = None, negative_invalid: bool | None = None,
+                        max_iter: int = 0, thres: float = 5.0) -> CsrSums:
+        """Per-bin sums of every frame of a stack (shape (nframes, ...) with npix pixels a frame).
+
+        A numpy stack is streamed with two frame buffers: the upload of frame i+1 (on a
+        transfer queue) overlaps the kernel of frame i. A ``pyopencl.array.Array`` already on
+        this engine's context is read in place, without any transfer. ``max_iter > 0`` applies
+        sigma clipping to every frame. Returns CsrSums with arrays of shape (nframes, nbins).
+        """
+        cl = _import_pyopencl()
+        on_device = isinstance(stack, cl.array.Array)
+        if not on_device:
+            stack = np.asarray(stack)
+        if stack.dtype.kind not in "uif":
+            raise TypeError(f"stack: expected integer or float frames, got dtype {stack.dtype}")
+        if stack.ndim < 2 or stack.size != stack.shape[0] * self.npix:
+            raise ValueError(f"stack: expected shape (nframes, ...) with {self.npix} pixels a "
+                             f"frame, got {stack.shape}")
+        nframes = stack.shape[0]
+        if max_iter and error_model == "none":
+            raise ValueError("error_model: sigma clipping needs an error model, got 'none'")
+        if on_device:
+            if stack.context.int_ptr != self.context.int_ptr:
+                raise ValueError("stack: a pyopencl array must live on this engine's context")
+            if not stack.flags.c_contiguous or np.dtype(stack.dtype) not in _FRAME_TYPES:
+                raise TypeError(f"stack: a device array must be C-contiguous with one of "
+                                f"{[str(t) for t in _FRAME_TYPES]}, got {stack.dtype}")
+            frame_dtype = np.dtype(stack.dtype)
+            if frame_dtype == np.float64 and not _has_fp64(self.device):
+                raise TypeError("stack: float64 frames need cl_khr_fp64 on the device")
+        else:
+            frame_dtype = self._frame_dtype(stack.dtype, "stack")
+        variance, var_buf, scalars = self._options(error_model, variance, dummy, delta_dummy,
+                                                   negative_invalid, frame_dtype, nframes)
+        mf = cl.mem_flags
+        if variance is not None:
+            var_buf = cl.Buffer(self.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=variance)
+        kernel = self._kernel(frame_dtype, ERROR_MODELS[error_model])
+        flags = self._flags_buffer(max_iter)
+        shape, dtype = self._out_shape(nframes)
+        out = np.empty(shape, dtype)
+        valid = np.empty((nframes, self.nbins), np.int32)
+        out_bufs = [cl.Buffer(self.context, mf.WRITE_ONLY, out[0].nbytes) for _ in range(2)]
+        valid_bufs = [cl.Buffer(self.context, mf.WRITE_ONLY, valid[0].nbytes) for _ in range(2)]
+        frame_nbytes = self.npix * frame_dtype.itemsize
+        self._check_memory(2 * frame_nbytes, "two frame buffers")
+        if variance is not None and nframes > 1:
+            # a variance per frame: one kernel per frame with its own slice
+            var_bufs = [cl.Buffer(self.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=v)
+                        for v in variance]
+        else:
+            var_bufs = [var_buf] * nframes
+        if on_device:
+            base = stack.offset // frame_dtype.itemsize
+            frame_bufs = [stack.base_data] * 2
+        else:
+            frame_bufs = [cl.Buffer(self.context, mf.READ_ONLY, frame_nbytes) for _ in range(2)]
+        kernel_events = [None, None]
+        keep_alive = [None, None]
+        for i in range(nframes):
+            slot = i % 2
+            if on_device:
+                offset, wait = base + i * self.npix, None
+            else:
+                host = np.ascontiguousarray(stack[i].ravel(), dtype=frame_dtype)
+                keep_alive[slot] = host
+                previous = [kernel_events[slot]] if kernel_events[slot] is not None else None
+                upload = cl.enqueue_copy(self._transfer_queue, frame_bufs[slot], host,
+                                         is_blocking=False, wait_for=previous)
+                offset, wait = 0, [upload]
+            kernel_events[slot] = self._launch(kernel, frame_bufs[slot], offset, var_bufs[i],
+                                               scalars, max_iter, thres, flags, out_bufs[slot],
+                                               valid_bufs[slot], wait_for=wait)
+            cl.enqueue_copy(self.queue, out[i], out_bufs[slot], is_blocking=False)
+            cl.enqueue_copy(self.queue, valid[i], valid_bufs[slot], is_blocking=False)
+        self.queue.finish()
+        self._transfer_queue.finish()
+        return self._sums(out, valid)
