@@ -307,7 +307,7 @@ class AzimuthalIntegrator:
                 invalid = ~(np.isfinite(values) & (values > 0))
                 if invalid.any():
                     values[invalid] = 1.0  # never used: those pixels are dropped
-                    inv = invalid.view(np.uint8)
+                    inv = invalid
                 else:
                     inv = None
                 values.setflags(write=False)
@@ -571,8 +571,7 @@ class AzimuthalIntegrator:
                                  geometry=self._geometry, options=options, **res)
 
     def sigma_clip(self, data: Any, npt: int, unit: Any = "q_nm^-1", thres: float = 5.0,
-                   max_iter: int = 5, error_model: str = "azimuthal",
-                   radial_range: tuple[float, float] | None = None,
+                   max_iter: int = 5, radial_range: tuple[float, float] | None = None,
                    azimuth_range: tuple[float, float] | None = None, mask: Any = None,
                    dummy: float | None = None, delta_dummy: float | None = None,
                    dark: Any = None, flat: Any = None, polarization_factor: float | None = None,
@@ -582,13 +581,15 @@ class AzimuthalIntegrator:
 
         Each pixel goes, by its centre, to one ring. In each ring the weighted mean ``m``
         (``sum signal / sum norm``) and spread ``s`` of the corrected values
-        ``signal / norm`` (weights ``norm``) are computed; pixels with ``|x - m| > thres * s``
-        are rejected, and this repeats until nothing changes or ``max_iter`` passes were made.
-        With ``error_model="poisson"`` the spread is the Poisson prediction
-        ``sqrt(sum max(raw, 1) / sum norm^2)`` of the kept pixels instead of the measured one.
+        ``x = signal / norm`` (weights ``norm``) are computed; pixels with
+        ``|x - m| > thres * s`` are rejected, and this repeats until nothing changes or
+        ``max_iter`` rejection passes were made (``max_iter=0``: no rejection). The spread is
+        measured (the "azimuthal" error model): a Poisson prediction would be dragged far
+        from the data by strong peaks in the first pass and reject everything.
 
-        Returns an :class:`Integrate1dResult` of the kept pixels (``count`` = pixels kept);
-        ``sigma`` is the standard error of the clipped mean, ``std`` the spread used.
+        Returns an :class:`Integrate1dResult` of the kept pixels (``count`` = pixels kept,
+        ``error_model`` "azimuthal"): ``sigma`` is the standard error of the clipped mean,
+        ``std`` the spread of the kept pixels. A stack is clipped frame by frame.
 
         Examples
         --------
@@ -599,10 +600,7 @@ class AzimuthalIntegrator:
         if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) \
                 or max_iter < 0:
             raise ValueError(f"max_iter: expected an integer >= 0, got {max_iter!r}")
-        model = str(error_model).lower()
-        if model not in ("azimuthal", "poisson"):
-            raise ValueError(f"error_model: expected 'azimuthal' or 'poisson', got {error_model!r}")
-        unit, engine, bins, signal, norm, valid, stacked, raw = self._ring_pixels(
+        unit, engine, bins, signal, norm, valid, stacked, _ = self._ring_pixels(
             data, npt, unit, radial_range, azimuth_range, mask, dummy, delta_dummy, dark, flat,
             polarization_factor, correct_solid_angle, absorption, normalization_factor)
         nb = engine.nbins
@@ -611,25 +609,22 @@ class AzimuthalIntegrator:
             keep = valid[f].copy()
             s = np.where(keep, signal[f], 0.0)
             x = s / norm
-            pois = np.maximum(raw[f].astype(np.float64), 1.0)
-            for _ in range(max_iter + 1):
+            for iteration in range(max_iter + 1):
                 sn = np.bincount(bins, norm * keep, nb)
                 sn2 = np.bincount(bins, norm * norm * keep, nb)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     mean = np.bincount(bins, s * keep, nb) / sn
-                    if model == "azimuthal":
-                        spread2 = np.bincount(bins, norm * (x - mean[bins]) ** 2 * keep, nb) / sn
-                    else:
-                        spread2 = np.bincount(bins, pois * keep, nb) / sn2
+                    spread2 = np.bincount(bins, norm * (x - mean[bins]) ** 2 * keep, nb) / sn
+                if iteration == max_iter:
+                    break
                 reject = keep & (np.abs(x - mean[bins]) > thres * np.sqrt(spread2[bins]))
                 if not reject.any():
                     break
                 keep &= ~reject
-            variance = spread2 * sn2 if model == "azimuthal" else np.bincount(bins, pois * keep, nb)
             out.append((np.bincount(bins, s * keep, nb), sn, sn2,
                         np.bincount(bins, keep.astype(np.float64), nb),
-                        np.nan_to_num(variance)))
-        return self._robust_result(unit, engine, out, stacked, model, "sigma_clip",
+                        np.nan_to_num(spread2 * sn2)))
+        return self._robust_result(unit, engine, out, stacked, "azimuthal", "sigma_clip",
                                    {"thres": float(thres), "max_iter": int(max_iter)})
 
     def medfilt1d(self, data: Any, npt: int, unit: Any = "q_nm^-1",
