@@ -743,36 +743,21 @@ class AzimuthalIntegrator:
 
 
 def _write_geometry(group: Any, geometry: Any) -> None:
+    """PONI parameters as attributes, the detector as an NXdetector subgroup."""
     for name in ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength"):
-        group.attrs[name] = float(getattr(geometry, name))
-    det = geometry.detector
-    d = group.create_group("detector")
-    d.attrs["name"] = "" if det.name is None else str(det.name)
-    d.attrs["pixel1"] = float(det.pixel1)
-    d.attrs["pixel2"] = float(det.pixel2)
-    d.attrs["shape"] = list(det.shape)
-    d.attrs["binning"] = list(getattr(det, "binning", (1, 1)))
-    d.attrs["orientation"] = int(getattr(det, "orientation", 3))
-    if det.mask is not None:
-        d.create_dataset("mask", data=np.asarray(det.mask), compression="gzip")
-    if getattr(det, "corners", None) is not None:
-        d.create_dataset("corners", data=np.asarray(det.corners))
+        value = getattr(geometry, name)
+        group.attrs[name] = np.nan if value is None else float(value)
+    geometry.detector.write_nexus(group, "detector")
 
 
 def _read_geometry(group: Any) -> Any:
     from xreduce.detectors import Detector
     from xreduce.geometry import Geometry
 
-    d = group["detector"]
-    det = Detector(float(d.attrs["pixel1"]), float(d.attrs["pixel2"]),
-                   tuple(int(s) for s in d.attrs["shape"]),
-                   mask=d["mask"][()] if "mask" in d else None,
-                   name=str(d.attrs["name"]) or None,
-                   binning=tuple(int(b) for b in d.attrs["binning"]),
-                   corners=d["corners"][()] if "corners" in d else None,
-                   orientation=int(d.attrs["orientation"]))
-    return Geometry(*(float(group.attrs[n]) for n in ("dist", "poni1", "poni2", "rot1", "rot2",
-                                                      "rot3", "wavelength")), det)
+    values = [float(group.attrs[n]) for n in ("dist", "poni1", "poni2", "rot1", "rot2", "rot3",
+                                              "wavelength")]
+    wavelength = None if math.isnan(values[6]) else values[6]
+    return Geometry(*values[:6], wavelength, Detector.read_nexus(group["detector"]))
 
 
 # ------------------------------------------------------------------ implementations
