@@ -283,14 +283,14 @@ def bbox_matrix_reference(rad_lo, rad_hi, edges, azi_lo=None, azi_hi=None, azi_e
     Each pixel spreads uniformly over [rad_lo, rad_hi] x [azi_lo, azi_hi] (radians; an
     azimuthal box reaching beyond pi wraps round to -pi); the coefficient of a bin is the
     fraction of the box inside it. A zero-width box puts all of its weight in the bin that
-    holds it (the upper edge of the range belongs to the last bin).
+    holds it (bins are half-open: [low, high)).
     """
     def fractions(lo, hi, e):
         f = np.zeros(len(e) - 1)
         if hi > lo:
             f = np.clip(np.minimum(hi, e[1:]) - np.maximum(lo, e[:-1]), 0, None) / (hi - lo)
-        elif e[0] <= lo <= e[-1]:
-            f[min(np.searchsorted(e, lo, side="right") - 1, len(e) - 2)] = 1.0
+        elif e[0] <= lo < e[-1]:
+            f[np.searchsorted(e, lo, side="right") - 1] = 1.0
         return f
 
     nrad = len(edges) - 1
