@@ -31,13 +31,13 @@ import numpy as np
 
 ERROR_MODELS = {"none": 0, "poisson": 1, "variance": 2, "azimuthal": 3}
 
-#: numpy dtype -> OpenCL C type of the raw frames the kernel reads directly.
+#: numpy dtype -> (OpenCL C type, its maximum) of the raw frames the kernel reads directly.
 _FRAME_TYPES = {
-    np.dtype(np.uint8): "uchar", np.dtype(np.int8): "char",
-    np.dtype(np.uint16): "ushort", np.dtype(np.int16): "short",
-    np.dtype(np.uint32): "uint", np.dtype(np.int32): "int",
-    np.dtype(np.uint64): "ulong", np.dtype(np.int64): "long",
-    np.dtype(np.float32): "float", np.dtype(np.float64): "double",
+    np.dtype(np.uint8): ("uchar", "UCHAR_MAX"), np.dtype(np.int8): ("char", "CHAR_MAX"),
+    np.dtype(np.uint16): ("ushort", "USHRT_MAX"), np.dtype(np.int16): ("short", "SHRT_MAX"),
+    np.dtype(np.uint32): ("uint", "UINT_MAX"), np.dtype(np.int32): ("int", "INT_MAX"),
+    np.dtype(np.uint64): ("ulong", "ULONG_MAX"), np.dtype(np.int64): ("long", "LONG_MAX"),
+    np.dtype(np.float32): ("float", "0"), np.dtype(np.float64): ("double", "0"),
 }
 
 
@@ -278,8 +278,10 @@ class OpenCLCsrEngine:
 
     def _kernel(self, frame_dtype: np.dtype, error_model: int):
         defines = {
-            "FRAME_T": _FRAME_TYPES[frame_dtype],
+            "FRAME_T": _FRAME_TYPES[frame_dtype][0],
+            "FRAME_MAX": _FRAME_TYPES[frame_dtype][1],
             "FRAME_IS_FLOAT": int(frame_dtype.kind == "f"),
+            "FRAME_IS_SIGNED": int(frame_dtype.kind == "i"),
             "WG": self.workgroup_size,
             "HAS_COEF": int(self._has_coef),
             "HAS_DARK": int(self._has_dark),
@@ -292,8 +294,7 @@ class OpenCLCsrEngine:
             self._kernels[key] = _import_pyopencl().Kernel(program, "csr_integrate")
         return self._kernels[key]
 
-    def _options(self, error_model: str, variance, dummy, delta_dummy, negative_invalid,
-                 frame_dtype: np.dtype, nframes: int | None):
+    def _options(self, error_model: str, variance, dummy, delta_dummy, nframes: int | None):
         if error_model not in ERROR_MODELS:
             raise ValueError(f"error_model: expected one of {sorted(ERROR_MODELS)}, got {error_model!r}")
         if (variance is None) == (error_model == "variance"):
@@ -308,9 +309,7 @@ class OpenCLCsrEngine:
             if variance.size != expected:
                 raise ValueError(f"variance: expected {expected} values, got shape {variance.shape}")
             variance = np.ascontiguousarray(variance, dtype=np.float32).reshape(-1, self.npix)
-        if negative_invalid is None:
-            negative_invalid = frame_dtype.kind == "i"
-        return variance, var_buf, (np.int32(bool(negative_invalid)), np.int32(dummy is not None),
+        return variance, var_buf, (np.int32(dummy is not None),
                                    np.float32(0 if dummy is None else dummy),
                                    np.float32(0 if delta_dummy is None else delta_dummy))
 
@@ -349,30 +348,29 @@ class OpenCLCsrEngine:
     # ------------------------------------------------------------------ public API
     def integrate(self, frame: np.ndarray, error_model: str = "poisson",
                   variance: np.ndarray | None = None, dummy: float | None = None,
-                  delta_dummy: float | None = None, negative_invalid: bool | None = None) -> CsrSums:
+                  delta_dummy: float | None = None) -> CsrSums:
         """Per-bin sums of one frame.
 
         Parameters
         ----------
         frame : raw frame of any integer or float dtype with npix pixels (uploaded as it is).
         error_model : "none", "poisson" (v = max(raw, 1)), "variance" (``variance`` given) or
-            "azimuthal" (v = (s - n I)^2, the spread inside the bin).
+            "azimuthal" (the weighted spread of s / n in the bin, weights c n:
+            sum_variance = spread^2 * sum (c n)^2).
         variance : per-pixel variance, only with error_model="variance".
-        dummy, delta_dummy : pixels equal to dummy (within delta_dummy) are invalid.
-        negative_invalid : negative pixels are invalid (default: True for signed integer frames).
+        dummy, delta_dummy : pixels equal to dummy (within delta_dummy) are invalid; so are
+            NaN and inf, the integer type's maximum and negative values of signed integers.
 
         Returns
         -------
         CsrSums with arrays of shape (nbins,).
         """
         return self.sigma_clip(frame, error_model=error_model, variance=variance, dummy=dummy,
-                               delta_dummy=delta_dummy, negative_invalid=negative_invalid,
-                               max_iter=0)
+                               delta_dummy=delta_dummy, max_iter=0)
 
     def sigma_clip(self, frame: np.ndarray, thres: float = 5.0, max_iter: int = 5,
                    error_model: str = "poisson", variance: np.ndarray | None = None,
-                   dummy: float | None = None, delta_dummy: float | None = None,
-                   negative_invalid: bool | None = None) -> CsrSums:
+                   dummy: float | None = None, delta_dummy: float | None = None) -> CsrSums:
         """Per-bin sums after iterative sigma clipping.
 
         At each of at most ``max_iter`` iterations, CSR entries whose corrected value s / n lies
@@ -393,8 +391,7 @@ class OpenCLCsrEngine:
             raise ValueError(f"max_iter: expected >= 0, got {max_iter}")
         if max_iter and error_model == "none":
             raise ValueError("error_model: sigma clipping needs an error model, got 'none'")
-        variance, var_buf, scalars = self._options(error_model, variance, dummy, delta_dummy,
-                                                   negative_invalid, frame_dtype, None)
+        variance, var_buf, scalars = self._options(error_model, variance, dummy, delta_dummy, None)
         host = np.ascontiguousarray(frame.ravel(), dtype=frame_dtype)
         self._check_memory(host.nbytes, "the frame")
         if host.nbytes > self.device.max_mem_alloc_size:
@@ -419,8 +416,7 @@ class OpenCLCsrEngine:
 
     def integrate_stack(self, stack: Any, error_model: str = "poisson",
                         variance: np.ndarray | None = None, dummy: float | None = None,
-                        delta_dummy: float | None = None, negative_invalid: bool | None = None,
-                        max_iter: int = 0, thres: float = 5.0) -> CsrSums:
+                        delta_dummy: float | None = None, max_iter: int = 0, thres: float = 5.0) -> CsrSums:
         """Per-bin sums of every frame of a stack (shape (nframes, ...) with npix pixels a frame).
 
         A numpy stack is streamed with two frame buffers: the upload of frame i+1 (on a
@@ -452,7 +448,7 @@ class OpenCLCsrEngine:
         else:
             frame_dtype = self._frame_dtype(stack.dtype, "stack")
         variance, var_buf, scalars = self._options(error_model, variance, dummy, delta_dummy,
-                                                   negative_invalid, frame_dtype, nframes)
+                                                   nframes)
         mf = cl.mem_flags
         if variance is not None:
             var_buf = cl.Buffer(self.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=variance)
