@@ -479,18 +479,22 @@ class OpenCLIntegrationEngine:
                     sums.count)
 
 
-def _build_opencl(ai: Any, key: Any, user_mask: Any) -> OpenCLIntegrationEngine:
+def _cython_engine(ai: Any, key: Any, user_mask: Any) -> Any:
+    """A Cython CSR engine for the same matrix (built here: the integrator's engine cache is
+    locked while this builder runs, so it cannot be asked for its own Cython engine)."""
     from xreduce.integrator import IMPLEMENTATIONS
 
+    return IMPLEMENTATIONS[("csr", "cython")].build(ai, key, user_mask)
+
+
+def _build_opencl(ai: Any, key: Any, user_mask: Any) -> OpenCLIntegrationEngine:
     _get_context(None)  # fail fast, before the matrix is built
-    return OpenCLIntegrationEngine(IMPLEMENTATIONS[("csr", "cython")].build(ai, key, user_mask))
+    return OpenCLIntegrationEngine(_cython_engine(ai, key, user_mask))
 
 
 def _build_any(ai: Any, key: Any, user_mask: Any) -> Any:
     """OpenCL when a device is there, else the Cython engine."""
-    from xreduce.integrator import IMPLEMENTATIONS
-
-    cpu_engine = IMPLEMENTATIONS[("csr", "cython")].build(ai, key, user_mask)
+    cpu_engine = _cython_engine(ai, key, user_mask)
     try:
         return OpenCLIntegrationEngine(cpu_engine)
     except OpenCLUnavailableError:
