@@ -76,7 +76,8 @@ def test_error_models_match_reference(opencl_context, problem, error_model, wg):
     frame.ravel()[rng.choice(npix, 50, replace=False)] = 7          # dummy pixels
     variance = rng.uniform(1, 50, npix).astype(np.float32) if error_model == "variance" else None
     engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), normalization=norm,
-                             device=opencl_context, workgroup_size=wg)
+                             device=opencl_context, workgroup_size=wg,
+                             precision="float32")
     got = engine.integrate(frame, error_model=error_model, variance=variance, dark=dark,
                            dummy=7)
     want = ref.csr_sums(indptr, indices, data, frame, norm, dark, variance, error_model,
@@ -102,7 +103,7 @@ def test_raw_dtypes(opencl_context, problem, dtype):
     if dtype.kind in "iu":
         frame[bad[:5]] = np.iinfo(dtype).max
     engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), normalization=norm,
-                             device=opencl_context)
+                             device=opencl_context, precision="float32")
     got = engine.integrate(frame, error_model="poisson")
     want = ref.csr_sums(indptr, indices, data, frame.astype(frame.dtype.newbyteorder("=")), norm)
     assert_sums_close(got, want)
@@ -114,7 +115,7 @@ def test_compact_matrix_without_coefficients(opencl_context, problem):
     rng, npix, *_ = problem
     indptr, indices, _ = ref.random_csr(rng, 50, npix, split=False)
     frame = rng.integers(0, 5000, npix).astype(np.uint32)
-    engine = OpenCLCsrEngine(Csr(indptr, indices, None, npix), device=opencl_context)
+    engine = OpenCLCsrEngine(Csr(indptr, indices, None, npix), device=opencl_context, precision="float32")
     got = engine.integrate(frame, error_model="poisson")
     assert_sums_close(got, ref.csr_sums(indptr, indices, None, frame))
     np.testing.assert_array_equal(got.count, np.diff(indptr))
@@ -128,7 +129,7 @@ def test_compensated_float32_beats_plain_float32(opencl_context):
     indices = np.arange(npix, dtype=np.int32)
     frame = np.full(npix, 1 + 1e-4, np.float32)
     frame[0] = 1e4
-    engine = OpenCLCsrEngine(Csr(indptr, indices, None, npix), device=opencl_context)
+    engine = OpenCLCsrEngine(Csr(indptr, indices, None, npix), device=opencl_context, precision="float32")
     got = engine.integrate(frame, error_model="none")
     exact = np.float64(frame).sum()
     assert abs(got.signal[0] - exact) / exact < 1e-12
@@ -159,7 +160,8 @@ def test_sigma_clip_matches_reference(opencl_context, problem, error_model):
     frame[rng.choice(npix, 200, replace=False)] = 30000      # outliers (Bragg peaks, zingers)
     frame[rng.choice(npix, 20, replace=False)] = -2           # bad pixels
     engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), normalization=norm,
-                             device=opencl_context, workgroup_size=8)
+                             device=opencl_context, workgroup_size=8,
+                             precision="float32")
     got = engine.sigma_clip(frame, thres=3.0, max_iter=5, error_model=error_model, dark=dark)
     want = ref.csr_sums(indptr, indices, data, frame, norm, dark, error_model=error_model,
                         clip_thres=3.0, max_iter=5)
@@ -169,7 +171,7 @@ def test_sigma_clip_matches_reference(opencl_context, problem, error_model):
     # physics: with a flat normalisation, clipping on the azimuthal spread removes the outliers
     # and brings the bins back to the Poisson level (Poisson clipping around a mean pulled up by
     # the outliers drops the good pixels instead: the reason azimuthal is the usual choice)
-    flat = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context)
+    flat = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context, precision="float32")
     clipped = flat.sigma_clip(frame, thres=3.0, max_iter=5, error_model=error_model)
     plain = flat.integrate(frame, error_model=error_model)
     assert (clipped.valid < plain.valid).sum() > 10, "outliers must have been clipped"
@@ -185,7 +187,7 @@ def test_stack_numpy_and_device_resident(opencl_context, problem):
     rng, npix, indptr, indices, data, norm, dark = problem
     stack = rng.poisson(50, size=(5, 100, 80)).astype(np.uint32)
     engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), normalization=norm,
-                             device=opencl_context)
+                             device=opencl_context, precision="float32")
     streamed = engine.integrate_stack(stack, error_model="azimuthal", dark=dark)
     queue = cl.CommandQueue(opencl_context)
     resident = engine.integrate_stack(cla.to_device(queue, stack), error_model="azimuthal",
@@ -203,7 +205,7 @@ def test_empty_rows_and_all_invalid_bins_are_zero(opencl_context):
     indices = np.array([0, 1, 2, 3], np.int32)
     frame = np.array([5, 6, -1, -1], np.int16)
     engine = OpenCLCsrEngine(Csr(indptr, indices, None, 4), normalization=[0.3, 0.7, 0.9, 1.1],
-                             device=opencl_context)
+                             device=opencl_context, precision="float32")
     got = engine.integrate(frame)
     np.testing.assert_array_equal(got.valid, [0, 2, 0])
     np.testing.assert_array_equal(
@@ -214,7 +216,7 @@ def test_empty_rows_and_all_invalid_bins_are_zero(opencl_context):
 # ------------------------------------------------------------------------- bad input
 def test_bad_dtypes_raise_type_error(opencl_context, problem):
     rng, npix, indptr, indices, data, *_ = problem
-    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context)
+    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context, precision="float32")
     for dtype in (np.complex64, bool):
         with pytest.raises(TypeError, match="frame: expected an integer or float image"):
             engine.integrate(np.zeros(npix, dtype))
@@ -224,7 +226,7 @@ def test_bad_dtypes_raise_type_error(opencl_context, problem):
 
 def test_bad_shapes_and_options(opencl_context, problem):
     rng, npix, indptr, indices, data, *_ = problem
-    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context)
+    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context, precision="float32")
     with pytest.raises(ValueError, match=f"frame: expected {npix} pixels"):
         engine.integrate(np.zeros(npix + 1, np.uint16))
     with pytest.raises(ValueError, match="error_model"):
@@ -234,13 +236,13 @@ def test_bad_shapes_and_options(opencl_context, problem):
     with pytest.raises(ValueError, match="precision"):
         OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context, precision="half")
     with pytest.raises(ValueError, match="indices"):
-        OpenCLCsrEngine(Csr(indptr, indices, data, 10), device=opencl_context)
+        OpenCLCsrEngine(Csr(indptr, indices, data, 10), device=opencl_context, precision="float32")
 
 
 def test_frame_larger_than_device_memory(opencl_context, problem, monkeypatch):
     """A frame beyond the device's memory raises MemoryError naming the sizes, before upload."""
     rng, npix, indptr, indices, data, *_ = problem
-    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context)
+    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context, precision="float32")
 
     class TinyDevice:
         name = "tiny"
@@ -292,10 +294,14 @@ def flat_detector():
 @pytest.mark.parametrize("split", ["no", "bbox", "pseudo", "full"])
 @pytest.mark.parametrize("npt_azim", [None, 36], ids=["1d", "2d"])
 @pytest.mark.parametrize("error_model", [None, "poisson", "variance", "azimuthal"])
-def test_same_sums_as_cython_engine(opencl_context, flat_detector, split, npt_azim, error_model):
-    """Every split, 1D and 2D, every error model: the OpenCL engine's sums equal the Cython
-    engine's (float64 accumulation) within 1e-5 relative, bin by bin (absolute floor 1e-9 of
-    the largest value, for bins that cancel out)."""
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_same_sums_as_cython_engine(opencl_context, flat_detector, split, npt_azim, error_model,
+                                    precision):
+    """Every split, 1D and 2D, every error model, compensated float32 and float64: the OpenCL
+    engine's sums equal the Cython engine's (float64 accumulation) within 1e-5 relative, bin
+    by bin (absolute floor 1e-9 of the largest value, for bins that cancel out)."""
+    if precision == "float64" and "cl_khr_fp64" not in opencl_context.devices[0].extensions:
+        pytest.skip("the device has no float64")
     from xreduce.engines import CsrEngine, EngineKey, FrameArgs, Normalisation
     from xreduce.opencl_engine import OpenCLIntegrationEngine
     from xreduce.sparse import build_csr_from_arrays
@@ -306,7 +312,7 @@ def test_same_sums_as_cython_engine(opencl_context, flat_detector, split, npt_az
                                    npt_azim, split=split, unit="2th_deg")
     key = EngineKey("csr", "opencl", split, "2th_deg", npt, npt_azim, None, None, None)
     cpu = CsrEngine(key, matrix)
-    gpu = OpenCLIntegrationEngine(cpu, device=opencl_context)
+    gpu = OpenCLIntegrationEngine(cpu, device=opencl_context, precision="float32")
     norm = Normalisation(("test", split), d["norm"], ~(d["norm"] > 0))
     args = FrameArgs(d["frames"], d["dark"], d["variance"] if error_model == "variance" else None,
                      error_model, 5.0, 0.0)
@@ -317,3 +323,13 @@ def test_same_sums_as_cython_engine(opencl_context, flat_detector, split, npt_az
         np.testing.assert_allclose(getattr(got, name), expected, rtol=1e-5,
                                    atol=1e-9 * np.abs(expected).max(), err_msg=name)
     assert (want.norm > 0).mean() > 0.4  # a real comparison: most bins hold pixels
+
+
+def test_default_precision(opencl_context, problem):
+    """precision=None: float64 on a CPU device with cl_khr_fp64 (PoCL), compensated float32
+    on GPUs."""
+    rng, npix, indptr, indices, data, *_ = problem
+    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context)
+    device = opencl_context.devices[0]
+    cpu_fp64 = bool(device.type & cl.device_type.CPU) and "cl_khr_fp64" in device.extensions
+    assert engine.precision == ("float64" if cpu_fp64 else "float32")
