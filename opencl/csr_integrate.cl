@@ -12,13 +12,16 @@
  *     sum_norm2    = sum (c n)^2                 the contributions of the pixels that are
  *     count        = sum c                       invalid in this frame (or clipped away)
  *
- * A pixel is invalid when it is NaN or infinite, negative (when negative_invalid is set:
- * counting detectors mark bad pixels with -1, -2), or equal to the dummy value (within
- * delta_dummy, when check_dummy is set).
+ * A pixel is invalid when it is NaN or infinite (float frames), the largest value of its
+ * integer type, negative (signed integer frames: counting detectors mark bad pixels with -1,
+ * -2), or equal to the dummy value (within delta_dummy, when check_dummy is set): the same
+ * rules as the Cython engine.
  *
  * Error models (ERROR_MODEL): 0 none (variance 0), 1 Poisson (v = max(raw, 1)),
- * 2 variance array given per pixel, 3 azimuthal: v = (s - n * I)^2 with I the bin's mean
- * sum_signal / sum_norm (two passes over the row, independent of summation order).
+ * 2 variance array given per pixel, 3 azimuthal: the weighted spread of the corrected values
+ * x = s / n around the bin mean I = sum_signal / sum_norm, weights c n, as
+ * sum_variance = [sum c n (x - I)^2 / sum c n] * sum (c n)^2 (as the Cython engine; a second
+ * pass over the row, independent of summation order).
  *
  * Sigma clipping (max_iter > 0): at each iteration, an entry whose corrected value s / n lies
  * further than clip_thres * std from the bin mean (std = sqrt(sum_variance / sum_norm2)) is
@@ -26,6 +29,7 @@
  * entry of the row was removed. A bin with a single kept entry is not clipped further.
  *
  * Compile-time constants (-D): FRAME_T (type of the raw frame), FRAME_IS_FLOAT (0/1),
+ * FRAME_IS_SIGNED (0/1), FRAME_MAX (the integer type's maximum, e.g. USHRT_MAX),
  * WG (work-group size, a power of two), HAS_COEF (0: every coefficient is 1), HAS_DARK,
  * ERROR_MODEL, USE_DOUBLE (1: accumulate in double; 0: compensated float32, double-word).
  *
@@ -113,21 +117,23 @@ inline int group_sum_int(int v, local int *scratch) {
 #endif
 }
 
-inline int pixel_is_valid(real_t raw, int negative_invalid, int check_dummy,
-                          real_t dummy, real_t delta_dummy) {
+inline int pixel_is_valid(FRAME_T v, int check_dummy, real_t dummy, real_t delta_dummy) {
+    const real_t raw = (real_t)v;
 #if FRAME_IS_FLOAT
     if (!isfinite(raw))
         return 0;
-#endif
-    if (negative_invalid && raw < (real_t)0)
+#else
+    if (v == FRAME_MAX)  /* Dectris: dead or overflowing pixels hold the type's maximum */
         return 0;
+#if FRAME_IS_SIGNED
+    if (v < 0)           /* counting detectors: -1, -2 mark bad pixels */
+        return 0;
+#endif
+#endif
     if (check_dummy) {
-        if (delta_dummy == (real_t)0) {
-            if (raw == dummy)
-                return 0;
-        } else if (fabs(raw - dummy) <= delta_dummy) {
-            return 0;
-        }
+        if (delta_dummy > (real_t)0)
+            return !(fabs(raw - dummy) <= delta_dummy);
+        return raw != dummy;
     }
     return 1;
 }
@@ -143,7 +149,6 @@ kernel void csr_integrate(
     global const float *coefs,        /* read when HAS_COEF */
     global const acc_t *presums,      /* 3 x nbins: sum c n, sum (c n)^2, sum c (all pixels) */
     const int nbins,
-    const int negative_invalid,
     const int check_dummy,
     const float dummy,
     const float delta_dummy,
@@ -188,8 +193,9 @@ kernel void csr_integrate(
 #else
             const real_t c = (real_t)1;
 #endif
-            const real_t raw = (real_t)img[idx];
-            int ok = pixel_is_valid(raw, negative_invalid, check_dummy, r_dummy, r_delta);
+            const FRAME_T v = img[idx];
+            const real_t raw = (real_t)v;
+            int ok = pixel_is_valid(v, check_dummy, r_dummy, r_delta);
 #if HAS_DARK
             const real_t s = raw - (real_t)dark[idx];
 #else
@@ -239,8 +245,9 @@ kernel void csr_integrate(
         var = ACC_ZERO;
         for (int j = start + lid; j < stop; j += WG) {
             const int idx = indices[j];
-            const real_t raw = (real_t)img[idx];
-            int ok = pixel_is_valid(raw, negative_invalid, check_dummy, r_dummy, r_delta);
+            const FRAME_T v = img[idx];
+            const real_t raw = (real_t)v;
+            int ok = pixel_is_valid(v, check_dummy, r_dummy, r_delta);
             if (ok && max_iter > 0 && flags[j])
                 ok = 0;
             if (ok) {
@@ -254,11 +261,28 @@ kernel void csr_integrate(
 #else
                 const real_t s = raw;
 #endif
-                const real_t d = c * (s - (real_t)norm[idx] * mean);
-                var = ACC_ADD(var, d * d);
+                /* c n (s / n - mean)^2, written without the division by n squared */
+                const real_t n = (real_t)norm[idx];
+                const real_t d = s - n * mean;
+                var = ACC_ADD(var, c * d * d / n);
             }
         }
         var = group_sum(var, scratch);
+        /* weighted spread^2 = M2 / sum c n, scaled by sum (c n)^2 so that sem and std keep
+           their usual formulas: sum_variance = spread^2 * sum_norm2 */
+        {
+            const real_t scale = (n_ok > 0 && norm_total != (real_t)0)
+                                     ? ACC_VALUE(sum_norm2) / norm_total : (real_t)0;
+#if USE_DOUBLE
+            var = var * scale;
+#else
+            /* double-word times float: product hi with its error, plus lo * scale */
+            const float p = var.s0 * scale;
+            const float e = fma(var.s0, scale, -p) + var.s1 * scale;
+            const float hi = p + e;
+            var = (float2)(hi, e - (hi - p));
+#endif
+        }
 #endif
         const real_t norm2_total = ACC_VALUE(sum_norm2);
         std = (n_ok > 0 && norm2_total > (real_t)0) ? sqrt(ACC_VALUE(var) / norm2_total) : (real_t)0;

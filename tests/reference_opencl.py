@@ -5,11 +5,14 @@ Written for clarity: one loop over bins, float64 everywhere, no code shared with
 import numpy as np
 
 
-def valid_pixels(raw, negative_invalid, dummy=None, delta_dummy=None):
-    """Boolean mask of the usable pixels of a raw frame (as float64)."""
-    raw = np.asarray(raw, np.float64)
+def valid_pixels(frame, dummy=None, delta_dummy=None):
+    """Boolean mask of the usable pixels of a raw frame: finite, not the integer type's maximum,
+    not negative for signed integers, not the dummy value."""
+    frame = np.asarray(frame)
+    raw = frame.astype(np.float64)
     ok = np.isfinite(raw)
-    if negative_invalid:
+    if frame.dtype.kind in "iu":
+        ok &= frame != np.iinfo(frame.dtype).max
         ok &= ~(raw < 0)
     if dummy is not None:
         if not delta_dummy:
@@ -20,19 +23,19 @@ def valid_pixels(raw, negative_invalid, dummy=None, delta_dummy=None):
 
 
 def csr_sums(indptr, indices, data, frame, norm=None, dark=None, variance=None,
-             error_model="poisson", dummy=None, delta_dummy=None, negative_invalid=False,
-             clip_thres=None, max_iter=0):
+             error_model="poisson", dummy=None, delta_dummy=None, clip_thres=None, max_iter=0):
     """Per-bin sums (signal, variance, normalization, normalization2, count, valid) of a frame.
 
     Sigma clipping (max_iter > 0): entries whose s / n lies further than clip_thres * std
     (std = sqrt(sum_variance / sum_norm2)) from the bin mean of the previous iteration are
     dropped for good; stop when nothing was dropped or a single entry is left.
     """
-    raw = np.asarray(frame, np.float64).ravel()
+    frame = np.asarray(frame).ravel()
+    raw = frame.astype(np.float64)
     npix = raw.size
     n = np.ones(npix) if norm is None else np.asarray(norm, np.float64).ravel()
     s_all = raw - (0.0 if dark is None else np.asarray(dark, np.float64).ravel())
-    ok_all = valid_pixels(raw, negative_invalid, dummy, delta_dummy)
+    ok_all = valid_pixels(frame, dummy, delta_dummy)
     nbins = len(indptr) - 1
     result = {k: np.zeros(nbins) for k in ("signal", "variance", "normalization",
                                            "normalization2", "count")}
@@ -65,7 +68,10 @@ def csr_sums(indptr, indices, data, frame, norm=None, dark=None, variance=None,
             elif error_model == "variance":
                 var = np.sum(c[keep] ** 2 * np.asarray(variance, np.float64).ravel()[idx][keep])
             elif error_model == "azimuthal":
-                var = np.sum((c[keep] * (s[keep] - nn[keep] * mean)) ** 2)
+                # weighted spread of x = s / n (weights c n), times sum (c n)^2
+                w = c[keep] * nn[keep]
+                spread2 = np.sum(w * (s[keep] / nn[keep] - mean) ** 2) / norm_sum if keep.any() else 0.0
+                var = spread2 * norm2
             else:
                 raise ValueError(error_model)
             std = np.sqrt(var / norm2) if keep.any() and norm2 > 0 else 0.0

@@ -815,3 +815,7 @@ def _build_histogram(ai: AzimuthalIntegrator, key: EngineKey,
 
 register_implementation("csr", "cython", SPLITS, _build_csr)
 register_implementation("histogram", "cython", ("no", "bbox"), _build_histogram)
+
+# The OpenCL back end registers ("csr", "opencl") and ("csr", "any"); pyopencl is imported
+# only when such an engine is built.
+from xreduce import opencl_engine as _opencl_engine  # noqa: E402,F401

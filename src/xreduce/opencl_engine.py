@@ -23,21 +23,23 @@ array([5., 7.])
 from __future__ import annotations
 
 import dataclasses
-import os
-from pathlib import Path
-from typing import Any, Sequence
+import threading
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
+from xreduce.opencl import OpenCLUnavailableError, build_program, get_context
+
 ERROR_MODELS = {"none": 0, "poisson": 1, "variance": 2, "azimuthal": 3}
 
-#: numpy dtype -> OpenCL C type of the raw frames the kernel reads directly.
+#: numpy dtype -> (OpenCL C type, its maximum) of the raw frames the kernel reads directly.
 _FRAME_TYPES = {
-    np.dtype(np.uint8): "uchar", np.dtype(np.int8): "char",
-    np.dtype(np.uint16): "ushort", np.dtype(np.int16): "short",
-    np.dtype(np.uint32): "uint", np.dtype(np.int32): "int",
-    np.dtype(np.uint64): "ulong", np.dtype(np.int64): "long",
-    np.dtype(np.float32): "float", np.dtype(np.float64): "double",
+    np.dtype(np.uint8): ("uchar", "UCHAR_MAX"), np.dtype(np.int8): ("char", "CHAR_MAX"),
+    np.dtype(np.uint16): ("ushort", "USHRT_MAX"), np.dtype(np.int16): ("short", "SHRT_MAX"),
+    np.dtype(np.uint32): ("uint", "UINT_MAX"), np.dtype(np.int32): ("int", "INT_MAX"),
+    np.dtype(np.uint64): ("ulong", "ULONG_MAX"), np.dtype(np.int64): ("long", "LONG_MAX"),
+    np.dtype(np.float32): ("float", "0"), np.dtype(np.float64): ("double", "0"),
 }
 
 
@@ -69,86 +71,14 @@ def _import_pyopencl():
         import pyopencl
         import pyopencl.array  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the installation
-        raise _unavailable_error(
-            "pyopencl is not installed: `pip install pyopencl` (and a driver such as PoCL, "
-            "`apt install pocl-opencl-icd`, for CPUs)") from err
+        raise OpenCLUnavailableError(f"pyopencl cannot be imported ({err})") from err
     return pyopencl
 
 
-def _unavailable_error(message: str) -> Exception:
-    try:
-        from xreduce.opencl import OpenCLUnavailableError
-    except ImportError:
-        return RuntimeError(message)
-    return OpenCLUnavailableError(message)
-
-
 def _get_context(device: Any):
-    """Return a pyopencl Context for `device` (a Context, or what xreduce.opencl accepts)."""
+    """A pyopencl Context for `device`: a Context passes through, the rest goes to get_context."""
     cl = _import_pyopencl()
-    if isinstance(device, cl.Context):
-        return device
-    try:
-        from xreduce.opencl import get_context
-    except ImportError:
-        get_context = None
-    if get_context is not None:
-        return get_context(device)
-    return _fallback_context(cl, device)
-
-
-def _fallback_context(cl, device):
-    """Device choice used until the shared glue (xreduce.opencl) is available."""
-    if device is None:
-        device = os.environ.get("XREDUCE_OPENCL_DEVICE", "any")
-    try:
-        platforms = cl.get_platforms()
-    except cl.Error:
-        platforms = []
-    devices = [(p, d) for p, plat in enumerate(platforms) for d, _ in enumerate(plat.get_devices())]
-    if not devices:
-        raise _unavailable_error(
-            "no OpenCL platform or device found: install a driver, e.g. PoCL for CPUs "
-            "(`apt install pocl-opencl-icd`), and pyopencl")
-    if isinstance(device, tuple):
-        if device not in devices:
-            raise ValueError(f"device: expected one of {devices}, got {device}")
-        p, d = device
-        return cl.Context([platforms[p].get_devices()[d]])
-    kinds = {"any": None, "cpu": cl.device_type.CPU, "gpu": cl.device_type.GPU}
-    if device not in kinds:
-        raise ValueError(f"device: expected 'any', 'cpu', 'gpu' or (platform, device), got {device!r}")
-    for p, d in devices:
-        dev = platforms[p].get_devices()[d]
-        if kinds[device] is None or dev.type & kinds[device]:
-            return cl.Context([dev])
-    raise _unavailable_error(f"no OpenCL {device} device found among {len(devices)} device(s)")
-
-
-def _kernel_source(name: str) -> str:
-    here = Path(__file__).resolve().parent
-    for folder in (here / "opencl" / "kernels", here.parents[1] / "opencl"):
-        if (folder / name).is_file():
-            return (folder / name).read_text()
-    raise FileNotFoundError(f"OpenCL kernel {name} not found next to the package")
-
-
-_PROGRAMS: dict = {}
-
-
-def _build_program(context, name: str, defines: dict):
-    try:
-        from xreduce.opencl import build_program
-    except ImportError:
-        build_program = None
-    if build_program is not None:
-        return build_program(context, name, defines=defines)
-    cl = _import_pyopencl()
-    key = (context.int_ptr, name, tuple(sorted(defines.items())))
-    if key not in _PROGRAMS:
-        options = [f"-D{k}={v}" for k, v in sorted(defines.items())]
-        _PROGRAMS[key] = cl.Program(context, _kernel_source(name)).build(options=options)
-    return _PROGRAMS[key]
+    return device if isinstance(device, cl.Context) else get_context(device)
 
 
 def _has_fp64(device) -> bool:
@@ -171,11 +101,14 @@ class OpenCLCsrEngine:
         and ``shape`` = (nbins, npix).
     normalization : per-pixel normalisation n (flat * solid angle * polarisation * ...),
         shape (npix,) or the frame shape; None means 1 everywhere.
-    dark : per-pixel dark current subtracted from every frame, or None.
+    presums : optional (3, nbins) float64 frame-invariant sums (sum c n, sum (c n)^2, sum c)
+        already computed with this matrix and normalisation (e.g. by the Cython engine).
     device : "any", "cpu", "gpu", (platform_id, device_id), a pyopencl Context, or None
         (reads ``XREDUCE_OPENCL_DEVICE``).
-    precision : "float32" (compensated double-word accumulation) or "float64" (needs
-        ``cl_khr_fp64``).
+    precision : "float32" (compensated: double-word accumulation, about 48 bits), "float64"
+        (needs ``cl_khr_fp64``) or None: float64 on CPU devices that have it (there it is
+        both the more exact and, measured on PoCL, the 3-6x faster choice), compensated
+        float32 elsewhere (GPUs, whose float64 units are slow or absent).
     workgroup_size : work-items per bin (power of two); default 1 on CPUs, 64 on GPUs.
 
     Examples
@@ -186,11 +119,11 @@ class OpenCLCsrEngine:
     """
 
     def __init__(self, csr: Any, normalization: np.ndarray | None = None,
-                 dark: np.ndarray | None = None, device: Any = None,
-                 precision: str = "float32", workgroup_size: int | None = None) -> None:
+                 presums: np.ndarray | None = None, device: Any = None,
+                 precision: str | None = None, workgroup_size: int | None = None) -> None:
         cl = _import_pyopencl()
-        if precision not in ("float32", "float64"):
-            raise ValueError(f"precision: expected 'float32' or 'float64', got {precision!r}")
+        if precision not in (None, "float32", "float64"):
+            raise ValueError(f"precision: expected 'float32', 'float64' or None, got {precision!r}")
         nbins, npix = (int(n) for n in csr.shape)
         indptr = np.ascontiguousarray(csr.indptr, dtype=np.int32)
         indices = np.ascontiguousarray(csr.indices, dtype=np.int32)
@@ -201,10 +134,12 @@ class OpenCLCsrEngine:
             raise ValueError(f"csr: indices must lie in [0, {npix}), got [{indices.min()}, {indices.max()}]")
         coefs = None if csr.data is None else np.ascontiguousarray(csr.data, dtype=np.float32)
         norm = self._per_pixel(normalization, npix, "normalization", fill=1.0)
-        dark_arr = None if dark is None else self._per_pixel(dark, npix, "dark", fill=0.0)
 
         self.context = _get_context(device)
         self.device = self.context.devices[0]
+        if precision is None:
+            cpu = bool(self.device.type & cl.device_type.CPU)
+            precision = "float64" if cpu and _has_fp64(self.device) else "float32"
         if precision == "float64" and not _has_fp64(self.device):
             raise ValueError(f"precision: 'float64' needs cl_khr_fp64, which device "
                              f"{self.device.name!r} lacks; use 'float32' (compensated)")
@@ -216,18 +151,21 @@ class OpenCLCsrEngine:
             raise ValueError(f"workgroup_size: expected a power of two, got {workgroup_size}")
         self.workgroup_size = min(workgroup_size, self.device.max_work_group_size)
         self._has_coef = coefs is not None
-        self._has_dark = dark_arr is not None
 
         # frame-invariant per-bin sums, in float64 on the host
-        rows = np.repeat(np.arange(nbins), np.diff(indptr))
-        c = np.ones(self.nnz) if coefs is None else coefs.astype(np.float64)
-        cn = c * norm.astype(np.float64)[indices]
-        presums = np.stack([np.bincount(rows, cn, nbins), np.bincount(rows, cn * cn, nbins),
-                            np.bincount(rows, c, nbins)])
+        if presums is None:
+            rows = np.repeat(np.arange(nbins), np.diff(indptr))
+            c = np.ones(self.nnz) if coefs is None else coefs.astype(np.float64)
+            cn = c * norm.astype(np.float64)[indices]
+            presums = np.stack([np.bincount(rows, cn, nbins), np.bincount(rows, cn * cn, nbins),
+                                np.bincount(rows, c, nbins)])
+        presums = np.asarray(presums, np.float64)
+        if presums.shape != (3, nbins):
+            raise ValueError(f"presums: expected shape (3, {nbins}), got {presums.shape}")
         presums = presums if precision == "float64" else _to_double_word(presums)
 
         self._check_memory(indptr.nbytes + indices.nbytes + (0 if coefs is None else coefs.nbytes)
-                           + norm.nbytes + (0 if dark_arr is None else dark_arr.nbytes)
+                           + norm.nbytes
                            + presums.nbytes, "the CSR matrix and per-pixel arrays")
         mf = cl.mem_flags
         ro = mf.READ_ONLY | mf.COPY_HOST_PTR
@@ -238,11 +176,11 @@ class OpenCLCsrEngine:
         self._indptr, self._indices = upload(indptr), upload(indices)
         self._coefs = upload(coefs) if coefs is not None else upload(np.zeros(1, np.float32))
         self._norm = upload(norm)
-        self._dark = upload(dark_arr) if dark_arr is not None else self._coefs
         self._presums = upload(presums)
         self._acc_itemsize = 8  # one double or one float2 per sum
         self._flags = None
         self._kernels: dict = {}
+        self._lock = threading.Lock()  # kernels' arguments and the clip flags are shared
         self.queue = cl.CommandQueue(self.context)
         self._transfer_queue = cl.CommandQueue(self.context)
 
@@ -276,43 +214,42 @@ class OpenCLCsrEngine:
             return np.dtype(np.float32)
         return native
 
-    def _kernel(self, frame_dtype: np.dtype, error_model: int):
+    def _kernel(self, frame_dtype: np.dtype, error_model: int, has_dark: bool):
         defines = {
-            "FRAME_T": _FRAME_TYPES[frame_dtype],
+            "FRAME_T": _FRAME_TYPES[frame_dtype][0],
+            "FRAME_MAX": _FRAME_TYPES[frame_dtype][1],
             "FRAME_IS_FLOAT": int(frame_dtype.kind == "f"),
+            "FRAME_IS_SIGNED": int(frame_dtype.kind == "i"),
             "WG": self.workgroup_size,
             "HAS_COEF": int(self._has_coef),
-            "HAS_DARK": int(self._has_dark),
+            "HAS_DARK": int(has_dark),
             "ERROR_MODEL": error_model,
             "USE_DOUBLE": int(self.precision == "float64"),
         }
         key = tuple(sorted(defines.items()))
         if key not in self._kernels:
-            program = _build_program(self.context, "csr_integrate.cl", defines)
+            program = build_program(self.context, "csr_integrate.cl", defines)
             self._kernels[key] = _import_pyopencl().Kernel(program, "csr_integrate")
         return self._kernels[key]
 
-    def _options(self, error_model: str, variance, dummy, delta_dummy, negative_invalid,
-                 frame_dtype: np.dtype, nframes: int | None):
+    def _variance(self, error_model: str, variance, nframes: int) -> np.ndarray | None:
+        """The variance as (1 or nframes, npix) float32, checked against the error model."""
         if error_model not in ERROR_MODELS:
-            raise ValueError(f"error_model: expected one of {sorted(ERROR_MODELS)}, got {error_model!r}")
+            raise ValueError(f"error_model: expected one of {sorted(ERROR_MODELS)}, "
+                             f"got {error_model!r}")
         if (variance is None) == (error_model == "variance"):
-            raise ValueError("variance: an array is needed with error_model='variance' and only then, "
-                             f"got {'None' if variance is None else 'an array'} with {error_model!r}")
-        var_buf = self._coefs
-        if variance is not None:
-            variance = np.asarray(variance)
-            if variance.dtype.kind not in "uif":
-                raise TypeError(f"variance: expected a real numeric array, got dtype {variance.dtype}")
-            expected = self.npix if nframes is None else nframes * self.npix
-            if variance.size != expected:
-                raise ValueError(f"variance: expected {expected} values, got shape {variance.shape}")
-            variance = np.ascontiguousarray(variance, dtype=np.float32).reshape(-1, self.npix)
-        if negative_invalid is None:
-            negative_invalid = frame_dtype.kind == "i"
-        return variance, var_buf, (np.int32(bool(negative_invalid)), np.int32(dummy is not None),
-                                   np.float32(0 if dummy is None else dummy),
-                                   np.float32(0 if delta_dummy is None else delta_dummy))
+            raise ValueError("variance: an array is needed with error_model='variance' and only "
+                             f"then, got {'None' if variance is None else 'an array'} with "
+                             f"error_model={error_model!r}")
+        if variance is None:
+            return None
+        variance = np.asarray(variance)
+        if variance.dtype.kind not in "uif":
+            raise TypeError(f"variance: expected a real numeric array, got dtype {variance.dtype}")
+        if variance.size not in (self.npix, nframes * self.npix):
+            raise ValueError(f"variance: expected {self.npix} values (shared) or "
+                             f"{nframes * self.npix} (one set per frame), got shape {variance.shape}")
+        return np.ascontiguousarray(variance, dtype=np.float32).reshape(-1, self.npix)
 
     def _flags_buffer(self, max_iter: int):
         cl = _import_pyopencl()
@@ -322,17 +259,6 @@ class OpenCLCsrEngine:
             self._flags = cl.Buffer(self.context, cl.mem_flags.READ_WRITE, max(self.nnz, 1))
         return self._flags
 
-    def _launch(self, kernel, frame_buf, offset, var_buf, scalars, max_iter, clip_thres,
-                flags, out_buf, valid_buf, wait_for=None):
-        cl = _import_pyopencl()
-        wg = self.workgroup_size
-        kernel.set_args(frame_buf, np.uint64(offset), self._dark, var_buf, self._norm,
-                        self._indptr, self._indices, self._coefs, self._presums,
-                        np.int32(self.nbins), *scalars, np.int32(max_iter), np.float32(clip_thres),
-                        flags, out_buf, valid_buf)
-        return cl.enqueue_nd_range_kernel(self.queue, kernel, (self.nbins * wg,), (wg,),
-                                          wait_for=wait_for)
-
     def _sums(self, out: np.ndarray, valid: np.ndarray) -> CsrSums:
         """Host arrays (..., 5, nbins[, 2]) -> CsrSums of float64."""
         values = out.astype(np.float64)
@@ -340,93 +266,64 @@ class OpenCLCsrEngine:
             values = values[..., 0] + values[..., 1]
         return CsrSums(*(values[..., q, :] for q in range(5)), valid=valid)
 
-    def _out_shape(self, nframes: int | None) -> tuple:
-        lead = () if nframes is None else (nframes,)
-        if self.precision == "float64":
-            return lead + (5, self.nbins), np.float64
-        return lead + (5, self.nbins, 2), np.float32
-
     # ------------------------------------------------------------------ public API
     def integrate(self, frame: np.ndarray, error_model: str = "poisson",
-                  variance: np.ndarray | None = None, dummy: float | None = None,
-                  delta_dummy: float | None = None, negative_invalid: bool | None = None) -> CsrSums:
+                  variance: np.ndarray | None = None, dark: np.ndarray | None = None,
+                  dummy: float | None = None, delta_dummy: float | None = None) -> CsrSums:
         """Per-bin sums of one frame.
 
         Parameters
         ----------
         frame : raw frame of any integer or float dtype with npix pixels (uploaded as it is).
         error_model : "none", "poisson" (v = max(raw, 1)), "variance" (``variance`` given) or
-            "azimuthal" (v = (s - n I)^2, the spread inside the bin).
+            "azimuthal" (the weighted spread of s / n in the bin, weights c n:
+            sum_variance = spread^2 * sum (c n)^2).
         variance : per-pixel variance, only with error_model="variance".
-        dummy, delta_dummy : pixels equal to dummy (within delta_dummy) are invalid.
-        negative_invalid : negative pixels are invalid (default: True for signed integer frames).
+        dark : per-pixel dark current subtracted from the frame (s = raw - dark), or None.
+        dummy, delta_dummy : pixels equal to dummy (within delta_dummy) are invalid; so are
+            NaN and inf, the integer type's maximum and negative values of signed integers.
 
         Returns
         -------
         CsrSums with arrays of shape (nbins,).
         """
-        return self.sigma_clip(frame, error_model=error_model, variance=variance, dummy=dummy,
-                               delta_dummy=delta_dummy, negative_invalid=negative_invalid,
-                               max_iter=0)
+        return self.sigma_clip(frame, error_model=error_model, variance=variance, dark=dark,
+                               dummy=dummy, delta_dummy=delta_dummy, max_iter=0)
 
     def sigma_clip(self, frame: np.ndarray, thres: float = 5.0, max_iter: int = 5,
                    error_model: str = "poisson", variance: np.ndarray | None = None,
-                   dummy: float | None = None, delta_dummy: float | None = None,
-                   negative_invalid: bool | None = None) -> CsrSums:
+                   dark: np.ndarray | None = None, dummy: float | None = None,
+                   delta_dummy: float | None = None) -> CsrSums:
         """Per-bin sums after iterative sigma clipping.
 
         At each of at most ``max_iter`` iterations, CSR entries whose corrected value s / n lies
         further than ``thres * std`` from the bin mean (std = sqrt(sum_variance / sum_norm2),
         from the previous iteration) are left out for good; a bin stops when nothing moved or
-        a single entry is left.
-        Other parameters as in :meth:`integrate`.
+        a single entry is left. Other parameters as in :meth:`integrate`.
         """
-        cl = _import_pyopencl()
-        if frame is None or not hasattr(frame, "dtype"):
+        if not hasattr(frame, "dtype"):
             raise TypeError(f"frame: expected a numpy array, got {type(frame).__name__}")
         frame = np.asarray(frame)
-        frame_dtype = self._frame_dtype(frame.dtype)
+        if frame.dtype.kind not in "uif":
+            raise TypeError(f"frame: expected an integer or float image, got dtype {frame.dtype}")
         if frame.size != self.npix:
             raise ValueError(f"frame: expected {self.npix} pixels, got shape {frame.shape}")
-        max_iter = int(max_iter)
-        if max_iter < 0:
-            raise ValueError(f"max_iter: expected >= 0, got {max_iter}")
-        if max_iter and error_model == "none":
-            raise ValueError("error_model: sigma clipping needs an error model, got 'none'")
-        variance, var_buf, scalars = self._options(error_model, variance, dummy, delta_dummy,
-                                                   negative_invalid, frame_dtype, None)
-        host = np.ascontiguousarray(frame.ravel(), dtype=frame_dtype)
-        self._check_memory(host.nbytes, "the frame")
-        if host.nbytes > self.device.max_mem_alloc_size:
-            raise MemoryError(f"frame: {host.nbytes / 2**20:.0f} MiB exceeds the largest buffer "
-                              f"({self.device.max_mem_alloc_size / 2**20:.0f} MiB) of "
-                              f"{self.device.name!r}")
-        mf = cl.mem_flags
-        frame_buf = cl.Buffer(self.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=host)
-        if variance is not None:
-            var_buf = cl.Buffer(self.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=variance)
-        shape, dtype = self._out_shape(None)
-        out = np.empty(shape, dtype)
-        valid = np.empty(self.nbins, np.int32)
-        out_buf = cl.Buffer(self.context, mf.WRITE_ONLY, out.nbytes)
-        valid_buf = cl.Buffer(self.context, mf.WRITE_ONLY, valid.nbytes)
-        kernel = self._kernel(frame_dtype, ERROR_MODELS[error_model])
-        self._launch(kernel, frame_buf, 0, var_buf, scalars, max_iter, thres,
-                     self._flags_buffer(max_iter), out_buf, valid_buf)
-        cl.enqueue_copy(self.queue, out, out_buf)
-        cl.enqueue_copy(self.queue, valid, valid_buf)
-        return self._sums(out, valid)
+        sums = self.integrate_stack(frame.reshape(1, -1), error_model=error_model,
+                                    variance=variance, dark=dark, dummy=dummy,
+                                    delta_dummy=delta_dummy, max_iter=max_iter, thres=thres)
+        return CsrSums(*(getattr(sums, f.name)[0] for f in dataclasses.fields(CsrSums)))
 
     def integrate_stack(self, stack: Any, error_model: str = "poisson",
-                        variance: np.ndarray | None = None, dummy: float | None = None,
-                        delta_dummy: float | None = None, negative_invalid: bool | None = None,
+                        variance: np.ndarray | None = None, dark: np.ndarray | None = None,
+                        dummy: float | None = None, delta_dummy: float | None = None,
                         max_iter: int = 0, thres: float = 5.0) -> CsrSums:
         """Per-bin sums of every frame of a stack (shape (nframes, ...) with npix pixels a frame).
 
         A numpy stack is streamed with two frame buffers: the upload of frame i+1 (on a
         transfer queue) overlaps the kernel of frame i. A ``pyopencl.array.Array`` already on
         this engine's context is read in place, without any transfer. ``max_iter > 0`` applies
-        sigma clipping to every frame. Returns CsrSums with arrays of shape (nframes, nbins).
+        sigma clipping (see :meth:`sigma_clip`) to every frame. ``variance`` is shared
+        (npix values) or given per frame. Returns CsrSums with arrays of shape (nframes, nbins).
         """
         cl = _import_pyopencl()
         on_device = isinstance(stack, cl.array.Array)
@@ -438,62 +335,182 @@ class OpenCLCsrEngine:
             raise ValueError(f"stack: expected shape (nframes, ...) with {self.npix} pixels a "
                              f"frame, got {stack.shape}")
         nframes = stack.shape[0]
+        max_iter = int(max_iter)
+        if max_iter < 0:
+            raise ValueError(f"max_iter: expected >= 0, got {max_iter}")
         if max_iter and error_model == "none":
             raise ValueError("error_model: sigma clipping needs an error model, got 'none'")
         if on_device:
             if stack.context.int_ptr != self.context.int_ptr:
                 raise ValueError("stack: a pyopencl array must live on this engine's context")
-            if not stack.flags.c_contiguous or np.dtype(stack.dtype) not in _FRAME_TYPES:
-                raise TypeError(f"stack: a device array must be C-contiguous with one of "
-                                f"{[str(t) for t in _FRAME_TYPES]}, got {stack.dtype}")
             frame_dtype = np.dtype(stack.dtype)
-            if frame_dtype == np.float64 and not _has_fp64(self.device):
-                raise TypeError("stack: float64 frames need cl_khr_fp64 on the device")
+            if not stack.flags.c_contiguous or frame_dtype not in _FRAME_TYPES or (
+                    frame_dtype == np.float64 and not _has_fp64(self.device)):
+                raise TypeError(f"stack: a device array must be C-contiguous with a dtype the "
+                                f"device reads, got {stack.dtype}")
         else:
             frame_dtype = self._frame_dtype(stack.dtype, "stack")
-        variance, var_buf, scalars = self._options(error_model, variance, dummy, delta_dummy,
-                                                   negative_invalid, frame_dtype, nframes)
-        mf = cl.mem_flags
-        if variance is not None:
-            var_buf = cl.Buffer(self.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=variance)
-        kernel = self._kernel(frame_dtype, ERROR_MODELS[error_model])
-        flags = self._flags_buffer(max_iter)
-        shape, dtype = self._out_shape(nframes)
-        out = np.empty(shape, dtype)
-        valid = np.empty((nframes, self.nbins), np.int32)
-        out_bufs = [cl.Buffer(self.context, mf.WRITE_ONLY, out[0].nbytes) for _ in range(2)]
-        valid_bufs = [cl.Buffer(self.context, mf.WRITE_ONLY, valid[0].nbytes) for _ in range(2)]
+        variance = self._variance(error_model, variance, nframes)
+        dark = None if dark is None else self._per_pixel(dark, self.npix, "dark", fill=0.0)
         frame_nbytes = self.npix * frame_dtype.itemsize
-        self._check_memory(2 * frame_nbytes, "two frame buffers")
-        if variance is not None and nframes > 1:
-            # a variance per frame: one kernel per frame with its own slice
-            var_bufs = [cl.Buffer(self.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=v)
-                        for v in variance]
-        else:
-            var_bufs = [var_buf] * nframes
-        if on_device:
-            base = stack.offset // frame_dtype.itemsize
-            frame_bufs = [stack.base_data] * 2
-        else:
-            frame_bufs = [cl.Buffer(self.context, mf.READ_ONLY, frame_nbytes) for _ in range(2)]
-        kernel_events = [None, None]
-        keep_alive = [None, None]
-        for i in range(nframes):
-            slot = i % 2
-            if on_device:
-                offset, wait = base + i * self.npix, None
+        self._check_memory(2 * frame_nbytes + (0 if variance is None else variance.nbytes),
+                           "the frame buffers")
+        if frame_nbytes > self.device.max_mem_alloc_size:
+            raise MemoryError(f"frame: {frame_nbytes / 2**20:.0f} MiB exceeds the largest buffer "
+                              f"({self.device.max_mem_alloc_size / 2**20:.0f} MiB) of "
+                              f"{self.device.name!r}")
+        mf = cl.mem_flags
+        ro = mf.READ_ONLY | mf.COPY_HOST_PTR
+        with self._lock:
+            kernel = self._kernel(frame_dtype, ERROR_MODELS[error_model], dark is not None)
+            dark_buf = self._coefs if dark is None else cl.Buffer(self.context, ro, hostbuf=dark)
+            var_bufs = [self._coefs] if variance is None else \
+                [cl.Buffer(self.context, ro, hostbuf=v) for v in variance]
+            flags = self._flags_buffer(max_iter)
+            if self.precision == "float64":
+                out = np.empty((nframes, 5, self.nbins), np.float64)
             else:
-                host = np.ascontiguousarray(stack[i].ravel(), dtype=frame_dtype)
-                keep_alive[slot] = host
-                previous = [kernel_events[slot]] if kernel_events[slot] is not None else None
-                upload = cl.enqueue_copy(self._transfer_queue, frame_bufs[slot], host,
-                                         is_blocking=False, wait_for=previous)
-                offset, wait = 0, [upload]
-            kernel_events[slot] = self._launch(kernel, frame_bufs[slot], offset, var_bufs[i],
-                                               scalars, max_iter, thres, flags, out_bufs[slot],
-                                               valid_bufs[slot], wait_for=wait)
-            cl.enqueue_copy(self.queue, out[i], out_bufs[slot], is_blocking=False)
-            cl.enqueue_copy(self.queue, valid[i], valid_bufs[slot], is_blocking=False)
-        self.queue.finish()
-        self._transfer_queue.finish()
+                out = np.empty((nframes, 5, self.nbins, 2), np.float32)
+            valid = np.empty((nframes, self.nbins), np.int32)
+            out_bufs = [cl.Buffer(self.context, mf.WRITE_ONLY, out[0].nbytes) for _ in range(2)]
+            valid_bufs = [cl.Buffer(self.context, mf.WRITE_ONLY, valid[0].nbytes)
+                          for _ in range(2)]
+            if on_device:
+                base = stack.offset // frame_dtype.itemsize
+                frame_bufs = [stack.base_data] * 2
+            else:
+                frame_bufs = [cl.Buffer(self.context, mf.READ_ONLY, frame_nbytes)
+                              for _ in range(2)]
+            scalars = (np.int32(dummy is not None), np.float32(0 if dummy is None else dummy),
+                       np.float32(0 if delta_dummy is None else delta_dummy))
+            kernel_events: list = [None, None]
+            wg = self.workgroup_size
+            for i in range(nframes):
+                slot = i % 2
+                if on_device:
+                    offset, wait = base + i * self.npix, None
+                else:
+                    host = np.ascontiguousarray(stack[i].reshape(-1), dtype=frame_dtype)
+                    previous = None if kernel_events[slot] is None else [kernel_events[slot]]
+                    # the transfer queue fills one buffer while the kernel reads the other
+                    upload = cl.enqueue_copy(self._transfer_queue, frame_bufs[slot], host,
+                                             is_blocking=False, wait_for=previous)
+                    offset, wait = 0, [upload]
+                kernel.set_args(frame_bufs[slot], np.uint64(offset), dark_buf,
+                                var_bufs[i if len(var_bufs) > 1 else 0], self._norm,
+                                self._indptr, self._indices, self._coefs, self._presums,
+                                np.int32(self.nbins), *scalars, np.int32(max_iter),
+                                np.float32(thres), flags, out_bufs[slot], valid_bufs[slot])
+                kernel_events[slot] = cl.enqueue_nd_range_kernel(
+                    self.queue, kernel, (self.nbins * wg,), (wg,), wait_for=wait)
+                cl.enqueue_copy(self.queue, out[i], out_bufs[slot], is_blocking=False)
+                cl.enqueue_copy(self.queue, valid[i], valid_bufs[slot], is_blocking=False)
+            self.queue.finish()
+            self._transfer_queue.finish()
         return self._sums(out, valid)
+
+
+# ---------------------------------------------------------------------- integrator back end
+class OpenCLIntegrationEngine:
+    """The ``("csr", "opencl")`` engine of :class:`xreduce.integrator.AzimuthalIntegrator`.
+
+    It shares the Cython CSR engine's matrix and frame-invariant sums (so both back ends see
+    the same pixels, including those dropped for an unusable normalisation) and integrates on
+    the OpenCL device: the matrix is uploaded once per set of corrections, each call uploads
+    only the raw frames.
+
+    Parameters
+    ----------
+    cpu_engine : xreduce.engines.CsrEngine
+    device : as :func:`xreduce.opencl.get_context` (None: ``XREDUCE_OPENCL_DEVICE``).
+    precision : "float32" (compensated), "float64" or None (see OpenCLCsrEngine).
+
+    Examples
+    --------
+    >>> res = ai.integrate1d(frame, 1000, method=("bbox", "csr", "opencl"))  # doctest: +SKIP
+    """
+
+    def __init__(self, cpu_engine: Any, device: Any = None, precision: str | None = None):
+        self.context = _get_context(device)  # OpenCLUnavailableError before any work
+        self.key = cpu_engine.key
+        self.matrix = cpu_engine.matrix
+        self.nbins = cpu_engine.nbins
+        self.precision = precision
+        self._device_spec = device
+        self._cpu = cpu_engine
+        self._engines: dict = {}
+        self._lock = threading.Lock()
+
+    def __reduce__(self):
+        return (OpenCLIntegrationEngine, (self._cpu, self._device_spec, self.precision))
+
+    @property
+    def radial_edges(self) -> np.ndarray:
+        return self._cpu.radial_edges
+
+    @property
+    def azimuthal_edges(self) -> np.ndarray | None:
+        return self._cpu.azimuthal_edges
+
+    @property
+    def nbytes(self) -> int:
+        """Host memory held by the matrix arrays, in bytes."""
+        return self._cpu.nbytes
+
+    def device_engine(self, norm: Any) -> OpenCLCsrEngine:
+        """The device-side engine for a normalisation (uploaded on first use, two kept)."""
+        with self._lock:
+            engine = self._engines.get(norm.key)
+            if engine is None:
+                static = self._cpu.static_sums(norm)
+                csr = SimpleNamespace(indptr=static.indptr, indices=static.indices,
+                                      data=static.coef, shape=self.matrix.shape)
+                presums = np.stack([static.sum_norm, static.sum_norm2, static.count])
+                engine = OpenCLCsrEngine(csr, normalization=norm.values, presums=presums,
+                                         device=self.context, precision=self.precision)
+                while len(self._engines) >= 2:
+                    self._engines.pop(next(iter(self._engines)))
+                self._engines[norm.key] = engine
+            return engine
+
+    def integrate(self, args: Any, norm: Any) -> Any:
+        """Integrate the frames of ``args`` (a FrameArgs) on the device; returns engines.Sums."""
+        from xreduce.engines import Sums
+
+        sums = self.device_engine(norm).integrate_stack(
+            args.frames, error_model=args.error_model or "none", variance=args.variance,
+            dark=args.dark, dummy=args.dummy, delta_dummy=args.delta_dummy)
+        return Sums(sums.signal, sums.variance, sums.normalization, sums.normalization2,
+                    sums.count)
+
+
+def _cython_engine(ai: Any, key: Any, user_mask: Any) -> Any:
+    """A Cython CSR engine for the same matrix (built here: the integrator's engine cache is
+    locked while this builder runs, so it cannot be asked for its own Cython engine)."""
+    from xreduce.integrator import IMPLEMENTATIONS
+
+    return IMPLEMENTATIONS[("csr", "cython")].build(ai, key, user_mask)
+
+
+def _build_opencl(ai: Any, key: Any, user_mask: Any) -> OpenCLIntegrationEngine:
+    _get_context(None)  # fail fast, before the matrix is built
+    return OpenCLIntegrationEngine(_cython_engine(ai, key, user_mask))
+
+
+def _build_any(ai: Any, key: Any, user_mask: Any) -> Any:
+    """OpenCL when a device is there, else the Cython engine."""
+    cpu_engine = _cython_engine(ai, key, user_mask)
+    try:
+        return OpenCLIntegrationEngine(cpu_engine)
+    except OpenCLUnavailableError:
+        return cpu_engine
+
+
+def _register() -> None:
+    from xreduce.integrator import SPLITS, register_implementation
+
+    register_implementation("csr", "opencl", SPLITS, _build_opencl)
+    register_implementation("csr", "any", SPLITS, _build_any)
+
+
+_register()
