@@ -70,7 +70,7 @@ def main() -> None:
               f"{'xreduce MB':>12}{'pyFAI MB':>10}{'mem ratio':>10}")
     print(f"pyFAI {pyFAI.version}; Eiger 4M {shape}, {int(mask.sum())} masked pixels; "
           f"{os.cpu_count()} CPUs, OpenMP threads {args.threads or 'default'}; "
-          f"best of {args.repeat}")
+          f"best of {args.repeat}; load average {os.getloadavg()[0]:.1f}")
 
     print("\nmatrix only (same pixel positions for both)")
     print(header)
@@ -104,6 +104,7 @@ def main() -> None:
                 shape, npt, mask=mask, unit="2th_deg", split=split), args.repeat)
         name = f"{split} {npt_rad}" + (f"x{npt_azim}" if npt_azim else "")
         report(name, t_ours, t_theirs, ours.nbytes, pyfai_matrix_bytes(theirs))
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
