@@ -298,6 +298,25 @@ cdef void split_no(const Bins* g, double r, double chi, Emitter* e) noexcept nog
     emit(e, <int>fj * g.nr + <int>fi, 1.0)     # truncation is floor: both are >= 0
 
 
+cdef void split_radial_box(const Bins* g, double rlo, double rhi, Emitter* e) noexcept nogil:
+    """1D bbox over the full circle: [rlo, rhi] spread uniformly over the radial bins. (The
+    common case, kept lean: no chi, and a box inside one bin needs no division.)"""
+    cdef double f = (rlo - g.r0) * g.inv_dr
+    cdef double l = (rhi - g.r0) * g.inv_dr
+    cdef int i, i0, i1
+    cdef double inv_r
+    if l < 0 or f >= g.nr:
+        return
+    i0 = <int>f if f > 0 else 0
+    i1 = <int>l if l < g.nr - 1 else g.nr - 1
+    if i0 == i1 and f >= 0 and l < g.nr:   # the whole box is in bin i0
+        emit(e, i0, 1.0)
+        return
+    inv_r = inverse_width(rlo, rhi)
+    for i in range(i0, i1 + 1):
+        emit(e, i, axis_fraction(rlo, rhi, inv_r, g.r0 + i * g.dr, g.r0 + (i + 1) * g.dr))
+
+
 cdef void split_box(const Bins* g, double rlo, double rhi, double clo, double chi,
                     Emitter* e) noexcept nogil:
     """The box [rlo, rhi] x [clo, chi] spread uniformly: coefficient = product of the overlap
@@ -380,7 +399,7 @@ cdef void process_pixel(const Bins* g, int split, const double* corner, Emitter*
         rlo = corner[2 * k] if corner[2 * k] < rlo else rlo
         rhi = corner[2 * k] if corner[2 * k] > rhi else rhi
     if split == SPLIT_BBOX and not g.azim_clip:     # 1D over the full circle: chi plays no part
-        split_box(g, rlo, rhi, 0.0, 0.0, e)
+        split_radial_box(g, rlo, rhi, e)
         return
     for k in range(4):
         quad[2 * k] = corner[2 * k]
