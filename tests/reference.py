@@ -183,7 +183,8 @@ def split_matrix_dense(corners, centers, split, radial_edges, azimuthal_edges=No
         area = split_polygon_area(local.tolist())
         box = (rlo, rhi, clo, chi)
         if split == "pseudo":
-            scale = np.sqrt(abs(area) / ((rhi - rlo) * (chi - clo))) if (rhi - rlo) * (chi - clo) > 0 else 1.0
+            box_area = (rhi - rlo) * (chi - clo)
+            scale = np.sqrt(abs(area) / box_area) if box_area > 0 else 1.0
             mid_r, mid_c = (rlo + rhi) / 2, (clo + chi) / 2
             half_r, half_c = (rhi - rlo) / 2 * scale, (chi - clo) / 2 * scale
             box = (mid_r - half_r, mid_r + half_r, mid_c - half_c, mid_c + half_c)

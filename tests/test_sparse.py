@@ -2,9 +2,9 @@
 
 The kernel is compared coefficient by coefficient with the slow per-pixel, per-bin reference in
 tests/reference.py on a small detector with large tilts (20, 16 and 34 degrees) whose beam centre
-lies on it (so pixels straddle the chi discontinuity). Tolerance 1e-9: both compute in float64 in pixel-local
-coordinates; what differs is only the order of operations and bin edges computed as
-``r0 + i * dr`` versus ``numpy.linspace`` (differences of a few 1e-16 relative to the pixel size).
+lies on it (so pixels straddle the chi discontinuity). Tolerance 1e-9: both compute in float64 in
+pixel-local coordinates; what differs is only the order of operations and bin edges computed as
+``r0 + i * dr`` versus ``numpy.linspace`` (a few 1e-16 relative to the pixel size).
 """
 import numpy as np
 import pytest

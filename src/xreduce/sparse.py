@@ -113,7 +113,8 @@ def _center_columns(centers: Any) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"centers as a pair must be (radial, chi), got {len(centers)} items")
         radial, chi = (np.asarray(c, dtype=np.float64).reshape(-1) for c in centers)
         if radial.shape != chi.shape:
-            raise ValueError(f"centers: radial and chi differ in size, {radial.size} and {chi.size}")
+            raise ValueError(
+                f"centers: radial and chi differ in size, {radial.size} and {chi.size}")
         return radial, chi
     centers = np.asarray(centers, dtype=np.float64)
     if centers.shape[-1:] != (2,):
@@ -221,7 +222,8 @@ def build_csr_from_arrays(
     if mask is not None:
         mask = np.asarray(mask)
         if mask.size != npix:
-            raise ValueError(f"mask must have {npix} elements (one per pixel), got shape {mask.shape}")
+            raise ValueError(
+                f"mask must have {npix} elements (one per pixel), got shape {mask.shape}")
         mask = np.ascontiguousarray(mask.reshape(-1) != 0, dtype=np.uint8)
 
     chi_lo = -np.pi if chi_discontinuity_at_pi else 0.0
