@@ -346,13 +346,26 @@ cdef void split_box(const Bins* g, double rlo, double rhi, double clo, double ch
                  fa * axis_fraction(rlo, rhi, inv_r, g.r0 + i * g.dr, g.r0 + (i + 1) * g.dr))
 
 
+cdef inline double area_left_of(const double* quad, double rlo, double rhi, double area,
+                                double x) noexcept nogil:
+    """Signed area of the quadrilateral (radial extent [rlo, rhi]) where radial <= x."""
+    cdef double part[2 * MAX_VERTICES]
+    cdef int n
+    if x <= rlo:
+        return 0.0
+    if x >= rhi:
+        return area
+    n = clip_halfplane(quad, 4, part, 0, x, -1.0)
+    return polygon_area(part, n) if n >= 3 else 0.0
+
+
 cdef void split_full(const Bins* g, const double* quad, double rref, double cref,
                      double area, Emitter* e) noexcept nogil:
     """Exact area split: clip the quadrilateral (local coordinates, origin (rref, cref), signed
     area `area` != 0) against each bin; coefficient = clipped area / pixel area."""
     cdef double slab[2 * MAX_VERTICES]
     cdef double rlo = quad[0], rhi = quad[0], clo = quad[1], chi = quad[1]
-    cdef double elo, alo, part
+    cdef double elo, alo, part, left, right
     cdef int i0, i1, i, j, k, n
     cdef bint wraps
     cdef AzimSpan s
@@ -363,16 +376,20 @@ cdef void split_full(const Bins* g, const double* quad, double rref, double cref
         chi = quad[2 * k + 1] if quad[2 * k + 1] > chi else chi
     if not bin_span(rlo + rref, rhi + rref, g.r0, g.inv_dr, g.nr, &i0, &i1):
         return
-    if g.azim_clip:
-        azim_span(g, clo + cref, chi + cref, &s)
+    if not g.azim_clip:
+        # 1D over the full circle: slab areas as differences of the area left of each edge
+        left = area_left_of(quad, rlo, rhi, area, (g.r0 - rref) + i0 * g.dr)
+        for i in range(i0, i1 + 1):
+            right = area_left_of(quad, rlo, rhi, area, (g.r0 - rref) + (i + 1) * g.dr)
+            emit(e, i, (right - left) / area)
+            left = right
+        return
+    azim_span(g, clo + cref, chi + cref, &s)
     wraps = chi + cref > g.chi_lo + TWO_PI  # part of it lies past the period: its copy counts
     for i in range(i0, i1 + 1):
         elo = (g.r0 - rref) + i * g.dr
         n = clip_slab(quad, 4, slab, 0, elo, elo + g.dr)
         if n < 3:
-            continue
-        if not g.azim_clip:
-            emit(e, i, polygon_area(slab, n) / area)
             continue
         for k in range(span_size(&s)):
             j = span_bin(&s, k)
