@@ -7,12 +7,13 @@ of the flattened frame, coefficients are the fraction of a pixel that falls in a
 How it runs (OpenMP, deterministic):
 
 1. The pixels are cut into contiguous chunks. In parallel, each chunk computes its pixels'
-   (bin, coefficient) lists and counts its entries per bin (``counts[chunk, bin]``); for the
-   costly splits (pseudo, full) it also keeps the entries in its own buffer, in pixel order.
+   (bin, coefficient) lists and counts its entries per bin (``counts[chunk, bin]``); except for
+   the cheapest cases (no split, 1D bbox) it also keeps the entries in its own buffer, in pixel
+   order.
 2. Prefix sums give ``indptr`` and, for every (chunk, bin), the position where that chunk writes
    its first entry of that bin.
 3. In parallel, each chunk writes its entries in place: it scatters its buffer (a transpose), or,
-   for the cheap splits (no, bbox), recomputes them, which costs less than a buffer's memory
+   in the cheapest cases, recomputes them, which then costs less than a buffer's memory
    traffic. Chunks are in pixel order, so the pixel indices inside a row come out sorted,
    whatever the number of threads.
 
@@ -523,8 +524,8 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
         OpenMP threads; 0 for the OpenMP default.
     buffered : bool or None
         True: pass 1 keeps every entry and pass 3 scatters them (geometry done once, a buffer of
-        16 bytes per entry); False: pass 3 recomputes the entries (no buffer). None: buffered
-        for the splits whose geometry is costly (pseudo, full).
+        16 bytes per entry); False: pass 3 recomputes the entries (no buffer). None: recompute
+        for "no" and for 1D bbox over the full circle (cheapest geometry), buffer otherwise.
 
     Returns
     -------
@@ -587,7 +588,9 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
     g.azim_clip = azim_clip
     g.chi_lo = chi_lo
     nbins = <int64_t>nr * na
-    use_buffer = split_code in (SPLIT_PSEUDO, SPLIT_FULL) if buffered is None else buffered
+    if buffered is None:  # measured: recomputing pays only where the geometry is cheapest
+        buffered = not (split_code == SPLIT_NO or (split_code == SPLIT_BBOX and not azim_clip))
+    use_buffer = buffered
 
     # Chunks: several per thread for balance, but counts[nchunks, nbins] stays small.
     nchunks = min(max(1, npix // 4096), 8 * nthreads, max(nthreads, (1 << 22) // nbins))
