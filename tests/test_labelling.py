@@ -77,6 +77,30 @@ def test_threshold_and_dtypes(rng):
     np.testing.assert_array_equal(label(counts, 6)[0], expected)
 
 
+def test_float32_threshold_is_exact():
+    """float32 data are compared as in double precision, even where the threshold is not a float32."""
+    v = np.float32(0.1)  # 0.10000000149... > 0.1
+    volume = np.full((2, 3, 4), v, np.float32)
+    volume[:, :, 1] = np.nextafter(v, np.float32(0))  # 0.0999999940... < 0.1
+    assert label(volume, 6, threshold=0.1)[1] == 2  # columns 0 and 2-3
+    assert label(volume, 6, threshold=float(v))[1] == 0
+    assert label(volume, 6, threshold=-np.inf)[1] == 1
+    assert label(volume, 6, threshold=1e39)[1] == 0
+    assert label(volume, 6, threshold=np.nan)[1] == 0
+
+
+def test_nan_is_never_lit(rng):
+    """NaN voxels are background, also between lit voxels of a row."""
+    values = rng.normal(size=(6, 12, 40))
+    values[rng.random(values.shape) < 0.2] = np.nan
+    expected, n_expected = ndimage.label(values > 0.5, reference.structure_reference(6))
+    labels, n = label(values, 6, threshold=0.5, chunk_frames=2)
+    assert n == n_expected
+    np.testing.assert_array_equal(labels, expected)
+    stats = label_statistics(values, 6, threshold=0.5)
+    assert len(stats) == n and np.isfinite(stats["sum"]).all()
+
+
 def test_h5py_dataset_input(rng, tmp_path):
     """A lazy h5py dataset is read chunk by chunk and gives the in-memory result."""
     h5py = pytest.importorskip("h5py")

@@ -40,7 +40,8 @@ def test_monoclinic_d_spacing_formula(rng):
     for h, k, l in rng.integers(-4, 5, (50, 3)):
         if h == k == l == 0:
             continue
-        inv_d2 = (h * h / a**2 + k * k * sb**2 / b**2 + l * l / c**2 - 2 * h * l * cb / (a * c)) / sb**2
+        inv_d2 = (h * h / a**2 + k * k * sb**2 / b**2 + l * l / c**2
+                  - 2 * h * l * cb / (a * c)) / sb**2
         assert np.dot(B @ [h, k, l], B @ [h, k, l]) == pytest.approx(inv_d2, rel=1e-12)
 
 
@@ -132,7 +133,8 @@ def test_misorientation_matches_brute_force(number, lattice, rng):
     # an orientation and its symmetry equivalents are 0 apart
     q = cr.matrix_to_quaternion(U1[:1] @ sym)
     np.testing.assert_allclose(
-        cr.misorientation_rad(cr.matrix_to_quaternion(U1[0]), q, cr.laue_quaternions(number, lattice)),
+        cr.misorientation_rad(cr.matrix_to_quaternion(U1[0]), q,
+                              cr.laue_quaternions(number, lattice)),
         0, atol=1e-7)
 
 

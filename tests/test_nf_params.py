@@ -16,7 +16,8 @@ DATA = Path(__file__).parent / "data" / "nf"
 
 def test_every_manual_key_is_known():
     """Every key of the seed manual's parameter tables maps to a field."""
-    manual = """DataDirectory ReducedFileName StartNr EndNr nDistances Lsd BC px Wavelength SpaceGroup
+    manual = """DataDirectory ReducedFileName StartNr EndNr nDistances Lsd BC px Wavelength
+    SpaceGroup
     LatticeParameter OmegaStart OmegaStep OmegaRange BoxSize ExcludePoleAngle GridSize MaxRingRad
     OrientTol MinFracAccept MicFileBinary MicFileText SeedOrientations tx ty tz GridRefactor
     SeedOrientationsAll MinConfidence MaxAngle OutputDirectory RingsToUse SaveNSolutions Wedge
@@ -95,10 +96,13 @@ def _line_of(key):
          r":{nDistances}: nDistances is 3 but 2 'Lsd' line"),
         ({_line_of("Wedge"): "OmegaRange 0 10"},
          r"2 'OmegaRange' line\(s\) \(last on line {Wedge}\) but 1 'BoxSize'"),
-        ({_line_of("SpaceGroup"): "SpaceGroup 7.5"}, r":{SpaceGroup}: key 'SpaceGroup' expects int"),
-        ({_line_of("GridSize"): "px 2"}, r":{GridSize}: key 'px' given twice \(first on line {px}\)"),
+        ({_line_of("SpaceGroup"): "SpaceGroup 7.5"},
+         r":{SpaceGroup}: key 'SpaceGroup' expects int"),
+        ({_line_of("GridSize"): "px 2"},
+         r":{GridSize}: key 'px' given twice \(first on line {px}\)"),
         ({_line_of("Wavelength"): None}, r"missing required key\(s\): Wavelength"),
-        ({_line_of("SpaceGroup"): "SpaceGroup 231"}, r":{SpaceGroup}: SpaceGroup must be in 1..230"),
+        ({_line_of("SpaceGroup"): "SpaceGroup 231"},
+         r":{SpaceGroup}: SpaceGroup must be in 1..230"),
     ],
 )
 def test_malformed_files_name_key_and_line(change, pattern):

@@ -107,8 +107,9 @@ def histogram_frames(const raw_t[:, ::1] frames,
     cdef double rwidth = (r1 - r0) / nr
     cdef double awidth = (a1 - a0) / na if use_azimuth else 0.0
     cdef Py_ssize_t i, f, fv, bin_
-    cdef int tid, ir, ir0, ir1, ia, ia0, ia1, shift, nshift
-    cdef double plo, phi, qlo, qhi, lo, hi, fr, fa, c, s, x, w, n, delta, vv
+    cdef int tid, ir, ir0, ir1, ia, ia0, ia1, k0, k1, shift
+    cdef double plo, phi, qlo = 0.0, qhi = 0.0, lo, hi, fr, fa, c, s, x, w, n, delta, vv
+    cdef double edge_lo, edge_hi, part
     cdef raw_t v
     with nogil, parallel(num_threads=nthreads):
         tid = threadid()
@@ -118,74 +119,86 @@ def histogram_frames(const raw_t[:, ::1] frames,
             n = norm[i]
             plo = rad_lo[i]
             phi = rad_hi[i] if split else plo
-            if phi < r0 or plo > r1:
-                continue
+            if phi < r0 or plo > r1 or (phi == plo and plo >= r1):
+                continue  # outside (bins are half-open: a point on the top edge is out)
             ir0 = <int> floor((plo - r0) * rscale) if plo > r0 else 0
             ir1 = <int> floor((phi - r0) * rscale) if phi < r1 else nr - 1
             if ir1 >= nr:
                 ir1 = nr - 1
             if ir0 >= nr:
                 ir0 = nr - 1
-            nshift = 1
+            ia0 = 0
+            ia1 = 0
             if use_azimuth:
+                # Azimuthal bins touched by the box and by its copy 2 pi lower (a box beyond
+                # pi wraps round); both copies' fractions add up in a bin they share.
                 qlo = azi_lo[i]
                 qhi = azi_hi[i] if split else qlo
-                if split and qhi > M_PI:
-                    nshift = 2
-            for shift in range(nshift):
-                ia0 = 0
-                ia1 = 0
-                if use_azimuth:
+                ia0 = na
+                ia1 = -1
+                for shift in range(2 if (split and qhi > M_PI) else 1):
                     lo = qlo - 2.0 * M_PI * shift
                     hi = qhi - 2.0 * M_PI * shift
-                    if hi < a0 or lo > a1:
+                    if hi < a0 or lo > a1 or (hi == lo and lo >= a1):
                         continue
-                    ia0 = <int> floor((lo - a0) * ascale) if lo > a0 else 0
-                    ia1 = <int> floor((hi - a0) * ascale) if hi < a1 else na - 1
-                    if ia1 >= na:
-                        ia1 = na - 1
-                    if ia0 >= na:
-                        ia0 = na - 1
-                for ia in range(ia0, ia1 + 1):
-                    fa = 1.0
-                    if use_azimuth and split and hi > lo:
-                        fa = (min(hi, a0 + (ia + 1) * awidth) - max(lo, a0 + ia * awidth)) / (hi - lo)
-                        if fa <= 0.0:
+                    k0 = <int> floor((lo - a0) * ascale) if lo > a0 else 0
+                    k1 = <int> floor((hi - a0) * ascale) if hi < a1 else na - 1
+                    if k1 >= na:
+                        k1 = na - 1
+                    if k0 >= na:
+                        k0 = na - 1
+                    if k0 < ia0:
+                        ia0 = k0
+                    if k1 > ia1:
+                        ia1 = k1
+            for ia in range(ia0, ia1 + 1):
+                fa = 1.0
+                if use_azimuth and split and qhi > qlo:
+                    fa = 0.0
+                    for shift in range(2 if qhi > M_PI else 1):
+                        lo = qlo - 2.0 * M_PI * shift
+                        hi = qhi - 2.0 * M_PI * shift
+                        edge_lo = a0 + ia * awidth
+                        edge_hi = a0 + (ia + 1) * awidth
+                        part = min(hi, edge_hi) - max(lo, edge_lo)
+                        if part > 0.0:
+                            fa = fa + part / (qhi - qlo)
+                    if fa <= 0.0:
+                        continue
+                for ir in range(ir0, ir1 + 1):
+                    fr = 1.0
+                    if split and phi > plo:
+                        fr = (min(phi, r0 + (ir + 1) * rwidth) - max(plo, r0 + ir * rwidth)) / (phi - plo)
+                        if fr <= 0.0:
                             continue
-                    for ir in range(ir0, ir1 + 1):
-                        fr = 1.0
-                        if split and phi > plo:
-                            fr = (min(phi, r0 + (ir + 1) * rwidth) - max(plo, r0 + ir * rwidth)) / (phi - plo)
-                            if fr <= 0.0:
-                                continue
-                        c = fr * fa
-                        bin_ = ia * nr + ir
-                        for f in range(nframes):
-                            v = frames[f, i]
-                            if check_values and _invalid(v, has_dummy, dummy, delta_dummy):
-                                continue
-                            s = <double> v
-                            if has_dark:
-                                s = s - dark[i]
-                            acc[tid, f, bin_, 0] += c * s
-                            if error_mode == 1:
-                                vv = <double> v
-                                if vv < 1.0:
-                                    vv = 1.0
-                                acc[tid, f, bin_, 1] += c * c * vv
-                            elif error_mode == 2:
-                                fv = 0 if shared_variance else f
-                                acc[tid, f, bin_, 1] += c * c * variance[fv, i]
-                            acc[tid, f, bin_, 2] += c * n
-                            acc[tid, f, bin_, 3] += c * c * n * n
-                            acc[tid, f, bin_, 4] += c
-                            if error_mode == 3:
-                                w = c * n
-                                x = s / n
-                                acc[tid, f, bin_, 5] += w
-                                delta = x - acc[tid, f, bin_, 6]
-                                acc[tid, f, bin_, 6] += delta * w / acc[tid, f, bin_, 5]
-                                acc[tid, f, bin_, 7] += w * delta * (x - acc[tid, f, bin_, 6])
+                    c = fr * fa
+                    bin_ = ia * nr + ir
+                    for f in range(nframes):
+                        v = frames[f, i]
+                        if check_values and _invalid(v, has_dummy, dummy, delta_dummy):
+                            continue
+                        s = <double> v
+                        if has_dark:
+                            s = s - dark[i]
+                        acc[tid, f, bin_, 0] += c * s
+                        if error_mode == 1:
+                            vv = <double> v
+                            if vv < 1.0:
+                                vv = 1.0
+                            acc[tid, f, bin_, 1] += c * c * vv
+                        elif error_mode == 2:
+                            fv = 0 if shared_variance else f
+                            acc[tid, f, bin_, 1] += c * c * variance[fv, i]
+                        acc[tid, f, bin_, 2] += c * n
+                        acc[tid, f, bin_, 3] += c * c * n * n
+                        acc[tid, f, bin_, 4] += c
+                        if error_mode == 3:
+                            w = c * n
+                            x = s / n
+                            acc[tid, f, bin_, 5] += w
+                            delta = x - acc[tid, f, bin_, 6]
+                            acc[tid, f, bin_, 6] += delta * w / acc[tid, f, bin_, 5]
+                            acc[tid, f, bin_, 7] += w * delta * (x - acc[tid, f, bin_, 6])
 
 
 def merge_threads(double[:, :, :, ::1] acc, int error_mode):

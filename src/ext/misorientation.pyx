@@ -8,7 +8,7 @@ Front end: :func:`xreduce.nf.crystal.misorientation_rad` and ``fundamental_zone`
 """
 import numpy as np
 from cython.parallel cimport prange
-from libc.math cimport acos, fabs
+from libc.math cimport acos, fabs, fmax
 
 
 def misorientation_angles(const double[:, ::1] q1, const double[:, ::1] q2,
@@ -42,9 +42,8 @@ def misorientation_angles(const double[:, ::1] q1, const double[:, ::1] q2,
         p3 = a0 * b3 + a1 * b2 - a2 * b1 + a3 * b0
         best = 0.0
         for k in range(m):
-            w = fabs(p0 * sym[k, 0] - p1 * sym[k, 1] - p2 * sym[k, 2] - p3 * sym[k, 3])
-            if w > best:
-                best = w
+            best = fmax(best, fabs(p0 * sym[k, 0] - p1 * sym[k, 1] - p2 * sym[k, 2]
+                                   - p3 * sym[k, 3]))
         if best > 1.0:
             best = 1.0
         res[i] = 2.0 * acos(best)

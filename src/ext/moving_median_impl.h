@@ -56,6 +56,8 @@ static int mm_best_isa(void)
 #define MM_TILE_BYTES_2 256
 #define MM_TILE_BYTES_1 128
 #define MM_TILE_BYTES_0 64
+#define MM_PREFETCH_AHEAD 8 /* frames */
+#define MM_WIDE_STATE_BYTES 32768
 
 #define MM_DEFINE_TILE(SUF, T, IS_FLOAT, SENT, LOWEST, ATTR, TILE_BYTES)                      \
     enum { mm_tl_##SUF = (TILE_BYTES) / (int)sizeof(T) };                                      \
@@ -95,6 +97,18 @@ static int mm_best_isa(void)
         }                                                                                      \
     }                                                                                          \
                                                                                                \
+    /* Ask for the tile's lanes of virtual frame v a few frames ahead: each frame row of a  \
+     * tile is on its own page, where hardware prefetchers do not reach. */                    \
+    ATTR static inline void mm_prefetch_##SUF(const T *stack, int64_t npix, int64_t p0,       \
+                                              const int *vmap, int v, int vmap_len)            \
+    {                                                                                          \
+        if (v >= vmap_len || vmap[v] < 0)                                                      \
+            return;                                                                            \
+        const char *row = (const char *)(stack + (int64_t)vmap[v] * npix + p0);                \
+        for (int b = 0; b < (TILE_BYTES); b += 64)                                             \
+            __builtin_prefetch(row + b, 0, 3);                                                 \
+    }                                                                                          \
+                                                                                               \
     /* Remove x_out and insert x_in in every lane's sorted window S (w ranks + sentinel). */   \
     ATTR static inline void mm_replace_##SUF(T *restrict S, int w, const T *restrict xo,       \
                                              const T *restrict xi)                             \
@@ -108,8 +122,8 @@ static int mm_best_isa(void)
             const T *restrict a1 = a + TL;                                                     \
             _Pragma("GCC ivdep") for (int l = 0; l < TL; l++)                                  \
             {                                                                                  \
-                T aj = a[l];                                                                   \
-                T c = aj < xo[l] ? aj : a1[l];                                                 \
+                T aj = a[l], an = a1[l]; /* both loaded: a select, not a branch */         \
+                T c = aj < xo[l] ? aj : an;                                                    \
                 T m = xi[l] < c ? xi[l] : c;                                                   \
                 a[l] = cp[l] < m ? m : cp[l];                                                  \
                 cp[l] = c;                                                                     \
@@ -128,6 +142,7 @@ static int mm_best_isa(void)
         T xi[TL], xo[TL];                                                                      \
         int nanc[TL];                                                                          \
         int prev = 0;                                                                          \
+        int vmap_len = ns > 0 ? samples[ns - 1] + w : 0;                                       \
         for (int k = 0; k < ns; k++) {                                                         \
             int i = samples[k];                                                                \
             if (k == 0 || i - prev >= w) { /* (re)build the window from scratch */            \
@@ -138,11 +153,14 @@ static int mm_best_isa(void)
                     xo[l] = SENT;                                                              \
                 }                                                                              \
                 for (int v = i; v < i + w; v++) {                                              \
+                    mm_prefetch_##SUF(stack, npix, p0, vmap, v + MM_PREFETCH_AHEAD, vmap_len); \
                     mm_load_##SUF(stack, npix, p0, nl, vmap[v], 1, xi, nanc);                  \
                     mm_replace_##SUF(S, w, xo, xi);                                            \
                 }                                                                              \
             } else { /* slide: frame v - 1 leaves, frame v + w - 1 enters */                  \
                 for (int v = prev + 1; v <= i; v++) {                                          \
+                    mm_prefetch_##SUF(stack, npix, p0, vmap, v + w - 1 + MM_PREFETCH_AHEAD,    \
+                                      vmap_len);                                               \
                     mm_load_##SUF(stack, npix, p0, nl, vmap[v - 1], -1, xo, nanc);             \
                     mm_load_##SUF(stack, npix, p0, nl, vmap[v + w - 1], 1, xi, nanc);          \
                     mm_replace_##SUF(S, w, xo, xi);                                            \
@@ -150,27 +168,39 @@ static int mm_best_isa(void)
             }                                                                                  \
             prev = i;                                                                          \
             T *restrict o = out + (int64_t)k * npix + p0;                                      \
-            const T *lo = S + (int64_t)rank_lo[k] * TL;                                        \
-            const T *hi = S + (int64_t)rank_hi[k] * TL;                                        \
-            if (rank_lo[k] == rank_hi[k]) {                                                    \
-                for (int l = 0; l < nl; l++)                                                   \
-                    o[l] = lo[l];                                                              \
+            const T *restrict lo = S + (int64_t)rank_lo[k] * TL;                               \
+            const T *restrict hi = S + (int64_t)rank_hi[k] * TL;                               \
+            const T half = (T)0.5;                                                             \
+            const T nan_value = IS_FLOAT ? (T)NAN : (T)0;                                      \
+            if (nl == TL && rank_lo[k] == rank_hi[k]) {                                        \
+                for (int l = 0; l < TL; l++)                                                   \
+                    o[l] = (IS_FLOAT && nanc[l] > 0) ? nan_value : lo[l];                      \
+            } else if (nl == TL) {                                                             \
+                for (int l = 0; l < TL; l++) {                                                 \
+                    T v = (T)((lo[l] + hi[l]) * half);                                         \
+                    o[l] = (IS_FLOAT && nanc[l] > 0) ? nan_value : v;                          \
+                }                                                                              \
             } else {                                                                           \
-                for (int l = 0; l < nl; l++)                                                   \
-                    o[l] = (T)((lo[l] + hi[l]) * (T)0.5);                                      \
-            }                                                                                  \
-            if (IS_FLOAT) {                                                                    \
-                for (int l = 0; l < nl; l++)                                                   \
-                    if (nanc[l] > 0)                                                           \
-                        o[l] = (T)NAN;                                                         \
+                for (int l = 0; l < nl; l++) {                                                 \
+                    T v = rank_lo[k] == rank_hi[k] ? lo[l] : (T)((lo[l] + hi[l]) * half);      \
+                    o[l] = (IS_FLOAT && nanc[l] > 0) ? nan_value : v;                          \
+                }                                                                              \
             }                                                                                  \
         }                                                                                      \
     }
 
+/* Each instruction set has a narrow tile (4 vector registers) and a wide one (8), used when
+ * the sorted windows of the wide tile fit in MM_WIDE_STATE_BYTES: wider tiles read longer
+ * runs of each frame row, which hides memory latency better, as long as the state stays in
+ * L1. */
 #define MM_DEFINE_TYPE(NAME, T, IS_FLOAT, SENT, LOWEST)                                        \
     MM_DEFINE_TILE(NAME##_avx512, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_AVX512, MM_TILE_BYTES_2)  \
     MM_DEFINE_TILE(NAME##_avx2, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_AVX2, MM_TILE_BYTES_1)      \
     MM_DEFINE_TILE(NAME##_base, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_BASE, MM_TILE_BYTES_0)      \
+    MM_DEFINE_TILE(NAME##_avx512w, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_AVX512,                  \
+                   2 * MM_TILE_BYTES_2)                                                        \
+    MM_DEFINE_TILE(NAME##_avx2w, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_AVX2, 2 * MM_TILE_BYTES_1) \
+    MM_DEFINE_TILE(NAME##_basew, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_BASE, 2 * MM_TILE_BYTES_0) \
                                                                                                \
     typedef void (*mm_tile_fn_##NAME)(const T *, int64_t, int64_t, int, int, const int *,      \
                                       const int *, const int *, const int *, int, T *, T *);   \
@@ -186,12 +216,22 @@ static int mm_best_isa(void)
             isa = best;                                                                        \
         if (isa > best)                                                                        \
             return -2;                                                                         \
-        mm_tile_fn_##NAME fn = isa == 2 ? mm_tile_##NAME##_avx512                              \
-                             : isa == 1 ? mm_tile_##NAME##_avx2                                \
-                                        : mm_tile_##NAME##_base;                               \
-        int tl = isa == 2 ? mm_tl_##NAME##_avx512                                              \
-               : isa == 1 ? mm_tl_##NAME##_avx2                                                \
-                          : mm_tl_##NAME##_base;                                               \
+        int wide_tl = isa == 2 ? mm_tl_##NAME##_avx512w                                        \
+                    : isa == 1 ? mm_tl_##NAME##_avx2w                                          \
+                               : mm_tl_##NAME##_basew;                                         \
+        int wide = (int64_t)(w + 1) * wide_tl * (int64_t)sizeof(T) <= MM_WIDE_STATE_BYTES;     \
+        mm_tile_fn_##NAME fn;                                                                  \
+        int tl;                                                                                \
+        if (isa == 2) {                                                                        \
+            fn = wide ? mm_tile_##NAME##_avx512w : mm_tile_##NAME##_avx512;                    \
+            tl = wide ? mm_tl_##NAME##_avx512w : mm_tl_##NAME##_avx512;                        \
+        } else if (isa == 1) {                                                                 \
+            fn = wide ? mm_tile_##NAME##_avx2w : mm_tile_##NAME##_avx2;                        \
+            tl = wide ? mm_tl_##NAME##_avx2w : mm_tl_##NAME##_avx2;                            \
+        } else {                                                                               \
+            fn = wide ? mm_tile_##NAME##_basew : mm_tile_##NAME##_base;                        \
+            tl = wide ? mm_tl_##NAME##_basew : mm_tl_##NAME##_base;                            \
+        }                                                                                      \
         int64_t ntiles = (npix + tl - 1) / tl;                                                 \
         if (num_threads <= 0)                                                                  \
             num_threads = omp_get_max_threads();                                               \

@@ -3,8 +3,9 @@
 
 Frames (MIDAS): beam along lab +X, rotation omega about +Z (stage tilted by the wedge angle
 about lab +Y: lab = Ry(wedge) Rz(omega) sample), detector distances along +X.
-All loops over orientations / spots run in OpenMP ``prange``; results are written in two passes
-(count, then fill at offsets given by a prefix sum), so no buffer size is guessed.
+All loops over orientations / spots run in OpenMP ``prange``. Spots are written into a buffer of
+2 m rows per orientation (m reflections: at most two omegas each), chunk by chunk, then
+compacted; footprints are written in two passes (count, then fill at prefix-sum offsets).
 Front end: :mod:`xreduce.nf.spots` (the only caller).
 """
 import numpy as np
@@ -38,30 +39,37 @@ cdef inline int _window(double omega, double y, double z, const double[:, ::1] r
 
 
 cdef int _spots_of_orientation(
-        Py_ssize_t i, const double[:, :, ::1] U, const double[:, ::1] g, double wavelength,
+        Py_ssize_t i, const double[:, :, ::1] U, const double[:, ::1] g,
+        const double[::1] gsin, double wavelength,
         double lsd0, const double[:, ::1] ranges, const double[:, ::1] boxes,
-        double exclude_pole, double cw, double sw, bint fill, Py_ssize_t offset,
+        double tan_pole, double cw, double sw, double ome0, double ome_step,
+        bint fill, Py_ssize_t offset,
         int *o_orient, int *o_refl, double *o_omega, double *o_eta, double *o_ky,
-        double *o_kz) noexcept nogil:
-    """Count (fill=0) or write (fill=1, from row ``offset``) the spots of orientation i."""
+        double *o_kz, long long *o_frame) noexcept nogil:
+    """Count (fill=0) or write (fill=1, from row ``offset``) the spots of orientation i.
+
+    gsin[m] = |g_m| sin(theta_m) (<= 0 marks a reflection that cannot diffract).
+    """
     cdef Py_ssize_t m, k
     cdef int n = 0, sol, nsol
-    cdef double gx, gy, gz, Gx, Gy, Gz, glen, sin_t, rho, K, ca, sa, cph, sph, c, s
-    cdef double X, Y, Z, lx, ly, lz, kx, omega, eta, w, aeta, asol
+    cdef double u00 = U[i, 0, 0], u01 = U[i, 0, 1], u02 = U[i, 0, 2]
+    cdef double u10 = U[i, 1, 0], u11 = U[i, 1, 1], u12 = U[i, 1, 2]
+    cdef double u20 = U[i, 2, 0], u21 = U[i, 2, 1], u22 = U[i, 2, 2]
+    cdef double inv_wl = 1.0 / wavelength
+    cdef double gx, gy, gz, Gx, Gy, Gz, rho, K, ca, sa, cph, sph, c, s
+    cdef double X, Y, Z, lx, ly, lz, kx, omega, w, asol, yd, zd
     for m in range(g.shape[0]):
-        gx = g[m, 0]; gy = g[m, 1]; gz = g[m, 2]
-        Gx = U[i, 0, 0] * gx + U[i, 0, 1] * gy + U[i, 0, 2] * gz
-        Gy = U[i, 1, 0] * gx + U[i, 1, 1] * gy + U[i, 1, 2] * gz
-        Gz = U[i, 2, 0] * gx + U[i, 2, 1] * gy + U[i, 2, 2] * gz
-        glen = sqrt(gx * gx + gy * gy + gz * gz)
-        sin_t = 0.5 * wavelength * glen
-        if sin_t >= 1.0:
+        if gsin[m] <= 0.0:
             continue
+        gx = g[m, 0]; gy = g[m, 1]; gz = g[m, 2]
+        Gx = u00 * gx + u01 * gy + u02 * gz
+        Gy = u10 * gx + u11 * gy + u12 * gz
+        Gz = u20 * gx + u21 * gy + u22 * gz
         rho = sqrt(Gx * Gx + Gy * Gy)
         if rho < 1e-12:
             continue
         # cw (Gx cos w - Gy sin w) + sw Gz = -|G| sin(theta)  ->  rho cos(w + phi) = K
-        K = (-glen * sin_t - sw * Gz) / cw
+        K = (-gsin[m] - sw * Gz) / cw
         ca = K / rho
         if ca > 1.0 or ca < -1.0:
             continue
@@ -80,24 +88,26 @@ cdef int _spots_of_orientation(
             lx = cw * X + sw * Z
             ly = Y
             lz = -sw * X + cw * Z
-            kx = 1.0 / wavelength + lx
+            kx = inv_wl + lx
             if kx <= 0.0:
                 continue
-            eta = atan2(-ly, lz) * DEG
-            aeta = fabs(eta)
-            if aeta < exclude_pole or 180.0 - aeta < exclude_pole:
+            # |eta| < pole or 180 - |eta| < pole, without trigonometry
+            if fabs(ly) < fabs(lz) * tan_pole:
                 continue
             omega = atan2(s, c) * DEG
-            if _window(omega, lsd0 * ly / kx, lsd0 * lz / kx, ranges, boxes, &w) < 0:
+            yd = ly / kx
+            zd = lz / kx
+            if _window(omega, lsd0 * yd, lsd0 * zd, ranges, boxes, &w) < 0:
                 continue
             if fill:
                 k = offset + n
                 o_orient[k] = <int>i
                 o_refl[k] = <int>m
                 o_omega[k] = w
-                o_eta[k] = eta
-                o_ky[k] = ly / kx
-                o_kz[k] = lz / kx
+                o_eta[k] = atan2(-ly, lz) * DEG
+                o_ky[k] = yd
+                o_kz[k] = zd
+                o_frame[k] = <long long>floor((w - ome0) / ome_step)
             n += 1
     return n
 
@@ -105,7 +115,8 @@ cdef int _spots_of_orientation(
 def predict_spots(const double[:, :, ::1] U, const double[:, ::1] g, double wavelength_A,
                   double lsd0_um, const double[:, ::1] omega_ranges_deg,
                   const double[:, ::1] box_sizes_um, double exclude_pole_deg=0.0,
-                  double wedge_deg=0.0, int num_threads=0):
+                  double wedge_deg=0.0, double omega_start_deg=0.0, double omega_step_deg=1.0,
+                  int num_threads=0):
     """All spots of n orientations.
 
     Parameters
@@ -114,12 +125,13 @@ def predict_spots(const double[:, :, ::1] U, const double[:, ::1] g, double wave
     g : float64 (m, 3) reciprocal vectors B hkl (1/A, crystal frame)
     wavelength_A, lsd0_um : wavelength; distance at which BoxSize windows are tested
     omega_ranges_deg : (r, 2); box_sizes_um : (r, 4) ymin ymax zmin zmax
-    exclude_pole_deg, wedge_deg : MIDAS ExcludePoleAngle and Wedge
+    exclude_pole_deg, wedge_deg : MIDAS ExcludePoleAngle and Wedge (degrees, pole < 90)
+    omega_start_deg, omega_step_deg : frame = floor((omega - start) / step)
     num_threads : 0 = OpenMP default
 
     Returns
     -------
-    tuple of arrays (orientation int32, reflection int32, omega_deg, eta_deg, dir_y, dir_z)
+    tuple (orientation int32, reflection int32, omega_deg, eta_deg, dir_y, dir_z, frame int64)
         ``dir_y, dir_z`` are ky/kx and kz/kx of the diffracted beam: the spot of a voxel at
         the origin is at (y, z) = Lsd * (dir_y, dir_z) on an untilted detector.
     """
@@ -129,30 +141,60 @@ def predict_spots(const double[:, :, ::1] U, const double[:, ::1] g, double wave
     if omega_ranges_deg.shape[0] != box_sizes_um.shape[0] or omega_ranges_deg.shape[1] != 2 \
             or box_sizes_um.shape[1] != 4:
         raise ValueError("omega_ranges_deg (r, 2) and box_sizes_um (r, 4) must pair up")
+    if not (0.0 <= exclude_pole_deg < 90.0):
+        raise ValueError(f"exclude_pole_deg: expected 0 <= value < 90, got {exclude_pole_deg}")
+    if omega_step_deg == 0:
+        raise ValueError("omega_step_deg: expected non-zero")
     cdef double cw = cos(wedge_deg * RAD), sw = sin(wedge_deg * RAD)
-    counts = np.zeros(n + 1, dtype=np.int64)
+    cdef double tan_pole = np.tan(np.radians(exclude_pole_deg))
+    g_arr = np.asarray(g)
+    glen = np.sqrt((g_arr * g_arr).sum(axis=1))
+    sin_t = 0.5 * wavelength_A * glen
+    gsin_arr = np.where(sin_t < 1.0, glen * sin_t, -1.0)
+    cdef const double[::1] gsin = gsin_arr
+    # One pass per chunk of orientations into a buffer of 2 m rows per orientation (the most a
+    # reflection list can give), then a serial compaction of each chunk.
+    cdef Py_ssize_t m = g.shape[0], maxs = 2 * g.shape[0], chunk, c0, c1, r, k, total
+    if n == 0 or m == 0:
+        return (np.empty(0, np.int32), np.empty(0, np.int32)) + tuple(
+            np.empty(0, np.float64) for _ in range(4)) + (np.empty(0, np.int64),)
+    chunk = max(1, min(n, (1 << 19) // maxs))
+    b_or = np.empty(chunk * maxs, dtype=np.int32)
+    b_re = np.empty(chunk * maxs, dtype=np.int32)
+    b_om = np.empty(chunk * maxs, dtype=np.float64)
+    b_et = np.empty(chunk * maxs, dtype=np.float64)
+    b_dy = np.empty(chunk * maxs, dtype=np.float64)
+    b_dz = np.empty(chunk * maxs, dtype=np.float64)
+    b_fr = np.empty(chunk * maxs, dtype=np.int64)
+    cdef int[::1] w_or = b_or, w_re = b_re
+    cdef double[::1] w_om = b_om, w_et = b_et, w_dy = b_dy, w_dz = b_dz
+    cdef long long[::1] w_fr = b_fr
+    counts = np.zeros(chunk, dtype=np.int64)
     cdef long long[::1] cnt = counts
-    for i in prange(n, nogil=True, schedule="guided", num_threads=num_threads):
-        cnt[i + 1] = _spots_of_orientation(i, U, g, wavelength_A, lsd0_um, omega_ranges_deg,
-                                           box_sizes_um, exclude_pole_deg, cw, sw, 0, 0,
-                                           NULL, NULL, NULL, NULL, NULL, NULL)
-    np.cumsum(counts, out=counts)
-    cdef Py_ssize_t total = counts[n]
-    orient = np.empty(total, dtype=np.int32)
-    refl = np.empty(total, dtype=np.int32)
-    omega = np.empty(total, dtype=np.float64)
-    eta = np.empty(total, dtype=np.float64)
-    dy = np.empty(total, dtype=np.float64)
-    dz = np.empty(total, dtype=np.float64)
-    cdef int[::1] v_or = orient, v_re = refl
-    cdef double[::1] v_om = omega, v_et = eta, v_dy = dy, v_dz = dz
-    if total == 0:
-        return orient, refl, omega, eta, dy, dz
-    for i in prange(n, nogil=True, schedule="guided", num_threads=num_threads):
-        _spots_of_orientation(i, U, g, wavelength_A, lsd0_um, omega_ranges_deg, box_sizes_um,
-                              exclude_pole_deg, cw, sw, 1, cnt[i], &v_or[0], &v_re[0],
-                              &v_om[0], &v_et[0], &v_dy[0], &v_dz[0])
-    return orient, refl, omega, eta, dy, dz
+    cdef Py_ssize_t[::1] keep_idx
+    pieces = []
+    for c0 in range(0, n, chunk):
+        c1 = min(c0 + chunk, n)
+        for i in prange(c0, c1, nogil=True, schedule="guided", num_threads=num_threads):
+            cnt[i - c0] = _spots_of_orientation(
+                i, U, g, gsin, wavelength_A, lsd0_um, omega_ranges_deg, box_sizes_um, tan_pole,
+                cw, sw, omega_start_deg, omega_step_deg, 1, (i - c0) * maxs, &w_or[0],
+                &w_re[0], &w_om[0], &w_et[0], &w_dy[0], &w_dz[0], &w_fr[0])
+        total = 0
+        for r in range(c1 - c0):
+            total += cnt[r]
+        idx = np.empty(total, dtype=np.intp)
+        keep_idx = idx
+        k = 0
+        with nogil:
+            for r in range(c1 - c0):
+                for i in range(cnt[r]):
+                    keep_idx[k] = r * maxs + i
+                    k += 1
+        pieces.append(tuple(b[idx] for b in (b_or, b_re, b_om, b_et, b_dy, b_dz, b_fr)))
+    if len(pieces) == 1:
+        return pieces[0]
+    return tuple(np.concatenate(col) for col in zip(*pieces))
 
 
 cdef inline void _project(double a, double b, double omega_deg, double dy, double dz,

@@ -31,65 +31,79 @@ ctypedef fused pixel_t:
     double
 
 cdef enum:
-    IN_BLOB = 1
-    CHECKED = 2
+    CANDIDATE = 1  # inside the box and >= threshold
+    IN_BLOB = 2
 
 
 cdef int64_t fill_box(pixel_t[:, :, ::1] slab, int64_t frame_offset, const int64_t *lo,
                       const int64_t *hi, const int64_t *peak, double threshold,
-                      const int *offsets, int n_offsets, uint8_t *visited, int64_t *queue,
+                      const int *offsets, int n_offsets, uint8_t *state, int64_t *queue,
                       int64_t *bmin, int64_t *bmax) noexcept nogil:
     """Flood fill from ``peak`` inside the box ``[lo, hi]`` (global, inclusive).
 
-    Marks blob voxels IN_BLOB in ``visited`` (box-local raster layout), returns their number and
-    their bounding box in ``bmin``/``bmax`` (global).
+    ``state`` receives the box padded by one voxel on every side (padded raster layout,
+    ``(n0 + 2, n1 + 2, n2 + 2)``): 0 outside or below threshold, CANDIDATE, IN_BLOB. The zero
+    border stops the fill without bounds checks, so a neighbour is one add away. Returns the
+    number of blob voxels and their bounding box in ``bmin``/``bmax`` (global, inclusive).
     """
-    cdef int64_t n1 = hi[1] - lo[1] + 1, n2 = hi[2] - lo[2] + 1
-    cdef int64_t head = 0, tail = 0, li, nli, k
-    cdef int64_t f, r, c, nf, nr, nc
+    cdef int64_t n0 = hi[0] - lo[0] + 1, n1 = hi[1] - lo[1] + 1, n2 = hi[2] - lo[2] + 1
+    cdef int64_t p1 = n1 + 2, p2 = n2 + 2
+    cdef int64_t head = 0, tail = 0, li, nli, k, f, r, c
+    cdef int64_t delta[26]
+    cdef uint8_t *dst
+    cdef const pixel_t *src
     cdef int o
-    for k in range(3):
-        bmin[k] = peak[k]
-        bmax[k] = peak[k]
-    if not (slab[peak[0] - frame_offset, peak[1], peak[2]] >= threshold):
+    for o in range(n_offsets):
+        delta[o] = (offsets[3 * o] * p1 + offsets[3 * o + 1]) * p2 + offsets[3 * o + 2]
+    memset(state, 0, (n0 + 2) * p1 * p2)
+    for f in range(n0):
+        for r in range(n1):
+            dst = state + ((f + 1) * p1 + r + 1) * p2 + 1
+            src = &slab[lo[0] + f - frame_offset, lo[1] + r, lo[2]]
+            for c in range(n2):
+                dst[c] = <uint8_t>(src[c] >= threshold)
+    li = ((peak[0] - lo[0] + 1) * p1 + (peak[1] - lo[1] + 1)) * p2 + (peak[2] - lo[2] + 1)
+    if state[li] != CANDIDATE:
         return 0
-    li = ((peak[0] - lo[0]) * n1 + (peak[1] - lo[1])) * n2 + (peak[2] - lo[2])
-    visited[li] = IN_BLOB
+    state[li] = IN_BLOB
     queue[tail] = li
     tail += 1
     while head < tail:
         li = queue[head]
         head += 1
-        c = li % n2 + lo[2]
-        r = (li // n2) % n1 + lo[1]
-        f = li // (n1 * n2) + lo[0]
         for o in range(n_offsets):
-            nf = f + offsets[3 * o]
-            nr = r + offsets[3 * o + 1]
-            nc = c + offsets[3 * o + 2]
-            if nf < lo[0] or nf > hi[0] or nr < lo[1] or nr > hi[1] or nc < lo[2] or nc > hi[2]:
-                continue
-            nli = ((nf - lo[0]) * n1 + (nr - lo[1])) * n2 + (nc - lo[2])
-            if visited[nli]:
-                continue
-            if slab[nf - frame_offset, nr, nc] >= threshold:
-                visited[nli] = IN_BLOB
+            nli = li + delta[o]
+            if state[nli] == CANDIDATE:
+                state[nli] = IN_BLOB
                 queue[tail] = nli
                 tail += 1
-                if nf < bmin[0]:
-                    bmin[0] = nf
-                if nf > bmax[0]:
-                    bmax[0] = nf
-                if nr < bmin[1]:
-                    bmin[1] = nr
-                if nr > bmax[1]:
-                    bmax[1] = nr
-                if nc < bmin[2]:
-                    bmin[2] = nc
-                if nc > bmax[2]:
-                    bmax[2] = nc
-            else:
-                visited[nli] = CHECKED
+    # bounding box in padded local coordinates (the queue holds every blob voxel), then global
+    bmin[0] = n0 + 2
+    bmin[1] = p1
+    bmin[2] = p2
+    bmax[0] = -1
+    bmax[1] = -1
+    bmax[2] = -1
+    for k in range(tail):
+        li = queue[k]
+        c = li % p2
+        r = (li // p2) % p1
+        f = li // (p1 * p2)
+        if f < bmin[0]:
+            bmin[0] = f
+        if f > bmax[0]:
+            bmax[0] = f
+        if r < bmin[1]:
+            bmin[1] = r
+        if r > bmax[1]:
+            bmax[1] = r
+        if c < bmin[2]:
+            bmin[2] = c
+        if c > bmax[2]:
+            bmax[2] = c
+    for k in range(3):
+        bmin[k] = bmin[k] - 1 + lo[k]
+        bmax[k] = bmax[k] - 1 + lo[k]
     return tail
 
 
@@ -161,9 +175,9 @@ def grow_blobs(pixel_t[:, :, ::1] slab, int64_t frame_offset, int64_t n_frames,
                 offs[3 * n_offsets + 2] = dc
                 n_offsets += 1
     # scratch size: the largest box
-    cdef int64_t box_max = 1
+    cdef int64_t box_max = 1  # largest padded box
     for k in range(3):
-        box_max *= min(2 * bb[k] + 1, dims[k])
+        box_max *= min(2 * bb[k] + 1, dims[k]) + 2
 
     offsets_arr = np.zeros(n + 1, dtype=np.int64)
     boxes_arr = np.zeros((n, 6), dtype=np.int64)
@@ -194,7 +208,7 @@ def grow_blobs(pixel_t[:, :, ::1] slab, int64_t frame_offset, int64_t n_frames,
     cdef int64_t *bmin
     cdef int64_t *bmax
     cdef int64_t *peak
-    cdef int64_t count, j, f, r, c, n1, n2, li, box_size
+    cdef int64_t count, j, f, r, c, n1, n2, li
     cdef double thr
     with nogil, parallel(num_threads=threads):
         visited = <uint8_t *>malloc(box_max)
@@ -209,7 +223,6 @@ def grow_blobs(pixel_t[:, :, ::1] slab, int64_t frame_offset, int64_t n_frames,
             bmin = lo + 12
             bmax = lo + 15
             peak = lo + 18
-            memset(visited, 0, box_max)
         for s in prange(n, schedule="dynamic", chunksize=1):
             if failed[0]:
                 continue
@@ -226,7 +239,6 @@ def grow_blobs(pixel_t[:, :, ::1] slab, int64_t frame_offset, int64_t n_frames,
                     hi[k] = peak[k] + h_hi[k]
                     if hi[k] > dims[k] - 1:
                         hi[k] = dims[k] - 1
-                box_size = (hi[0] - lo[0] + 1) * (hi[1] - lo[1] + 1) * (hi[2] - lo[2] + 1)
                 count = fill_box(slab, frame_offset, lo, hi, peak, thr, offs, n_offsets,
                                  visited, queue, bmin, bmax)
                 grew = 0
@@ -244,7 +256,6 @@ def grow_blobs(pixel_t[:, :, ::1] slab, int64_t frame_offset, int64_t n_frames,
                             grew = 1
                 if not grew:
                     break
-                memset(visited, 0, box_size)
             for k in range(3):
                 boxes[s, k] = lo[k]
                 boxes[s, 3 + k] = hi[k]
@@ -255,18 +266,17 @@ def grow_blobs(pixel_t[:, :, ::1] slab, int64_t frame_offset, int64_t n_frames,
                 if vox_out[s] == NULL or val_out[s] == NULL:
                     failed[0] = 1
                 else:
-                    n1 = hi[1] - lo[1] + 1
-                    n2 = hi[2] - lo[2] + 1
+                    n1 = hi[1] - lo[1] + 3
+                    n2 = hi[2] - lo[2] + 3
                     j = 0
                     for f in range(bmin[0], bmax[0] + 1):
                         for r in range(bmin[1], bmax[1] + 1):
                             for c in range(bmin[2], bmax[2] + 1):
-                                li = ((f - lo[0]) * n1 + (r - lo[1])) * n2 + (c - lo[2])
+                                li = ((f - lo[0] + 1) * n1 + (r - lo[1] + 1)) * n2 + (c - lo[2] + 1)
                                 if visited[li] == IN_BLOB:
                                     vox_out[s][j] = (f * R + r) * C + c
                                     val_out[s][j] = <double>slab[f - frame_offset, r, c]
                                     j = j + 1
-            memset(visited, 0, box_size)
         free(visited)
         free(queue)
         free(lo)

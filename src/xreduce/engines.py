@@ -74,8 +74,9 @@ class EngineKey:
 class Normalisation:
     """Per-pixel normalisation ``flat * solid angle * polarization * absorption * factor``.
 
-    ``values`` is float64 of length npix; ``invalid`` flags pixels whose normalisation is not
-    finite and positive (they are masked); ``key`` identifies the set of corrections.
+    ``values`` is float64 of length npix; ``invalid`` (bool, or None when there are none)
+    flags pixels whose normalisation is not finite and positive (they are masked); ``key``
+    identifies the set of corrections.
     """
 
     key: tuple
@@ -142,6 +143,12 @@ class CsrEngine:
         self.nbins = int(matrix.shape[0])
         self._static: OrderedDict[tuple, StaticSums] = OrderedDict()
         self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {"key": self.key, "matrix": self.matrix}  # the sums are recomputed on use
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["key"], state["matrix"])
 
     @property
     def radial_edges(self) -> np.ndarray:
@@ -232,7 +239,7 @@ class HistogramEngine:
         error_mode = ERROR_MODES[args.error_model]
         nfields = 8 if error_mode == 3 else 5
         acc = np.zeros((nthreads, nframes, self.nbins, nfields))
-        skip = self.skip if norm.invalid is None else (self.skip | norm.invalid).view(np.uint8)
+        skip = self.skip if norm.invalid is None else self.skip | norm.invalid.view(np.uint8)
         use_azimuth = self.azi_lo is not None
         a0, a1 = self.azimuth_limits if use_azimuth else (0.0, 1.0)
         histogram.histogram_frames(

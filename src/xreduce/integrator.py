@@ -307,7 +307,7 @@ class AzimuthalIntegrator:
                 invalid = ~(np.isfinite(values) & (values > 0))
                 if invalid.any():
                     values[invalid] = 1.0  # never used: those pixels are dropped
-                    inv = invalid.view(np.uint8)
+                    inv = invalid
                 else:
                     inv = None
                 values.setflags(write=False)
@@ -318,15 +318,20 @@ class AzimuthalIntegrator:
         return found
 
     def default_radial_range(self, unit: Any, split: str, mask: np.ndarray) -> tuple[float, float]:
-        """Radial range spanned by the unmasked pixels: centres for split "no", corners else."""
-        valid = ~mask
+        """Radial range spanned by the unmasked pixels (their centres for split "no", their
+        corners otherwise), the top nudged up by one float32 epsilon so that the largest value
+        falls inside the last bin: the same rule as :func:`xreduce.sparse.build_csr`."""
+        if split == "no":
+            values = np.asarray(self._geometry.center_array(unit)).reshape(-1, 1)
+        else:
+            values = np.asarray(self._geometry.corner_array(unit))[..., 0].reshape(-1, 4)
+        valid = np.isfinite(values).all(axis=1) & ~mask.reshape(-1)
         if not valid.any():
             raise ValueError("mask: every pixel is masked, nothing to integrate")
-        if split == "no":
-            values = np.asarray(self._geometry.center_array(unit))[valid]
-        else:
-            values = np.asarray(self._geometry.corner_array(unit))[..., 0][valid]
-        return float(np.nanmin(values)), float(np.nanmax(values))
+        lo, hi = float(values[valid].min()), float(values[valid].max())
+        eps = float(np.finfo(np.float32).eps)
+        hi = hi * (1 + eps) if hi > 0 else (hi / (1 + eps) if hi < 0 else eps)
+        return lo, hi
 
     def engine(self, key: EngineKey, mask: np.ndarray | None = None) -> Any:
         """The engine for ``key`` (built on first use; ``mask`` is the user mask it digests)."""
@@ -566,8 +571,7 @@ class AzimuthalIntegrator:
                                  geometry=self._geometry, options=options, **res)
 
     def sigma_clip(self, data: Any, npt: int, unit: Any = "q_nm^-1", thres: float = 5.0,
-                   max_iter: int = 5, error_model: str = "azimuthal",
-                   radial_range: tuple[float, float] | None = None,
+                   max_iter: int = 5, radial_range: tuple[float, float] | None = None,
                    azimuth_range: tuple[float, float] | None = None, mask: Any = None,
                    dummy: float | None = None, delta_dummy: float | None = None,
                    dark: Any = None, flat: Any = None, polarization_factor: float | None = None,
@@ -577,13 +581,15 @@ class AzimuthalIntegrator:
 
         Each pixel goes, by its centre, to one ring. In each ring the weighted mean ``m``
         (``sum signal / sum norm``) and spread ``s`` of the corrected values
-        ``signal / norm`` (weights ``norm``) are computed; pixels with ``|x - m| > thres * s``
-        are rejected, and this repeats until nothing changes or ``max_iter`` passes were made.
-        With ``error_model="poisson"`` the spread is the Poisson prediction
-        ``sqrt(sum max(raw, 1) / sum norm^2)`` of the kept pixels instead of the measured one.
+        ``x = signal / norm`` (weights ``norm``) are computed; pixels with
+        ``|x - m| > thres * s`` are rejected, and this repeats until nothing changes or
+        ``max_iter`` rejection passes were made (``max_iter=0``: no rejection). The spread is
+        measured (the "azimuthal" error model): a Poisson prediction would be dragged far
+        from the data by strong peaks in the first pass and reject everything.
 
-        Returns an :class:`Integrate1dResult` of the kept pixels (``count`` = pixels kept);
-        ``sigma`` is the standard error of the clipped mean, ``std`` the spread used.
+        Returns an :class:`Integrate1dResult` of the kept pixels (``count`` = pixels kept,
+        ``error_model`` "azimuthal"): ``sigma`` is the standard error of the clipped mean,
+        ``std`` the spread of the kept pixels. A stack is clipped frame by frame.
 
         Examples
         --------
@@ -594,10 +600,7 @@ class AzimuthalIntegrator:
         if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) \
                 or max_iter < 0:
             raise ValueError(f"max_iter: expected an integer >= 0, got {max_iter!r}")
-        model = str(error_model).lower()
-        if model not in ("azimuthal", "poisson"):
-            raise ValueError(f"error_model: expected 'azimuthal' or 'poisson', got {error_model!r}")
-        unit, engine, bins, signal, norm, valid, stacked, raw = self._ring_pixels(
+        unit, engine, bins, signal, norm, valid, stacked, _ = self._ring_pixels(
             data, npt, unit, radial_range, azimuth_range, mask, dummy, delta_dummy, dark, flat,
             polarization_factor, correct_solid_angle, absorption, normalization_factor)
         nb = engine.nbins
@@ -606,25 +609,22 @@ class AzimuthalIntegrator:
             keep = valid[f].copy()
             s = np.where(keep, signal[f], 0.0)
             x = s / norm
-            pois = np.maximum(raw[f].astype(np.float64), 1.0)
-            for _ in range(max_iter + 1):
+            for iteration in range(max_iter + 1):
                 sn = np.bincount(bins, norm * keep, nb)
                 sn2 = np.bincount(bins, norm * norm * keep, nb)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     mean = np.bincount(bins, s * keep, nb) / sn
-                    if model == "azimuthal":
-                        spread2 = np.bincount(bins, norm * (x - mean[bins]) ** 2 * keep, nb) / sn
-                    else:
-                        spread2 = np.bincount(bins, pois * keep, nb) / sn2
+                    spread2 = np.bincount(bins, norm * (x - mean[bins]) ** 2 * keep, nb) / sn
+                if iteration == max_iter:
+                    break
                 reject = keep & (np.abs(x - mean[bins]) > thres * np.sqrt(spread2[bins]))
                 if not reject.any():
                     break
                 keep &= ~reject
-            variance = spread2 * sn2 if model == "azimuthal" else np.bincount(bins, pois * keep, nb)
             out.append((np.bincount(bins, s * keep, nb), sn, sn2,
                         np.bincount(bins, keep.astype(np.float64), nb),
-                        np.nan_to_num(variance)))
-        return self._robust_result(unit, engine, out, stacked, model, "sigma_clip",
+                        np.nan_to_num(spread2 * sn2)))
+        return self._robust_result(unit, engine, out, stacked, "azimuthal", "sigma_clip",
                                    {"thres": float(thres), "max_iter": int(max_iter)})
 
     def medfilt1d(self, data: Any, npt: int, unit: Any = "q_nm^-1",
@@ -743,46 +743,30 @@ class AzimuthalIntegrator:
 
 
 def _write_geometry(group: Any, geometry: Any) -> None:
+    """PONI parameters as attributes, the detector as an NXdetector subgroup."""
     for name in ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength"):
-        group.attrs[name] = float(getattr(geometry, name))
-    det = geometry.detector
-    d = group.create_group("detector")
-    d.attrs["name"] = "" if det.name is None else str(det.name)
-    d.attrs["pixel1"] = float(det.pixel1)
-    d.attrs["pixel2"] = float(det.pixel2)
-    d.attrs["shape"] = list(det.shape)
-    d.attrs["binning"] = list(getattr(det, "binning", (1, 1)))
-    d.attrs["orientation"] = int(getattr(det, "orientation", 3))
-    if det.mask is not None:
-        d.create_dataset("mask", data=np.asarray(det.mask), compression="gzip")
-    if getattr(det, "corners", None) is not None:
-        d.create_dataset("corners", data=np.asarray(det.corners))
+        value = getattr(geometry, name)
+        group.attrs[name] = np.nan if value is None else float(value)
+    geometry.detector.write_nexus(group, "detector")
 
 
 def _read_geometry(group: Any) -> Any:
     from xreduce.detectors import Detector
     from xreduce.geometry import Geometry
 
-    d = group["detector"]
-    det = Detector(float(d.attrs["pixel1"]), float(d.attrs["pixel2"]),
-                   tuple(int(s) for s in d.attrs["shape"]),
-                   mask=d["mask"][()] if "mask" in d else None,
-                   name=str(d.attrs["name"]) or None,
-                   binning=tuple(int(b) for b in d.attrs["binning"]),
-                   corners=d["corners"][()] if "corners" in d else None,
-                   orientation=int(d.attrs["orientation"]))
-    return Geometry(*(float(group.attrs[n]) for n in ("dist", "poni1", "poni2", "rot1", "rot2",
-                                                      "rot3", "wavelength")), det)
+    values = [float(group.attrs[n]) for n in ("dist", "poni1", "poni2", "rot1", "rot2", "rot3",
+                                              "wavelength")]
+    wavelength = None if math.isnan(values[6]) else values[6]
+    return Geometry(*values[:6], wavelength, Detector.read_nexus(group["detector"]))
 
 
 # ------------------------------------------------------------------ implementations
 def _build_csr(ai: AzimuthalIntegrator, key: EngineKey, user_mask: np.ndarray | None) -> CsrEngine:
     from xreduce.sparse import build_csr
 
-    mask = ai.combined_mask(user_mask)
-    radial_range = key.radial_range or ai.default_radial_range(key.unit, key.split, mask)
+    mask = None if user_mask is None else user_mask.reshape(ai.detector.shape)
     matrix = build_csr(ai.geometry, key.npt_rad, key.npt_azim, unit=key.unit, split=key.split,
-                       radial_range=radial_range, azimuth_range=key.azimuth_range,
+                       radial_range=key.radial_range, azimuth_range=key.azimuth_range,
                        mask=mask)
     return CsrEngine(key, matrix)
 
@@ -800,26 +784,33 @@ def _build_histogram(ai: AzimuthalIntegrator, key: EngineKey,
         rad_lo = np.ascontiguousarray(g.center_array(key.unit), dtype=np.float64).reshape(-1)
         rad_hi = rad_lo
         azi_lo = azi_hi = None
+        finite = np.isfinite(rad_lo)
         if use_azimuth:
-            azi_lo = azi_hi = np.ascontiguousarray(g.chi_array(), dtype=np.float64).reshape(-1)
+            chi = np.asarray(g.chi_array(), dtype=np.float64).reshape(-1)
+            azi_lo = azi_hi = np.where(chi >= np.pi, chi - 2 * np.pi, chi)  # chi in [-pi, pi)
+            finite &= np.isfinite(azi_lo)
     else:
         corners = np.asarray(g.corner_array(key.unit))
         rad = corners[..., 0].reshape(-1, 4)
         rad_lo, rad_hi = rad.min(axis=1), rad.max(axis=1)
+        finite = np.isfinite(rad).all(axis=1)
         azi_lo = azi_hi = None
         if use_azimuth:
             chi = corners[..., 1].reshape(-1, 4)
+            chi = np.where(chi >= np.pi, chi - 2 * np.pi, chi)
             lo, hi = chi.min(axis=1), chi.max(axis=1)
             wrap = hi - lo > np.pi  # straddles the discontinuity: unwrap past +pi
             if wrap.any():
                 unwrapped = np.where(chi[wrap] < 0, chi[wrap] + 2 * np.pi, chi[wrap])
                 lo[wrap], hi[wrap] = unwrapped.min(axis=1), unwrapped.max(axis=1)
             azi_lo, azi_hi = lo, hi
+            finite &= np.isfinite(chi).all(axis=1)
+    skip = mask.reshape(-1) | ~finite
     return HistogramEngine(
         key, np.linspace(radial_range[0], radial_range[1], key.npt_rad + 1),
         azimuthal_edges if key.npt_azim is not None else None,
         (float(azimuthal_edges[0]), float(azimuthal_edges[-1])),
-        rad_lo, rad_hi, azi_lo, azi_hi, np.ascontiguousarray(mask.reshape(-1), dtype=np.uint8))
+        rad_lo, rad_hi, azi_lo, azi_hi, np.ascontiguousarray(skip, dtype=np.uint8))
 
 
 register_implementation("csr", "cython", SPLITS, _build_csr)

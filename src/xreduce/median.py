@@ -270,10 +270,15 @@ def moving_median(
     if backend == "cython":
         from xreduce.ext import moving_median as ext
 
-        medians = np.empty((len(samples), flat.shape[1]), kernel_dtype)
+        direct = (out is not None and step == 1 and axis == 0 and out.dtype == kernel_dtype
+                  and out.flags.c_contiguous)
+        medians = (out.reshape(flat.shape) if direct
+                   else np.empty((len(samples), flat.shape[1]), kernel_dtype))
         ext.moving_median_frames(
             flat, window, frame_map, samples, rank_lo, rank_hi, medians, threads, isa
         )
+        if direct:
+            return out
     else:
         medians = _moving_median_opencl(flat, window, frame_map, samples, rank_lo, rank_hi,
                                         device)
@@ -285,6 +290,23 @@ def moving_median(
         out[...] = result
         return out
     return np.ascontiguousarray(result)
+
+
+def _run_moving_median(flat, window, frame_map, samples, rank_lo, rank_hi, backend="cython",
+                       num_threads=0, device=None, out=None):
+    """Medians at ``samples`` of a frames-major (n, npix) array with a given frame map.
+
+    The building block of :func:`moving_median` and of chunked pipelines, which pass a
+    frame map into a block of frames they hold. Returns (len(samples), npix).
+    """
+    if backend == "opencl":
+        return _moving_median_opencl(flat, window, frame_map, samples, rank_lo, rank_hi, device)
+    from xreduce.ext import moving_median as ext
+
+    if out is None:
+        out = np.empty((len(samples), flat.shape[1]), flat.dtype)
+    return ext.moving_median_frames(flat, window, frame_map, samples, rank_lo, rank_hi, out,
+                                    num_threads)
 
 
 _OPENCL_WINDOW_MAX = 4096

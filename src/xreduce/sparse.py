@@ -103,6 +103,25 @@ def _check_range(name: str, value: Any) -> tuple[float, float] | None:
     return lo, hi
 
 
+def _center_columns(centers: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Radial and chi columns (1D float64, views where possible) of (npix, 2) centres or of a
+    pair (radial, chi) of arrays."""
+    if centers is None:
+        raise ValueError("centers are needed for split='no', got None")
+    if isinstance(centers, (tuple, list)):
+        if len(centers) != 2:
+            raise ValueError(f"centers as a pair must be (radial, chi), got {len(centers)} items")
+        radial, chi = (np.asarray(c, dtype=np.float64).reshape(-1) for c in centers)
+        if radial.shape != chi.shape:
+            raise ValueError(f"centers: radial and chi differ in size, {radial.size} and {chi.size}")
+        return radial, chi
+    centers = np.asarray(centers, dtype=np.float64)
+    if centers.shape[-1:] != (2,):
+        raise ValueError(f"centers must have shape (npix, 2), got {centers.shape}")
+    centers = centers.reshape(-1, 2)
+    return centers[:, 0], centers[:, 1]
+
+
 def _default_upper(vmax: float) -> float:
     if vmax > 0:
         return vmax * _EPS32
@@ -134,7 +153,7 @@ def build_csr_from_arrays(
     corners : ndarray (npix, 4, 2) or (rows, cols, 4, 2), or None
         ``[..., 0]`` radial value (in the unit) and ``[..., 1]`` chi (radians, (-pi, pi]) at the
         four corners of each pixel, going round it. Needed unless ``split == "no"``.
-    centers : ndarray (npix, 2) or (rows, cols, 2), or None
+    centers : ndarray (npix, 2) or (rows, cols, 2), or a pair (radial, chi) of arrays, or None
         Radial value and chi (radians) at each pixel centre. Needed for ``split == "no"``.
     npt_rad : int
         Number of radial bins.
@@ -183,17 +202,10 @@ def build_csr_from_arrays(
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
 
-    positions = None
     if split == "no":
-        if centers is None:
-            raise ValueError("centers are needed for split='no', got None")
-        centers = np.ascontiguousarray(centers, dtype=np.float64)
-        if centers.shape[-1:] != (2,):
-            raise ValueError(f"centers must have shape (npix, 2), got {centers.shape}")
-        centers = centers.reshape(-1, 2)
-        corners = None
-        positions = centers
-        npix = centers.shape[0]
+        radial, chi = _center_columns(centers)
+        corners, centers = None, (radial, chi)
+        points_radial, points_chi = radial[:, None], chi[:, None]
     else:
         if corners is None:
             raise ValueError(f"corners are needed for split={split!r}, got None")
@@ -202,8 +214,8 @@ def build_csr_from_arrays(
             raise ValueError(f"corners must have shape (npix, 4, 2), got {corners.shape}")
         corners = corners.reshape(-1, 4, 2)
         centers = None
-        positions = corners
-        npix = corners.shape[0]
+        points_radial, points_chi = corners[:, :, 0], corners[:, :, 1]
+    npix = points_radial.shape[0]
     if npix >= 2**31:
         raise ValueError(f"at most 2**31 - 1 pixels are supported, got {npix}")
     if mask is not None:
@@ -227,17 +239,11 @@ def build_csr_from_arrays(
     full_circle = a1 - a0 >= 2 * np.pi
 
     if radial_range is None:
-        radial = positions[..., 0]
-        valid = np.isfinite(radial)
-        if split != "no":
-            valid = valid.all(axis=1)
-            radial = radial.reshape(npix, 4)
-        if mask is not None:
-            valid &= mask == 0
-        if not valid.any():
+        rmin, rmax, nvalid = csr_builder.valid_extent(points_radial, points_chi, mask,
+                                                       num_threads)
+        if nvalid == 0:
             raise ValueError("no valid pixel: every pixel is masked or has non-finite positions")
-        r0 = float(radial[valid].min())
-        r1 = _default_upper(float(radial[valid].max()))
+        r0, r1 = rmin, _default_upper(rmax)
     else:
         r0, r1 = radial_range
 
@@ -314,8 +320,7 @@ def build_csr(
         geometry = geometry_or_arrays
         corners = centers = None
         if split == "no":
-            radial = geometry.center_array(unit)
-            centers = np.stack([radial, geometry.chi_array()], axis=-1)
+            centers = (geometry.center_array(unit), geometry.chi_array())
         else:
             corners = geometry.corner_array(unit)
         detector_mask = getattr(geometry.detector, "mask", None)

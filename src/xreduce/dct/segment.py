@@ -137,7 +137,7 @@ def segment(stack: Any, seed_threshold: float, tau: float, bb_max: int | tuple[i
     connectivity : {6, 26}
         For seeds and blobs.
     box_increment : int or 3 ints, optional
-        First half-size and growth step of the box; default ``max(1, bb_max // 4)``. It changes
+        First half-size and growth step of the box; default ``max(1, bb_max // 2)``. It changes
         the speed, never the result.
     chunk_frames : int, optional
         Read the stack this many frames at a time (seeds are labelled chunk by chunk and merged
@@ -167,7 +167,7 @@ def segment(stack: Any, seed_threshold: float, tau: float, bb_max: int | tuple[i
         raise ValueError(f"stack: expected a non-empty stack, got shape {tuple(stack.shape)}")
     _check_arguments(seed_threshold, tau, grow_limits, min_seed_voxels, min_size, max_size)
     bb = _three_positive(bb_max, "bb_max")
-    increment = np.maximum(bb // 4, 1) if box_increment is None else _three_positive(box_increment, "box_increment")
+    increment = np.maximum(bb // 2, 1) if box_increment is None else _three_positive(box_increment, "box_increment")
     connectivity = _check_connectivity(connectivity)
     shape = tuple(int(s) for s in stack.shape)
     chunk = _check_chunk(chunk_frames, shape[0])

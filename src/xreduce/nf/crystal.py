@@ -18,7 +18,7 @@ Example
 -------
 >>> import numpy as np
 >>> B = b_matrix((4.08, 4.08, 4.08, 90, 90, 90))
->>> round(1 / np.linalg.norm(B @ [1, 1, 1]), 4)
+>>> round(float(1 / np.linalg.norm(B @ [1, 1, 1])), 4)
 2.3556
 >>> laue_rotations(225).shape
 (24, 3, 3)

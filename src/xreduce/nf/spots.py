@@ -125,28 +125,52 @@ class Spots:
     Attributes
     ----------
     orientation : int32 (n,) index of the orientation
-    reflection : int32 (n,) row of the reflection list
-    ring_nr : int64 (n,); hkl : int64 (n, 3)
+    reflection : int32 (n,) row of ``reflections``
     omega_deg, eta_deg : float64 (n,)
     frame : int64 (n,)
     dir_y, dir_z : float64 (n,) diffracted beam direction as ky/kx, kz/kx
-    y_um, z_um : float64 (n, D) spot of a voxel at the origin on each (untilted) distance
+    reflections : ReflectionList the rows refer to
+    lsd_um : float64 (D,) detector distances
+
+    Derived (computed on access): ``ring_nr``, ``hkl``, and ``y_um``, ``z_um`` (n, D), the spot
+    of a voxel at the origin on each untilted distance.
     """
 
     orientation: np.ndarray
     reflection: np.ndarray
-    ring_nr: np.ndarray
-    hkl: np.ndarray
     omega_deg: np.ndarray
     eta_deg: np.ndarray
     frame: np.ndarray
     dir_y: np.ndarray
     dir_z: np.ndarray
-    y_um: np.ndarray
-    z_um: np.ndarray
+    reflections: ReflectionList
+    lsd_um: np.ndarray
+
+    _ROW_FIELDS = ("orientation", "reflection", "omega_deg", "eta_deg", "frame", "dir_y", "dir_z")
 
     def __len__(self) -> int:
         return len(self.omega_deg)
+
+    @property
+    def ring_nr(self) -> np.ndarray:
+        return self.reflections.ring_nr[self.reflection]
+
+    @property
+    def hkl(self) -> np.ndarray:
+        return self.reflections.hkl[self.reflection]
+
+    @property
+    def y_um(self) -> np.ndarray:
+        return self.dir_y[:, None] * self.lsd_um[None, :]
+
+    @property
+    def z_um(self) -> np.ndarray:
+        return self.dir_z[:, None] * self.lsd_um[None, :]
+
+    def take(self, index) -> "Spots":
+        """The spots selected by ``index`` (indices or boolean mask)."""
+        rows = {f: getattr(self, f)[index] for f in self._ROW_FIELDS}
+        return Spots(**rows, reflections=self.reflections, lsd_um=self.lsd_um)
 
 
 def _as_orientations(orientations) -> np.ndarray:
@@ -186,14 +210,12 @@ def predict_spots(orientations, reflections: ReflectionList, geometry: NFGeometr
         raise TypeError(f"geometry: expected NFGeometry, got {type(geometry).__name__}")
     U = _as_orientations(orientations)
     a = geometry._arrays
-    orient, refl, omega, eta, dy, dz = _ext.predict_spots(
+    orient, refl, omega, eta, dy, dz, frame = _ext.predict_spots(
         U, np.ascontiguousarray(reflections.g, dtype=np.float64), geometry.wavelength_A,
         float(a["lsd"][0]), a["ranges"], a["boxes"], geometry.exclude_pole_deg,
-        geometry.wedge_deg, int(num_threads))
-    return Spots(orientation=orient, reflection=refl, ring_nr=reflections.ring_nr[refl],
-                 hkl=reflections.hkl[refl], omega_deg=omega, eta_deg=eta,
-                 frame=geometry.frame_of(omega), dir_y=dy, dir_z=dz,
-                 y_um=dy[:, None] * a["lsd"][None], z_um=dz[:, None] * a["lsd"][None])
+        geometry.wedge_deg, geometry.omega_start_deg, geometry.omega_step_deg, int(num_threads))
+    return Spots(orientation=orient, reflection=refl, omega_deg=omega, eta_deg=eta, frame=frame,
+                 dir_y=dy, dir_z=dz, reflections=reflections, lsd_um=a["lsd"])
 
 
 def spot_pixels(spots: Spots, geometry: NFGeometry, a_um=0.0, b_um=0.0,
