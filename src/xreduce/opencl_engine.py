@@ -134,7 +134,8 @@ class OpenCLCsrEngine:
         if len(indices) and (indices.min() < 0 or indices.max() >= npix):
             raise ValueError(f"csr: indices must lie in [0, {npix}), got [{indices.min()}, {indices.max()}]")
         coefs = None if csr.data is None else np.ascontiguousarray(csr.data, dtype=np.float32)
-        norm = self._per_pixel(normalization, npix, "normalization", fill=1.0)
+        norm = self._per_pixel(normalization, npix, "normalization", fill=1.0,
+                               dtype=np.float64)
 
         self.context = _get_context(device)
         self.device = self.context.devices[0]
@@ -153,8 +154,10 @@ class OpenCLCsrEngine:
         self.workgroup_size = min(workgroup_size, self.device.max_work_group_size)
         self._has_coef = coefs is not None
 
-        # frame-invariant per-bin sums, in float64 on the host
-        if presums is None:
+        # the normalisation in the accumulation precision: the kernel reads it for the pixels
+        # it leaves out, and the frame-invariant sums below are computed from the same values
+        norm = norm.astype(np.float64 if precision == "float64" else np.float32)
+        if presums is None:  # frame-invariant per-bin sums, in float64 on the host
             rows = np.repeat(np.arange(nbins), np.diff(indptr))
             c = np.ones(self.nnz) if coefs is None else coefs.astype(np.float64)
             cn = c * norm.astype(np.float64)[indices]
@@ -198,15 +201,15 @@ class OpenCLCsrEngine:
         return size
 
     @staticmethod
-    def _per_pixel(array, npix: int, name: str, fill: float) -> np.ndarray:
+    def _per_pixel(array, npix: int, name: str, fill: float, dtype=np.float32) -> np.ndarray:
         if array is None:
-            return np.full(npix, fill, np.float32)
+            return np.full(npix, fill, dtype)
         array = np.asarray(array)
         if array.size != npix:
             raise ValueError(f"{name}: expected {npix} pixels, got shape {array.shape}")
         if array.dtype.kind not in "uif":
             raise TypeError(f"{name}: expected a real numeric array, got dtype {array.dtype}")
-        return np.ascontiguousarray(array.ravel(), dtype=np.float32)
+        return np.ascontiguousarray(array.ravel(), dtype=dtype)
 
     def _check_memory(self, nbytes: int, what: str) -> None:
         limit = self.device.global_mem_size
