@@ -400,6 +400,7 @@ def write_plot(report: dict, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     dims = sorted({r["dim"] for r in report["results"]})
     fig, axes = plt.subplots(1, len(dims), figsize=(6.5 * len(dims), 5), squeeze=False)
@@ -416,6 +417,13 @@ def write_plot(report: dict, path: str) -> None:
             ax.plot(*zip(*pts), style, marker="o", label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        # tick each detector by name, plain numbers on the frames/s axis
+        sizes = sorted({(r["mpix"], r["detector"]) for r in report["results"] if r["dim"] == dim})
+        ax.set_xticks([m for m, _ in sizes], [f"{m:.1f}\n{name}" for m, name in sizes],
+                      fontsize=7)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_xlabel("detector size (Mpixel)")
         ax.set_ylabel("frames per second")
         bins = report["settings"]["dims"][dim]

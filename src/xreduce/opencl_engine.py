@@ -4,10 +4,14 @@ The sparse matrix (bins x pixels) and the per-bin frame-invariant sums (sum c*n,
 sum c, with n the per-pixel normalisation flat*solid angle*polarisation*...) are uploaded once.
 Each frame then costs one upload of the raw frame in its own dtype and one kernel launch
 (``opencl/csr_integrate.cl``), which converts the pixels in registers, leaves out the invalid
-ones (NaN, negative for counting detectors, dummy) and removes their share of the normalisation.
+ones (NaN/inf, the integer type's maximum, negative values of signed types, dummy) and removes
+their share of the normalisation, exactly as the Cython engine does.
 
-Accumulation is compensated float32 (double-word, about 48 significant bits) by default, or
-float64 with ``precision="float64"`` on devices with ``cl_khr_fp64``.
+Accumulation is compensated float32 (double-word, about 48 significant bits) on GPUs, float64
+on CPU devices that support it (faster there), or as asked with ``precision=``.
+
+The integrator's methods ``(split, "csr", "opencl")`` use :class:`OpenCLIntegrationEngine`;
+``(split, "csr", "any")`` uses it when an OpenCL device exists and the Cython engine otherwise.
 
 Example
 -------
