@@ -475,7 +475,11 @@ def get_detector(name: str, binning: tuple | None = None, orientation: int = 3) 
         suggestions = sorted({_REGISTRY[c].name for c in close})
         hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
         raise KeyError(f"name: unknown detector {name!r}{hint} (known: {', '.join(detector_names())})")
-    mask = model.build_mask(model.shape) if model.build_mask else None
-    full = Detector(model.pixel_m, model.pixel_m, model.shape, mask, model.name, (1, 1), None, orientation)
     b1, b2 = model.binning if binning is None else _int_pair("binning", binning)
+    if model.build_mask is None and b1 > 0 and b2 > 0:      # nothing to bin but the pixels
+        shape = (model.shape[0] // b1, model.shape[1] // b2)
+        return Detector(model.pixel_m * b1, model.pixel_m * b2, shape, None, model.name,
+                        (b1, b2), None, orientation)
+    full = Detector(model.pixel_m, model.pixel_m, model.shape, model.build_mask(model.shape),
+                    model.name, (1, 1), None, orientation)
     return full if (b1, b2) == (1, 1) else full.binned(b1, b2)
