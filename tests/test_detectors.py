@@ -165,6 +165,17 @@ def test_immutable_and_picklable():
     assert not copy.mask.flags.writeable
 
 
+def test_with_mask_adds_a_user_mask():
+    det = get_detector("Pilatus 1M")
+    user = det.mask.copy()
+    user[500:510, 100:120] = 1
+    masked = det.with_mask(user)
+    assert int(masked.mask.sum()) == int(det.mask.sum()) + 200
+    assert (masked.name, masked.shape, masked.pixel1) == (det.name, det.shape, det.pixel1)
+    with pytest.raises(ValueError, match="mask"):
+        det.with_mask(np.zeros((3, 3)))
+
+
 def test_module_gap_mask_small():
     mask = module_gap_mask((7, 5), (3, 2), (1, 1))
     expected = np.array([[0, 0, 1, 0, 0]] * 3 + [[1] * 5] + [[0, 0, 1, 0, 0]] * 3)

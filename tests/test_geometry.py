@@ -428,6 +428,10 @@ def test_fit2d_against_pyfai(seed):
 
 
 def test_fit2d_bad_input():
+    facing_away = Geometry(0.1, 0.0, 0.0, 2.0, 0.0, 0.0, 1e-10, DET)
+    with pytest.raises(ValueError, match="does not face the beam"):
+        facing_away.to_fit2d()
+    assert "Fit2D" not in str(facing_away) and "PONI" in str(facing_away)
     with pytest.raises(ValueError, match="directDist_mm"):
         Geometry.from_fit2d(-100, 10, 10, shape=SHAPE, pixelX_um=100, pixelY_um=100)
     with pytest.raises(ValueError, match="tilt_deg"):

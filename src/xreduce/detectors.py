@@ -177,16 +177,6 @@ class Detector:
         return Detector(self.pixel1, self.pixel2, self.shape, mask, self.name, self.binning,
                         self.corners, self.orientation)
 
-    def config(self) -> dict:
-        """The PONI ``Detector_config`` dictionary (pixel sizes, shape, orientation)."""
-        return {
-            "pixel1": self.pixel1,
-            "pixel2": self.pixel2,
-            "max_shape": [self.shape[0] * self.binning[0], self.shape[1] * self.binning[1]],
-            "binning": list(self.binning),
-            "orientation": self.orientation,
-        }
-
     # -- NeXus ---------------------------------------------------------------------------------
     def write_nexus(self, target, name: str = "detector") -> None:
         """Write this detector as a NeXus ``NXdetector`` group.
