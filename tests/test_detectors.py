@@ -245,3 +245,12 @@ def test_against_pyfai(name):
         assert ours.mask.sum() == 0
     else:
         np.testing.assert_array_equal(ours.mask, their_mask != 0)
+
+
+@pytest.mark.parametrize("name, pyfai_name", [("Pilatus 1M", "Pilatus1M"), ("Eiger2 CdTe 4M", "Eiger2CdTe_4M")])
+def test_read_pyfai_detector_file(tmp_path, name, pyfai_name):
+    """Detector files written by pyFAI (pixel_size, mask, group named after the detector)."""
+    detectors = pytest.importorskip("pyFAI.detectors")
+    path = tmp_path / "pyfai_detector.h5"
+    detectors.detector_factory(pyfai_name).save(str(path))
+    assert Detector.read_nexus(path) == get_detector(name)
