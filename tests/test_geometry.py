@@ -540,3 +540,26 @@ def test_kernel_atan2_accuracy(simd):
     assert np.all(chi[expected == 0] == 0)
     expected_tth = np.arctan2(np.sqrt(d[:, None] ** 2 + d[None, :] ** 2), 0.1)
     np.testing.assert_allclose(tth, expected_tth, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("simd", [True, False])
+def test_backscattering_geometry(simd):
+    """A detector turned by ~90 degrees sees 2theta from ~40 to ~140 degrees: q and d*^2 use
+    the other half-angle branch above 90 degrees; both must match the reference."""
+    from xreduce.ext import geometry_kernels
+
+    p = dict(dist=0.01, poni1=0.004, poni2=0.003, rot1=1.5, rot2=0.3, rot3=0.2, wavelength=1e-10)
+    previous = geometry_kernels.set_simd(simd)
+    try:
+        geo = Geometry(**p, detector=DET)
+        tth, q, dstar2 = geo.twotheta_array(), geo.q_array(), geo.dstar2_array()
+        corners = geo.corner_array("q_nm^-1")
+    finally:
+        geometry_kernels.set_simd(previous)
+    ref = reference.geometry_arrays(*ref_args(p))
+    assert ref["2th"].min() < math.pi / 2 < ref["2th"].max()
+    np.testing.assert_allclose(tth, ref["2th"], rtol=1e-10)
+    np.testing.assert_allclose(q, ref["q"], rtol=1e-10)
+    np.testing.assert_allclose(dstar2, ref["d*2"] / 100, rtol=1e-10)
+    ref_c = reference.geometry_corners(*ref_args(p), quantity="q")
+    np.testing.assert_allclose(corners, ref_c, rtol=1e-10, atol=1e-13)
