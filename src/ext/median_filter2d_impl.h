@@ -217,9 +217,9 @@ static int mf_map_index(int64_t v, int64_t n, int mode)
     }
 
 #define MF_DEFINE_TYPE(NAME, T, IS_FLOAT, SENT, LOWEST)                                        \
-    MF_DEFINE(NAME##_avx512, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_AVX512, 128)                   \
-    MF_DEFINE(NAME##_avx2, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_AVX2, 64)                        \
-    MF_DEFINE(NAME##_base, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_BASE, 32)                        \
+    MF_DEFINE(NAME##_avx512, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_AVX512, 256)                   \
+    MF_DEFINE(NAME##_avx2, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_AVX2, 128)                       \
+    MF_DEFINE(NAME##_base, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_BASE, 128)                       \
                                                                                                \
     typedef void (*mf_band_fn_##NAME)(const T *, int, int, int, int, int, T, const int *, int, \
                                       int, T *, T *, uint8_t *, int *, T *, T **);             \
