@@ -13,9 +13,9 @@ and writes one HDF5 file per volume (NeXus layout: ``/entry/preprocessed/data``,
 ``/entry/background/data``, provenance in ``/entry/process``). Results are identical to
 applying the same steps to the whole stack in memory, whatever ``chunk_frames``.
 
-Memory: about ``4 * rows * cols * (5 * chunk_frames + 2 * (window + 2 * step))`` bytes (the
-corrected frames a chunk's windows reach, its background, result and filtered result), stated
-in the result and by the command line.
+Memory: about ``4 * rows * cols * (6 * chunk_frames + 3 * (window + 2 * step))`` bytes (the
+corrected frames a chunk's windows reach, those of the previous chunk kept for the overlap,
+the background, result and filtered result), stated in the result and by the command line.
 
 Resuming: the file is written as ``.<name>.partial`` next to the output; each finished chunk is
 flagged in ``/entry/process/chunk_done``. Running the same configuration again skips the
@@ -64,8 +64,8 @@ class PreprocessResult:
 def memory_estimate_bytes(frame_shape: tuple, chunk_frames: int, window: Optional[int],
                           step: int = 1) -> int:
     """Upper estimate of the working memory of one chunk (float32 frames)."""
-    reach = (window or 0) + 2 * step if window else 0
-    return int(4 * frame_shape[0] * frame_shape[1] * (5 * chunk_frames + 2 * reach))
+    reach = window + 2 * step if window else 0
+    return int(4 * frame_shape[0] * frame_shape[1] * (6 * chunk_frames + 3 * reach))
 
 
 def _as_config(config) -> tuple[PreprocessConfig, str]:
@@ -125,9 +125,11 @@ class _Corrector:
         return means
 
     def corrected_plain(self, indices: np.ndarray) -> np.ndarray:
-        frames = self.stack.read_frames(indices).astype(np.float32)
-        if self.dark is not None:
-            frames -= self.dark
+        raw = self.stack.read_frames(indices)
+        if self.dark is not None:  # converts and subtracts in one pass
+            frames = np.subtract(raw, self.dark, dtype=np.float32)
+        else:
+            frames = raw.astype(np.float32)
         if self.offset:
             frames -= self.offset
         return frames
@@ -138,6 +140,20 @@ class _Corrector:
             scale = (self.reference / self._margin_means(frames)).astype(np.float32)
             frames *= scale[:, None, None]
         return frames
+
+
+def _reuse_or_correct(needed: np.ndarray, cache: tuple, correct: "_Corrector") -> np.ndarray:
+    """Corrected frames ``needed`` (sorted), taking those the previous chunk already
+    corrected (the window overlap) from ``cache = (indices, frames)``."""
+    cached_idx, cached = cache
+    have = np.isin(needed, cached_idx)
+    if not have.any():
+        return correct(needed)
+    frames = np.empty((len(needed),) + cached.shape[1:], np.float32)
+    frames[have] = cached[np.searchsorted(cached_idx, needed[have])]
+    if not have.all():
+        frames[~have] = correct(needed[~have])
+    return frames
 
 
 def _open_output(cfg: PreprocessConfig, config_yaml: str, source_text: str, n_frames: int,
@@ -258,6 +274,7 @@ def preprocess(
         h5, done = _open_output(cfg, config_yaml, source_text, n_frames, frame_shape,
                                 n_chunks)
         computed = skipped = 0
+        cache = (np.zeros(0, np.int64), None)  # corrected frames of the previous chunk
         try:
             flags = done[...]
             bar = tqdm(total=n_chunks, disable=not progress, unit="chunk",
@@ -277,7 +294,8 @@ def preprocess(
                         s0, s1 = int(samples[i0]), int(samples[i1])
                         reach = frame_map[s0: s1 + window]
                         needed = np.unique(reach[reach >= 0])
-                        frames = correct(needed)
+                        frames = _reuse_or_correct(needed, cache, correct)
+                        cache = (needed, frames)
                         local_map = np.where(reach >= 0, np.searchsorted(needed, reach), -1)
                         local_samples = np.ascontiguousarray(samples[i0: i1 + 1] - s0, np.int32)
                         medians = _run_moving_median(

@@ -102,6 +102,8 @@ class FrameStack:
             return out
         if indices.min() < 0 or indices.max() >= len(self):
             raise IndexError(f"frame indices outside 0..{len(self) - 1}")
+        if np.all(np.diff(indices) == 1):  # one run, the common case: no copy
+            return self.read(int(indices[0]), int(indices[-1]) + 1)
         order = np.argsort(indices, kind="stable")
         sorted_idx = indices[order]
         unique, inverse = np.unique(sorted_idx, return_inverse=True)
