@@ -309,8 +309,8 @@ def preprocess(
                                                    mm.interpolation, np.dtype(np.float32))
                             medians = medians[first - s0: stop - s0]
                         background = medians.reshape((stop - first,) + frame_shape)
-                        own = np.searchsorted(needed, np.arange(first, stop))
-                        result = frames[own] - background
+                        own = int(np.searchsorted(needed, first))  # frames first..stop-1
+                        result = frames[own: own + stop - first] - background
                     if mf.active:
                         result = median_filter2d(result, tuple(mf.size) if isinstance(
                             mf.size, list) else mf.size, mode=mf.mode, backend=cfg.backend,
