@@ -55,14 +55,16 @@ def _check_threads(num_threads) -> int:
     return _check_int("num_threads", num_threads, 1)
 
 
-def _kernel_dtype(name: str, array: np.ndarray, small_ints: np.dtype) -> np.dtype:
-    """The dtype the kernels compute in: exact for every value of ``array``."""
+def _kernel_dtype(name: str, array: np.ndarray, native: tuple = ()) -> np.dtype:
+    """The dtype the kernels compute in, exact for every value of ``array``: float32,
+    float64, int32 (smaller integers too), float64 for wider integers; ``native`` dtypes
+    have kernels of their own."""
     dtype = array.dtype
-    if dtype in (np.float32, np.float64):
+    if dtype in (np.float32, np.float64) or dtype in native:
         return dtype
     if dtype.kind in "iu":
         if dtype.itemsize < 4 or dtype == np.int32:
-            return np.dtype(small_ints) if dtype.itemsize < 4 else np.dtype(np.int32)
+            return np.dtype(np.int32)
         if dtype == np.uint32:
             return np.dtype(np.float64)
         if array.size and (
@@ -235,7 +237,7 @@ def moving_median(
     even = _check_choice("even", even, ("mean", "lower", "upper"))
     backend = _check_choice("backend", backend, _BACKENDS)
     threads = _check_threads(num_threads)
-    kernel_dtype = _kernel_dtype("stack", stack, np.int32)
+    kernel_dtype = _kernel_dtype("stack", stack)
 
     n_frames = stack.shape[axis]
     frame_map = _frame_map(n_frames, window, mode) if n_frames else None
@@ -446,9 +448,7 @@ def median_filter2d(
     threads = _check_threads(num_threads)
     if not isinstance(cval, numbers.Real):
         raise TypeError(f"cval: expected a real number, got {cval!r}")
-    kernel_dtype = _kernel_dtype("frame_or_stack", data, np.uint16)
-    if data.dtype.kind in "iu" and kernel_dtype == np.uint16 and data.dtype != np.uint16:
-        kernel_dtype = np.dtype(np.int32)  # int8, int16 and uint8 run in int32, exactly
+    kernel_dtype = _kernel_dtype("frame_or_stack", data, native=(np.dtype(np.uint16),))
     if out is not None and (
         not isinstance(out, np.ndarray) or out.shape != data.shape or out.dtype != data.dtype
     ):
