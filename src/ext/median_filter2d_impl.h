@@ -7,6 +7,7 @@
  *
  * 3x3: each padded column is sorted (lo, mid, hi) with a 3-element min/max network; the median
  * of the 9 values is med3(max of the 3 lo, med3 of the 3 mid, min of the 3 hi).
+ * 5x5: see mf_row5x5 (sorted columns and rank levels, median of 13 candidates).
  * Other sizes: for each block of LB adjacent outputs (SIMD lanes), the smallest rank + 1
  * values of the window are kept sorted by branch-free insertion
  *     s_j <- max(s_{j-1, old}, min(s_j, x));

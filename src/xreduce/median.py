@@ -426,8 +426,10 @@ def median_filter2d(
     Notes
     -----
     3x3 windows use a min/max network on sorted column triples shared by neighbouring
-    outputs; other sizes keep the smallest half of each window sorted by branch-free
-    insertion. Both run in SIMD lanes along rows with OpenMP over rows and frames.
+    outputs; 5x5 windows sort their columns (shared) and rank levels, then select among the
+    13 entries that can be the median; other sizes keep the smallest half of each window
+    sorted by branch-free insertion. All run in SIMD lanes along rows with OpenMP over rows
+    and frames.
 
     Example
     -------
