@@ -156,6 +156,13 @@ def _reuse_or_correct(needed: np.ndarray, cache: tuple, correct: "_Corrector") -
     return frames
 
 
+def _results_differ(a: PreprocessConfig, b: PreprocessConfig) -> bool:
+    """Whether two configurations can give different output data (threads, back end and
+    overwrite cannot: the back ends are bit-identical)."""
+    neutral = {"overwrite": False, "num_threads": None, "backend": "cython"}
+    return dataclasses.replace(a, **neutral) != dataclasses.replace(b, **neutral)
+
+
 def _open_output(cfg: PreprocessConfig, config_yaml: str, source_text: str, n_frames: int,
                  frame_shape: tuple, n_chunks: int):
     """Create the partial output file, or reopen it to resume. Returns (h5 file, done)."""
@@ -168,7 +175,7 @@ def _open_output(cfg: PreprocessConfig, config_yaml: str, source_text: str, n_fr
         h5 = h5py.File(tmp, "r+")
         process = h5.get("/entry/process")
         stored = process.attrs.get("config") if process is not None else None
-        if stored != config_yaml or process.attrs.get("input") != cfg.input:
+        if stored is None or _results_differ(load_section(stored, "preprocess"), cfg):
             h5.close()
             raise ConfigError(
                 f"preprocess.output: {tmp!r} holds an unfinished run with a different "
