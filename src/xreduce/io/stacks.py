@@ -21,6 +21,7 @@ Example
 """
 from __future__ import annotations
 
+import abc
 import glob
 import os
 import re
@@ -74,7 +75,7 @@ def parse_hdf5_url(url: str) -> tuple[str, str, tuple]:
     return filename, match.group("path").strip(), selection
 
 
-class FrameStack:
+class FrameStack(abc.ABC):
     """A read-only stack of frames from an HDF5 dataset or image files.
 
     Attributes
@@ -89,9 +90,9 @@ class FrameStack:
     def __len__(self) -> int:
         return self.shape[0]
 
+    @abc.abstractmethod
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Frames ``start .. stop - 1`` as a new (frames, rows, cols) array."""
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Frames ``start .. stop - 1`` as a (frames, rows, cols) array."""
 
     def read_frames(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at the given indices (any order, repeats allowed), read in runs."""
