@@ -130,7 +130,11 @@ def _ranks(frame_map: np.ndarray, samples: np.ndarray, window: int, even: str):
 
 def _interpolate(medians: np.ndarray, samples: np.ndarray, n_frames: int, how: str,
                  dtype: np.dtype) -> np.ndarray:
-    """Expand medians at ``samples`` to every frame (nearest sample or linear)."""
+    """Expand medians at ``samples`` to every frame (nearest sample or linear).
+
+    Linear values are ``m0 + (m1 - m0) * t`` in float64, cast to ``dtype``; computed frame by
+    frame so the temporaries stay one frame large.
+    """
     frames = np.arange(n_frames)
     after = np.searchsorted(samples, frames, side="left")  # first sample >= frame
     after = np.minimum(after, len(samples) - 1)
@@ -140,12 +144,20 @@ def _interpolate(medians: np.ndarray, samples: np.ndarray, n_frames: int, how: s
     if how == "nearest":
         pick = np.where(frames - samples[before] <= samples[after] - frames, before, after)
         return medians[pick].astype(dtype, copy=False)
-    span = (samples[after] - samples[before]).astype(np.float64)
-    t = np.divide(frames - samples[before], span, out=np.zeros(n_frames), where=span > 0)
-    m0 = medians[before].astype(np.float64)
-    m1 = medians[after].astype(np.float64)
-    t = t.reshape((-1,) + (1,) * (medians.ndim - 1))
-    return (m0 + (m1 - m0) * t).astype(dtype, copy=False)
+    out = np.empty((n_frames,) + medians.shape[1:], dtype)
+    for i in range(n_frames):
+        b, a = before[i], after[i]
+        if a == b:
+            out[i] = medians[b]
+            continue
+        t = (i - samples[b]) / float(samples[a] - samples[b])
+        m0 = medians[b].astype(np.float64)
+        step = medians[a].astype(np.float64)
+        step -= m0
+        step *= t
+        step += m0
+        out[i] = step
+    return out
 
 
 def moving_median(

@@ -197,7 +197,12 @@ def _reuse_or_correct(needed: np.ndarray, cache: tuple, correct: "_Corrector") -
     if not have.any():
         return correct(needed)
     frames = np.empty((len(needed),) + cached.shape[1:], np.float32)
-    frames[have] = cached[np.searchsorted(cached_idx, needed[have])]
+    dst = np.flatnonzero(have)
+    src = np.searchsorted(cached_idx, needed[have])
+    if np.all(np.diff(dst) == 1) and np.all(np.diff(src) == 1):  # one block: plain copy
+        frames[dst[0]: dst[-1] + 1] = cached[src[0]: src[-1] + 1]
+    else:
+        frames[dst] = cached[src]
     if not have.all():
         frames[~have] = correct(needed[~have])
     return frames
