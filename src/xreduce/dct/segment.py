@@ -225,7 +225,7 @@ def segment(stack: Any, seed_threshold: float, tau: float, bb_max: int | tuple[i
     accepted = np.nonzero(status == 0)[0]  # seeds are sorted by peak flat index: raster order
     blob_of_voxel = np.repeat(np.arange(n), sizes)
     kept_sizes = np.bincount(blob_of_voxel, weights=keep, minlength=n).astype(np.int64)[accepted]
-    selected = keep.astype(bool) & np.isin(blob_of_voxel, accepted)
+    selected = keep.astype(bool) & (status == 0)[blob_of_voxel]
     new_offsets = np.zeros(len(accepted) + 1, np.int64)
     np.cumsum(kept_sizes, out=new_offsets[1:])
     return Segmentation(shape=shape, dtype=np.dtype(stack.dtype), peaks=peaks[accepted],
