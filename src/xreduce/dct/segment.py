@@ -37,7 +37,7 @@ from xreduce.dct.labelling import label_statistics
 from xreduce.ext import segmentation as _kernel
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Segmentation:
     """Voxels of the difspots found by :func:`segment`.
 
@@ -141,7 +141,8 @@ def segment(stack: Any, seed_threshold: float, tau: float, bb_max: int | tuple[i
         the speed, never the result.
     chunk_frames : int, optional
         Read the stack this many frames at a time (seeds are labelled chunk by chunk and merged
-        across chunk borders; blobs are grown window by window). Default: all at once.
+        across chunk borders; blobs are grown window by window). Default: all at once, which
+        for a lazy ``h5py.Dataset`` means reading it whole (twice): give a chunk size there.
     num_threads : int
         OpenMP threads for the growth (0: the OpenMP default).
     progress : bool
