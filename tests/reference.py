@@ -10,6 +10,71 @@ import numpy as np
 # Geometry (foundation)
 # =====================================================================================
 
+def geometry_lab_vectors(dist, poni1, poni2, rot1, rot2, rot3, pixel1, pixel2, shape, offset=(0.5, 0.5)):
+    """Lab vectors (t1, t2, t3) of the detector points (i + offset1, j + offset2), in metres.
+
+    Independent of the package: the point (p1, p2, L) in the detector frame is turned by three
+    textbook rotation matrices, R3 @ R2 @ R1 (rot1 applied first). i, j run over ``shape``.
+    """
+    i = np.arange(shape[0], dtype=np.float64)[:, None] + offset[0]
+    j = np.arange(shape[1], dtype=np.float64)[None, :] + offset[1]
+    p1 = i * pixel1 - poni1 + 0.0 * j
+    p2 = j * pixel2 - poni2 + 0.0 * i
+    p3 = np.full(p1.shape, dist)
+    # Rotations of the PONI convention: about axis 1 by -rot1, about axis 2 by -rot2, about
+    # axis 3 by rot3 (right-handed matrices), composed R3 @ R2 @ R1.
+    c, s = np.cos, np.sin
+    r1 = np.array([[1, 0, 0], [0, c(rot1), -s(-rot1)], [0, s(-rot1), c(rot1)]])
+    r2 = np.array([[c(rot2), 0, s(-rot2)], [0, 1, 0], [-s(-rot2), 0, c(rot2)]])
+    r3 = np.array([[c(rot3), -s(rot3), 0], [s(rot3), c(rot3), 0], [0, 0, 1]])
+    rotation = r3 @ r2 @ r1
+    points = np.stack([p1, p2, p3], axis=-1)            # (rows, cols, 3)
+    t = points @ rotation.T
+    return t[..., 0], t[..., 1], t[..., 2]
+
+
+def geometry_arrays(dist, poni1, poni2, rot1, rot2, rot3, wavelength, pixel1, pixel2, shape,
+                    offset=(0.5, 0.5)):
+    """2theta, chi (rad), q (nm^-1), r (m), d*^2 (nm^-2) at points (i + offset1, j + offset2)."""
+    t1, t2, t3 = geometry_lab_vectors(dist, poni1, poni2, rot1, rot2, rot3, pixel1, pixel2,
+                                      shape, offset)
+    tth = np.arctan2(np.hypot(t1, t2), t3)
+    chi = np.arctan2(t1, t2)
+    q = 4e-9 * np.pi / wavelength * np.sin(tth / 2)
+    dstar2 = (2e-9 / wavelength * np.sin(tth / 2)) ** 2
+    return {"2th": tth, "chi": chi, "q": q, "r": np.hypot(t1, t2), "d*2": dstar2}
+
+
+def geometry_corners(dist, poni1, poni2, rot1, rot2, rot3, wavelength, pixel1, pixel2, shape,
+                     quantity="2th"):
+    """(rows, cols, 4, 2) array of (quantity, chi) at corners (0,0), (1,0), (1,1), (0,1)."""
+    out = np.empty(tuple(shape) + (4, 2))
+    for k, (o1, o2) in enumerate([(0, 0), (1, 0), (1, 1), (0, 1)]):
+        arrays = geometry_arrays(dist, poni1, poni2, rot1, rot2, rot3, wavelength, pixel1,
+                                 pixel2, shape, offset=(o1, o2))
+        out[:, :, k, 0] = arrays[quantity]
+        out[:, :, k, 1] = arrays["chi"]
+    return out
+
+
+def geometry_solid_angle(dist, poni1, poni2, pixel1, pixel2, shape):
+    """Relative solid angle cos(alpha)^3 at pixel centres, alpha from the detector normal."""
+    rows, cols = shape
+    out = np.empty(shape)
+    for i in range(rows):
+        for j in range(cols):
+            p1 = (i + 0.5) * pixel1 - poni1
+            p2 = (j + 0.5) * pixel2 - poni2
+            out[i, j] = (dist / np.sqrt(dist ** 2 + p1 ** 2 + p2 ** 2)) ** 3
+    return out
+
+
+def geometry_polarization(tth, chi, factor, axis_offset):
+    """Polarization factor from 2theta and chi arrays (radians)."""
+    cos2 = np.cos(tth) ** 2
+    return 0.5 * (1 + cos2 - factor * np.cos(2 * (chi + axis_offset)) * (1 - cos2))
+
+
 
 
 # =====================================================================================
@@ -17,16 +82,322 @@ import numpy as np
 # =====================================================================================
 
 
+def split_polygon_unwrapped(corners, chi_lo=-np.pi):
+    """One pixel's corners (4, 2) = (radial, chi rad) mapped into [chi_lo, chi_lo + 2 pi); when
+    they span more than pi the pixel straddles the discontinuity and its low corners get 2 pi."""
+    poly = np.array(corners, dtype=float)
+    poly[:, 1] = chi_lo + np.mod(poly[:, 1] - chi_lo, 2 * np.pi)
+    if poly[:, 1].max() - poly[:, 1].min() > np.pi:
+        poly[poly[:, 1] < chi_lo + np.pi, 1] += 2 * np.pi
+    return poly
+
+
+def split_clip_polygon(points, axis, bound, keep_above):
+    """Sutherland-Hodgman against one line: keep points with coord >= bound (or <= bound)."""
+    def inside(p):
+        return p[axis] >= bound if keep_above else p[axis] <= bound
+
+    out = []
+    for k in range(len(points)):
+        current, previous = points[k], points[k - 1]
+        if inside(current) != inside(previous):
+            t = (bound - previous[axis]) / (current[axis] - previous[axis])
+            crossing = [previous[0] + t * (current[0] - previous[0]),
+                        previous[1] + t * (current[1] - previous[1])]
+            crossing[axis] = bound
+            out.append(crossing)
+        if inside(current):
+            out.append(list(current))
+    return out
+
+
+def split_polygon_area(points):
+    """Signed shoelace area."""
+    area = 0.0
+    for k in range(len(points)):
+        x0, y0 = points[k - 1]
+        x1, y1 = points[k]
+        area += x0 * y1 - x1 * y0
+    return area / 2
+
+
+def split_area_in_rectangle(points, xlo, xhi, ylo, yhi):
+    """Signed area of the polygon inside the rectangle, clipping by its four sides in turn."""
+    for axis, bound, keep_above in ((0, xlo, True), (0, xhi, False),
+                                    (1, ylo, True), (1, yhi, False)):
+        points = split_clip_polygon(points, axis, bound, keep_above)
+        if len(points) < 3:
+            return 0.0
+    return split_polygon_area(points)
+
+
+def split_segments_cross(p, q, r, s):
+    """True when the segments p-q and r-s cross at a point interior to both."""
+    def side(a, b, c):
+        return np.sign((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))
+    return side(p, q, r) * side(p, q, s) < 0 and side(r, s, p) * side(r, s, q) < 0
+
+
+def split_overlap_fraction(lo, hi, bin_lo, bin_hi):
+    """Fraction of [lo, hi] in [bin_lo, bin_hi); a zero-width interval is a point."""
+    if hi == lo:
+        return 1.0 if bin_lo <= lo < bin_hi else 0.0
+    return max(0.0, min(hi, bin_hi) - max(lo, bin_lo)) / (hi - lo)
+
+
+def split_matrix_dense(corners, centers, split, radial_edges, azimuthal_edges=None,
+                       azimuth_range_rad=None, chi_lo=-np.pi, mask=None):
+    """Dense (nbins, npix) pixel-splitting matrix, one pixel and one bin at a time.
+
+    corners (npix, 4, 2) and centers (npix, 2) hold (radial, chi in radians). 2D when
+    `azimuthal_edges` is given (bins azimuth-major); 1D otherwise, over `azimuth_range_rad`
+    (None: the full circle). A pixel unwrapped past the chi period also contributes through its
+    copy shifted by -2 pi. Full split: clipped area / pixel area, where a self-intersecting or
+    zero-area quadrilateral falls back to its bounding box. Pseudo: the bounding box shrunk
+    about its centre to the pixel's area.
+    """
+    if azimuthal_edges is None:
+        if azimuth_range_rad is None:
+            azimuthal_edges = np.array([chi_lo, chi_lo + 2 * np.pi])
+        else:
+            azimuthal_edges = np.array(azimuth_range_rad, dtype=float)
+    nrad, nazim = len(radial_edges) - 1, len(azimuthal_edges) - 1
+    npix = len(corners) if corners is not None else len(centers)
+    matrix = np.zeros((nazim * nrad, npix))
+    for pixel in range(npix):
+        if mask is not None and mask[pixel]:
+            continue
+        if split == "no":
+            radial, chi = centers[pixel]
+            chi = chi_lo + np.mod(chi - chi_lo, 2 * np.pi)
+            for j in range(nazim):
+                for i in range(nrad):
+                    if (radial_edges[i] <= radial < radial_edges[i + 1]
+                            and azimuthal_edges[j] <= chi < azimuthal_edges[j + 1]):
+                        matrix[j * nrad + i, pixel] = 1.0
+            continue
+        poly = split_polygon_unwrapped(corners[pixel], chi_lo)
+        origin = poly.min(axis=0)
+        local = poly - origin                      # local coordinates: precise areas
+        (rlo, clo), (rhi, chi) = local.min(axis=0), local.max(axis=0)
+        area = split_polygon_area(local.tolist())
+        box = (rlo, rhi, clo, chi)
+        if split == "pseudo":
+            scale = np.sqrt(abs(area) / ((rhi - rlo) * (chi - clo))) if (rhi - rlo) * (chi - clo) > 0 else 1.0
+            mid_r, mid_c = (rlo + rhi) / 2, (clo + chi) / 2
+            half_r, half_c = (rhi - rlo) / 2 * scale, (chi - clo) / 2 * scale
+            box = (mid_r - half_r, mid_r + half_r, mid_c - half_c, mid_c + half_c)
+        bow_tie = (split_segments_cross(local[0], local[1], local[2], local[3])
+                   or split_segments_cross(local[1], local[2], local[3], local[0]))
+        use_polygon = split == "full" and area != 0 and not bow_tie
+        for j in range(nazim):
+            for i in range(nrad):
+                xlo, xhi = radial_edges[i] - origin[0], radial_edges[i + 1] - origin[0]
+                ylo, yhi = azimuthal_edges[j] - origin[1], azimuthal_edges[j + 1] - origin[1]
+                if xhi <= rlo or xlo >= rhi or not any(  # far from the pixel: nothing to clip
+                        yhi + shift > clo and ylo + shift < chi for shift in (0.0, 2 * np.pi)):
+                    if rhi > rlo and chi > clo:
+                        continue
+                if use_polygon:
+                    coef = sum(split_area_in_rectangle(local.tolist(), xlo, xhi,
+                                                       ylo + shift, yhi + shift)
+                               for shift in (0.0, 2 * np.pi)) / area
+                else:
+                    coef = split_overlap_fraction(box[0], box[1], xlo, xhi) * sum(
+                        split_overlap_fraction(box[2], box[3], ylo + shift, yhi + shift)
+                        for shift in (0.0, 2 * np.pi))
+                matrix[j * nrad + i, pixel] = coef
+    return matrix
+
+
 
 # =====================================================================================
 # Integration: sums, intensities, uncertainties (integration)
 # =====================================================================================
+
+def valid_values_reference(values, dummy=None, delta_dummy=0.0):
+    """True where a raw pixel value is usable: finite floats; integers >= 0 and below the
+    dtype's maximum; not equal to ``dummy`` (within ``delta_dummy``)."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        ok = np.isfinite(values)
+    else:
+        info = np.iinfo(values.dtype)
+        ok = (values >= 0) & (values != info.max)
+    if dummy is not None:
+        ok &= ~(np.abs(values.astype(np.float64) - dummy) <= delta_dummy)
+    return ok
+
+
+def csr_to_dense(indptr, indices, data, npix):
+    """Dense (nbins, npix) coefficient matrix of a CSR matrix (data None: coefficients 1)."""
+    dense = np.zeros((len(indptr) - 1, npix))
+    for b in range(len(indptr) - 1):
+        for j in range(indptr[b], indptr[b + 1]):
+            dense[b, indices[j]] += 1.0 if data is None else data[j]
+    return dense
+
+
+def integrate_dense_reference(frame, coef, norm, dark=None, variance=None, error_model=None,
+                              dummy=None, delta_dummy=0.0):
+    """Per-bin sums of REFERENCE.md section 4 for one frame, bin by bin with a dense matrix.
+
+    Returns a dict: signal, variance, norm, norm2, count (each (nbins,)). Invalid pixels (see
+    valid_values_reference) are left out of every sum. Azimuthal model: two-pass weighted
+    spread of x = signal/norm with weights c*norm, variance = spread^2 * sum (c*norm)^2.
+    """
+    frame = np.asarray(frame).ravel()
+    ok = valid_values_reference(frame, dummy, delta_dummy)
+    raw = frame.astype(np.float64)
+    signal = raw - (0.0 if dark is None else np.asarray(dark, np.float64).ravel())
+    if error_model == "poisson":
+        var = np.maximum(raw, 1.0)
+    elif error_model == "variance":
+        var = np.asarray(variance, np.float64).ravel()
+    else:
+        var = np.zeros_like(raw)
+    out = {k: np.zeros(coef.shape[0]) for k in ("signal", "variance", "norm", "norm2", "count")}
+    for b in range(coef.shape[0]):
+        c = np.where(ok, coef[b], 0.0)
+        sel = c > 0
+        c, s, n, v = c[sel], signal[sel], norm[sel], var[sel]
+        out["signal"][b] = np.sum(c * s)
+        out["norm"][b] = np.sum(c * n)
+        out["norm2"][b] = np.sum((c * n) ** 2)
+        out["count"][b] = np.sum(c)
+        if error_model == "azimuthal":
+            if out["norm"][b] > 0:
+                w = c * n
+                x = s / n
+                mean = np.sum(w * x) / np.sum(w)
+                spread2 = np.sum(w * (x - mean) ** 2) / np.sum(w)
+                out["variance"][b] = spread2 * out["norm2"][b]
+        else:
+            out["variance"][b] = np.sum(c * c * v)
+    return out
+
+
+def bbox_matrix_reference(rad_lo, rad_hi, edges, azi_lo=None, azi_hi=None, azi_edges=None):
+    """Dense (nbins, npix) matrix of bounding-box splitting, bin = i_azim * nrad + i_rad.
+
+    Each pixel spreads uniformly over [rad_lo, rad_hi] x [azi_lo, azi_hi] (radians; an
+    azimuthal box reaching beyond pi wraps round to -pi); the coefficient of a bin is the
+    fraction of the box inside it. A zero-width box puts all of its weight in the bin that
+    holds it (bins are half-open: [low, high)).
+    """
+    def fractions(lo, hi, e):
+        f = np.zeros(len(e) - 1)
+        if hi > lo:
+            f = np.clip(np.minimum(hi, e[1:]) - np.maximum(lo, e[:-1]), 0, None) / (hi - lo)
+        elif e[0] <= lo < e[-1]:
+            f[np.searchsorted(e, lo, side="right") - 1] = 1.0
+        return f
+
+    nrad = len(edges) - 1
+    nazi = 1 if azi_edges is None else len(azi_edges) - 1
+    dense = np.zeros((nrad * nazi, len(rad_lo)))
+    for i in range(len(rad_lo)):
+        fr = fractions(rad_lo[i], rad_hi[i], edges)
+        if azi_edges is None:
+            fa = np.ones(1)
+        else:
+            fa = fractions(azi_lo[i], azi_hi[i], azi_edges)
+            if azi_hi[i] > np.pi:
+                fa = fa + fractions(azi_lo[i] - 2 * np.pi, azi_hi[i] - 2 * np.pi, azi_edges)
+        dense[:, i] = np.outer(fa, fr).ravel()
+    return dense
+
 
 
 
 # =====================================================================================
 # Medians (DCT preprocessing)
 # =====================================================================================
+
+# np.pad modes that match scipy.ndimage's edge modes.
+_PAD_MODE = {"nearest": "edge", "reflect": "symmetric", "mirror": "reflect", "wrap": "wrap"}
+
+
+def _median_of_sorted(values, even):
+    """Median of a 1D array: NaN if any NaN; even counts by `even` (mean / lower / upper)."""
+    if np.isnan(values).any():
+        return np.nan
+    ordered = np.sort(values)
+    m = len(ordered)
+    if even == "mean":
+        return np.median(values)
+    return ordered[(m - 1) // 2] if even == "lower" else ordered[m // 2]
+
+
+def moving_median_reference(stack, window, axis=0, mode="nearest", even="mean"):
+    """Median of each frame's explicit window of frames, per pixel (float64 or input dtype).
+
+    The window of frame i covers frames i - window//2 .. i + (window-1)//2; frames outside
+    are filled with np.pad (edge/symmetric/reflect/wrap) or dropped ("shrink").
+    Odd windows and even="mean" use numpy.median directly.
+    """
+    data = np.moveaxis(np.asarray(stack), axis, 0)
+    n = data.shape[0]
+    before, after = window // 2, (window - 1) // 2
+    result = []
+    if mode == "shrink":
+        windows = [data[max(0, i - before): min(n, i + after + 1)] for i in range(n)]
+    else:
+        padded = np.pad(data, [(before, after)] + [(0, 0)] * (data.ndim - 1),
+                        mode=_PAD_MODE[mode])
+        windows = [padded[i: i + window] for i in range(n)]
+    for w in windows:
+        if even == "mean":
+            result.append(np.median(w, axis=0))
+        else:
+            flat = w.reshape(len(w), -1)
+            med = [_median_of_sorted(flat[:, p], even) for p in range(flat.shape[1])]
+            result.append(np.array(med).reshape(w.shape[1:]))
+    return np.moveaxis(np.array(result), 0, axis)
+
+
+def step_interpolation_reference(full, step, interpolation):
+    """Keep frames 0, step, 2*step, ... and the last of `full` (frames on axis 0), and
+    fill the others from the nearest kept frame (earlier on ties) or linearly, per pixel."""
+    n = full.shape[0]
+    kept = list(range(0, n, step))
+    if kept[-1] != n - 1:
+        kept.append(n - 1)
+    result = np.empty(full.shape, np.float64)
+    for i in range(n):
+        left = max(k for k in kept if k <= i)
+        right = min(k for k in kept if k >= i)
+        if interpolation == "nearest":
+            result[i] = full[left] if i - left <= right - i else full[right]
+        elif left == right:
+            result[i] = full[left]
+        else:
+            t = (i - left) / (right - left)
+            a, b = full[left].astype(np.float64), full[right].astype(np.float64)
+            result[i] = a + (b - a) * t
+    return result
+
+
+def median_filter2d_reference(frame, size, mode="reflect", cval=0.0):
+    """Element of rank (rows*cols)//2 of each window of a 2D frame, NaN if the window has one.
+
+    Same window placement and edge modes as scipy.ndimage.median_filter.
+    """
+    rows, cols = size
+    frame = np.asarray(frame)
+    pads = [(rows // 2, (rows - 1) // 2), (cols // 2, (cols - 1) // 2)]
+    if mode == "constant":
+        padded = np.pad(frame, pads, mode="constant", constant_values=cval)
+    else:
+        padded = np.pad(frame, pads, mode=_PAD_MODE[mode])
+    out = np.empty_like(frame)
+    rank = (rows * cols) // 2
+    for r in range(frame.shape[0]):
+        for c in range(frame.shape[1]):
+            w = padded[r: r + rows, c: c + cols].ravel()
+            out[r, c] = np.nan if np.isnan(w.astype(np.float64)).any() else np.sort(w)[rank]
+    return out
+
 
 
 
@@ -152,3 +523,103 @@ def segment_reference(stack, seed_threshold, tau, bb_max, grow_limits=None, min_
 # NF-HEDM
 # =====================================================================================
 
+
+def nf_b_matrix(lattice_parameter):
+    """B from the reciprocal basis by cross products, put in the frame of the QR factorisation.
+
+    a, b, c are built in an arbitrary orthonormal frame; a* = (b x c) / V etc. B is the upper
+    triangular R of [a* b* c*] = Q R (positive diagonal): a* along x, b* in the xy plane.
+    """
+    a, b, c, al, be, ga = lattice_parameter
+    al, be, ga = np.radians([al, be, ga])
+    va = np.array([a, 0.0, 0.0])
+    vb = np.array([b * np.cos(ga), b * np.sin(ga), 0.0])
+    cx = c * np.cos(be)
+    cy = c * (np.cos(al) - np.cos(be) * np.cos(ga)) / np.sin(ga)
+    vc = np.array([cx, cy, np.sqrt(c * c - cx * cx - cy * cy)])
+    vol = np.dot(va, np.cross(vb, vc))
+    recip = np.column_stack([np.cross(vb, vc), np.cross(vc, va), np.cross(va, vb)]) / vol
+    q, r = np.linalg.qr(recip)
+    signs = np.sign(np.diag(r))
+    return r * signs[:, None]
+
+
+def nf_misorientation_brute(R1, R2, sym_mats):
+    """Misorientation angle (radians) by brute force over both sides: for every pair of
+    symmetry matrices S1, S2, the rotation angle of (R1 S1)^T (R2 S2) from its trace; minimum.
+
+    R1, R2: (n, 3, 3) orientation matrices; sym_mats: (m, 3, 3).
+    """
+    best = np.full(len(R1), np.inf)
+    for S1 in sym_mats:
+        A = R1 @ S1
+        for S2 in sym_mats:
+            Bm = R2 @ S2
+            tr = np.einsum("nji,nji->n", A, Bm)  # trace(A^T B)
+            ang = np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0))
+            best = np.minimum(best, ang)
+    return best
+
+
+def nf_spots_brute(U, g, wavelength, lsd, omega_ranges, box_sizes, exclude_pole=0.0, wedge=0.0):
+    """Spots by the textbook route, one orientation and reflection at a time.
+
+    Diffraction condition for lab G = Ry(wedge) Rz(w) U g written as a cos w + b sin w = c and
+    solved as a quadratic in cos w (sin w from the linear equation). eta = acos(z / |(y, z)|),
+    negative when y > 0; spot y = -R sin(eta), z = R cos(eta), R = Lsd tan(2 theta) with theta
+    from Bragg's law. Windows: omega (or omega +- 360) in an OmegaRange whose BoxSize holds
+    (y, z). Returns a list of (orientation, reflection, omega_deg, eta_deg, y, z).
+    """
+    out = []
+    cw, sw = np.cos(np.radians(wedge)), np.sin(np.radians(wedge))
+    for i, Ui in enumerate(U):
+        for m, gm in enumerate(g):
+            G = Ui @ gm
+            glen = np.linalg.norm(gm)
+            sin_t = wavelength * glen / 2
+            if sin_t >= 1:
+                continue
+            theta = np.arcsin(sin_t)
+            # cw (Gx cos w - Gy sin w) + sw Gz = -|G| sin(theta)
+            a, b, c = -cw * G[0], cw * G[1], glen * sin_t + sw * G[2]
+            disc = a * a + b * b - c * c
+            if disc < 0 or abs(b) < 1e-14:
+                continue
+            roots = set()
+            for sign in (1.0, -1.0):
+                cos_w = (a * c + sign * abs(b) * np.sqrt(disc)) / (a * a + b * b)
+                if abs(cos_w) > 1:
+                    continue
+                sin_w = (c - a * cos_w) / b
+                roots.add((round(cos_w, 15), round(sin_w, 15)))
+            for cos_w, sin_w in roots:
+                omega = np.degrees(np.arctan2(sin_w, cos_w))
+                Rz = np.array([[cos_w, -sin_w, 0], [sin_w, cos_w, 0], [0, 0, 1]])
+                Ry = np.array([[cw, 0, sw], [0, 1, 0], [-sw, 0, cw]])
+                Gl = Ry @ Rz @ G
+                eta = np.degrees(np.arccos(Gl[2] / np.hypot(Gl[1], Gl[2])))
+                if Gl[1] > 0:
+                    eta = -eta
+                if abs(eta) < exclude_pole or 180 - abs(eta) < exclude_pole:
+                    continue
+                R = lsd * np.tan(2 * theta)
+                y, z = -R * np.sin(np.radians(eta)), R * np.cos(np.radians(eta))
+                for (lo, hi), (y0, y1, z0, z1) in zip(omega_ranges, box_sizes):
+                    if not (y0 <= y <= y1 and z0 <= z <= z1):
+                        continue
+                    hit = [w for w in (omega, omega + 360, omega - 360) if lo <= w <= hi]
+                    if hit:
+                        out.append((i, m, hit[0], eta, y, z))
+                        break
+    return out
+
+
+def nf_ray_on_detector(point, direction, lsd, Rt, bc, px):
+    """Pixel (Y, Z) where the line point + t direction meets a detector whose plane passes
+    through (lsd, 0, 0) with in-plane axes Rt^T e_y and Rt^T e_z (the MIDAS tilt convention):
+    solve point + t d = C + u e_y + v e_z as a 3x3 linear system."""
+    C = np.array([lsd, 0.0, 0.0])
+    ey = Rt.T @ np.array([0.0, 1.0, 0.0])
+    ez = Rt.T @ np.array([0.0, 0.0, 1.0])
+    t, u, v = np.linalg.solve(np.column_stack([direction, -ey, -ez]), C - point)
+    return u / px + bc[0], v / px + bc[1]

@@ -8,5 +8,31 @@ Example
 >>> import xreduce
 >>> xreduce.__version__
 '0.1.0'
+>>> xreduce.get_detector("Pilatus 1M").shape
+(1043, 981)
 """
+from __future__ import annotations
+
+import os
+
+from .detectors import Detector, get_detector
+from .geometry import Geometry
+
 __version__ = "0.1.0"
+__all__ = ["Detector", "Geometry", "get_detector", "load", "__version__"]
+
+
+def load(path: str | os.PathLike, shape: tuple | None = None) -> Geometry:
+    """Load an experiment description; for now a PONI file, returned as a :class:`Geometry`.
+
+    Once the integration engine exists this returns an ``AzimuthalIntegrator`` (which holds a
+    Geometry); :meth:`Geometry.load` always returns a Geometry.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.poni`` file (versions 1, 2, 2.1 and 3 as pyFAI writes them).
+    shape : tuple of int, optional
+        (rows, cols), only for files whose detector has no shape (e.g. version 1 files).
+    """
+    return Geometry.load(path, shape=shape)

@@ -11,6 +11,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("info", help="print the version and the OpenMP threads available")
+    sub.add_parser("demo", help="run the main job on built-in demo data")
     args = parser.parse_args(argv)
     if args.version or args.command == "info":
         import xreduce
@@ -18,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"xreduce {xreduce.__version__}, OpenMP threads: {openmp_info.max_threads()}")
         return 0
+    if args.command == "demo":
+        from xreduce.demo import run_demo
+
+        return run_demo()
     parser.print_help()
     return 1
 

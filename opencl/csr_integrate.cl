@@ -1,0 +1,307 @@
+/*
+ * xreduce: CSR azimuthal integration of one raw frame, fused with the frame-invariant
+ * normalisation, with optional iterative sigma clipping.
+ *
+ * One work-group of WG work-items per CSR row (= one bin). The work-items stride over the
+ * row's entries, read each raw pixel in its own detector type, convert it in registers, and
+ * accumulate per bin:
+ *
+ *     sum_signal   = sum c (raw - dark)          over valid, kept pixels
+ *     sum_variance = sum c^2 v                   v from the error model
+ *     sum_norm     = sum c n                     precomputed over all pixels of the row, minus
+ *     sum_norm2    = sum (c n)^2                 the contributions of the pixels that are
+ *     count        = sum c                       invalid in this frame (or clipped away)
+ *
+ * A pixel is invalid when it is NaN or infinite (float frames), the largest value of its
+ * integer type, negative (signed integer frames: counting detectors mark bad pixels with -1,
+ * -2), or equal to the dummy value (within delta_dummy, when check_dummy is set): the same
+ * rules as the Cython engine.
+ *
+ * Error models (ERROR_MODEL): 0 none (variance 0), 1 Poisson (v = max(raw, 1)),
+ * 2 variance array given per pixel, 3 azimuthal: the weighted spread of the corrected values
+ * x = s / n around the bin mean I = sum_signal / sum_norm, weights c n, as
+ * sum_variance = [sum c n (x - I)^2 / sum c n] * sum (c n)^2 (as the Cython engine; a second
+ * pass over the row, independent of summation order).
+ *
+ * Sigma clipping (max_iter > 0): at each iteration, an entry whose corrected value s / n lies
+ * further than clip_thres * std from the bin mean (std = sqrt(sum_variance / sum_norm2)) is
+ * flagged in `flags` and left out from then on; stops after max_iter iterations or when no
+ * entry of the row was removed. A bin with a single kept entry is not clipped further.
+ *
+ * Compile-time constants (-D): FRAME_T (type of the raw frame), FRAME_IS_FLOAT (0/1),
+ * FRAME_IS_SIGNED (0/1), FRAME_MAX (the integer type's maximum, e.g. USHRT_MAX),
+ * WG (work-group size, a power of two), HAS_COEF (0: every coefficient is 1), HAS_DARK,
+ * ERROR_MODEL, USE_DOUBLE (1: accumulate in double; 0: compensated float32, double-word).
+ *
+ * Output: out[q * nbins + bin] for q = 0..4 (signal, variance, norm, norm2, count) as acc_t,
+ * then the number of valid kept pixels as an int in nvalid[bin].
+ */
+#pragma OPENCL FP_CONTRACT OFF
+
+#if USE_DOUBLE
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+typedef double acc_t;
+typedef double real_t;
+#define ACC_ZERO 0.0
+#define ACC_ADD(a, x) ((a) + (real_t)(x))
+#define ACC_SUM(a, b) ((a) + (b))
+#define ACC_NEG(a) (-(a))
+#define ACC_VALUE(a) (a)
+#else
+/* Double-word arithmetic: a value is hi + lo with |lo| <= ulp(hi) / 2 (about 48 bits). */
+typedef float2 acc_t;
+typedef float real_t;
+#define ACC_ZERO ((float2)(0.0f, 0.0f))
+
+/* Knuth's TwoSum: s + e == a + b exactly. */
+inline float2 two_sum(float a, float b) {
+    float s = a + b;
+    float bb = s - a;
+    float e = (a - (s - bb)) + (b - bb);
+    return (float2)(s, e);
+}
+
+/* Double-word plus float. */
+inline float2 dw_add_f(float2 a, float b) {
+    float2 t = two_sum(a.s0, b);
+    float e = t.s1 + a.s1;
+    float hi = t.s0 + e;
+    return (float2)(hi, e - (hi - t.s0));
+}
+
+/* Double-word plus double-word. */
+inline float2 dw_add(float2 a, float2 b) {
+    float2 t = two_sum(a.s0, b.s0);
+    float e = t.s1 + (a.s1 + b.s1);
+    float hi = t.s0 + e;
+    return (float2)(hi, e - (hi - t.s0));
+}
+#define ACC_ADD(a, x) dw_add_f((a), (x))
+#define ACC_SUM(a, b) dw_add((a), (b))
+#define ACC_NEG(a) (-(a))
+#define ACC_VALUE(a) ((a).s0 + (a).s1)
+#endif
+
+/* Sum of v over the work-group, returned to every work-item. */
+inline acc_t group_sum(acc_t v, local acc_t *scratch) {
+#if WG == 1
+    return v;
+#else
+    int lid = get_local_id(0);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    scratch[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int step = WG / 2; step > 0; step >>= 1) {
+        if (lid < step)
+            scratch[lid] = ACC_SUM(scratch[lid], scratch[lid + step]);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    return scratch[0];
+#endif
+}
+
+inline int group_sum_int(int v, local int *scratch) {
+#if WG == 1
+    return v;
+#else
+    int lid = get_local_id(0);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    scratch[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int step = WG / 2; step > 0; step >>= 1) {
+        if (lid < step)
+            scratch[lid] += scratch[lid + step];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    return scratch[0];
+#endif
+}
+
+inline int pixel_is_valid(FRAME_T v, int check_dummy, real_t dummy, real_t delta_dummy) {
+    const real_t raw = (real_t)v;
+#if FRAME_IS_FLOAT
+    if (!isfinite(raw))
+        return 0;
+#else
+    if (v == FRAME_MAX)  /* Dectris: dead or overflowing pixels hold the type's maximum */
+        return 0;
+#if FRAME_IS_SIGNED
+    if (v < 0)           /* counting detectors: -1, -2 mark bad pixels */
+        return 0;
+#endif
+#endif
+    if (check_dummy) {
+        if (delta_dummy > (real_t)0)
+            return !(fabs(raw - dummy) <= delta_dummy);
+        return raw != dummy;
+    }
+    return 1;
+}
+
+kernel void csr_integrate(
+    global const FRAME_T *frame,      /* raw frame(s), read from frame_offset on */
+    const ulong frame_offset,
+    global const float *dark,         /* per pixel, read when HAS_DARK */
+    global const float *variance,     /* per pixel, read when ERROR_MODEL == 2 */
+    global const float *norm,         /* per pixel normalisation (flat*solid angle*...) */
+    global const int *indptr,
+    global const int *indices,
+    global const float *coefs,        /* read when HAS_COEF */
+    global const acc_t *presums,      /* 3 x nbins: sum c n, sum (c n)^2, sum c (all pixels) */
+    const int nbins,
+    const int check_dummy,
+    const float dummy,
+    const float delta_dummy,
+    const int max_iter,               /* sigma clipping iterations, 0 for plain integration */
+    const float clip_thres,
+    global uchar *flags,              /* one per CSR entry, 1 = clipped; used when max_iter > 0 */
+    global acc_t *out,                /* 5 x nbins */
+    global int *nvalid)               /* nbins */
+{
+    local acc_t scratch[WG];
+    local int iscratch[WG];
+    const int bin = get_group_id(0);
+    const int lid = get_local_id(0);
+    if (bin >= nbins)
+        return;
+    const int start = indptr[bin];
+    const int stop = indptr[bin + 1];
+    global const FRAME_T *img = frame + frame_offset;
+    const real_t r_dummy = (real_t)dummy;
+    const real_t r_delta = (real_t)delta_dummy;
+    /* mean and std of the previous iteration, used for clipping */
+    real_t mean = (real_t)0, std = (real_t)0;
+    acc_t sig, var, rm_norm, rm_norm2, rm_count;
+    int n_ok;
+
+    if (max_iter > 0) {
+        for (int j = start + lid; j < stop; j += WG)
+            flags[j] = 0;
+    }
+    n_ok = 0;
+    for (int iter = 0; iter <= max_iter; iter++) {
+        /* a bin left with a single entry has no spread to clip against */
+        const int clip_now = iter > 0 && n_ok > 1;
+        sig = ACC_ZERO; var = ACC_ZERO;
+        rm_norm = ACC_ZERO; rm_norm2 = ACC_ZERO; rm_count = ACC_ZERO;
+        n_ok = 0;
+        int n_clipped = 0;
+        for (int j = start + lid; j < stop; j += WG) {
+            const int idx = indices[j];
+#if HAS_COEF
+            const real_t c = (real_t)coefs[j];
+#else
+            const real_t c = (real_t)1;
+#endif
+            const FRAME_T v = img[idx];
+            const real_t raw = (real_t)v;
+            int ok = pixel_is_valid(v, check_dummy, r_dummy, r_delta);
+#if HAS_DARK
+            const real_t s = raw - (real_t)dark[idx];
+#else
+            const real_t s = raw;
+#endif
+            if (ok && max_iter > 0) {
+                if (flags[j]) {
+                    ok = 0;
+                } else if (clip_now) {
+                    const real_t n = (real_t)norm[idx];
+                    if (fabs(s / n - mean) > (real_t)clip_thres * std) {
+                        flags[j] = 1;
+                        ok = 0;
+                        n_clipped++;
+                    }
+                }
+            }
+            if (ok) {
+                sig = ACC_ADD(sig, c * s);
+#if ERROR_MODEL == 1
+                var = ACC_ADD(var, c * c * fmax(raw, (real_t)1));
+#elif ERROR_MODEL == 2
+                var = ACC_ADD(var, c * c * (real_t)variance[idx]);
+#endif
+                n_ok++;
+            } else {
+                const real_t cn = c * (real_t)norm[idx];
+                rm_norm = ACC_ADD(rm_norm, cn);
+                rm_norm2 = ACC_ADD(rm_norm2, cn * cn);
+                rm_count = ACC_ADD(rm_count, c);
+            }
+        }
+        sig = group_sum(sig, scratch);
+        var = group_sum(var, scratch);
+        rm_norm = group_sum(rm_norm, scratch);
+        rm_norm2 = group_sum(rm_norm2, scratch);
+        rm_count = group_sum(rm_count, scratch);
+        n_ok = group_sum_int(n_ok, iscratch);
+        if (max_iter > 0 && iter > 0)
+            n_clipped = group_sum_int(n_clipped, iscratch);
+        const acc_t sum_norm = ACC_SUM(presums[bin], ACC_NEG(rm_norm));
+        const acc_t sum_norm2 = ACC_SUM(presums[nbins + bin], ACC_NEG(rm_norm2));
+        const real_t norm_total = ACC_VALUE(sum_norm);
+        mean = (n_ok > 0 && norm_total != (real_t)0) ? ACC_VALUE(sig) / norm_total : (real_t)0;
+#if ERROR_MODEL == 3
+        /* second pass: spread of the corrected values around the bin mean */
+        var = ACC_ZERO;
+        for (int j = start + lid; j < stop; j += WG) {
+            const int idx = indices[j];
+            const FRAME_T v = img[idx];
+            const real_t raw = (real_t)v;
+            int ok = pixel_is_valid(v, check_dummy, r_dummy, r_delta);
+            if (ok && max_iter > 0 && flags[j])
+                ok = 0;
+            if (ok) {
+#if HAS_COEF
+                const real_t c = (real_t)coefs[j];
+#else
+                const real_t c = (real_t)1;
+#endif
+#if HAS_DARK
+                const real_t s = raw - (real_t)dark[idx];
+#else
+                const real_t s = raw;
+#endif
+                /* c n (s / n - mean)^2, written without the division by n squared */
+                const real_t n = (real_t)norm[idx];
+                const real_t d = s - n * mean;
+                var = ACC_ADD(var, c * d * d / n);
+            }
+        }
+        var = group_sum(var, scratch);
+        /* weighted spread^2 = M2 / sum c n, scaled by sum (c n)^2 so that sem and std keep
+           their usual formulas: sum_variance = spread^2 * sum_norm2 */
+        {
+            const real_t scale = (n_ok > 0 && norm_total != (real_t)0)
+                                     ? ACC_VALUE(sum_norm2) / norm_total : (real_t)0;
+#if USE_DOUBLE
+            var = var * scale;
+#else
+            /* double-word times float: product hi with its error, plus lo * scale */
+            const float p = var.s0 * scale;
+            const float e = fma(var.s0, scale, -p) + var.s1 * scale;
+            const float hi = p + e;
+            var = (float2)(hi, e - (hi - p));
+#endif
+        }
+#endif
+        const real_t norm2_total = ACC_VALUE(sum_norm2);
+        std = (n_ok > 0 && norm2_total > (real_t)0) ? sqrt(ACC_VALUE(var) / norm2_total) : (real_t)0;
+        if (iter > 0 && n_clipped == 0)
+            break;
+    }
+
+    if (lid == 0) {
+        if (n_ok > 0) {
+            out[bin] = sig;
+            out[nbins + bin] = var;
+            out[2 * nbins + bin] = ACC_SUM(presums[bin], ACC_NEG(rm_norm));
+            out[3 * nbins + bin] = ACC_SUM(presums[nbins + bin], ACC_NEG(rm_norm2));
+            out[4 * nbins + bin] = ACC_SUM(presums[2 * nbins + bin], ACC_NEG(rm_count));
+        } else {
+            /* no valid pixel: exact zeros rather than the residue of a subtraction */
+            for (int q = 0; q < 5; q++)
+                out[q * nbins + bin] = ACC_ZERO;
+        }
+        nvalid[bin] = n_ok;
+    }
+}

@@ -1,0 +1,668 @@
+# cython: language_level=3
+"""Sparse (CSR) pixel-splitting matrix builder, the kernel behind ``xreduce.sparse.build_csr``.
+
+Rows are bins (1D radial, or 2D azimuth-major ``bin = i_azim * nr + i_rad``), columns are pixels
+of the flattened frame, coefficients are the fraction of a pixel that falls in a bin.
+
+How it runs (OpenMP, deterministic):
+
+1. The pixels are cut into contiguous chunks. In parallel, each chunk computes its pixels'
+   (bin, coefficient) lists and counts its entries per bin (``counts[chunk, bin]``); for the
+   costly splits (pseudo, full) it also keeps the entries in its own buffer, in pixel order.
+2. Prefix sums give ``indptr`` and, for every (chunk, bin), the position where that chunk writes
+   its first entry of that bin.
+3. In parallel, each chunk writes its entries in place: it scatters its buffer (a transpose), or,
+   for the cheap splits (no, bbox), recomputes them, which costs less than a buffer's memory
+   traffic. Chunks are in pixel order, so the pixel indices inside a row come out sorted,
+   whatever the number of threads.
+
+Each splitting scheme is one function that produces a pixel's (bin, coefficient) list through
+``emit``, shared by both passes.
+
+Chi (azimuth, radians) lives on a circle. Corners are first mapped into the period
+``[chi_lo, chi_lo + 2 pi)``; a pixel whose corners span more than pi straddles the
+discontinuity and is unwrapped (its low corners get + 2 pi). Its part beyond the period then
+belongs to the bins at the start: every azimuthal bin receives the overlap of the pixel and of its
+copy shifted by - 2 pi.
+"""
+import numpy as np
+from cython.parallel cimport prange
+from libc.math cimport sqrt, isfinite, INFINITY, M_PI
+from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdlib cimport malloc, calloc, realloc, free
+cimport openmp
+
+cdef enum:
+    MAX_VERTICES = 64     # room for a quadrilateral clipped by 4 lines, degenerate cases included
+    SPLIT_NO = 0
+    SPLIT_BBOX = 1
+    SPLIT_PSEUDO = 2
+    SPLIT_FULL = 3
+    MODE_COUNT = 0        # pass 1, when pass 3 recomputes: count entries per bin
+    MODE_BUFFER = 1       # pass 1, when pass 3 scatters: count and keep the entries
+    MODE_FILL = 2         # pass 3 recomputing: write entries in place
+
+SPLIT_CODES = {"no": SPLIT_NO, "bbox": SPLIT_BBOX, "pseudo": SPLIT_PSEUDO, "full": SPLIT_FULL}
+
+cdef double TWO_PI = 2.0 * M_PI
+# Coefficients at or below this are rounding slivers (a pixel corner lying on a bin edge): dropped.
+cdef double MIN_COEF = 1e-12
+
+
+ctypedef struct Bins:
+    int nr                 # radial bins, uniform from r0, width dr
+    double r0
+    double dr
+    int na                 # azimuthal bins, uniform from a0, width da (radians)
+    double a0
+    double da
+    bint azim_clip         # False: 1D over the full circle, chi plays no part
+    double chi_lo          # start of the chi period: -pi or 0
+
+
+ctypedef struct Entry:
+    int32_t bin
+    int32_t pixel
+    double coef
+
+
+ctypedef struct Emitter:
+    int mode               # MODE_COUNT, MODE_BUFFER or MODE_FILL
+    int32_t pixel          # the pixel being split
+    int32_t* counts        # count / buffer: entries per bin of this chunk
+    Entry* entries         # buffer: this chunk's entries, in pixel order (grown by realloc)
+    int64_t size
+    int64_t capacity
+    bint failed            # out of memory
+    int64_t* cursor        # fill: next write position per bin of this chunk
+    int32_t* indices
+    float* data32          # at most one of data32 / data64 is set (none: compact matrix)
+    double* data64
+
+
+ctypedef struct AzimSpan:
+    int a_first            # bins touched by the pixel's chi interval ...
+    int a_last             # ... (a_last < a_first: none)
+    int b_first            # bins touched by its copy one period (2 pi) lower
+    int b_last
+
+
+# ------------------------------------------------------------------------------------------
+# Small helpers
+# ------------------------------------------------------------------------------------------
+
+cdef inline void write_entry(int64_t* cursor, int32_t* indices, float* data32, double* data64,
+                             int b, int32_t pixel, double coef) noexcept nogil:
+    """Store (pixel, coef) at the next free place of row b."""
+    cdef int64_t k = cursor[b]
+    cursor[b] = k + 1
+    indices[k] = pixel
+    if data32 != NULL:
+        data32[k] = <float>coef
+    elif data64 != NULL:
+        data64[k] = coef
+
+
+cdef inline void emit(Emitter* e, int b, double coef) noexcept nogil:
+    """Record that the current pixel puts `coef` of itself in bin `b`."""
+    cdef Entry* grown
+    if coef <= MIN_COEF or e.failed:
+        return
+    if e.mode == MODE_FILL:
+        write_entry(e.cursor, e.indices, e.data32, e.data64, b, e.pixel, coef)
+        return
+    e.counts[b] += 1
+    if e.mode == MODE_COUNT:
+        return
+    if e.size == e.capacity:
+        grown = <Entry*>realloc(e.entries, 2 * e.capacity * sizeof(Entry))
+        if grown == NULL:
+            e.failed = True
+            return
+        e.entries = grown
+        e.capacity *= 2
+    e.entries[e.size].bin = b
+    e.entries[e.size].pixel = e.pixel
+    e.entries[e.size].coef = coef
+    e.size += 1
+
+
+cdef inline bint bin_span(double lo, double hi, double x0, double width, int n,
+                          int* first, int* last) noexcept nogil:
+    """Bins of the uniform axis (n bins of `width` from x0) that [lo, hi] touches; False if none."""
+    cdef double f = (lo - x0) / width
+    cdef double l = (hi - x0) / width
+    if l < 0 or f >= n:                     # (also false for NaN)
+        return False
+    first[0] = <int>f if f > 0 else 0       # truncation is floor for f >= 0
+    last[0] = <int>l if l < n - 1 else n - 1
+    return True
+
+
+cdef inline double axis_fraction(double lo, double hi, double inv_width, double blo,
+                                 double bhi) noexcept nogil:
+    """Fraction of [lo, hi] inside the bin [blo, bhi); `inv_width` is 1 / (hi - lo), or 0 for a
+    zero-width interval, which is then a point."""
+    cdef double a, b
+    if inv_width == 0.0:
+        return 1.0 if (blo <= lo and lo < bhi) else 0.0
+    if lo >= blo and hi <= bhi:
+        return 1.0
+    a = lo if lo > blo else blo
+    b = hi if hi < bhi else bhi
+    return (b - a) * inv_width if b > a else 0.0
+
+
+cdef inline double inverse_width(double lo, double hi) noexcept nogil:
+    return 1.0 / (hi - lo) if hi > lo else 0.0
+
+
+cdef inline double wrap_chi(const Bins* g, double chi) noexcept nogil:
+    """Map chi (radians) into the period [chi_lo, chi_lo + 2 pi)."""
+    if chi < g.chi_lo:
+        return chi + TWO_PI
+    if chi >= g.chi_lo + TWO_PI:
+        return chi - TWO_PI
+    return chi
+
+
+cdef inline void azim_span(const Bins* g, double clo, double chi, AzimSpan* s) noexcept nogil:
+    """Azimuthal bins touched by [clo, chi] and by its copy 2 pi lower."""
+    if not bin_span(clo, chi, g.a0, g.da, g.na, &s.a_first, &s.a_last):
+        s.a_first = 0
+        s.a_last = -1
+    if not bin_span(clo - TWO_PI, chi - TWO_PI, g.a0, g.da, g.na, &s.b_first, &s.b_last):
+        s.b_first = 0
+        s.b_last = -1
+
+
+cdef inline int span_size(const AzimSpan* s) noexcept nogil:
+    return (s.a_last - s.a_first + 1) + (s.b_last - s.b_first + 1)
+
+
+cdef inline int span_bin(const AzimSpan* s, int k) noexcept nogil:
+    """The k-th azimuthal bin of the span, or -1 when it was already visited (both copies)."""
+    cdef int na = s.a_last - s.a_first + 1
+    cdef int j
+    if k < na:
+        return s.a_first + k
+    j = s.b_first + (k - na)
+    if s.a_first <= j <= s.a_last:
+        return -1
+    return j
+
+
+# ------------------------------------------------------------------------------------------
+# Polygons (vertices as x0, y0, x1, y1, ...; x = radial, y = chi, in pixel-local coordinates)
+# ------------------------------------------------------------------------------------------
+
+cdef int clip_halfplane(const double* src, int n, double* dst, int axis, double bound,
+                        double side) noexcept nogil:
+    """Sutherland-Hodgman step: keep the part of polygon `src` where side*(coord - bound) >= 0."""
+    cdef int k, m = 0, other = 1 - axis
+    cdef double dp, dc, t
+    cdef const double* p
+    cdef const double* c
+    if n == 0:
+        return 0
+    p = src + 2 * (n - 1)
+    dp = side * (p[axis] - bound)
+    for k in range(n):
+        c = src + 2 * k
+        dc = side * (c[axis] - bound)
+        if (dc >= 0) != (dp >= 0):          # the edge p -> c crosses the line
+            t = dp / (dp - dc)
+            dst[2 * m + axis] = bound
+            dst[2 * m + other] = p[other] + t * (c[other] - p[other])
+            m += 1
+        if dc >= 0:
+            dst[2 * m] = c[0]
+            dst[2 * m + 1] = c[1]
+            m += 1
+        p = c
+        dp = dc
+    return m
+
+
+cdef int clip_slab(const double* src, int n, double* dst, int axis, double lo,
+                   double hi) noexcept nogil:
+    """Part of polygon `src` with lo <= coord <= hi, into `dst`; returns its vertex count."""
+    cdef double tmp[2 * MAX_VERTICES]
+    cdef double vmin = src[axis], vmax = src[axis]
+    cdef int k
+    for k in range(1, n):
+        vmin = src[2 * k + axis] if src[2 * k + axis] < vmin else vmin
+        vmax = src[2 * k + axis] if src[2 * k + axis] > vmax else vmax
+    if vmax <= lo or vmin >= hi:
+        return 0
+    if vmin >= lo and vmax <= hi:
+        for k in range(2 * n):
+            dst[k] = src[k]
+        return n
+    n = clip_halfplane(src, n, tmp, axis, lo, 1.0)
+    return clip_halfplane(tmp, n, dst, axis, hi, -1.0)
+
+
+cdef double polygon_area(const double* v, int n) noexcept nogil:
+    """Signed area (shoelace), positive for counter-clockwise vertices."""
+    cdef double s = 0.0
+    cdef int k, l
+    for k in range(n):
+        l = k + 1 if k + 1 < n else 0
+        s += v[2 * k] * v[2 * l + 1] - v[2 * l] * v[2 * k + 1]
+    return 0.5 * s
+
+
+cdef double slab_area(const double* v, int n, int axis, double lo, double hi) noexcept nogil:
+    """Signed area of the part of polygon v with lo <= coord <= hi."""
+    cdef double part[2 * MAX_VERTICES]
+    cdef int m = clip_slab(v, n, part, axis, lo, hi)
+    return polygon_area(part, m) if m >= 3 else 0.0
+
+
+cdef bint is_bow_tie(const double* q) noexcept nogil:
+    """A self-intersecting quadrilateral turns two times left and two times right."""
+    cdef int k, a, c, left = 0, right = 0
+    cdef double cross
+    for k in range(4):
+        a = (k + 3) % 4
+        c = (k + 1) % 4
+        cross = ((q[2 * k] - q[2 * a]) * (q[2 * c + 1] - q[2 * k + 1])
+                 - (q[2 * k + 1] - q[2 * a + 1]) * (q[2 * c] - q[2 * k]))
+        if cross > 0:
+            left += 1
+        elif cross < 0:
+            right += 1
+    return left == 2 and right == 2
+
+
+# ------------------------------------------------------------------------------------------
+# Splitting schemes: one function each, producing the pixel's (bin, coefficient) list
+# ------------------------------------------------------------------------------------------
+
+cdef void split_no(const Bins* g, double r, double chi, Emitter* e) noexcept nogil:
+    """The pixel centre (r, chi) goes whole to its bin."""
+    cdef double fi, fj = 0.0
+    if not (isfinite(r) and isfinite(chi)):
+        return
+    fi = (r - g.r0) / g.dr
+    if fi < 0 or fi >= g.nr:
+        return
+    if g.azim_clip:
+        fj = (wrap_chi(g, chi) - g.a0) / g.da
+        if fj < 0 or fj >= g.na:
+            return
+    emit(e, <int>fj * g.nr + <int>fi, 1.0)     # truncation is floor: both are >= 0
+
+
+cdef void split_box(const Bins* g, double rlo, double rhi, double clo, double chi,
+                    Emitter* e) noexcept nogil:
+    """The box [rlo, rhi] x [clo, chi] spread uniformly: coefficient = product of the overlap
+    fractions along radial and chi (bbox, and pseudo with a shrunken box)."""
+    cdef int i0, i1, i, j, k
+    cdef double fa, blo
+    cdef double inv_r = inverse_width(rlo, rhi), inv_c = inverse_width(clo, chi)
+    cdef AzimSpan s
+    if not bin_span(rlo, rhi, g.r0, g.dr, g.nr, &i0, &i1):
+        return
+    if not g.azim_clip:
+        for i in range(i0, i1 + 1):
+            emit(e, i, axis_fraction(rlo, rhi, inv_r, g.r0 + i * g.dr, g.r0 + (i + 1) * g.dr))
+        return
+    azim_span(g, clo, chi, &s)
+    for k in range(span_size(&s)):
+        j = span_bin(&s, k)
+        if j < 0:
+            continue
+        blo = g.a0 + j * g.da
+        fa = (axis_fraction(clo, chi, inv_c, blo, blo + g.da)
+              + axis_fraction(clo - TWO_PI, chi - TWO_PI, inv_c, blo, blo + g.da))
+        if fa <= 0.0:
+            continue
+        for i in range(i0, i1 + 1):
+            emit(e, j * g.nr + i,
+                 fa * axis_fraction(rlo, rhi, inv_r, g.r0 + i * g.dr, g.r0 + (i + 1) * g.dr))
+
+
+cdef void split_full(const Bins* g, const double* quad, double rref, double cref,
+                     double area, Emitter* e) noexcept nogil:
+    """Exact area split: clip the quadrilateral (local coordinates, origin (rref, cref), signed
+    area `area` != 0) against each bin; coefficient = clipped area / pixel area."""
+    cdef double slab[2 * MAX_VERTICES]
+    cdef double rlo = quad[0], rhi = quad[0], clo = quad[1], chi = quad[1]
+    cdef double elo, alo, part
+    cdef int i0, i1, i, j, k, n
+    cdef bint wraps
+    cdef AzimSpan s
+    for k in range(1, 4):
+        rlo = quad[2 * k] if quad[2 * k] < rlo else rlo
+        rhi = quad[2 * k] if quad[2 * k] > rhi else rhi
+        clo = quad[2 * k + 1] if quad[2 * k + 1] < clo else clo
+        chi = quad[2 * k + 1] if quad[2 * k + 1] > chi else chi
+    if not bin_span(rlo + rref, rhi + rref, g.r0, g.dr, g.nr, &i0, &i1):
+        return
+    if g.azim_clip:
+        azim_span(g, clo + cref, chi + cref, &s)
+    wraps = chi + cref > g.chi_lo + TWO_PI  # part of it lies past the period: its copy counts
+    for i in range(i0, i1 + 1):
+        elo = (g.r0 - rref) + i * g.dr
+        n = clip_slab(quad, 4, slab, 0, elo, elo + g.dr)
+        if n < 3:
+            continue
+        if not g.azim_clip:
+            emit(e, i, polygon_area(slab, n) / area)
+            continue
+        for k in range(span_size(&s)):
+            j = span_bin(&s, k)
+            if j < 0:
+                continue
+            alo = (g.a0 - cref) + j * g.da
+            part = slab_area(slab, n, 1, alo, alo + g.da)
+            if wraps:
+                part += slab_area(slab, n, 1, alo + TWO_PI, alo + TWO_PI + g.da)
+            emit(e, j * g.nr + i, part / area)
+
+
+cdef void process_pixel(const Bins* g, int split, const double* corner, Emitter* e) noexcept nogil:
+    """Unwrap the pixel's corners and hand it to its splitting scheme (bbox, pseudo, full)."""
+    cdef double quad[8]
+    cdef double rlo, rhi, clo, chi, area, scale, half_r, half_c, mid_r, mid_c, total = 0.0
+    cdef int k
+    for k in range(8):
+        total += corner[k]
+    if total - total != 0.0:                # some corner value is infinite or NaN
+        return
+    rlo = rhi = corner[0]
+    for k in range(4):
+        quad[2 * k] = corner[2 * k]
+        quad[2 * k + 1] = wrap_chi(g, corner[2 * k + 1])
+        rlo = quad[2 * k] if quad[2 * k] < rlo else rlo
+        rhi = quad[2 * k] if quad[2 * k] > rhi else rhi
+    clo = chi = quad[1]
+    for k in range(1, 4):
+        clo = quad[2 * k + 1] if quad[2 * k + 1] < clo else clo
+        chi = quad[2 * k + 1] if quad[2 * k + 1] > chi else chi
+    if chi - clo > M_PI:                    # straddles the discontinuity: unwrap
+        for k in range(4):
+            if quad[2 * k + 1] < g.chi_lo + M_PI:
+                quad[2 * k + 1] += TWO_PI
+        clo = chi = quad[1]
+        for k in range(1, 4):
+            clo = quad[2 * k + 1] if quad[2 * k + 1] < clo else clo
+            chi = quad[2 * k + 1] if quad[2 * k + 1] > chi else chi
+    if split == SPLIT_BBOX:
+        split_box(g, rlo, rhi, clo, chi, e)
+        return
+    for k in range(4):                      # local coordinates keep the areas precise
+        quad[2 * k] -= rlo
+        quad[2 * k + 1] -= clo
+    area = polygon_area(quad, 4)
+    if split == SPLIT_PSEUDO:
+        scale = 1.0
+        if (rhi - rlo) * (chi - clo) > 0.0:
+            scale = sqrt((area if area > 0 else -area) / ((rhi - rlo) * (chi - clo)))
+        half_r = 0.5 * (rhi - rlo) * scale
+        half_c = 0.5 * (chi - clo) * scale
+        mid_r = 0.5 * (rlo + rhi)
+        mid_c = 0.5 * (clo + chi)
+        split_box(g, mid_r - half_r, mid_r + half_r, mid_c - half_c, mid_c + half_c, e)
+    elif area == 0.0 or is_bow_tie(quad):  # no proper polygon: fall back to its bounding box
+        split_box(g, rlo, rhi, clo, chi, e)
+    else:
+        split_full(g, quad, rlo, clo, area, e)
+
+
+# ------------------------------------------------------------------------------------------
+# The parallel driver
+# ------------------------------------------------------------------------------------------
+
+ctypedef struct Positions:
+    const double* corners           # (npix, 4, 2) C-contiguous, or NULL for split "no"
+    const double* center_radial     # pixel centres (split "no"), strided
+    const double* center_chi
+    int64_t radial_stride           # in doubles
+    int64_t chi_stride
+    const uint8_t* mask             # or NULL
+
+
+cdef void split_chunk(const Bins* g, int split, const Positions* pos, int64_t start,
+                      int64_t stop, Emitter* e) noexcept nogil:
+    """Split the pixels start..stop-1 into the chunk's emitter."""
+    cdef int64_t p
+    if e.mode == MODE_BUFFER:
+        e.capacity = 2 * (stop - start) + 16
+        e.entries = <Entry*>malloc(e.capacity * sizeof(Entry))
+        if e.entries == NULL:
+            e.failed = True
+            return
+    for p in range(start, stop):
+        if pos.mask != NULL and pos.mask[p]:
+            continue
+        e.pixel = <int32_t>p
+        if split == SPLIT_NO:
+            split_no(g, pos.center_radial[p * pos.radial_stride],
+                     pos.center_chi[p * pos.chi_stride], e)
+        else:
+            process_pixel(g, split, pos.corners + 8 * p, e)
+
+
+cdef void scatter_chunk(const Emitter* e, int64_t* cursor, int32_t* indices, float* data32,
+                        double* data64) noexcept nogil:
+    """Write the chunk's buffered entries at their rows' write positions."""
+    cdef int64_t n
+    for n in range(e.size):
+        write_entry(cursor, indices, data32, data64, e.entries[n].bin, e.entries[n].pixel,
+                    e.entries[n].coef)
+
+
+def build(corners, centers, mask, str split, int nr, double r0, double r1, int na, double a0,
+          double a1, bint azim_clip, double chi_lo, data_dtype, int num_threads=0,
+          buffered=None):
+    """Build the CSR arrays (indptr, indices, data) of a pixel-splitting matrix.
+
+    Parameters
+    ----------
+    corners : ndarray (npix, 4, 2) float64, C-contiguous, or None (only for split "no")
+        Radial value and chi (radians) at the 4 corners, going round each pixel.
+    centers : pair of ndarrays (npix,) float64 (any stride), or None (needed for split "no")
+        Radial value and chi (radians) at each pixel centre.
+    mask : ndarray (npix,) uint8 or None
+        Non-zero: the pixel is left out.
+    split : {"no", "bbox", "pseudo", "full"}
+    nr, r0, r1 : radial bins, uniform over [r0, r1).
+    na, a0, a1 : azimuthal bins (radians), uniform over [a0, a1); 1 for a 1D matrix.
+    azim_clip : bool
+        False for a 1D matrix over the full circle (chi plays no part).
+    chi_lo : float
+        Start of the chi period, -pi or 0; [a0, a1] must lie inside [chi_lo, chi_lo + 2 pi].
+    data_dtype : numpy dtype float32 or float64, or None for no coefficients (split "no").
+    num_threads : int
+        OpenMP threads; 0 for the OpenMP default.
+    buffered : bool or None
+        True: pass 1 keeps every entry and pass 3 scatters them (geometry done once, a buffer of
+        16 bytes per entry); False: pass 3 recomputes the entries (no buffer). None: buffered
+        for the splits whose geometry is costly (pseudo, full).
+
+    Returns
+    -------
+    indptr, indices : ndarray int32
+    data : ndarray of data_dtype, or None
+    """
+    cdef Bins g
+    cdef int split_code = SPLIT_CODES[split]
+    cdef const double[:, :, ::1] corner_view
+    cdef const double[:] radial_view
+    cdef const double[:] chi_view
+    cdef Positions pos
+    cdef const uint8_t[::1] mask_view
+    cdef int64_t npix = 0, nbins, nchunks, chunk, c, b, total
+    cdef int nthreads = num_threads if num_threads > 0 else openmp.omp_get_max_threads()
+    cdef int32_t[:, ::1] counts
+    cdef int64_t[:, ::1] cursor
+    cdef int32_t[::1] indptr, indices
+    cdef float[::1] data32
+    cdef double[::1] data64
+    cdef float* d32 = NULL
+    cdef double* d64 = NULL
+    cdef Emitter* emitters
+    cdef bint use_buffer
+
+    if (corners if split_code != SPLIT_NO else centers) is None:
+        raise ValueError(f"split {split!r} needs the pixel "
+                         f"{'centres' if split_code == SPLIT_NO else 'corners'}, got None")
+    pos.corners = pos.center_radial = pos.center_chi = NULL
+    pos.radial_stride = pos.chi_stride = 0
+    pos.mask = NULL
+    if corners is not None:
+        corner_view = corners
+        npix = corner_view.shape[0]
+        pos.corners = &corner_view[0, 0, 0] if npix > 0 else NULL
+    if centers is not None:
+        radial_view, chi_view = centers
+        npix = radial_view.shape[0]
+        if chi_view.shape[0] != npix:
+            raise ValueError(f"centers: radial and chi must have the same length, got {npix} "
+                             f"and {chi_view.shape[0]}")
+        if npix > 0:
+            pos.center_radial = &radial_view[0]
+            pos.center_chi = &chi_view[0]
+            pos.radial_stride = radial_view.strides[0] // sizeof(double)
+            pos.chi_stride = chi_view.strides[0] // sizeof(double)
+    if mask is not None:
+        mask_view = mask
+        if mask_view.shape[0] != npix:
+            raise ValueError(f"mask: expected {npix} elements, got {mask_view.shape[0]}")
+        pos.mask = &mask_view[0] if npix > 0 else NULL
+    g.nr = nr
+    g.r0 = r0
+    g.dr = (r1 - r0) / nr
+    g.na = na
+    g.a0 = a0
+    g.da = (a1 - a0) / na
+    g.azim_clip = azim_clip
+    g.chi_lo = chi_lo
+    nbins = <int64_t>nr * na
+    use_buffer = split_code in (SPLIT_PSEUDO, SPLIT_FULL) if buffered is None else buffered
+
+    # Chunks: several per thread for balance, but counts[nchunks, nbins] stays small.
+    nchunks = min(max(1, npix // 4096), 8 * nthreads, max(nthreads, (1 << 22) // nbins))
+    nchunks = max(1, nchunks)
+    chunk = (npix + nchunks - 1) // nchunks if npix > 0 else 1
+    counts = np.zeros((nchunks, nbins), dtype=np.int32)
+    cursor = np.empty((nchunks, nbins), dtype=np.int64)
+    emitters = <Emitter*>calloc(nchunks, sizeof(Emitter))
+    if emitters == NULL:
+        raise MemoryError("no memory for the chunk buffers")
+    try:
+        with nogil:
+            for c in prange(nchunks, schedule="dynamic", num_threads=nthreads):
+                emitters[c].mode = MODE_BUFFER if use_buffer else MODE_COUNT
+                emitters[c].counts = &counts[c, 0]
+                split_chunk(&g, split_code, &pos, c * chunk, min((c + 1) * chunk, npix),
+                            &emitters[c])
+        for c in range(nchunks):
+            if emitters[c].failed:
+                raise MemoryError("no memory for the matrix entries")
+
+        # Row totals, then the write position of each (chunk, bin).
+        totals = np.asarray(counts).sum(axis=0, dtype=np.int64)
+        total = int(totals.sum())
+        if total > np.iinfo(np.int32).max:
+            raise ValueError(f"the matrix would hold {total} entries, more than int32 allows")
+        indptr_arr = np.zeros(nbins + 1, dtype=np.int32)
+        np.cumsum(totals, out=indptr_arr[1:])
+        indptr = indptr_arr
+        with nogil:
+            for b in prange(nbins, schedule="static", num_threads=nthreads):
+                cursor[0, b] = indptr[b]
+                for c in range(1, nchunks):
+                    cursor[c, b] = cursor[c - 1, b] + counts[c - 1, b]
+
+        indices_arr = np.empty(total, dtype=np.int32)
+        indices = indices_arr
+        data_arr = None
+        if data_dtype is not None:
+            data_arr = np.empty(total, dtype=data_dtype)
+            if data_arr.dtype == np.float32:
+                data32 = data_arr
+                d32 = &data32[0] if total > 0 else NULL
+            else:
+                data64 = data_arr
+                d64 = &data64[0] if total > 0 else NULL
+        if total > 0:
+            with nogil:
+                for c in prange(nchunks, schedule="dynamic", num_threads=nthreads):
+                    if use_buffer:
+                        scatter_chunk(&emitters[c], &cursor[c, 0], &indices[0], d32, d64)
+                    else:
+                        emitters[c].mode = MODE_FILL
+                        emitters[c].cursor = &cursor[c, 0]
+                        emitters[c].indices = &indices[0]
+                        emitters[c].data32 = d32
+                        emitters[c].data64 = d64
+                        split_chunk(&g, split_code, &pos, c * chunk,
+                                    min((c + 1) * chunk, npix), &emitters[c])
+    finally:
+        for c in range(nchunks):
+            free(emitters[c].entries)
+        free(emitters)
+    return indptr_arr, indices_arr, data_arr
+
+
+def valid_extent(radial, chi, mask, int num_threads=0):
+    """Smallest and largest radial value over the valid pixels, in parallel.
+
+    Parameters
+    ----------
+    radial, chi : ndarray (npix, k) float64, any strides
+        Radial values and chi of each pixel's k points (4 corners, or 1 centre). A pixel is
+        valid when it is not masked and all its values are finite (the pixels the builder uses).
+    mask : ndarray (npix,) uint8 or None
+    num_threads : int
+        OpenMP threads; 0 for the OpenMP default.
+
+    Returns
+    -------
+    (float, float, int) : minimum, maximum, number of valid pixels.
+    """
+    cdef const double[:, :] rad = radial
+    cdef const double[:, :] azi = chi
+    cdef const uint8_t[::1] mask_view
+    cdef const uint8_t* mp = NULL
+    cdef int64_t npix = rad.shape[0], p, start, stop, chunk
+    cdef int k = <int>rad.shape[1], j, t
+    cdef int nthreads = num_threads if num_threads > 0 else openmp.omp_get_max_threads()
+    cdef double[::1] lows = np.full(nthreads, np.inf)
+    cdef double[::1] highs = np.full(nthreads, -np.inf)
+    cdef int64_t[::1] valid = np.zeros(nthreads, dtype=np.int64)
+    cdef double total, lo, hi, v
+    if azi.shape[0] != npix or azi.shape[1] != k:
+        raise ValueError("radial and chi must have the same shape")
+    if mask is not None:
+        mask_view = mask
+        mp = &mask_view[0] if mask_view.shape[0] > 0 else NULL
+    if npix == 0:
+        return np.inf, -np.inf, 0
+    chunk = (npix + nthreads - 1) // nthreads
+    with nogil:
+        for t in prange(nthreads, schedule="static", num_threads=nthreads):
+            start = t * chunk
+            stop = min(start + chunk, npix)
+            lo = INFINITY
+            hi = -INFINITY
+            for p in range(start, stop):
+                if mp != NULL and mp[p]:
+                    continue
+                total = 0.0
+                for j in range(k):
+                    total = total + rad[p, j] + azi[p, j]
+                if total - total != 0.0:       # some value is infinite or NaN
+                    continue
+                valid[t] += 1
+                for j in range(k):
+                    v = rad[p, j]
+                    lo = v if v < lo else lo
+                    hi = v if v > hi else hi
+            lows[t] = lo
+            highs[t] = hi
+    return float(np.min(lows)), float(np.max(highs)), int(np.sum(valid))

@@ -1,0 +1,254 @@
+# cython: language_level=3
+"""Fused per-frame integration with a CSR matrix (bins x pixels), Cython + OpenMP.
+
+Two kernels:
+
+- :func:`static_sums` computes, once per engine and set of corrections, the frame-invariant
+  per-bin sums ``sum c*norm``, ``sum (c*norm)^2`` and ``count = sum c``.
+- :func:`integrate_frames` makes one pass over the matrix rows per call (``prange`` over bins,
+  frames looped inside so that each matrix row is read once for the whole stack). It reads the
+  raw frames in their own dtype (no conversion copy) and accumulates ``sum c*(raw - dark)`` and
+  ``sum c^2*variance`` in float64.
+
+Invalid pixel values are masked per frame: NaN and +-inf in float frames, negative values in
+signed integer frames, the largest value of an integer dtype (Dectris marks dead or
+overflowing pixels so), and ``dummy`` (within ``delta_dummy``) when asked. They contribute to
+neither the signal nor the normalisation. The common path stays fast: the kernel does not read
+the per-pixel normalisation at all; only when it meets an invalid pixel does it read that
+pixel's normalisation and subtract it from the cached frame-invariant sums. A bin whose
+pixels are all invalid gets exact zeros (not a rounding residue).
+
+Error models (``error_mode``): 0 none, 1 Poisson (``v = max(raw, 1)``), 2 a variance array,
+3 azimuthal (the weighted spread of the corrected pixel values ``(raw - dark) / norm`` in the
+bin, weights ``c * norm``, by West's single-pass weighted update; ``sum_variance`` is then
+``spread^2 * sum (c*norm)^2`` so that ``sem`` and ``std`` keep their usual formulas).
+"""
+from cython.parallel cimport prange
+cimport cython
+cimport numpy as cnp
+from libc.math cimport isnan, isinf, fabs
+
+cnp.import_array()
+
+ctypedef fused raw_t:
+    cnp.uint8_t
+    cnp.uint16_t
+    cnp.uint32_t
+    cnp.uint64_t
+    cnp.int8_t
+    cnp.int16_t
+    cnp.int32_t
+    cnp.int64_t
+    cnp.float32_t
+    cnp.float64_t
+
+
+cdef inline bint _invalid(raw_t v, bint has_dummy, double dummy, double delta_dummy) noexcept nogil:
+    """True when a raw value must be masked (see the module docstring)."""
+    if raw_t is cnp.float32_t or raw_t is cnp.float64_t:
+        if isnan(v) or isinf(v):
+            return True
+    elif raw_t is cnp.uint8_t:
+        if v == 0xFF:
+            return True
+    elif raw_t is cnp.uint16_t:
+        if v == 0xFFFF:
+            return True
+    elif raw_t is cnp.uint32_t:
+        if v == 0xFFFFFFFFU:
+            return True
+    elif raw_t is cnp.uint64_t:
+        if v == 0xFFFFFFFFFFFFFFFFULL:
+            return True
+    elif raw_t is cnp.int8_t:
+        if v < 0 or v == 0x7F:
+            return True
+    elif raw_t is cnp.int16_t:
+        if v < 0 or v == 0x7FFF:
+            return True
+    elif raw_t is cnp.int32_t:
+        if v < 0 or v == 0x7FFFFFFF:
+            return True
+    elif raw_t is cnp.int64_t:
+        if v < 0 or v == 0x7FFFFFFFFFFFFFFFLL:
+            return True
+    if has_dummy:
+        if delta_dummy > 0.0:
+            return fabs(<double> v - dummy) <= delta_dummy
+        return <double> v == dummy
+    return False
+
+
+def static_sums(const cnp.int32_t[::1] indptr, const cnp.int32_t[::1] indices,
+                const cnp.float32_t[::1] coef, bint has_coef, const double[::1] norm,
+                double[::1] sum_norm, double[::1] sum_norm2, double[::1] count):
+    """Per-bin ``sum c*norm``, ``sum (c*norm)^2`` and ``sum c`` into the three output arrays.
+
+    ``coef`` is ignored (every coefficient is 1) when ``has_coef`` is false.
+    """
+    cdef Py_ssize_t nbins = indptr.shape[0] - 1
+    cdef Py_ssize_t b, j
+    cdef double c, w, sn, sn2, sc
+    with nogil:
+        for b in prange(nbins, schedule="guided"):
+            sn = 0.0
+            sn2 = 0.0
+            sc = 0.0
+            for j in range(indptr[b], indptr[b + 1]):
+                c = coef[j] if has_coef else 1.0
+                w = c * norm[indices[j]]
+                sn = sn + w
+                sn2 = sn2 + w * w
+                sc = sc + c
+            sum_norm[b] = sn
+            sum_norm2[b] = sn2
+            count[b] = sc
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def integrate_frames(const raw_t[:, ::1] frames,
+                     const cnp.int32_t[::1] indptr, const cnp.int32_t[::1] indices,
+                     const cnp.float32_t[::1] coef, bint has_coef,
+                     const double[::1] norm,
+                     const double[::1] static_norm, const double[::1] static_norm2,
+                     const double[::1] static_count,
+                     const cnp.float32_t[::1] dark, bint has_dark,
+                     const cnp.float32_t[:, ::1] variance, int error_mode,
+                     bint check_values, bint has_dummy, double dummy, double delta_dummy,
+                     double[:, ::1] out_signal, double[:, ::1] out_variance,
+                     double[:, ::1] out_norm, double[:, ::1] out_norm2,
+                     double[:, ::1] out_count):
+    """One fused pass over the matrix for a stack of frames (see the module docstring).
+
+    Parameters
+    ----------
+    frames : (nframes, npix) array of any integer or float dtype, C-contiguous.
+    indptr, indices, coef, has_coef : the CSR matrix (``coef`` unused when ``has_coef`` is false).
+    norm : (npix,) float64 per-pixel normalisation (read only for invalid pixels and the
+        azimuthal model).
+    static_norm, static_norm2, static_count : (nbins,) frame-invariant sums from
+        :func:`static_sums`.
+    dark, has_dark : (npix,) float32 dark current.
+    variance : (1 or nframes, npix) float32 variance (``error_mode == 2``).
+    error_mode : 0 none, 1 Poisson, 2 variance array, 3 azimuthal.
+    check_values : look for invalid values (NaN/inf, negative, dtype maximum, dummy).
+    has_dummy, dummy, delta_dummy : the dummy value to mask.
+    out_* : (nframes, nbins) float64 outputs.
+    """
+    cdef Py_ssize_t nbins = indptr.shape[0] - 1
+    cdef Py_ssize_t nframes = frames.shape[0]
+    cdef bint shared_variance = variance.shape[0] == 1
+    cdef Py_ssize_t b, f, j, fv
+    cdef cnp.int32_t idx, i0, i1, start, stop
+    cdef raw_t v, v0, v1
+    cdef double c, s, x, w, sig, var, bad_n, bad_n2, bad_c, wsum, mean, m2, delta, sn, sn2
+    cdef double c0, c1, x0, x1, sig1, var1
+    cdef Py_ssize_t nbad
+    with nogil:
+        for b in prange(nbins, schedule="guided"):
+            start = indptr[b]
+            stop = indptr[b + 1]
+            for f in range(nframes):
+                fv = 0 if shared_variance else f
+                sig = 0.0
+                var = 0.0
+                sig1 = 0.0
+                var1 = 0.0
+                bad_n = 0.0
+                bad_n2 = 0.0
+                bad_c = 0.0
+                nbad = 0
+                wsum = 0.0
+                mean = 0.0
+                m2 = 0.0
+                j = start
+                if error_mode != 3:
+                    # Fast path: two independent accumulator chains, no normalisation read.
+                    # It stops at the first invalid value; the general loop below does the rest.
+                    while j + 1 < stop:
+                        i0 = indices[j]
+                        i1 = indices[j + 1]
+                        v0 = frames[f, i0]
+                        v1 = frames[f, i1]
+                        if check_values and (_invalid(v0, has_dummy, dummy, delta_dummy)
+                                             or _invalid(v1, has_dummy, dummy, delta_dummy)):
+                            break
+                        if has_coef:
+                            c0 = coef[j]
+                            c1 = coef[j + 1]
+                        else:
+                            c0 = 1.0
+                            c1 = 1.0
+                        x0 = <double> v0
+                        x1 = <double> v1
+                        if has_dark:
+                            sig = sig + c0 * (x0 - dark[i0])
+                            sig1 = sig1 + c1 * (x1 - dark[i1])
+                        else:
+                            sig = sig + c0 * x0
+                            sig1 = sig1 + c1 * x1
+                        if error_mode == 1:
+                            if x0 < 1.0:
+                                x0 = 1.0
+                            if x1 < 1.0:
+                                x1 = 1.0
+                            var = var + c0 * c0 * x0
+                            var1 = var1 + c1 * c1 * x1
+                        elif error_mode == 2:
+                            var = var + c0 * c0 * variance[fv, i0]
+                            var1 = var1 + c1 * c1 * variance[fv, i1]
+                        j = j + 2
+                    sig = sig + sig1
+                    var = var + var1
+                while j < stop:
+                    idx = indices[j]
+                    c = coef[j] if has_coef else 1.0
+                    v = frames[f, idx]
+                    j = j + 1
+                    if check_values and _invalid(v, has_dummy, dummy, delta_dummy):
+                        w = c * norm[idx]
+                        bad_n = bad_n + w
+                        bad_n2 = bad_n2 + w * w
+                        bad_c = bad_c + c
+                        nbad = nbad + 1
+                        continue
+                    s = <double> v
+                    if has_dark:
+                        s = s - dark[idx]
+                    sig = sig + c * s
+                    if error_mode == 1:
+                        x = <double> v
+                        if x < 1.0:
+                            x = 1.0
+                        var = var + c * c * x
+                    elif error_mode == 2:
+                        var = var + c * c * variance[fv, idx]
+                    elif error_mode == 3:
+                        w = c * norm[idx]
+                        if w > 0.0:
+                            x = s / norm[idx]
+                            wsum = wsum + w
+                            delta = x - mean
+                            mean = mean + delta * w / wsum
+                            m2 = m2 + w * delta * (x - mean)
+                if nbad == 0:
+                    sn = static_norm[b]
+                    sn2 = static_norm2[b]
+                    out_count[f, b] = static_count[b]
+                elif nbad == stop - start:
+                    sn = 0.0
+                    sn2 = 0.0
+                    out_count[f, b] = 0.0
+                else:
+                    sn = static_norm[b] - bad_n
+                    sn2 = static_norm2[b] - bad_n2
+                    out_count[f, b] = static_count[b] - bad_c
+                if error_mode == 3:
+                    sn = wsum
+                    if wsum > 0.0:
+                        var = m2 / wsum * sn2
+                out_signal[f, b] = sig
+                out_variance[f, b] = var
+                out_norm[f, b] = sn
+                out_norm2[f, b] = sn2

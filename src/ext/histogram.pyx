@@ -1,0 +1,227 @@
+# cython: language_level=3
+"""Integration without a matrix: histograms with per-thread private accumulators (Cython + OpenMP).
+
+For one-off frames, where building a CSR matrix would cost more than it saves. Each pixel is
+placed by its position in (radial, azimuthal) space, either by its centre (split "no") or by
+spreading it uniformly over its bounding box (split "bbox"); the coefficient of a bin is the
+fraction of the box inside it. Threads accumulate into private copies of the bins (no atomics),
+which are merged at the end.
+
+Pixels whose azimuthal box crosses the chi discontinuity are given with ``azi_hi > pi``; the
+part of the box beyond pi is wrapped round to -pi.
+
+The raw frames are read in their own dtype; invalid values are masked as in
+:mod:`xreduce.ext.csr_integrate` (NaN/inf, negative signed integers, the dtype maximum of
+integers, ``dummy``). Accumulator fields (last axis of ``acc``): 0 signal, 1 variance,
+2 norm, 3 norm^2, 4 count, and for the azimuthal error model 5 weight, 6 weighted mean,
+7 weighted sum of squared deviations.
+"""
+from cython.parallel cimport prange, parallel, threadid
+cimport cython
+cimport numpy as cnp
+from libc.math cimport isnan, isinf, fabs, floor, M_PI
+
+cnp.import_array()
+
+ctypedef fused raw_t:
+    cnp.uint8_t
+    cnp.uint16_t
+    cnp.uint32_t
+    cnp.uint64_t
+    cnp.int8_t
+    cnp.int16_t
+    cnp.int32_t
+    cnp.int64_t
+    cnp.float32_t
+    cnp.float64_t
+
+cdef inline bint _invalid(raw_t v, bint has_dummy, double dummy, double delta_dummy) noexcept nogil:
+    """True when a raw value must be masked (same rule as csr_integrate)."""
+    if raw_t is cnp.float32_t or raw_t is cnp.float64_t:
+        if isnan(v) or isinf(v):
+            return True
+    elif raw_t is cnp.uint8_t:
+        if v == 0xFF:
+            return True
+    elif raw_t is cnp.uint16_t:
+        if v == 0xFFFF:
+            return True
+    elif raw_t is cnp.uint32_t:
+        if v == 0xFFFFFFFFU:
+            return True
+    elif raw_t is cnp.uint64_t:
+        if v == 0xFFFFFFFFFFFFFFFFULL:
+            return True
+    elif raw_t is cnp.int8_t:
+        if v < 0 or v == 0x7F:
+            return True
+    elif raw_t is cnp.int16_t:
+        if v < 0 or v == 0x7FFF:
+            return True
+    elif raw_t is cnp.int32_t:
+        if v < 0 or v == 0x7FFFFFFF:
+            return True
+    elif raw_t is cnp.int64_t:
+        if v < 0 or v == 0x7FFFFFFFFFFFFFFFLL:
+            return True
+    if has_dummy:
+        if delta_dummy > 0.0:
+            return fabs(<double> v - dummy) <= delta_dummy
+        return <double> v == dummy
+    return False
+
+
+def histogram_frames(const raw_t[:, ::1] frames,
+                     const double[::1] rad_lo, const double[::1] rad_hi,
+                     const double[::1] azi_lo, const double[::1] azi_hi, bint use_azimuth,
+                     bint split, double r0, double r1, int nr, double a0, double a1, int na,
+                     const cnp.uint8_t[::1] skip, const double[::1] norm,
+                     const cnp.float32_t[::1] dark, bint has_dark,
+                     const cnp.float32_t[:, ::1] variance, int error_mode,
+                     bint check_values, bint has_dummy, double dummy, double delta_dummy,
+                     double[:, :, :, ::1] acc):
+    """Accumulate a stack of frames into per-thread bins.
+
+    Parameters
+    ----------
+    frames : (nframes, npix) raw frames, any integer or float dtype, C-contiguous.
+    rad_lo, rad_hi : (npix,) radial extent of each pixel (equal to the centre for split "no").
+    azi_lo, azi_hi, use_azimuth : (npix,) azimuthal extent in radians; ignored (and may be
+        empty) when ``use_azimuth`` is false.
+    split : spread each pixel over its bounding box (else the centre ``rad_lo``/``azi_lo``
+        places it).
+    r0, r1, nr, a0, a1, na : bin ranges and numbers (azimuth in radians, within [-pi, pi]).
+    skip : (npix,) 1 for statically masked pixels.
+    norm : (npix,) per-pixel normalisation.
+    dark, has_dark, variance, error_mode, check_values, has_dummy, dummy, delta_dummy : as
+        in :func:`xreduce.ext.csr_integrate.integrate_frames`.
+    acc : (nthreads, nframes, na*nr, nfields) zeroed accumulators, bin = i_azim*nr + i_rad;
+        nfields is 8 for the azimuthal error model, 5 otherwise.
+    """
+    cdef Py_ssize_t npix = frames.shape[1]
+    cdef Py_ssize_t nframes = frames.shape[0]
+    cdef int nthreads = acc.shape[0]
+    cdef bint shared_variance = variance.shape[0] == 1
+    cdef double rscale = nr / (r1 - r0)
+    cdef double ascale = na / (a1 - a0) if use_azimuth else 0.0
+    cdef double rwidth = (r1 - r0) / nr
+    cdef double awidth = (a1 - a0) / na if use_azimuth else 0.0
+    cdef Py_ssize_t i, f, fv, bin_
+    cdef int tid, ir, ir0, ir1, ia, ia0, ia1, k0, k1, shift
+    cdef double plo, phi, qlo = 0.0, qhi = 0.0, lo, hi, fr, fa, c, s, x, w, n, delta, vv
+    cdef double edge_lo, edge_hi, part
+    cdef raw_t v
+    with nogil, parallel(num_threads=nthreads):
+        tid = threadid()
+        for i in prange(npix, schedule="static"):
+            if skip[i]:
+                continue
+            n = norm[i]
+            plo = rad_lo[i]
+            phi = rad_hi[i] if split else plo
+            if phi < r0 or plo > r1 or (phi == plo and plo >= r1):
+                continue  # outside (bins are half-open: a point on the top edge is out)
+            ir0 = <int> floor((plo - r0) * rscale) if plo > r0 else 0
+            ir1 = <int> floor((phi - r0) * rscale) if phi < r1 else nr - 1
+            if ir1 >= nr:
+                ir1 = nr - 1
+            if ir0 >= nr:
+                ir0 = nr - 1
+            ia0 = 0
+            ia1 = 0
+            if use_azimuth:
+                # Azimuthal bins touched by the box and by its copy 2 pi lower (a box beyond
+                # pi wraps round); both copies' fractions add up in a bin they share.
+                qlo = azi_lo[i]
+                qhi = azi_hi[i] if split else qlo
+                ia0 = na
+                ia1 = -1
+                for shift in range(2 if (split and qhi > M_PI) else 1):
+                    lo = qlo - 2.0 * M_PI * shift
+                    hi = qhi - 2.0 * M_PI * shift
+                    if hi < a0 or lo > a1 or (hi == lo and lo >= a1):
+                        continue
+                    k0 = <int> floor((lo - a0) * ascale) if lo > a0 else 0
+                    k1 = <int> floor((hi - a0) * ascale) if hi < a1 else na - 1
+                    if k1 >= na:
+                        k1 = na - 1
+                    if k0 >= na:
+                        k0 = na - 1
+                    if k0 < ia0:
+                        ia0 = k0
+                    if k1 > ia1:
+                        ia1 = k1
+            for ia in range(ia0, ia1 + 1):
+                fa = 1.0
+                if use_azimuth and split and qhi > qlo:
+                    fa = 0.0
+                    for shift in range(2 if qhi > M_PI else 1):
+                        lo = qlo - 2.0 * M_PI * shift
+                        hi = qhi - 2.0 * M_PI * shift
+                        edge_lo = a0 + ia * awidth
+                        edge_hi = a0 + (ia + 1) * awidth
+                        part = min(hi, edge_hi) - max(lo, edge_lo)
+                        if part > 0.0:
+                            fa = fa + part / (qhi - qlo)
+                    if fa <= 0.0:
+                        continue
+                for ir in range(ir0, ir1 + 1):
+                    fr = 1.0
+                    if split and phi > plo:
+                        fr = (min(phi, r0 + (ir + 1) * rwidth) - max(plo, r0 + ir * rwidth)) / (phi - plo)
+                        if fr <= 0.0:
+                            continue
+                    c = fr * fa
+                    bin_ = ia * nr + ir
+                    for f in range(nframes):
+                        v = frames[f, i]
+                        if check_values and _invalid(v, has_dummy, dummy, delta_dummy):
+                            continue
+                        s = <double> v
+                        if has_dark:
+                            s = s - dark[i]
+                        acc[tid, f, bin_, 0] += c * s
+                        if error_mode == 1:
+                            vv = <double> v
+                            if vv < 1.0:
+                                vv = 1.0
+                            acc[tid, f, bin_, 1] += c * c * vv
+                        elif error_mode == 2:
+                            fv = 0 if shared_variance else f
+                            acc[tid, f, bin_, 1] += c * c * variance[fv, i]
+                        acc[tid, f, bin_, 2] += c * n
+                        acc[tid, f, bin_, 3] += c * c * n * n
+                        acc[tid, f, bin_, 4] += c
+                        if error_mode == 3:
+                            w = c * n
+                            x = s / n
+                            acc[tid, f, bin_, 5] += w
+                            delta = x - acc[tid, f, bin_, 6]
+                            acc[tid, f, bin_, 6] += delta * w / acc[tid, f, bin_, 5]
+                            acc[tid, f, bin_, 7] += w * delta * (x - acc[tid, f, bin_, 6])
+
+
+def merge_threads(double[:, :, :, ::1] acc, int error_mode):
+    """Merge per-thread accumulators into thread 0; return nothing.
+
+    Sums add; for the azimuthal model the weighted means and squared deviations are combined
+    with Chan's parallel formula.
+    """
+    cdef Py_ssize_t nthreads = acc.shape[0], nframes = acc.shape[1], nbins = acc.shape[2]
+    cdef Py_ssize_t t, f, b, k
+    cdef double wa, wb, w, delta
+    with nogil:
+        for t in range(1, nthreads):
+            for f in range(nframes):
+                for b in range(nbins):
+                    if error_mode == 3:
+                        wa = acc[0, f, b, 5]
+                        wb = acc[t, f, b, 5]
+                        w = wa + wb
+                        if wb > 0.0:
+                            delta = acc[t, f, b, 6] - acc[0, f, b, 6]
+                            acc[0, f, b, 6] += delta * wb / w
+                            acc[0, f, b, 7] += acc[t, f, b, 7] + delta * delta * wa * wb / w
+                            acc[0, f, b, 5] = w
+                    for k in range(5):
+                        acc[0, f, b, k] += acc[t, f, b, k]

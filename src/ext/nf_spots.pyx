@@ -1,0 +1,370 @@
+# cython: language_level=3
+"""NF-HEDM spot prediction, ray projection onto tilted detectors, and footprint rasterisation.
+
+Frames (MIDAS): beam along lab +X, rotation omega about +Z (stage tilted by the wedge angle
+about lab +Y: lab = Ry(wedge) Rz(omega) sample), detector distances along +X.
+All loops over orientations / spots run in OpenMP ``prange``. Spots are written into a buffer of
+2 m rows per orientation (m reflections: at most two omegas each), chunk by chunk, then
+compacted; footprints are written in two passes (count, then fill at prefix-sum offsets).
+Front end: :mod:`xreduce.nf.spots` (the only caller).
+"""
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.math cimport sqrt, acos, atan2, floor, fabs, M_PI, sin, cos
+from libc.stdlib cimport malloc, free
+
+cnp.import_array()
+
+cdef double DEG = 180.0 / M_PI
+cdef double RAD = M_PI / 180.0
+
+
+cdef inline int _window(double omega, double y, double z, const double[:, ::1] ranges,
+                        const double[:, ::1] boxes, double *omega_out) noexcept nogil:
+    """Index of the first OmegaRange holding omega (or omega +- 360) whose BoxSize holds (y, z);
+    -1 if none."""
+    cdef Py_ssize_t r
+    cdef int s
+    cdef double w
+    for r in range(ranges.shape[0]):
+        if y < boxes[r, 0] or y > boxes[r, 1] or z < boxes[r, 2] or z > boxes[r, 3]:
+            continue
+        for s in range(3):
+            w = omega + (0.0 if s == 0 else (360.0 if s == 1 else -360.0))
+            if w >= ranges[r, 0] and w <= ranges[r, 1]:
+                omega_out[0] = w
+                return <int>r
+    return -1
+
+
+cdef int _spots_of_orientation(
+        Py_ssize_t i, const double[:, :, ::1] U, const double[:, ::1] g,
+        const double[::1] gsin, double wavelength,
+        double lsd0, const double[:, ::1] ranges, const double[:, ::1] boxes,
+        double tan_pole, double cw, double sw, double ome0, double ome_step,
+        bint fill, Py_ssize_t offset,
+        int *o_orient, int *o_refl, double *o_omega, double *o_eta, double *o_ky,
+        double *o_kz, long long *o_frame) noexcept nogil:
+    """Count (fill=0) or write (fill=1, from row ``offset``) the spots of orientation i.
+
+    gsin[m] = |g_m| sin(theta_m) (<= 0 marks a reflection that cannot diffract).
+    """
+    cdef Py_ssize_t m, k
+    cdef int n = 0, sol, nsol
+    cdef double u00 = U[i, 0, 0], u01 = U[i, 0, 1], u02 = U[i, 0, 2]
+    cdef double u10 = U[i, 1, 0], u11 = U[i, 1, 1], u12 = U[i, 1, 2]
+    cdef double u20 = U[i, 2, 0], u21 = U[i, 2, 1], u22 = U[i, 2, 2]
+    cdef double inv_wl = 1.0 / wavelength
+    cdef double gx, gy, gz, Gx, Gy, Gz, rho, K, ca, sa, cph, sph, c, s
+    cdef double X, Y, Z, lx, ly, lz, kx, omega, w, asol, yd, zd
+    for m in range(g.shape[0]):
+        if gsin[m] <= 0.0:
+            continue
+        gx = g[m, 0]; gy = g[m, 1]; gz = g[m, 2]
+        Gx = u00 * gx + u01 * gy + u02 * gz
+        Gy = u10 * gx + u11 * gy + u12 * gz
+        Gz = u20 * gx + u21 * gy + u22 * gz
+        rho = sqrt(Gx * Gx + Gy * Gy)
+        if rho < 1e-12:
+            continue
+        # cw (Gx cos w - Gy sin w) + sw Gz = -|G| sin(theta)  ->  rho cos(w + phi) = K
+        K = (-gsin[m] - sw * Gz) / cw
+        ca = K / rho
+        if ca > 1.0 or ca < -1.0:
+            continue
+        sa = sqrt(1.0 - ca * ca)
+        cph = Gx / rho
+        sph = Gy / rho
+        nsol = 1 if sa == 0.0 else 2
+        for sol in range(nsol):
+            asol = sa if sol == 0 else -sa
+            # w = alpha - phi with cos(alpha) = ca, sin(alpha) = asol
+            c = ca * cph + asol * sph
+            s = asol * cph - ca * sph
+            X = Gx * c - Gy * s
+            Y = Gx * s + Gy * c
+            Z = Gz
+            lx = cw * X + sw * Z
+            ly = Y
+            lz = -sw * X + cw * Z
+            kx = inv_wl + lx
+            if kx <= 0.0:
+                continue
+            # |eta| < pole or 180 - |eta| < pole, without trigonometry
+            if fabs(ly) < fabs(lz) * tan_pole:
+                continue
+            omega = atan2(s, c) * DEG
+            yd = ly / kx
+            zd = lz / kx
+            if _window(omega, lsd0 * yd, lsd0 * zd, ranges, boxes, &w) < 0:
+                continue
+            if fill:
+                k = offset + n
+                o_orient[k] = <int>i
+                o_refl[k] = <int>m
+                o_omega[k] = w
+                o_eta[k] = atan2(-ly, lz) * DEG
+                o_ky[k] = yd
+                o_kz[k] = zd
+                o_frame[k] = <long long>floor((w - ome0) / ome_step)
+            n += 1
+    return n
+
+
+def predict_spots(const double[:, :, ::1] U, const double[:, ::1] g, double wavelength_A,
+                  double lsd0_um, const double[:, ::1] omega_ranges_deg,
+                  const double[:, ::1] box_sizes_um, double exclude_pole_deg=0.0,
+                  double wedge_deg=0.0, double omega_start_deg=0.0, double omega_step_deg=1.0,
+                  int num_threads=0):
+    """All spots of n orientations.
+
+    Parameters
+    ----------
+    U : float64 (n, 3, 3) orientation matrices (crystal -> sample)
+    g : float64 (m, 3) reciprocal vectors B hkl (1/A, crystal frame)
+    wavelength_A, lsd0_um : wavelength; distance at which BoxSize windows are tested
+    omega_ranges_deg : (r, 2); box_sizes_um : (r, 4) ymin ymax zmin zmax
+    exclude_pole_deg, wedge_deg : MIDAS ExcludePoleAngle and Wedge (degrees, pole < 90)
+    omega_start_deg, omega_step_deg : frame = floor((omega - start) / step)
+    num_threads : 0 = OpenMP default
+
+    Returns
+    -------
+    tuple (orientation int32, reflection int32, omega_deg, eta_deg, dir_y, dir_z, frame int64)
+        ``dir_y, dir_z`` are ky/kx and kz/kx of the diffracted beam: the spot of a voxel at
+        the origin is at (y, z) = Lsd * (dir_y, dir_z) on an untilted detector.
+    """
+    cdef Py_ssize_t n = U.shape[0], i
+    if U.shape[1] != 3 or U.shape[2] != 3 or g.shape[1] != 3:
+        raise ValueError("U: expected (n, 3, 3); g: expected (m, 3)")
+    if omega_ranges_deg.shape[0] != box_sizes_um.shape[0] or omega_ranges_deg.shape[1] != 2 \
+            or box_sizes_um.shape[1] != 4:
+        raise ValueError("omega_ranges_deg (r, 2) and box_sizes_um (r, 4) must pair up")
+    if not (0.0 <= exclude_pole_deg < 90.0):
+        raise ValueError(f"exclude_pole_deg: expected 0 <= value < 90, got {exclude_pole_deg}")
+    if omega_step_deg == 0:
+        raise ValueError("omega_step_deg: expected non-zero")
+    cdef double cw = cos(wedge_deg * RAD), sw = sin(wedge_deg * RAD)
+    cdef double tan_pole = np.tan(np.radians(exclude_pole_deg))
+    g_arr = np.asarray(g)
+    glen = np.sqrt((g_arr * g_arr).sum(axis=1))
+    sin_t = 0.5 * wavelength_A * glen
+    gsin_arr = np.where(sin_t < 1.0, glen * sin_t, -1.0)
+    cdef const double[::1] gsin = gsin_arr
+    # One pass per chunk of orientations into a buffer of 2 m rows per orientation (the most a
+    # reflection list can give), then a serial compaction of each chunk.
+    cdef Py_ssize_t m = g.shape[0], maxs = 2 * g.shape[0], chunk, c0, c1, r, k, total
+    if n == 0 or m == 0:
+        return (np.empty(0, np.int32), np.empty(0, np.int32)) + tuple(
+            np.empty(0, np.float64) for _ in range(4)) + (np.empty(0, np.int64),)
+    chunk = max(1, min(n, (1 << 19) // maxs))
+    b_or = np.empty(chunk * maxs, dtype=np.int32)
+    b_re = np.empty(chunk * maxs, dtype=np.int32)
+    b_om = np.empty(chunk * maxs, dtype=np.float64)
+    b_et = np.empty(chunk * maxs, dtype=np.float64)
+    b_dy = np.empty(chunk * maxs, dtype=np.float64)
+    b_dz = np.empty(chunk * maxs, dtype=np.float64)
+    b_fr = np.empty(chunk * maxs, dtype=np.int64)
+    cdef int[::1] w_or = b_or, w_re = b_re
+    cdef double[::1] w_om = b_om, w_et = b_et, w_dy = b_dy, w_dz = b_dz
+    cdef long long[::1] w_fr = b_fr
+    counts = np.zeros(chunk, dtype=np.int64)
+    cdef long long[::1] cnt = counts
+    cdef Py_ssize_t[::1] keep_idx
+    pieces = []
+    for c0 in range(0, n, chunk):
+        c1 = min(c0 + chunk, n)
+        for i in prange(c0, c1, nogil=True, schedule="guided", num_threads=num_threads):
+            cnt[i - c0] = _spots_of_orientation(
+                i, U, g, gsin, wavelength_A, lsd0_um, omega_ranges_deg, box_sizes_um, tan_pole,
+                cw, sw, omega_start_deg, omega_step_deg, 1, (i - c0) * maxs, &w_or[0],
+                &w_re[0], &w_om[0], &w_et[0], &w_dy[0], &w_dz[0], &w_fr[0])
+        total = 0
+        for r in range(c1 - c0):
+            total += cnt[r]
+        idx = np.empty(total, dtype=np.intp)
+        keep_idx = idx
+        k = 0
+        with nogil:
+            for r in range(c1 - c0):
+                for i in range(cnt[r]):
+                    keep_idx[k] = r * maxs + i
+                    k += 1
+        pieces.append(tuple(b[idx] for b in (b_or, b_re, b_om, b_et, b_dy, b_dz, b_fr)))
+    if len(pieces) == 1:
+        return pieces[0]
+    return tuple(np.concatenate(col) for col in zip(*pieces))
+
+
+cdef inline void _project(double a, double b, double omega_deg, double dy, double dz,
+                          double lsd, double bcy, double bcz, double px,
+                          const double[:, ::1] Rt, double cw, double sw,
+                          double *Ypx, double *Zpx) noexcept nogil:
+    """Pixel (Y, Z) where the ray from sample point (a, b, 0) along (1, dy, dz) meets the
+    detector at distance lsd (MIDAS tilt convention: the ray is rotated by Rt about the beam
+    centre (lsd, 0, 0) and met with the untilted plane X = lsd)."""
+    cdef double c = cos(omega_deg * RAD), s = sin(omega_deg * RAD)
+    cdef double xa = a * c - b * s, ya = a * s + b * c
+    # stage wedge: lab = Ry(wedge) Rz(omega) sample
+    cdef double px0 = cw * xa - lsd, py0 = ya, pz0 = -sw * xa
+    cdef double qx, qy, qz, ex, ey, ez, t
+    # rotate point (relative to the beam centre) and direction by Rt
+    qx = Rt[0, 0] * px0 + Rt[0, 1] * py0 + Rt[0, 2] * pz0
+    qy = Rt[1, 0] * px0 + Rt[1, 1] * py0 + Rt[1, 2] * pz0
+    qz = Rt[2, 0] * px0 + Rt[2, 1] * py0 + Rt[2, 2] * pz0
+    ex = Rt[0, 0] + Rt[0, 1] * dy + Rt[0, 2] * dz
+    ey = Rt[1, 0] + Rt[1, 1] * dy + Rt[1, 2] * dz
+    ez = Rt[2, 0] + Rt[2, 1] * dy + Rt[2, 2] * dz
+    t = -qx / ex
+    Ypx[0] = (qy + t * ey) / px + bcy
+    Zpx[0] = (qz + t * ez) / px + bcz
+
+
+def project_points(const double[::1] a_um, const double[::1] b_um, const double[::1] omega_deg,
+                   const double[::1] dir_y, const double[::1] dir_z, const double[::1] lsd_um,
+                   const double[:, ::1] bc_px, double px_um, const double[:, ::1] Rt,
+                   double wedge_deg=0.0, int num_threads=0):
+    """Pixel coordinates (n, D, 2) = (Y, Z) of n rays (sample point (a, b), omega, direction)
+    on each of D detector distances."""
+    cdef Py_ssize_t n = a_um.shape[0], nd = lsd_um.shape[0], i, d
+    out = np.empty((n, nd, 2), dtype=np.float64)
+    cdef double[:, :, ::1] o = out
+    cdef double cw = cos(wedge_deg * RAD), sw = sin(wedge_deg * RAD)
+    for i in prange(n, nogil=True, schedule="static", num_threads=num_threads):
+        for d in range(nd):
+            _project(a_um[i], b_um[i], omega_deg[i], dir_y[i], dir_z[i], lsd_um[d],
+                     bc_px[d, 0], bc_px[d, 1], px_um, Rt, cw, sw, &o[i, d, 0], &o[i, d, 1])
+    return out
+
+
+cdef int _raster(const double *vy, const double *vz, int nv, int ny, int nz, bint conservative,
+                 bint fill, Py_ssize_t offset, int *o_y, int *o_z) noexcept nogil:
+    """Pixels of a convex polygon (pixel centres at integer coordinates).
+
+    conservative=0: pixels whose centre is inside the polygon (edges included); if none, the
+    pixel holding the vertex centroid. conservative=1: every pixel whose square overlaps it.
+    Pixels off the detector (0..ny-1, 0..nz-1) are dropped. Returns the count.
+    """
+    cdef double ymin = vy[0], ymax = vy[0], zmin = vz[0], zmax = vz[0], area = 0.0, sgn
+    cdef double cy = 0.0, cz = 0.0, half, nyv, nzv, val
+    cdef int k, iy, iz, iy0, iy1, iz0, iz1, n = 0
+    cdef bint inside
+    for k in range(nv):
+        ymin = vy[k] if vy[k] < ymin else ymin
+        ymax = vy[k] if vy[k] > ymax else ymax
+        zmin = vz[k] if vz[k] < zmin else zmin
+        zmax = vz[k] if vz[k] > zmax else zmax
+        area = area + vy[k] * vz[(k + 1) % nv] - vy[(k + 1) % nv] * vz[k]
+        cy = cy + vy[k]
+        cz = cz + vz[k]
+    sgn = 1.0 if area >= 0 else -1.0
+    iy0 = <int>floor(ymin + 0.5); iy1 = <int>floor(ymax + 0.5)
+    iz0 = <int>floor(zmin + 0.5); iz1 = <int>floor(zmax + 0.5)
+    if not conservative:
+        iy0 = <int>floor(ymin) ; iz0 = <int>floor(zmin)
+        iy1 = <int>floor(ymax) + 1; iz1 = <int>floor(zmax) + 1
+    half = 0.5 if conservative else 0.0
+    for iy in range(iy0, iy1 + 1):
+        if iy < 0 or iy >= ny:
+            continue
+        if not conservative and (iy < ymin or iy > ymax):
+            continue
+        for iz in range(iz0, iz1 + 1):
+            if iz < 0 or iz >= nz:
+                continue
+            inside = True
+            for k in range(nv):
+                # outward normal of edge k (for counter-clockwise order; sgn fixes cw)
+                nyv = sgn * (vz[(k + 1) % nv] - vz[k])
+                nzv = -sgn * (vy[(k + 1) % nv] - vy[k])
+                val = (iy - vy[k]) * nyv + (iz - vz[k]) * nzv - half * (fabs(nyv) + fabs(nzv))
+                if val > 1e-9 * (fabs(nyv) + fabs(nzv)):
+                    inside = False
+                    break
+            if inside:
+                if fill:
+                    o_y[offset + n] = iy
+                    o_z[offset + n] = iz
+                n += 1
+    if n == 0 and not conservative:
+        iy = <int>floor(cy / nv + 0.5)
+        iz = <int>floor(cz / nv + 0.5)
+        if iy >= 0 and iy < ny and iz >= 0 and iz < nz:
+            if fill:
+                o_y[offset] = iy
+                o_z[offset] = iz
+            n = 1
+    return n
+
+
+cdef int _footprint_one(Py_ssize_t j, Py_ssize_t d, const int[::1] voxel,
+                        const double[:, :, ::1] verts, const double[::1] omega,
+                        const double[::1] dir_y, const double[::1] dir_z,
+                        const double[::1] lsd, const double[:, ::1] bc, double px,
+                        const double[:, ::1] Rt, double cw, double sw, int ny, int nz,
+                        bint conservative, bint fill, Py_ssize_t offset,
+                        int *o_y, int *o_z) noexcept nogil:
+    cdef double vy[8]
+    cdef double vz[8]
+    cdef int nv = verts.shape[1], k
+    cdef Py_ssize_t v = voxel[j]
+    for k in range(nv):
+        _project(verts[v, k, 0], verts[v, k, 1], omega[j], dir_y[j], dir_z[j], lsd[d],
+                 bc[d, 0], bc[d, 1], px, Rt, cw, sw, &vy[k], &vz[k])
+    return _raster(vy, vz, nv, ny, nz, conservative, fill, offset, o_y, o_z)
+
+
+def footprints(const int[::1] voxel, const double[:, :, ::1] verts,
+               const double[::1] omega_deg, const double[::1] dir_y, const double[::1] dir_z,
+               const double[::1] lsd_um, const double[:, ::1] bc_px, double px_um,
+               const double[:, ::1] Rt, double wedge_deg, int ny, int nz,
+               bint conservative=False, int num_threads=0):
+    """Detector pixels covered by spots: spot j of voxel ``voxel[j]`` (polygon ``verts[v]``,
+    (x, y) um, 3 or 4 vertices) on each distance.
+
+    Returns
+    -------
+    (indptr int64 (n*D + 1), pix_y int32, pix_z int32)
+        Pixels of spot j on distance d are ``pix_[indptr[j*D + d] : indptr[j*D + d + 1]]``.
+    """
+    cdef Py_ssize_t n = voxel.shape[0], nd = lsd_um.shape[0], j, d
+    if verts.shape[1] < 3 or verts.shape[1] > 8 or verts.shape[2] != 2:
+        raise ValueError("verts: expected (nvoxels, 3..8, 2)")
+    cdef double cw = cos(wedge_deg * RAD), sw = sin(wedge_deg * RAD)
+    counts = np.zeros(n * nd + 1, dtype=np.int64)
+    cdef long long[::1] cnt = counts
+    for j in prange(n, nogil=True, schedule="guided", num_threads=num_threads):
+        for d in range(nd):
+            cnt[j * nd + d + 1] = _footprint_one(j, d, voxel, verts, omega_deg, dir_y, dir_z,
+                                                 lsd_um, bc_px, px_um, Rt, cw, sw, ny, nz,
+                                                 conservative, 0, 0, NULL, NULL)
+    np.cumsum(counts, out=counts)
+    total = counts[n * nd]
+    pix_y = np.empty(total, dtype=np.int32)
+    pix_z = np.empty(total, dtype=np.int32)
+    cdef int[::1] py_ = pix_y, pz_ = pix_z
+    if total == 0:
+        return counts, pix_y, pix_z
+    for j in prange(n, nogil=True, schedule="guided", num_threads=num_threads):
+        for d in range(nd):
+            _footprint_one(j, d, voxel, verts, omega_deg, dir_y, dir_z, lsd_um, bc_px, px_um,
+                           Rt, cw, sw, ny, nz, conservative, 1, cnt[j * nd + d],
+                           &py_[0], &pz_[0])
+    return counts, pix_y, pix_z
+
+
+def set_bits(cnp.uint8_t[:, :, :, ::1] packed, const long long[::1] dist,
+             const long long[::1] frame, const int[::1] pix_y, const int[::1] pix_z):
+    """Light pixels in a bit-packed stack ``packed[d, frame, y, z >> 3]`` (bit 7 - (z & 7),
+    numpy.packbits 'big' order). Entries with frame out of range are skipped. Serial."""
+    cdef Py_ssize_t i, n = pix_y.shape[0]
+    cdef long long f
+    cdef int z
+    with nogil:
+        for i in range(n):
+            f = frame[i]
+            if f < 0 or f >= packed.shape[1]:
+                continue
+            z = pix_z[i]
+            packed[dist[i], f, pix_y[i], z >> 3] |= <cnp.uint8_t>(0x80 >> (z & 7))

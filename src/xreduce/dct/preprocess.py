@@ -1,0 +1,318 @@
+"""DCT preprocessing: dark/offset, margin normalisation, moving-median background, 2D median.
+
+:func:`preprocess` streams a stack of frames chunk by chunk through
+
+1. ``frame - dark - offset`` (the dark is the mean, or median, of the dark frames);
+2. optionally ``* ref / mean(frame[margin_bbox])``, where ``ref`` is the margin mean of the
+   first frame, so every frame has the margin intensity of the first (beam-intensity drift
+   removed, units kept);
+3. minus the per-pixel moving median along the frames (the background);
+4. a per-frame 2D median filter;
+
+and writes one HDF5 file per volume (NeXus layout: ``/entry/preprocessed/data``, optional
+``/entry/background/data``, provenance in ``/entry/process``). Results are identical to
+applying the same steps to the whole stack in memory, whatever ``chunk_frames``.
+
+Memory: about ``4 * rows * cols * (5 * chunk_frames + 2 * (window + 2 * step))`` bytes (the
+corrected frames a chunk's windows reach, its background, result and filtered result), stated
+in the result and by the command line.
+
+Resuming: the file is written as ``.<name>.partial`` next to the output; each finished chunk is
+flagged in ``/entry/process/chunk_done``. Running the same configuration again skips the
+finished chunks; the file is renamed to its final name when every chunk is done.
+
+Example
+-------
+>>> from xreduce.dct import preprocess
+>>> result = preprocess("preprocess.yml")          # doctest: +SKIP
+>>> result.output, result.chunks_computed          # doctest: +SKIP
+('volume_pre.h5', 36)
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from typing import Callable, Mapping, Optional, Union
+
+import numpy as np
+
+from xreduce.dct.config import (
+    ConfigError,
+    PreprocessConfig,
+    dump_section,
+    load_section,
+)
+from xreduce.io import open_stack, partial_path, read_stack
+
+__all__ = ["preprocess", "PreprocessResult", "memory_estimate_bytes"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessResult:
+    """What a :func:`preprocess` run did."""
+
+    output: str
+    n_frames: int
+    frame_shape: tuple
+    chunks_total: int
+    chunks_computed: int
+    chunks_skipped: int
+    memory_bytes: int
+
+
+def memory_estimate_bytes(frame_shape: tuple, chunk_frames: int, window: Optional[int],
+                          step: int = 1) -> int:
+    """Upper estimate of the working memory of one chunk (float32 frames)."""
+    reach = (window or 0) + 2 * step if window else 0
+    return int(4 * frame_shape[0] * frame_shape[1] * (5 * chunk_frames + 2 * reach))
+
+
+def _as_config(config) -> tuple[PreprocessConfig, str]:
+    """The validated configuration and the YAML text it came from (for provenance)."""
+    if isinstance(config, PreprocessConfig):
+        return config, ""
+    source_text = ""
+    if isinstance(config, (str, os.PathLike)) and os.path.exists(os.fspath(config)):
+        with open(os.fspath(config), encoding="utf-8") as handle:
+            source_text = handle.read()
+    elif isinstance(config, str):
+        source_text = config
+    elif not isinstance(config, Mapping):
+        raise TypeError(
+            f"config: expected a PreprocessConfig, a YAML file, YAML text or a mapping, got "
+            f"{type(config).__name__}"
+        )
+    return load_section(config, "preprocess"), source_text
+
+
+class _Corrector:
+    """Dark/offset subtraction and margin normalisation of raw frames, frame by frame."""
+
+    def __init__(self, cfg: PreprocessConfig, stack):
+        self.stack = stack
+        rows, cols = stack.shape[1:]
+        self.dark = None
+        if cfg.dark is not None:
+            dark = read_stack(cfg.dark).astype(np.float64)
+            if dark.shape[1:] != (rows, cols):
+                raise ValueError(
+                    f"preprocess.dark: frames of shape {dark.shape[1:]} do not match the input "
+                    f"frames {(rows, cols)}"
+                )
+            reduce = np.mean if cfg.dark_reduction == "mean" else np.median
+            self.dark = reduce(dark, axis=0).astype(np.float32)
+        self.offset = np.float32(cfg.offset)
+        self.box = None
+        if cfg.normalization == "margin":
+            (r0, c0), (r1, c1) = cfg.margin_bbox
+            if r1 > rows or c1 > cols:
+                raise ValueError(
+                    f"preprocess.margin_bbox: {cfg.margin_bbox} reaches outside the frames "
+                    f"{(rows, cols)}"
+                )
+            self.box = (slice(r0, r1), slice(c0, c1))
+            self.reference = 1.0
+            self.reference = float(self._margin_means(self.corrected_plain(np.array([0])))[0])
+
+    def _margin_means(self, frames: np.ndarray) -> np.ndarray:
+        means = frames[(slice(None),) + self.box].mean(axis=(1, 2), dtype=np.float64)
+        if np.any(means == 0) or not np.all(np.isfinite(means)):
+            raise ValueError(
+                "preprocess.margin_bbox: the margin mean is zero or not finite in some frame; "
+                "choose a box in the illuminated margin"
+            )
+        return means
+
+    def corrected_plain(self, indices: np.ndarray) -> np.ndarray:
+        frames = self.stack.read_frames(indices).astype(np.float32)
+        if self.dark is not None:
+            frames -= self.dark
+        if self.offset:
+            frames -= self.offset
+        return frames
+
+    def __call__(self, indices: np.ndarray) -> np.ndarray:
+        frames = self.corrected_plain(indices)
+        if self.box is not None:
+            scale = (self.reference / self._margin_means(frames)).astype(np.float32)
+            frames *= scale[:, None, None]
+        return frames
+
+
+def _open_output(cfg: PreprocessConfig, config_yaml: str, source_text: str, n_frames: int,
+                 frame_shape: tuple, n_chunks: int):
+    """Create the partial output file, or reopen it to resume. Returns (h5 file, done)."""
+    import h5py
+
+    import xreduce
+
+    tmp = partial_path(cfg.output)
+    if os.path.exists(tmp):
+        h5 = h5py.File(tmp, "r+")
+        process = h5.get("/entry/process")
+        stored = process.attrs.get("config") if process is not None else None
+        if stored != config_yaml or process.attrs.get("input") != cfg.input:
+            h5.close()
+            raise ConfigError(
+                f"preprocess.output: {tmp!r} holds an unfinished run with a different "
+                "configuration; delete it to start again, or run with the same configuration "
+                "to resume it"
+            )
+        return h5, h5["/entry/process/chunk_done"]
+    h5 = h5py.File(tmp, "w")
+    entry = h5.create_group("entry")
+    entry.attrs["NX_class"] = "NXentry"
+    shape = (n_frames,) + tuple(frame_shape)
+    chunks = (1,) + tuple(frame_shape)
+    groups = ["preprocessed"] + (["background"] if cfg.save_background else [])
+    for name in groups:
+        group = entry.create_group(name)
+        group.attrs["NX_class"] = "NXdata"
+        group.attrs["signal"] = "data"
+        group.create_dataset("data", shape=shape, dtype=np.float32, chunks=chunks,
+                             compression=cfg.compression)
+    process = entry.create_group("process")
+    process.attrs["NX_class"] = "NXprocess"
+    process.attrs["program"] = "xreduce-dct preprocess"
+    process.attrs["version"] = xreduce.__version__
+    process.attrs["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    process.attrs["config"] = config_yaml
+    process.attrs["config_source"] = source_text
+    process.attrs["input"] = cfg.input
+    process.attrs["chunk_frames"] = cfg.chunk_frames
+    done = process.create_dataset("chunk_done", shape=(n_chunks,), dtype=np.uint8,
+                                  fillvalue=0)
+    h5.flush()
+    return h5, done
+
+
+def preprocess(
+    config: Union[PreprocessConfig, str, os.PathLike, Mapping],
+    progress: bool = True,
+    on_chunk: Optional[Callable[[int, int, int], None]] = None,
+) -> PreprocessResult:
+    """Run the DCT preprocessing of one volume (see the module notes).
+
+    Parameters
+    ----------
+    config : PreprocessConfig, YAML file, YAML text or mapping
+        The ``preprocess`` section (see :class:`xreduce.dct.config.PreprocessConfig`).
+    progress : bool
+        Show a tqdm progress bar over chunks.
+    on_chunk : callable, optional
+        Called as ``on_chunk(index, first_frame, stop_frame)`` after each chunk is safely
+        written (an exception raised there interrupts the run; it resumes later).
+
+    Returns
+    -------
+    PreprocessResult
+
+    Raises
+    ------
+    FileExistsError
+        The output exists and ``overwrite`` is false.
+    ConfigError (a ValueError)
+        Invalid configuration, or an unfinished run with another configuration.
+
+    Example
+    -------
+    >>> preprocess({"preprocess": {"input": "scan.h5::/entry/data",
+    ...                            "output": "scan_pre.h5"}})   # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    from xreduce.median import (
+        _interpolate,
+        _frame_map,
+        _ranks,
+        _run_moving_median,
+        _sample_frames,
+        median_filter2d,
+    )
+
+    cfg, source_text = _as_config(config)
+    if os.path.exists(cfg.output) and not cfg.overwrite:
+        raise FileExistsError(
+            f"preprocess.output: {cfg.output!r} exists; set overwrite: true to replace it"
+        )
+    if cfg.save_background and cfg.moving_median.window is None:
+        raise ConfigError("preprocess.save_background: needs moving_median.window")
+    config_yaml = dump_section(cfg)
+    mm, mf = cfg.moving_median, cfg.median_filter
+    threads = cfg.num_threads
+    with open_stack(cfg.input) as stack:
+        n_frames = len(stack)
+        if n_frames == 0:
+            raise ValueError(f"preprocess.input: {cfg.input!r} holds no frames")
+        frame_shape = tuple(stack.shape[1:])
+        correct = _Corrector(cfg, stack)
+        chunk = cfg.chunk_frames
+        n_chunks = -(-n_frames // chunk)
+        window = mm.window
+        if window is not None:
+            frame_map = _frame_map(n_frames, window, mm.mode)
+            samples = _sample_frames(n_frames, mm.step)
+            rank_lo, rank_hi = _ranks(frame_map, samples, window, "mean")
+        memory = memory_estimate_bytes(frame_shape, chunk, window, mm.step)
+        h5, done = _open_output(cfg, config_yaml, source_text, n_frames, frame_shape,
+                                n_chunks)
+        computed = skipped = 0
+        try:
+            flags = done[...]
+            bar = tqdm(total=n_chunks, disable=not progress, unit="chunk",
+                       desc="preprocess", initial=int(flags.sum()))
+            with bar:
+                for index in range(n_chunks):
+                    if flags[index]:
+                        skipped += 1
+                        continue
+                    first, stop = index * chunk, min(n_frames, (index + 1) * chunk)
+                    if window is None:
+                        result = correct(np.arange(first, stop))
+                        background = None
+                    else:
+                        i0 = int(np.searchsorted(samples, first, side="right")) - 1
+                        i1 = int(np.searchsorted(samples, stop - 1, side="left"))
+                        s0, s1 = int(samples[i0]), int(samples[i1])
+                        reach = frame_map[s0: s1 + window]
+                        needed = np.unique(reach[reach >= 0])
+                        frames = correct(needed)
+                        local_map = np.where(reach >= 0, np.searchsorted(needed, reach), -1)
+                        local_samples = np.ascontiguousarray(samples[i0: i1 + 1] - s0, np.int32)
+                        medians = _run_moving_median(
+                            frames.reshape(len(needed), -1), window,
+                            np.ascontiguousarray(local_map, np.int32), local_samples,
+                            rank_lo[i0: i1 + 1], rank_hi[i0: i1 + 1], cfg.backend,
+                            threads or 0,
+                        )
+                        if mm.step > 1:
+                            medians = _interpolate(medians, local_samples, s1 - s0 + 1,
+                                                   mm.interpolation, np.dtype(np.float32))
+                            medians = medians[first - s0: stop - s0]
+                        background = medians.reshape((stop - first,) + frame_shape)
+                        own = np.searchsorted(needed, np.arange(first, stop))
+                        result = frames[own] - background
+                    if mf.active:
+                        result = median_filter2d(result, tuple(mf.size) if isinstance(
+                            mf.size, list) else mf.size, mode=mf.mode, backend=cfg.backend,
+                            num_threads=threads)
+                    h5["/entry/preprocessed/data"][first:stop] = result
+                    if cfg.save_background:
+                        h5["/entry/background/data"][first:stop] = background
+                    h5.flush()
+                    done[index] = 1
+                    h5.flush()
+                    computed += 1
+                    bar.update(1)
+                    if on_chunk is not None:
+                        on_chunk(index, first, stop)
+            h5["/entry/process"].attrs["completed"] = (
+                datetime.datetime.now(datetime.timezone.utc).isoformat())
+        finally:
+            h5.close()
+    os.replace(partial_path(cfg.output), cfg.output)
+    return PreprocessResult(
+        output=cfg.output, n_frames=n_frames, frame_shape=frame_shape, chunks_total=n_chunks,
+        chunks_computed=computed, chunks_skipped=skipped, memory_bytes=memory,
+    )

@@ -1,0 +1,255 @@
+"""PONI files: read versions 1, 2, 2.1 and 3 (as pyFAI writes them), write version 2.1.
+
+A PONI file has one ``key: value`` per line; keys are case-insensitive and lines starting with
+``#`` are comments. Version 1 gives the pixel sizes as ``PixelSize1``/``PixelSize2`` (and maybe a
+``SplineFile``); version 2 a JSON ``Detector_config``; 2.1 adds the detector ``orientation`` to
+it; 3 adds ``Parallax`` and a ``sensor`` entry in the detector configuration.
+
+Keys this library does not interpret are kept in ``geometry.extra`` (and written back) and
+reported with :func:`warnings.warn`; so are a spline file or parallax correction, which
+xreduce does not apply.
+
+Example
+-------
+>>> import os, tempfile
+>>> from xreduce.geometry import Geometry
+>>> geo = Geometry(0.1, 0.08, 0.09, 0.01, 0.02, 0.0, 1e-10, "Pilatus 1M")
+>>> path = os.path.join(tempfile.mkdtemp(), "demo.poni")
+>>> write_poni(geo, path)
+>>> read_poni(path) == geo
+True
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+
+from .detectors import Detector, get_detector
+
+__all__ = ["read_poni", "write_poni", "parse_poni"]
+
+_GEOMETRY_KEYS = {"distance": "dist", "poni1": "poni1", "poni2": "poni2", "rot1": "rot1",
+                  "rot2": "rot2", "rot3": "rot3", "wavelength": "wavelength"}
+_KNOWN = set(_GEOMETRY_KEYS) | {"poni_version", "detector", "detector_config", "pixelsize1",
+                                "pixelsize2", "splinefile", "parallax"}
+_VERSIONS = (1.0, 2.0, 2.1, 3.0)
+_GENERIC_NAMES = {"detector", "none", ""}
+
+
+def parse_poni(text: str, source: str = "<string>") -> dict:
+    """Split PONI text into ``{lower-case key: (line number, original key, value)}``.
+
+    Raises
+    ------
+    ValueError
+        A line that is not ``key: value`` or a key given twice (the message names the line).
+    """
+    entries = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition(":")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"{source}, line {number}: expected 'key: value', got {raw!r}")
+        lower = key.lower()
+        if lower in entries:
+            raise ValueError(f"{source}, line {number}: key {key!r} already given on line "
+                             f"{entries[lower][0]}")
+        entries[lower] = (number, key, value.strip())
+    return entries
+
+
+def read_poni(path: str | os.PathLike, shape: tuple | None = None):
+    """Read a PONI file into a :class:`~xreduce.geometry.Geometry`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.poni`` file.
+    shape : tuple of int, optional
+        Image shape (rows, cols) for files whose detector has none (a plain detector described
+        only by its pixel sizes, e.g. version 1 files).
+
+    Raises
+    ------
+    ValueError
+        Malformed line or value (with its line number), missing key, unsupported version.
+    """
+    from .geometry import Geometry
+
+    path = os.fspath(path)
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    entries = parse_poni(text, path)
+
+    def number(key, required=True):
+        if key not in entries:
+            if required:
+                raise ValueError(f"{path}: missing key {key!r}")
+            return None
+        line, original, value = entries[key]
+        if value.lower() == "none" and not required:
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{path}, line {line}: {original}: expected a number, got {value!r}") from None
+
+    version = number("poni_version", required=False) or 1.0
+    if version not in _VERSIONS:
+        raise ValueError(f"{path}, line {entries['poni_version'][0]}: poni_version: expected one "
+                         f"of 1, 2, 2.1, 3, got {entries['poni_version'][2]!r}")
+    extra = {}
+    config = {}
+    if "detector_config" in entries:
+        line, _, value = entries["detector_config"]
+        try:
+            config = json.loads(value) if value.lower() != "none" else {}
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {line}: Detector_config: invalid JSON ({error.msg})") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{path}, line {line}: Detector_config: expected a JSON object")
+        config = {k.lower(): v for k, v in config.items()}
+    for key in ("pixelsize1", "pixelsize2"):
+        if key in entries:
+            config["pixel" + key[-1]] = number(key)
+    spline = entries.get("splinefile", (0, "", "none"))[2]
+    spline = config.pop("splinefile", None) or (None if spline.lower() == "none" else spline)
+    if spline:
+        extra["SplineFile"] = spline
+        warnings.warn(f"{path}: spline file {spline!r} kept but not applied (xreduce does not "
+                      "correct spline distortion)", stacklevel=2)
+    if "sensor" in config:
+        extra["sensor"] = config.pop("sensor")
+    if "parallax" in entries:
+        parallax = entries["parallax"][2]
+        extra["Parallax"] = parallax
+        if parallax.lower() not in ("false", "0", "none"):
+            warnings.warn(f"{path}: parallax correction requested but not applied by xreduce",
+                          stacklevel=2)
+    unknown = []
+    for key, (line, original, value) in entries.items():
+        if key not in _KNOWN:
+            extra[original] = value
+            unknown.append(f"{original} (line {line})")
+    if unknown:
+        warnings.warn(f"{path}: unknown PONI keys kept in geometry.extra: {', '.join(unknown)}",
+                      stacklevel=2)
+    name = entries.get("detector", (0, "", "Detector"))[2]
+    detector = _detector(name, config, shape, path, entries)
+    params = {attr: number(key, required=key != "wavelength") for key, attr in _GEOMETRY_KEYS.items()}
+    return Geometry(**params, detector=detector, extra=extra)
+
+
+def _detector(name: str, config: dict, shape, path: str, entries: dict) -> Detector:
+    orientation = int(config.get("orientation") or 3)
+    where = f"{path}, line {entries['detector'][0]}" if "detector" in entries else path
+    if name.lower() in _GENERIC_NAMES or name == "NexusDetector":
+        if name == "NexusDetector" or "filename" in config:
+            filename = config.get("filename")
+            if not filename:
+                raise ValueError(f"{where}: NexusDetector without a filename in Detector_config")
+            return Detector.read_nexus(filename)
+        if "pixel1" not in config or "pixel2" not in config:
+            raise ValueError(f"{where}: the detector has no pixel sizes (pixel1, pixel2)")
+        max_shape = config.get("max_shape") or shape
+        if max_shape is None:
+            raise ValueError(f"{where}: the detector has no shape; pass shape=(rows, cols)")
+        binning = tuple(config.get("binning") or (1, 1))
+        rows, cols = (int(n) // b for n, b in zip(max_shape, binning))
+        if shape is not None and tuple(shape) != (rows, cols):
+            raise ValueError(f"shape: the file gives {(rows, cols)}, got {tuple(shape)}")
+        return Detector(float(config["pixel1"]), float(config["pixel2"]), (rows, cols),
+                        binning=binning, orientation=orientation)
+    try:
+        binning = config.get("binning")
+        detector = get_detector(name, binning=tuple(binning) if binning else None,
+                                orientation=orientation)
+    except KeyError as error:
+        raise ValueError(f"{where}: {error.args[0]}") from None
+    pixel1 = float(config.get("pixel1", detector.pixel1))
+    pixel2 = float(config.get("pixel2", detector.pixel2))
+    if (pixel1, pixel2) != (detector.pixel1, detector.pixel2):
+        detector = Detector(pixel1, pixel2, detector.shape, detector.mask, detector.name,
+                            detector.binning, None, detector.orientation)
+    return detector
+
+
+def poni_text(geometry) -> str:
+    """The version 2.1 PONI text of a geometry (what :func:`write_poni` writes)."""
+    from . import __version__
+
+    det = geometry.detector
+    try:
+        registered = det.name is not None and get_detector(det.name).name == det.name
+    except KeyError:
+        registered = False
+    if registered:
+        config = {"pixel1": det.pixel1, "pixel2": det.pixel2, "orientation": det.orientation}
+        if det.binning != (1, 1):
+            config["binning"] = list(det.binning)
+        name = det.name
+    else:
+        config = {"pixel1": det.pixel1, "pixel2": det.pixel2,
+                  "max_shape": [det.shape[0] * det.binning[0], det.shape[1] * det.binning[1]],
+                  "orientation": det.orientation}
+        if det.binning != (1, 1):
+            config["binning"] = list(det.binning)
+        name = "Detector"
+    spline = next((v for k, v in geometry.extra.items() if k.lower() == "splinefile"), None)
+    if spline:
+        config["splineFile"] = spline
+    lines = [
+        "# Nota: C-Order, 1 refers to the Y axis, 2 to the X axis",
+        f"# Written by xreduce {__version__}",
+        "poni_version: 2.1",
+        f"Detector: {name}",
+        f"Detector_config: {json.dumps(config)}",
+        f"Distance: {geometry.dist!r}",
+        f"Poni1: {geometry.poni1!r}",
+        f"Poni2: {geometry.poni2!r}",
+        f"Rot1: {geometry.rot1!r}",
+        f"Rot2: {geometry.rot2!r}",
+        f"Rot3: {geometry.rot3!r}",
+    ]
+    if geometry.wavelength is not None:
+        lines.append(f"Wavelength: {geometry.wavelength!r}")
+    for key, value in geometry.extra.items():
+        if key.lower() in ("sensor", "parallax"):
+            continue             # version 3 entries: not part of a 2.1 file
+        if key.lower() == "splinefile":
+            continue             # written in Detector_config
+        lines.append(f"{key}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def write_poni(geometry, path: str | os.PathLike) -> None:
+    """Write ``geometry`` as a version 2.1 PONI file, atomically (temporary name, then rename).
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> from xreduce.geometry import Geometry
+    >>> g = Geometry(0.1, 0, 0, 0, 0, 0, 1e-10, "Eiger 4M")
+    >>> write_poni(g, os.path.join(tempfile.mkdtemp(), "g.poni"))
+    """
+    from .geometry import Geometry
+
+    if not isinstance(geometry, Geometry):
+        raise TypeError(f"geometry: expected a Geometry, got {type(geometry).__name__}")
+    path = os.fspath(path)
+    text = poni_text(geometry)
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, tmp = tempfile.mkstemp(prefix=".", suffix=".poni.part", dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

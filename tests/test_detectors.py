@@ -1,0 +1,236 @@
+"""Detectors: registry, module-gap masks (counted independently of the mask code), binning, NeXus.
+
+Masked-pixel counts are computed here from the module/gap layout of REFERENCE.md section 3 by
+inclusion-exclusion (gap rows x all columns + gap columns x all rows - overlaps), not with the
+package's mask builder; they are also compared pixel by pixel with pyFAI's masks when installed.
+"""
+import pickle
+
+import numpy as np
+import pytest
+
+from xreduce.detectors import Detector, detector_names, get_detector, module_gap_mask
+
+# name: (pixel_m, shape, module, gap, mid-module masked columns)
+TABLE = {
+    "Pilatus 1M": (172e-6, (1043, 981), (195, 487), (17, 7), 0),
+    "Pilatus 2M": (172e-6, (1679, 1475), (195, 487), (17, 7), 0),
+    "Pilatus 6M": (172e-6, (2527, 2463), (195, 487), (17, 7), 0),
+    "Pilatus4 4M": (150e-6, (2180, 2073), (255, 513), (20, 7), 0),
+    "Eiger 1M": (75e-6, (1065, 1030), (514, 1030), (37, 10), 0),
+    "Eiger 4M": (75e-6, (2167, 2070), (514, 1030), (37, 10), 0),
+    "Eiger 9M": (75e-6, (3269, 3110), (514, 1030), (37, 10), 0),
+    "Eiger 16M": (75e-6, (4371, 4150), (514, 1030), (37, 10), 0),
+    "Eiger2 CdTe 4M": (75e-6, (2162, 2068), (512, 1028), (38, 12), 2),
+    "Eiger2 CdTe 9M": (75e-6, (3262, 3108), (512, 1028), (38, 12), 2),
+    "Eiger2 CdTe 16M": (75e-6, (4362, 4148), (512, 1028), (38, 12), 2),
+    "Jungfrau 4M": (75e-6, (2164, 2068), (514, 1030), (36, 8), 0),
+    "Lambda 2M": (55e-6, (1556, 1556), (256, 256), (4, 4), 0),
+}
+
+
+def expected_masked(shape, module, gap, mid):
+    """Masked pixels of a module grid, by counting modules and gaps (inclusion-exclusion)."""
+    rows, cols = shape
+    n_mod_rows = (rows + gap[0]) // (module[0] + gap[0])
+    n_mod_cols = (cols + gap[1]) // (module[1] + gap[1])
+    assert n_mod_rows * module[0] + (n_mod_rows - 1) * gap[0] == rows   # the table is consistent
+    assert n_mod_cols * module[1] + (n_mod_cols - 1) * gap[1] == cols
+    gap_rows = (n_mod_rows - 1) * gap[0]
+    gap_cols = (n_mod_cols - 1) * gap[1] + n_mod_cols * mid
+    return gap_rows * cols + gap_cols * rows - gap_rows * gap_cols
+
+
+@pytest.mark.parametrize("name", sorted(TABLE))
+def test_module_detectors(name):
+    pixel, shape, module, gap, mid = TABLE[name]
+    det = get_detector(name)
+    assert det.name == name
+    assert det.shape == shape
+    assert det.pixel1 == det.pixel2 == pytest.approx(pixel, rel=1e-12)
+    assert det.mask.dtype == np.uint8 and det.mask.shape == shape
+    assert int(det.mask.sum()) == expected_masked(shape, module, gap, mid)
+    # the first pixel is in a module; the first gap row after the first module is masked
+    assert det.mask[0, 0] == 0 and det.mask[module[0], 0] == 1
+    if shape[1] > module[1]:
+        assert det.mask[0, module[1]] == 1
+
+
+def test_eiger2_cdte_mid_module_columns():
+    """Columns 513 and 514 of each 1028-wide module are masked (CdTe sensor join)."""
+    det = get_detector("Eiger2 CdTe 4M")
+    assert det.mask[0, 513] == det.mask[0, 514] == 1
+    assert det.mask[0, 512] == det.mask[0, 515] == 0
+    assert det.mask[0, 1040 + 513] == 1
+    assert not get_detector("Eiger2 4M").mask[0, 513]
+
+
+@pytest.mark.parametrize("name, pixel, shape", [
+    ("Perkin Elmer", 200e-6, (2048, 2048)),
+    ("FReLoN", 50e-6, (2048, 2048)),
+    ("Rayonix MX225", 73.2e-6, (3072, 3072)),
+    ("Rayonix MX340HS", 88.5e-6, (3840, 3840)),
+])
+def test_unmasked_detectors(name, pixel, shape):
+    det = get_detector(name)
+    assert det.shape == shape
+    assert det.pixel1 == pytest.approx(pixel, rel=1e-3)
+    assert det.mask.sum() == 0
+
+
+def test_rayonix_binning():
+    """Rayonix reads 2x2 binned by default; binning=(1, 1) gives the physical pixels."""
+    det = get_detector("Rayonix MX225")
+    assert det.binning == (2, 2)
+    full = get_detector("Rayonix MX225", binning=(1, 1))
+    assert full.shape == (6144, 6144) and full.pixel1 == pytest.approx(225e-3 / 6144, rel=1e-4)
+
+
+def test_mar345_circle():
+    """Masked = pixel centre outside the inscribed circle; the count is the area outside it."""
+    det = get_detector("Mar345")
+    assert det.shape == (3450, 3450)
+    outside = det.mask.sum()
+    area_outside = 3450 ** 2 - np.pi * 1725 ** 2
+    assert abs(outside - area_outside) / area_outside < 1e-3
+    assert det.mask[0, 0] == 1 and det.mask[1725, 1725] == 0 and det.mask[1725, 0] == 0
+
+
+@pytest.mark.parametrize("alias", ["Pilatus 1M", "pilatus1m", "PILATUS_1M", "pilatus-1m"])
+def test_names_are_separator_and_case_insensitive(alias):
+    assert get_detector(alias).name == "Pilatus 1M"
+
+
+def test_eiger2_cdte_spelling():
+    assert get_detector("Eiger2_CdTe_4M").name == "Eiger2 CdTe 4M"
+    assert get_detector("eiger2cdte4m").name == "Eiger2 CdTe 4M"
+
+
+def test_unknown_name_suggests():
+    with pytest.raises(KeyError, match="Pilatus 1M"):
+        get_detector("Pilatus 1N")
+    with pytest.raises(KeyError, match="unknown detector 'Foo'"):
+        get_detector("Foo")
+    with pytest.raises(TypeError, match="name"):
+        get_detector(None)
+
+
+def test_registry_names():
+    names = detector_names()
+    assert len(names) >= 20
+    for name in names:
+        assert get_detector(name).name == name
+
+
+def test_binning_rescales_pixels_and_mask():
+    det = get_detector("Pilatus 1M")
+    binned = det.binned(2, 3)
+    assert binned.shape == (1043 // 2, 981 // 3)
+    assert binned.pixel1 == pytest.approx(2 * 172e-6) and binned.pixel2 == pytest.approx(3 * 172e-6)
+    assert binned.binning == (2, 3)
+    # a binned pixel is masked when any of its pixels is
+    expected = det.mask[:1042, :981].reshape(521, 2, 327, 3).max(axis=(1, 3))
+    np.testing.assert_array_equal(binned.mask, expected)
+    with pytest.raises(ValueError, match="binning"):
+        det.binned(0)
+
+
+def test_detector_validation():
+    with pytest.raises(ValueError, match="pixel1"):
+        Detector(-1e-4, 1e-4, (4, 4))
+    with pytest.raises(ValueError, match="pixel2"):
+        Detector(1e-4, float("nan"), (4, 4))
+    with pytest.raises(TypeError, match="pixel1"):
+        Detector("1e-4", 1e-4, (4, 4))
+    with pytest.raises(ValueError, match="shape"):
+        Detector(1e-4, 1e-4, (0, 4))
+    with pytest.raises(TypeError, match="shape"):
+        Detector(1e-4, 1e-4, (4.5, 4))
+    with pytest.raises(ValueError, match=r"mask: expected shape \(4, 4\), got \(3, 4\)"):
+        Detector(1e-4, 1e-4, (4, 4), mask=np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="corners"):
+        Detector(1e-4, 1e-4, (4, 4), corners=np.zeros((4, 4, 4, 2)))
+    with pytest.raises(ValueError, match="orientation"):
+        Detector(1e-4, 1e-4, (4, 4), orientation=5)
+
+
+def test_immutable_and_picklable():
+    det = get_detector("Eiger 1M")
+    with pytest.raises(AttributeError):
+        det.pixel1 = 1.0
+    with pytest.raises(ValueError):
+        det.mask[0, 0] = 1          # read-only mask
+    copy = pickle.loads(pickle.dumps(det))
+    assert copy == det and copy is not det
+    assert not copy.mask.flags.writeable
+
+
+def test_module_gap_mask_small():
+    mask = module_gap_mask((7, 5), (3, 2), (1, 1))
+    expected = np.array([[0, 0, 1, 0, 0]] * 3 + [[1] * 5] + [[0, 0, 1, 0, 0]] * 3)
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_nexus_round_trip(tmp_path):
+    import h5py
+
+    det = get_detector("Pilatus 1M").binned(2)
+    path = tmp_path / "det.h5"
+    det.write_nexus(path)
+    assert Detector.read_nexus(path) == det
+    with h5py.File(path, "r") as h5:
+        group = h5["/entry/instrument/detector"]
+        assert group.attrs["NX_class"] == "NXdetector"
+        assert group["x_pixel_size"].attrs["units"] == "m"
+        assert group["pixel_mask"].shape == det.shape
+    assert not list(tmp_path.glob("*.part"))          # nothing left behind
+
+
+def test_nexus_corners_and_open_group(tmp_path):
+    import h5py
+
+    rng = np.random.default_rng(1)
+    corners = rng.random((3, 2, 4, 3)) * 1e-3
+    det = Detector(1e-4, 1e-4, (3, 2), name="distorted", corners=corners, orientation=1)
+    with h5py.File(tmp_path / "x.h5", "w") as h5:
+        det.write_nexus(h5, name="det0")
+    with h5py.File(tmp_path / "x.h5", "r") as h5:
+        back = Detector.read_nexus(h5)
+    assert back == det
+    np.testing.assert_array_equal(back.corners, corners)
+
+
+def test_nexus_errors(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "empty.h5", "w") as h5:
+        h5.create_group("entry")
+    with pytest.raises(ValueError, match="no NXdetector"):
+        Detector.read_nexus(tmp_path / "empty.h5")
+    with pytest.raises(TypeError, match="target"):
+        get_detector("Eiger 1M").write_nexus(42)
+
+
+PYFAI_NAMES = {
+    "Pilatus 1M": "Pilatus1M", "Pilatus 6M": "Pilatus6M", "Pilatus4 4M": "Pilatus4_4M",
+    "Eiger 4M": "Eiger4M", "Eiger 16M": "Eiger16M", "Eiger2 4M": "Eiger2_4M",
+    "Eiger2 CdTe 4M": "Eiger2CdTe_4M", "Eiger2 CdTe 9M": "Eiger2CdTe_9M",
+    "Jungfrau 4M": "Jungfrau4M", "Lambda 2M": "Lambda2M", "Mar345": "Mar345",
+    "Rayonix MX225": "RayonixMx225", "Rayonix MX340HS": "RayonixMx340hs",
+    "FReLoN": "FReLoN",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PYFAI_NAMES))
+def test_against_pyfai(name):
+    """Same shape, pixel size and mask."""
+    detectors = pytest.importorskip("pyFAI.detectors")
+    theirs = detectors.detector_factory(PYFAI_NAMES[name])
+    ours = get_detector(name)
+    assert ours.shape == tuple(theirs.shape)
+    assert ours.pixel1 == pytest.approx(theirs.pixel1, rel=1e-12)
+    their_mask = theirs.mask
+    if their_mask is None:
+        assert ours.mask.sum() == 0
+    else:
+        np.testing.assert_array_equal(ours.mask, their_mask != 0)

@@ -1,0 +1,335 @@
+"""OpenCL CSR engine against the NumPy reference (tests/reference_opencl.py), on PoCL in CI.
+
+Tolerance: 1e-5 relative to the largest |value| of each sum. The kernel accumulates in
+double-word float32 (about 48 bits), so the sums themselves are exact to ~1e-13; what is left
+is the float32 rounding of each product c * (raw - dark) (~6e-8 relative, no cancellation
+amplification for positive data), hence 1e-5 is a loose, honest bound. With
+precision="float64" the bound is 1e-12.
+"""
+import os
+
+import numpy as np
+import pytest
+
+import reference_opencl as ref
+
+if os.environ.get("XREDUCE_REQUIRE_OPENCL"):
+    import pyopencl as cl
+else:
+    cl = pytest.importorskip("pyopencl")
+
+from xreduce.opencl import OpenCLUnavailableError  # noqa: E402
+from xreduce.opencl_engine import OpenCLCsrEngine  # noqa: E402
+
+KEYS = ("signal", "variance", "normalization", "normalization2", "count")
+
+
+def _platform_exists():
+    try:
+        return any(p.get_devices() for p in cl.get_platforms())
+    except cl.Error:
+        return False
+
+
+@pytest.fixture(scope="module")
+def opencl_context():
+    """A context on the first OpenCL device; skip only when none exists and CI does not ask."""
+    if not _platform_exists():
+        if os.environ.get("XREDUCE_REQUIRE_OPENCL"):
+            pytest.fail("XREDUCE_REQUIRE_OPENCL is set but no OpenCL platform was found")
+        pytest.skip("no OpenCL platform")
+    return cl.Context([cl.get_platforms()[0].get_devices()[0]])
+
+
+class Csr:
+    def __init__(self, indptr, indices, data, npix):
+        self.indptr, self.indices, self.data = indptr, indices, data
+        self.shape = (len(indptr) - 1, npix)
+
+
+def assert_sums_close(got, expected, rtol=1e-5):
+    for key in KEYS:
+        want = np.asarray(expected[key])
+        scale = max(np.abs(want).max(), 1e-30)
+        np.testing.assert_allclose(getattr(got, key), want, rtol=0, atol=rtol * scale,
+                                   err_msg=key)
+    np.testing.assert_array_equal(got.valid, expected["valid"])
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """A 100 x 80 detector, 300 bins, split coefficients, flat-like normalisation and dark."""
+    rng = np.random.default_rng(4)
+    npix = 100 * 80
+    indptr, indices, data = ref.random_csr(rng, 300, npix, max_per_row=60)
+    norm = rng.uniform(0.5, 1.5, npix).astype(np.float32)
+    dark = rng.uniform(0, 3, npix).astype(np.float32)
+    return rng, npix, indptr, indices, data, norm, dark
+
+
+@pytest.mark.parametrize("error_model", ["none", "poisson", "variance", "azimuthal"])
+@pytest.mark.parametrize("wg", [1, 16])
+def test_error_models_match_reference(opencl_context, problem, error_model, wg):
+    rng, npix, indptr, indices, data, norm, dark = problem
+    frame = rng.poisson(200, size=(100, 80)).astype(np.uint16)
+    frame.ravel()[rng.choice(npix, 50, replace=False)] = 65535      # the type's maximum
+    frame.ravel()[rng.choice(npix, 50, replace=False)] = 7          # dummy pixels
+    variance = rng.uniform(1, 50, npix).astype(np.float32) if error_model == "variance" else None
+    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), normalization=norm,
+                             device=opencl_context, workgroup_size=wg,
+                             precision="float32")
+    got = engine.integrate(frame, error_model=error_model, variance=variance, dark=dark,
+                           dummy=7)
+    want = ref.csr_sums(indptr, indices, data, frame, norm, dark, variance, error_model,
+                        dummy=7)
+    assert_sums_close(got, want)
+    assert (got.valid < np.diff(indptr)).any(), "the dummy pixels must have been left out"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32,
+                                   np.int64, np.float32, np.float64, np.float16, ">u2"])
+def test_raw_dtypes(opencl_context, problem, dtype):
+    """Every frame dtype is read as is; signed ints mark bad pixels negative, floats NaN, every
+    integer type its maximum."""
+    rng, npix, indptr, indices, data, norm, _ = problem
+    dtype = np.dtype(dtype)
+    top = 100 if dtype.itemsize == 1 else 1000
+    frame = rng.integers(0, top, npix).astype(dtype)
+    bad = rng.choice(npix, 40, replace=False)
+    if dtype.kind == "i":
+        frame[bad] = -1
+    elif dtype.kind == "f":
+        frame[bad] = np.nan
+    if dtype.kind in "iu":
+        frame[bad[:5]] = np.iinfo(dtype).max
+    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), normalization=norm,
+                             device=opencl_context, precision="float32")
+    got = engine.integrate(frame, error_model="poisson")
+    want = ref.csr_sums(indptr, indices, data, frame.astype(frame.dtype.newbyteorder("=")), norm)
+    assert_sums_close(got, want)
+    assert got.valid.sum() < len(indices)
+
+
+def test_compact_matrix_without_coefficients(opencl_context, problem):
+    """The no-split matrix has data=None: every coefficient is 1."""
+    rng, npix, *_ = problem
+    indptr, indices, _ = ref.random_csr(rng, 50, npix, split=False)
+    frame = rng.integers(0, 5000, npix).astype(np.uint32)
+    engine = OpenCLCsrEngine(Csr(indptr, indices, None, npix), device=opencl_context, precision="float32")
+    got = engine.integrate(frame, error_model="poisson")
+    assert_sums_close(got, ref.csr_sums(indptr, indices, None, frame))
+    np.testing.assert_array_equal(got.count, np.diff(indptr))
+
+
+def test_compensated_float32_beats_plain_float32(opencl_context):
+    """One bin of 200 000 pixels of value 1 + 1e-4 plus one of 1e4: the double-word sum is
+    exact to 1e-12 where naive float32 summation would be off by ~1e-4 relative."""
+    npix = 200_001
+    indptr = np.array([0, npix], np.int32)
+    indices = np.arange(npix, dtype=np.int32)
+    frame = np.full(npix, 1 + 1e-4, np.float32)
+    frame[0] = 1e4
+    engine = OpenCLCsrEngine(Csr(indptr, indices, None, npix), device=opencl_context, precision="float32")
+    got = engine.integrate(frame, error_model="none")
+    exact = np.float64(frame).sum()
+    assert abs(got.signal[0] - exact) / exact < 1e-12
+    assert abs(np.float32(0) + np.cumsum(frame, dtype=np.float32)[-1] - exact) / exact > 1e-7
+    assert got.normalization[0] == npix and got.count[0] == npix
+
+
+def test_float64_precision(opencl_context, problem):
+    rng, npix, indptr, indices, data, norm, dark = problem
+    device = opencl_context.devices[0]
+    frame = rng.normal(100, 30, npix)
+    if "cl_khr_fp64" not in device.extensions:
+        with pytest.raises(ValueError, match="cl_khr_fp64"):
+            OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context,
+                            precision="float64")
+        return
+    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), normalization=norm,
+                             device=opencl_context, precision="float64")
+    got = engine.integrate(frame, error_model="azimuthal", dark=dark)
+    want = ref.csr_sums(indptr, indices, data, frame, norm, dark, error_model="azimuthal")
+    assert_sums_close(got, want, rtol=1e-7)  # float32 coefficients/norms are exact in both
+
+
+@pytest.mark.parametrize("error_model", ["poisson", "azimuthal"])
+def test_sigma_clip_matches_reference(opencl_context, problem, error_model):
+    rng, npix, indptr, indices, data, norm, dark = problem
+    frame = rng.poisson(300, npix).astype(np.int32)
+    frame[rng.choice(npix, 200, replace=False)] = 30000      # outliers (Bragg peaks, zingers)
+    frame[rng.choice(npix, 20, replace=False)] = -2           # bad pixels
+    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), normalization=norm,
+                             device=opencl_context, workgroup_size=8,
+                             precision="float32")
+    got = engine.sigma_clip(frame, thres=3.0, max_iter=5, error_model=error_model, dark=dark)
+    want = ref.csr_sums(indptr, indices, data, frame, norm, dark, error_model=error_model,
+                        clip_thres=3.0, max_iter=5)
+    assert_sums_close(got, want)
+    if error_model != "azimuthal":
+        return
+    # physics: with a flat normalisation, clipping on the azimuthal spread removes the outliers
+    # and brings the bins back to the Poisson level (Poisson clipping around a mean pulled up by
+    # the outliers drops the good pixels instead: the reason azimuthal is the usual choice)
+    flat = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context, precision="float32")
+    clipped = flat.sigma_clip(frame, thres=3.0, max_iter=5, error_model=error_model)
+    plain = flat.integrate(frame, error_model=error_model)
+    assert (clipped.valid < plain.valid).sum() > 10, "outliers must have been clipped"
+    full = plain.valid > 20
+    # (a bin holding several outliers can mask them: a known limit of sigma clipping)
+    assert np.mean(np.abs(clipped.intensity[full] - 300) < 45) > 0.9
+    assert np.mean(np.abs(plain.intensity[full] - 300) < 45) < 0.6
+
+
+def test_stack_numpy_and_device_resident(opencl_context, problem):
+    """Streaming a numpy stack and reading a pyopencl array in place give the per-frame sums."""
+    import pyopencl.array as cla
+    rng, npix, indptr, indices, data, norm, dark = problem
+    stack = rng.poisson(50, size=(5, 100, 80)).astype(np.uint32)
+    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), normalization=norm,
+                             device=opencl_context, precision="float32")
+    streamed = engine.integrate_stack(stack, error_model="azimuthal", dark=dark)
+    queue = cl.CommandQueue(opencl_context)
+    resident = engine.integrate_stack(cla.to_device(queue, stack), error_model="azimuthal",
+                                      dark=dark)
+    for i in range(len(stack)):
+        single = engine.integrate(stack[i], error_model="azimuthal", dark=dark)
+        for key in KEYS + ("valid",):
+            np.testing.assert_array_equal(getattr(streamed, key)[i], getattr(single, key))
+            np.testing.assert_array_equal(getattr(resident, key)[i], getattr(single, key))
+    assert streamed.signal.shape == (5, 300)
+
+
+def test_empty_rows_and_all_invalid_bins_are_zero(opencl_context):
+    indptr = np.array([0, 0, 2, 4], np.int32)
+    indices = np.array([0, 1, 2, 3], np.int32)
+    frame = np.array([5, 6, -1, -1], np.int16)
+    engine = OpenCLCsrEngine(Csr(indptr, indices, None, 4), normalization=[0.3, 0.7, 0.9, 1.1],
+                             device=opencl_context, precision="float32")
+    got = engine.integrate(frame)
+    np.testing.assert_array_equal(got.valid, [0, 2, 0])
+    np.testing.assert_array_equal(
+        got.normalization, [0, np.float64(np.float32(0.3)) + np.float64(np.float32(0.7)), 0])
+    assert np.isnan(got.intensity[0]) and np.isnan(got.intensity[2])
+
+
+# ------------------------------------------------------------------------- bad input
+def test_bad_dtypes_raise_type_error(opencl_context, problem):
+    rng, npix, indptr, indices, data, *_ = problem
+    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context, precision="float32")
+    for dtype in (np.complex64, bool):
+        with pytest.raises(TypeError, match="frame: expected an integer or float image"):
+            engine.integrate(np.zeros(npix, dtype))
+        with pytest.raises(TypeError, match="stack"):
+            engine.integrate_stack(np.zeros((2, npix), dtype))
+
+
+def test_bad_shapes_and_options(opencl_context, problem):
+    rng, npix, indptr, indices, data, *_ = problem
+    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context, precision="float32")
+    with pytest.raises(ValueError, match=f"frame: expected {npix} pixels"):
+        engine.integrate(np.zeros(npix + 1, np.uint16))
+    with pytest.raises(ValueError, match="error_model"):
+        engine.integrate(np.zeros(npix, np.uint16), error_model="gaussian")
+    with pytest.raises(ValueError, match="variance"):
+        engine.integrate(np.zeros(npix, np.uint16), error_model="variance")
+    with pytest.raises(ValueError, match="precision"):
+        OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context, precision="half")
+    with pytest.raises(ValueError, match="indices"):
+        OpenCLCsrEngine(Csr(indptr, indices, data, 10), device=opencl_context, precision="float32")
+
+
+def test_frame_larger_than_device_memory(opencl_context, problem, monkeypatch):
+    """A frame beyond the device's memory raises MemoryError naming the sizes, before upload."""
+    rng, npix, indptr, indices, data, *_ = problem
+    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context, precision="float32")
+
+    class TinyDevice:
+        name = "tiny"
+        extensions = engine.device.extensions
+        global_mem_size = 1000
+        max_mem_alloc_size = 1000
+    monkeypatch.setattr(engine, "device", TinyDevice())
+    with pytest.raises(MemoryError, match="frame.*MiB.*tiny"):
+        engine.integrate(np.zeros(npix, np.uint16))
+
+
+def test_absent_device_is_a_clear_error(opencl_context, problem):
+    rng, npix, indptr, indices, data, *_ = problem
+    with pytest.raises(OpenCLUnavailableError, match="no OpenCL platform 99.*PoCL"):
+        OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=(99, 0))
+    with pytest.raises(ValueError, match="device"):
+        OpenCLCsrEngine(Csr(indptr, indices, data, npix), device="tpu")
+
+
+# ------------------------------------------------------------- against the Cython engine
+@pytest.fixture(scope="module")
+def flat_detector():
+    """Pixel corners and centres (2theta in degrees, chi in radians) of a 100 x 80 flat
+    detector, 172 um pixels, 0.1 m away, beam off-centre; frames, dark, normalisation."""
+    rows, cols, pixel, dist = 100, 80, 172e-6, 0.1
+    r_edge = (np.arange(rows + 1) - 30.3) * pixel
+    c_edge = (np.arange(cols + 1) - 20.7) * pixel
+
+    def positions(y, x):
+        return np.stack([np.degrees(np.arctan2(np.hypot(y, x), dist)), np.arctan2(y, x)], -1)
+
+    y, x = np.meshgrid(r_edge, c_edge, indexing="ij")
+    edges = positions(y, x)
+    corners = np.stack([edges[:-1, :-1], edges[1:, :-1], edges[1:, 1:], edges[:-1, 1:]], axis=2)
+    yc, xc = np.meshgrid(0.5 * (r_edge[1:] + r_edge[:-1]), 0.5 * (c_edge[1:] + c_edge[:-1]),
+                         indexing="ij")
+    rng = np.random.default_rng(7)
+    npix = rows * cols
+    frames = rng.poisson(1000, size=(3, npix)).astype(np.uint32)
+    frames[:, rng.choice(npix, 30, replace=False)] = np.iinfo(np.uint32).max
+    frames[:, rng.choice(npix, 30, replace=False)] = 5        # dummy
+    norm = rng.uniform(0.6, 1.2, npix)
+    norm[rng.choice(npix, 10, replace=False)] = 0.0          # unusable: dropped from the matrix
+    return dict(corners=corners, centers=positions(yc, xc), frames=frames, npix=npix,
+                dark=rng.uniform(0, 20, npix).astype(np.float32),
+                variance=rng.uniform(500, 1500, (3, npix)).astype(np.float32), norm=norm)
+
+
+@pytest.mark.parametrize("split", ["no", "bbox", "pseudo", "full"])
+@pytest.mark.parametrize("npt_azim", [None, 36], ids=["1d", "2d"])
+@pytest.mark.parametrize("error_model", [None, "poisson", "variance", "azimuthal"])
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_same_sums_as_cython_engine(opencl_context, flat_detector, split, npt_azim, error_model,
+                                    precision):
+    """Every split, 1D and 2D, every error model, compensated float32 and float64: the OpenCL
+    engine's sums equal the Cython engine's (float64 accumulation) within 1e-5 relative, bin
+    by bin (absolute floor 1e-9 of the largest value, for bins that cancel out)."""
+    if precision == "float64" and "cl_khr_fp64" not in opencl_context.devices[0].extensions:
+        pytest.skip("the device has no float64")
+    from xreduce.engines import CsrEngine, EngineKey, FrameArgs, Normalisation
+    from xreduce.opencl_engine import OpenCLIntegrationEngine
+    from xreduce.sparse import build_csr_from_arrays
+
+    d = flat_detector
+    npt = 50 if npt_azim is None else 40
+    matrix = build_csr_from_arrays(d["corners"] if split != "no" else None, d["centers"], npt,
+                                   npt_azim, split=split, unit="2th_deg")
+    key = EngineKey("csr", "opencl", split, "2th_deg", npt, npt_azim, None, None, None)
+    cpu = CsrEngine(key, matrix)
+    gpu = OpenCLIntegrationEngine(cpu, device=opencl_context, precision="float32")
+    norm = Normalisation(("test", split), d["norm"], ~(d["norm"] > 0))
+    args = FrameArgs(d["frames"], d["dark"], d["variance"] if error_model == "variance" else None,
+                     error_model, 5.0, 0.0)
+    want = cpu.integrate(args, norm)
+    got = gpu.integrate(args, norm)
+    for name in ("signal", "variance", "norm", "norm2", "count"):
+        expected = getattr(want, name)
+        np.testing.assert_allclose(getattr(got, name), expected, rtol=1e-5,
+                                   atol=1e-9 * np.abs(expected).max(), err_msg=name)
+    assert (want.norm > 0).mean() > 0.4  # a real comparison: most bins hold pixels
+
+
+def test_default_precision(opencl_context, problem):
+    """precision=None: float64 on a CPU device with cl_khr_fp64 (PoCL), compensated float32
+    on GPUs."""
+    rng, npix, indptr, indices, data, *_ = problem
+    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context)
+    device = opencl_context.devices[0]
+    cpu_fp64 = bool(device.type & cl.device_type.CPU) and "cl_khr_fp64" in device.extensions
+    assert engine.precision == ("float64" if cpu_fp64 else "float32")
