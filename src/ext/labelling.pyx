@@ -101,26 +101,45 @@ cdef inline int64_t count_runs(const pixel_t *row, Py_ssize_t n, double threshol
     return starts
 
 
+cdef inline int is_lit(const pixel_t *row, Py_ssize_t c, double threshold, float threshold_f,
+                       int32_t threshold_i) noexcept nogil:
+    """``row[c] > threshold`` in the cheapest exact form for the pixel type (see ``count_runs``)."""
+    if pixel_t is float:
+        return row[c] > threshold_f
+    elif pixel_t is uint8_t or pixel_t is uint16_t:
+        return <int32_t>row[c] > threshold_i
+    else:
+        return row[c] > threshold
+
+
 cdef inline void fill_runs(const pixel_t *row, Py_ssize_t n, double threshold, float threshold_f,
                            int32_t threshold_i, int32_t *c0, int32_t *c1) noexcept nogil:
-    """Write the first and one-past-last column of each run of a row (see ``count_runs``)."""
-    cdef Py_ssize_t c
+    """Write the first and one-past-last column of each run of a row.
+
+    The row is read in blocks of 32 voxels; a block without any lit/unlit change (most of them
+    at 1% lit) is skipped after one vectorisable test.
+    """
+    cdef Py_ssize_t c, j, end
     cdef int64_t k = 0
-    cdef int lit, inside = 0
-    for c in range(n):
-        if pixel_t is float:
-            lit = row[c] > threshold_f
-        elif pixel_t is uint8_t or pixel_t is uint16_t:
-            lit = <int32_t>row[c] > threshold_i
-        else:
-            lit = row[c] > threshold
-        if lit != inside:
-            if lit:
-                c0[k] = <int32_t>c
-            else:
-                c1[k] = <int32_t>c
-                k += 1
-            inside = lit
+    cdef int lit, inside = 0, changed
+    c = 0
+    while c < n:
+        end = c + 32 if c + 32 < n else n
+        changed = is_lit(row, c, threshold, threshold_f, threshold_i) != inside
+        for j in range(c + 1, end):
+            changed |= is_lit(row, j, threshold, threshold_f, threshold_i) \
+                != is_lit(row, j - 1, threshold, threshold_f, threshold_i)
+        if changed:
+            for j in range(c, end):
+                lit = is_lit(row, j, threshold, threshold_f, threshold_i)
+                if lit != inside:
+                    if lit:
+                        c0[k] = <int32_t>j
+                    else:
+                        c1[k] = <int32_t>j
+                        k += 1
+                    inside = lit
+        c = end
     if inside:
         c1[k] = <int32_t>n
 
@@ -153,8 +172,8 @@ def label_runs(pixel_t[:, :, ::1] volume, double threshold, int connectivity,
     """
     cdef Py_ssize_t F = volume.shape[0], R = volume.shape[1], C = volume.shape[2]
     cdef Py_ssize_t f, r, c
-    cdef int64_t i, k, n_row, n_runs, start, root
-    cdef int lit, inside, reach
+    cdef int64_t i, k, n_runs, start, root
+    cdef int reach
     if connectivity == 6:
         reach = 0
     elif connectivity == 26:
