@@ -32,6 +32,8 @@ def misorientation_angles(const double[:, ::1] q1, const double[:, ::1] q2,
         raise ValueError("sym: expected at least one symmetry quaternion")
     out = np.empty(n, dtype=np.float64)
     cdef double[::1] res = out
+    if num_threads == 0 and n * m < 20000:  # too little work for a thread team
+        num_threads = 1
     cdef double a0, a1, a2, a3, b0, b1, b2, b3, p0, p1, p2, p3, w, best
     for i in prange(n, nogil=True, schedule="static", num_threads=num_threads):
         a0 = q1[i, 0]; a1 = -q1[i, 1]; a2 = -q1[i, 2]; a3 = -q1[i, 3]
@@ -58,6 +60,8 @@ def reduce_to_fundamental_zone(const double[:, ::1] q, const double[:, ::1] sym,
         raise ValueError("q: expected (n, 4); sym: expected (m, 4) with m >= 1")
     out = np.empty((n, 4), dtype=np.float64)
     cdef double[:, ::1] res = out
+    if num_threads == 0 and n * m < 20000:
+        num_threads = 1
     cdef double a0, a1, a2, a3, s0, s1, s2, s3, w, best, sign
     for i in prange(n, nogil=True, schedule="static", num_threads=num_threads):
         a0 = q[i, 0]; a1 = q[i, 1]; a2 = q[i, 2]; a3 = q[i, 3]

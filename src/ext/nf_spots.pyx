@@ -18,6 +18,9 @@ cnp.import_array()
 
 cdef double DEG = 180.0 / M_PI
 cdef double RAD = M_PI / 180.0
+# Below this many inner iterations a call runs on one thread: starting a thread team costs more
+# than it saves, and much more on a machine whose cores are busy.
+cdef Py_ssize_t SMALL_WORK = 20000
 
 
 cdef inline int _window(double omega, double y, double z, const double *ranges,
@@ -163,6 +166,8 @@ def predict_spots(const double[:, :, ::1] U, const double[:, ::1] g, double wave
         return (np.empty(0, np.int32), np.empty(0, np.int32)) + tuple(
             np.empty(0, np.float64) for _ in range(3)) + (np.empty(0, np.int32),)
     chunk = max(1, min(n, (1 << 19) // maxs))
+    if num_threads == 0 and n * m < SMALL_WORK:
+        num_threads = 1
     b_or = np.empty(chunk * maxs, dtype=np.int32)
     b_re = np.empty(chunk * maxs, dtype=np.int32)
     b_om = np.empty(chunk * maxs, dtype=np.float64)
@@ -200,14 +205,13 @@ def predict_spots(const double[:, :, ::1] U, const double[:, ::1] g, double wave
     return tuple(np.concatenate(col) for col in zip(*pieces))
 
 
-cdef inline void _project(double a, double b, double omega_deg, double dy, double dz,
+cdef inline void _project(double a, double b, double c, double s, double dy, double dz,
                           double lsd, double bcy, double bcz, double px,
                           const double *Rt, double cw, double sw,
                           double *Ypx, double *Zpx) noexcept nogil:
     """Pixel (Y, Z) where the ray from sample point (a, b, 0) along (1, dy, dz) meets the
     detector at distance lsd (MIDAS tilt convention: the ray is rotated by Rt about the beam
-    centre (lsd, 0, 0) and met with the untilted plane X = lsd)."""
-    cdef double c = cos(omega_deg * RAD), s = sin(omega_deg * RAD)
+    centre (lsd, 0, 0) and met with the untilted plane X = lsd). c, s: cos and sin of omega."""
     cdef double xa = a * c - b * s, ya = a * s + b * c
     # stage wedge: lab = Ry(wedge) Rz(omega) sample
     cdef double px0 = cw * xa - lsd, py0 = ya, pz0 = -sw * xa
@@ -234,9 +238,12 @@ def project_points(const double[::1] a_um, const double[::1] b_um, const double[
     out = np.empty((n, nd, 2), dtype=np.float64)
     cdef double[:, :, ::1] o = out
     cdef double cw = cos(wedge_deg * RAD), sw = sin(wedge_deg * RAD)
+    if num_threads == 0 and n * nd < SMALL_WORK:
+        num_threads = 1
     for i in prange(n, nogil=True, schedule="static", num_threads=num_threads):
         for d in range(nd):
-            _project(a_um[i], b_um[i], omega_deg[i], dir_y[i], dir_z[i], lsd_um[d],
+            _project(a_um[i], b_um[i], cos(omega_deg[i] * RAD), sin(omega_deg[i] * RAD),
+                     dir_y[i], dir_z[i], lsd_um[d],
                      bc_px[d, 0], bc_px[d, 1], px_um, &Rt[0, 0], cw, sw, &o[i, d, 0],
                      &o[i, d, 1])
     return out
@@ -313,8 +320,9 @@ cdef int _footprint_one(Py_ssize_t j, Py_ssize_t d, const int *voxel, const doub
     cdef double vz[8]
     cdef int k
     cdef const double *v = verts + 2 * nv * voxel[j]
+    cdef double c = cos(omega[j] * RAD), s = sin(omega[j] * RAD)
     for k in range(nv):
-        _project(v[2 * k], v[2 * k + 1], omega[j], dir_y[j], dir_z[j], lsd[d],
+        _project(v[2 * k], v[2 * k + 1], c, s, dir_y[j], dir_z[j], lsd[d],
                  bc[2 * d], bc[2 * d + 1], px, Rt, cw, sw, &vy[k], &vz[k])
     return _raster(vy, vz, nv, ny, nz, conservative, fill, offset, o_y, o_z)
 
@@ -343,6 +351,8 @@ def footprints(const int[::1] voxel, const double[:, :, ::1] verts,
         raise ValueError("verts, lsd_um: expected at least one voxel and one distance")
     counts = np.zeros(n * nd + 1, dtype=np.int64)
     cdef long long[::1] cnt = counts
+    if num_threads == 0 and n * nd * 16 < SMALL_WORK:
+        num_threads = 1
     for j in prange(n, nogil=True, schedule="guided", num_threads=num_threads):
         for d in range(nd):
             cnt[j * nd + d + 1] = _footprint_one(
