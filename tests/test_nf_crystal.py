@@ -130,6 +130,12 @@ def test_misorientation_matches_brute_force(number, lattice, rng):
                                 cr.laue_quaternions(number, lattice))
     want = reference.nf_misorientation_brute(U1, U2, sym)
     np.testing.assert_allclose(got, want, atol=1e-7)
+    # and a two-sided quaternion brute force on a subset (slow pure-Python loops)
+    k = 40 if len(sym) <= 12 else 12
+    want_q = reference.nf_misorientation_brute_quaternion(
+        cr.matrix_to_quaternion(U1[:k]), cr.matrix_to_quaternion(U2[:k]),
+        cr.laue_quaternions(number, lattice))
+    np.testing.assert_allclose(got[:k], want_q, atol=1e-7)
     # an orientation and its symmetry equivalents are 0 apart
     q = cr.matrix_to_quaternion(U1[:1] @ sym)
     np.testing.assert_allclose(
