@@ -31,8 +31,8 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 __all__ = [
-    "b_matrix", "direct_matrix", "space_group", "is_allowed", "laue_class", "laue_rotations",
-    "laue_quaternions", "euler_to_matrix", "matrix_to_euler", "matrix_to_quaternion",
+    "b_matrix", "direct_matrix", "space_group", "symmetry_operations", "is_allowed",
+    "laue_class", "laue_rotations", "laue_quaternions", "euler_to_matrix", "matrix_to_euler", "matrix_to_quaternion",
     "quaternion_to_matrix", "euler_to_quaternion", "quaternion_to_euler",
     "misorientation_rad", "fundamental_zone", "LAUE_CLASSES",
 ]
@@ -134,6 +134,29 @@ def space_group(number: int):
     import gemmi
 
     return gemmi.find_spacegroup_by_number(_check_space_group(number))
+
+
+def symmetry_operations(number: int) -> tuple[np.ndarray, np.ndarray]:
+    """All operations (x -> W x + t, fractional coordinates) of space group ``number``,
+    centring translations included, from gemmi.
+
+    Returns
+    -------
+    rotations : int (n, 3, 3)
+    translations : float (n, 3), in [0, 1)
+
+    Example
+    -------
+    >>> W, t = symmetry_operations(225)
+    >>> W.shape, t.shape
+    ((192, 3, 3), (192, 3))
+    """
+    import gemmi
+
+    ops = list(space_group(number).operations())
+    W = np.array([op.rot for op in ops], dtype=np.int64) // gemmi.Op.DEN
+    t = (np.array([op.tran for op in ops], dtype=np.float64) / gemmi.Op.DEN) % 1.0
+    return W, t
 
 
 def is_allowed(number: int, hkl) -> np.ndarray:
