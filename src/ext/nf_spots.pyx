@@ -311,46 +311,58 @@ def project_points(const double[::1] a_um, const double[::1] b_um, const double[
 
 cdef int _raster(const double *vy, const double *vz, int nv, int ny, int nz, bint conservative,
                  bint fill, Py_ssize_t offset, int *o_y, int *o_z) noexcept nogil:
-    """Pixels of a convex polygon (pixel centres at integer coordinates).
+    """Pixels of a convex polygon (pixel centres at integer coordinates), nv <= 8.
 
     conservative=0: pixels whose centre is inside the polygon (edges included); if none, the
     pixel holding the vertex centroid. conservative=1: every pixel whose square overlaps it.
     Pixels off the detector (0..ny-1, 0..nz-1) are dropped. Returns the count.
     """
     cdef double ymin = vy[0], ymax = vy[0], zmin = vz[0], zmax = vz[0], area = 0.0, sgn
-    cdef double cy = 0.0, cz = 0.0, half, nyv, nzv, val
-    cdef int k, iy, iz, iy0, iy1, iz0, iz1, n = 0
+    cdef double cy = 0.0, cz = 0.0, half, val, nrm
+    cdef double e_y[8]
+    cdef double e_z[8]
+    cdef double e_c[8]
+    cdef int k, k1, iy, iz, iy0, iy1, iz0, iz1, n = 0
     cdef bint inside
     for k in range(nv):
+        k1 = k + 1 if k + 1 < nv else 0
         ymin = vy[k] if vy[k] < ymin else ymin
         ymax = vy[k] if vy[k] > ymax else ymax
         zmin = vz[k] if vz[k] < zmin else zmin
         zmax = vz[k] if vz[k] > zmax else zmax
-        area = area + vy[k] * vz[(k + 1) % nv] - vy[(k + 1) % nv] * vz[k]
+        area = area + vy[k] * vz[k1] - vy[k1] * vz[k]
         cy = cy + vy[k]
         cz = cz + vz[k]
     sgn = 1.0 if area >= 0 else -1.0
-    iy0 = <int>floor(ymin + 0.5); iy1 = <int>floor(ymax + 0.5)
-    iz0 = <int>floor(zmin + 0.5); iz1 = <int>floor(zmax + 0.5)
-    if not conservative:
-        iy0 = <int>floor(ymin) ; iz0 = <int>floor(zmin)
-        iy1 = <int>floor(ymax) + 1; iz1 = <int>floor(zmax) + 1
     half = 0.5 if conservative else 0.0
+    # edge k: outward normal (e_y, e_z) (counter-clockwise order; sgn fixes clockwise ones);
+    # a pixel centre p is outside the (grown) edge when p . e + e_c > 0
+    for k in range(nv):
+        k1 = k + 1 if k + 1 < nv else 0
+        e_y[k] = sgn * (vz[k1] - vz[k])
+        e_z[k] = -sgn * (vy[k1] - vy[k])
+        nrm = fabs(e_y[k]) + fabs(e_z[k])
+        e_c[k] = -(vy[k] * e_y[k] + vz[k] * e_z[k]) - half * nrm - 1e-9 * nrm
+    if conservative:
+        iy0 = <int>floor(ymin + 0.5); iy1 = <int>floor(ymax + 0.5)
+        iz0 = <int>floor(zmin + 0.5); iz1 = <int>floor(zmax + 0.5)
+    else:
+        iy0 = <int>floor(ymin) + 1; iy1 = <int>floor(ymax)
+        iz0 = <int>floor(zmin) + 1; iz1 = <int>floor(zmax)
+        if ymin == floor(ymin):
+            iy0 = iy0 - 1
+        if zmin == floor(zmin):
+            iz0 = iz0 - 1
+    iy0 = 0 if iy0 < 0 else iy0
+    iz0 = 0 if iz0 < 0 else iz0
+    iy1 = ny - 1 if iy1 > ny - 1 else iy1
+    iz1 = nz - 1 if iz1 > nz - 1 else iz1
     for iy in range(iy0, iy1 + 1):
-        if iy < 0 or iy >= ny:
-            continue
-        if not conservative and (iy < ymin or iy > ymax):
-            continue
         for iz in range(iz0, iz1 + 1):
-            if iz < 0 or iz >= nz:
-                continue
             inside = True
             for k in range(nv):
-                # outward normal of edge k (for counter-clockwise order; sgn fixes cw)
-                nyv = sgn * (vz[(k + 1) % nv] - vz[k])
-                nzv = -sgn * (vy[(k + 1) % nv] - vy[k])
-                val = (iy - vy[k]) * nyv + (iz - vz[k]) * nzv - half * (fabs(nyv) + fabs(nzv))
-                if val > 1e-9 * (fabs(nyv) + fabs(nzv)):
+                val = iy * e_y[k] + iz * e_z[k] + e_c[k]
+                if val > 0.0:
                     inside = False
                     break
             if inside:
