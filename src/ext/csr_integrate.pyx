@@ -114,9 +114,10 @@ cdef inline Py_ssize_t _fast_row(const raw_t* frame, const cnp.int32_t* indices,
         i1 = indices[j + 1]
         r0 = frame[i0]
         r1 = frame[i1]
-        if check_values and (_invalid(r0, has_dummy, dummy, delta_dummy)
-                             or _invalid(r1, has_dummy, dummy, delta_dummy)):
-            break
+        if check_values:
+            if _invalid(r0, has_dummy, dummy, delta_dummy) | _invalid(r1, has_dummy, dummy,
+                                                                      delta_dummy):
+                break
         if use_coef:
             c0 = coef[j]
             c1 = coef[j + 1]
@@ -237,21 +238,21 @@ def integrate_frames(const raw_t[:, ::1] frames,
                     # at the first invalid value and the general loop below does the rest.
                     frame_ptr = &frames[f, 0]
                     var_ptr = &variance[fv, 0] if error_mode == 2 else NULL
-                    if not has_dark and has_coef and error_mode == 1:
+                    if not has_dark and not has_dummy and has_coef and error_mode == 1:
                         j = _fast_row(frame_ptr, indices_ptr, coef_ptr, NULL, NULL, j, stop, nnz, True,
-                                      False, 1, check_values, has_dummy, dummy, delta_dummy,
+                                      False, 1, check_values, False, 0.0, 0.0,
                                       &sig, &var)
-                    elif not has_dark and has_coef and error_mode == 0:
+                    elif not has_dark and not has_dummy and has_coef and error_mode == 0:
                         j = _fast_row(frame_ptr, indices_ptr, coef_ptr, NULL, NULL, j, stop, nnz, True,
-                                      False, 0, check_values, has_dummy, dummy, delta_dummy,
+                                      False, 0, check_values, False, 0.0, 0.0,
                                       &sig, &var)
-                    elif not has_dark and not has_coef and error_mode == 1:
+                    elif not has_dark and not has_dummy and not has_coef and error_mode == 1:
                         j = _fast_row(frame_ptr, indices_ptr, NULL, NULL, NULL, j, stop, nnz, False,
-                                      False, 1, check_values, has_dummy, dummy, delta_dummy,
+                                      False, 1, check_values, False, 0.0, 0.0,
                                       &sig, &var)
-                    elif not has_dark and not has_coef and error_mode == 0:
+                    elif not has_dark and not has_dummy and not has_coef and error_mode == 0:
                         j = _fast_row(frame_ptr, indices_ptr, NULL, NULL, NULL, j, stop, nnz, False,
-                                      False, 0, check_values, has_dummy, dummy, delta_dummy,
+                                      False, 0, check_values, False, 0.0, 0.0,
                                       &sig, &var)
                     else:
                         j = _fast_row(frame_ptr, indices_ptr, coef_ptr if has_coef else NULL,
