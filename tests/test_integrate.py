@@ -171,7 +171,6 @@ ALL_METHODS = CSR_METHODS + HIST_METHODS
 
 @pytest.fixture(scope="module")
 def geometry():
-    pytest.importorskip("xreduce.geometry")  # TEMPORARY until the foundation is merged
     from xreduce.detectors import Detector
     from xreduce.geometry import Geometry
 

@@ -165,12 +165,19 @@ class AzimuthalIntegrator:
     def detector(self) -> Any:
         return self._geometry.detector
 
+    def __getattr__(self, name: str) -> Any:
+        """Geometry parameters and per-pixel arrays, read through (``ai.dist``,
+        ``ai.twotheta_array()``), as pyFAI users expect of an integrator."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._geometry, name)
+
     @classmethod
-    def load(cls, path: str) -> "AzimuthalIntegrator":
-        """An integrator for the geometry of a PONI file."""
+    def load(cls, path: str, shape: tuple | None = None) -> "AzimuthalIntegrator":
+        """An integrator for the geometry of a PONI file (``shape`` for files without one)."""
         from xreduce.geometry import Geometry
 
-        return cls(Geometry.load(path))
+        return cls(Geometry.load(path, shape=shape))
 
     def __repr__(self) -> str:
         return f"AzimuthalIntegrator({self._geometry!r}, engines={len(self._engines)})"
