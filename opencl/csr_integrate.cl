@@ -286,7 +286,8 @@ kernel void csr_integrate(
         }
 #endif
         const real_t norm2_total = ACC_VALUE(sum_norm2);
-        std = (n_ok > 0 && norm2_total > (real_t)0) ? sqrt(ACC_VALUE(var) / norm2_total) : (real_t)0;
+        std = (n_ok > 0 && norm2_total > (real_t)0) ? sqrt(ACC_VALUE(var) / norm2_total)
+                                                    : (real_t)0;
         if (iter > 0 && n_clipped == 0)
             break;
     }

@@ -248,7 +248,8 @@ def run_benchmark(detectors: Sequence[str] = DETECTORS, splits: Sequence[str] = 
     from xreduce.integrator import AzimuthalIntegrator
 
     if int(frames) < 2:
-        raise ValueError(f"frames: expected at least 2 (one initialisation, one timed), got {frames}")
+        raise ValueError(f"frames: expected at least 2 (one initialisation, one timed), "
+                         f"got {frames}")
     unknown = set(dims) - set(DIMS)
     if unknown:
         raise ValueError(f"dims: expected '1d' and/or '2d', got {sorted(unknown)}")

@@ -17,7 +17,8 @@ Example
 -------
 >>> import numpy as np
 >>> from types import SimpleNamespace
->>> csr = SimpleNamespace(indptr=np.array([0, 2, 3], np.int32), indices=np.array([0, 1, 2], np.int32),
+>>> csr = SimpleNamespace(indptr=np.array([0, 2, 3], np.int32),
+...                       indices=np.array([0, 1, 2], np.int32),
 ...                       data=np.array([1.0, 0.5, 1.0], np.float32), shape=(2, 3))
 >>> engine = OpenCLCsrEngine(csr)                                   # doctest: +SKIP
 >>> sums = engine.integrate(np.array([4, 2, 7], np.uint16))         # doctest: +SKIP
@@ -136,7 +137,8 @@ class OpenCLCsrEngine:
             raise ValueError(f"csr: indptr must have nbins + 1 = {nbins + 1} entries from 0 to "
                              f"nnz = {len(indices)}, got shape {indptr.shape}")
         if len(indices) and (indices.min() < 0 or indices.max() >= npix):
-            raise ValueError(f"csr: indices must lie in [0, {npix}), got [{indices.min()}, {indices.max()}]")
+            raise ValueError(f"csr: indices must lie in [0, {npix}), got "
+                             f"[{indices.min()}, {indices.max()}]")
         coefs = None if csr.data is None else np.ascontiguousarray(csr.data, dtype=np.float32)
         norm = self._per_pixel(normalization, npix, "normalization", fill=1.0,
                                dtype=np.float64)
@@ -267,7 +269,8 @@ class OpenCLCsrEngine:
             raise TypeError(f"variance: expected a real numeric array, got dtype {variance.dtype}")
         if variance.size not in (self.npix, nframes * self.npix):
             raise ValueError(f"variance: expected {self.npix} values (shared) or "
-                             f"{nframes * self.npix} (one set per frame), got shape {variance.shape}")
+                             f"{nframes * self.npix} (one set per frame), got shape "
+                             f"{variance.shape}")
         return np.ascontiguousarray(variance, dtype=np.float32).reshape(-1, self.npix)
 
     def _flags_buffer(self, max_iter: int):
