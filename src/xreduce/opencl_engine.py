@@ -479,6 +479,12 @@ class OpenCLIntegrationEngine:
         """Host memory held by the matrix arrays, in bytes."""
         return self._cpu.nbytes
 
+    @property
+    def device_engines(self) -> list[OpenCLCsrEngine]:
+        """The device-side engines uploaded so far (one per set of corrections, two kept)."""
+        with self._lock:
+            return list(self._engines.values())
+
     def device_engine(self, norm: Any) -> OpenCLCsrEngine:
         """The device-side engine for a normalisation (uploaded on first use, two kept)."""
         with self._lock:
