@@ -143,7 +143,7 @@ kernel void csr_integrate(
     const ulong frame_offset,
     global const float *dark,         /* per pixel, read when HAS_DARK */
     global const float *variance,     /* per pixel, read when ERROR_MODEL == 2 */
-    global const float *norm,         /* per pixel normalisation (flat*solid angle*...) */
+    global const real_t *norm,        /* per pixel normalisation (flat*solid angle*...) */
     global const int *indptr,
     global const int *indices,
     global const float *coefs,        /* read when HAS_COEF */
@@ -271,7 +271,8 @@ kernel void csr_integrate(
         /* weighted spread^2 = M2 / sum c n, scaled by sum (c n)^2 so that sem and std keep
            their usual formulas: sum_variance = spread^2 * sum_norm2 */
         {
-            const real_t scale = (n_ok > 0 && norm_total != (real_t)0)
+            /* a single value has no spread: exact zero rather than a rounding residue */
+            const real_t scale = (n_ok > 1 && norm_total != (real_t)0)
                                      ? ACC_VALUE(sum_norm2) / norm_total : (real_t)0;
 #if USE_DOUBLE
             var = var * scale;

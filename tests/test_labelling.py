@@ -89,6 +89,18 @@ def test_float32_threshold_is_exact():
     assert label(volume, 6, threshold=np.nan)[1] == 0
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("threshold", [-3.0, -0.5, 0.0, 7.0, 7.5, 254.9, 70000.0])
+def test_small_unsigned_thresholds(rng, dtype, threshold):
+    """uint8/uint16 data compare with an integer threshold equivalent to the float one."""
+    values = rng.integers(0, 12, size=(4, 9, 9)).astype(dtype)
+    values[0, 0, :3] = 255
+    expected, n_expected = ndimage.label(values > threshold, reference.structure_reference(6))
+    labels, n = label(values, 6, threshold=threshold)
+    assert n == n_expected
+    np.testing.assert_array_equal(labels, expected)
+
+
 def test_nan_is_never_lit(rng):
     """NaN voxels are background, also between lit voxels of a row."""
     values = rng.normal(size=(6, 12, 40))

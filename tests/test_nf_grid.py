@@ -83,3 +83,10 @@ def test_square_grid_and_masks(tmp_path):
     assert np.all(d < 31) and len(t) > 0.9 * np.sum(np.hypot(g.x_um - 10, g.y_um) < 29)
     with pytest.raises(ValueError, match="pixel_size_um"):
         apply_tomo_mask(g, tomo, 0.0)
+    # the same slice from a TIFF file, rows along +y: an off-centre disc at y = +15 um
+    import fabio.tifimage
+
+    tomo_y = ((xc ** 2 + (yc - 15) ** 2) < 20 ** 2).astype(np.float32)
+    fabio.tifimage.TifImage(data=tomo_y).write(str(tmp_path / "tomo.tif"))
+    ty = apply_tomo_mask(g, tmp_path / "tomo.tif", 1.0)
+    assert len(ty) > 0 and np.all(np.hypot(ty.x_um, ty.y_um - 15) < 21)

@@ -291,13 +291,17 @@ def flat_detector():
                 variance=rng.uniform(500, 1500, (3, npix)).astype(np.float32), norm=norm)
 
 
-@pytest.mark.parametrize("split", ["no", "bbox", "pseudo", "full"])
-@pytest.mark.parametrize("npt_azim", [None, 36], ids=["1d", "2d"])
-@pytest.mark.parametrize("error_model", [None, "poisson", "variance", "azimuthal"])
-@pytest.mark.parametrize("precision", ["float32", "float64"])
+CROSS_CASES = [(split, npt_azim, model, precision)
+               for split in ("no", "bbox", "pseudo", "full") for npt_azim in (None, 36)
+               for model in (None, "poisson", "variance", "azimuthal")
+               for precision in ("float32", "float64")
+               if precision == "float32" or split == "bbox"]
+
+
+@pytest.mark.parametrize("split,npt_azim,error_model,precision", CROSS_CASES)
 def test_same_sums_as_cython_engine(opencl_context, flat_detector, split, npt_azim, error_model,
                                     precision):
-    """Every split, 1D and 2D, every error model, compensated float32 and float64: the OpenCL
+    """Every split, 1D and 2D, every error model in compensated float32 (float64 for bbox): the OpenCL
     engine's sums equal the Cython engine's (float64 accumulation) within 1e-5 relative, bin
     by bin (absolute floor 1e-9 of the largest value, for bins that cancel out)."""
     if precision == "float64" and "cl_khr_fp64" not in opencl_context.devices[0].extensions:
@@ -333,3 +337,72 @@ def test_default_precision(opencl_context, problem):
     device = opencl_context.devices[0]
     cpu_fp64 = bool(device.type & cl.device_type.CPU) and "cl_khr_fp64" in device.extensions
     assert engine.precision == ("float64" if cpu_fp64 else "float32")
+
+
+# ------------------------------------------------------ through AzimuthalIntegrator methods
+@pytest.fixture(scope="module")
+def small_integrator():
+    """An integrator for a 100 x 80 detector (172 um pixels, 2 masked rows), beam off-centre."""
+    from xreduce.detectors import Detector
+    from xreduce.geometry import Geometry
+    from xreduce.integrator import AzimuthalIntegrator
+
+    mask = np.zeros((100, 80), np.uint8)
+    mask[40:42] = 1
+    det = Detector(172e-6, 172e-6, (100, 80), mask=mask, name="test")
+    geometry = Geometry(dist=0.05, poni1=0.006, poni2=0.004, rot1=0.02, rot2=-0.01, rot3=0.0,
+                        wavelength=1e-10, detector=det)
+    return AzimuthalIntegrator(geometry)
+
+
+@pytest.mark.parametrize("split", ["no", "bbox", "full"])
+@pytest.mark.parametrize("two_d", [False, True], ids=["1d", "2d"])
+def test_integrator_opencl_method_equals_cython(opencl_context, small_integrator, split, two_d):
+    """integrate1d/2d with (split, "csr", "opencl") give Cython's intensity, sigma and sums
+    within 1e-5 relative, with corrections (solid angle, polarisation) and a masked area."""
+    rng = np.random.default_rng(3)
+    frame = rng.poisson(500, (100, 80)).astype(np.int32)
+    frame[5, 5] = -1
+    ai = small_integrator
+
+    def run(impl):
+        if two_d:
+            return ai.integrate2d(frame, 40, 36, unit="2th_deg", method=(split, "csr", impl),
+                                  error_model="azimuthal", polarization_factor=0.9)
+        return ai.integrate1d(frame, 60, unit="q_nm^-1", method=(split, "csr", impl),
+                              error_model="poisson", polarization_factor=0.9)
+    want, got = run("cython"), run("opencl")
+    assert got.method == (split, "csr", "opencl")
+    filled = np.asarray(want.sum_normalization) > 0
+    assert filled.mean() > 0.4
+    for name in ("intensity", "sigma", "std", "sum_signal", "sum_normalization", "count"):
+        w, g = np.asarray(getattr(want, name))[filled], np.asarray(getattr(got, name))[filled]
+        assert np.isfinite(g).all(), name
+        # the Cython engine's single-pass spread can round to a tiny negative value in a bin
+        # of one pixel and give NaN there (reported); compare where it is finite
+        finite = np.isfinite(w)
+        assert finite.mean() > 0.99
+        np.testing.assert_allclose(g[finite], w[finite], rtol=1e-5,
+                                   atol=1e-9 * np.abs(w[finite]).max(), err_msg=name)
+
+
+def test_integrator_without_opencl_device(opencl_context, small_integrator, monkeypatch):
+    """No driver or device (simulated: the glue raises as it does then): "opencl" raises
+    OpenCLUnavailableError naming PoCL; "any" falls back to the Cython engine, same result."""
+    from xreduce.engines import CsrEngine
+    from xreduce.integrator import AzimuthalIntegrator
+
+    frame = np.random.default_rng(1).poisson(100, (100, 80)).astype(np.uint16)
+    ai = AzimuthalIntegrator(small_integrator.geometry)
+    monkeypatch.setattr("xreduce.opencl_engine.get_context", _no_device)
+    with pytest.raises(OpenCLUnavailableError, match="PoCL"):
+        ai.integrate1d(frame, 50, method=("bbox", "csr", "opencl"))
+    fallback = ai.integrate1d(frame, 50, method=("bbox", "csr", "any"))
+    reference = ai.integrate1d(frame, 50, method=("bbox", "csr", "cython"))
+    np.testing.assert_array_equal(fallback.intensity, reference.intensity)
+    assert any(key.implementation == "any" and isinstance(engine, CsrEngine)
+               for key, engine in ai.engines)
+
+
+def _no_device(device=None):
+    raise OpenCLUnavailableError("no OpenCL platform found")

@@ -373,11 +373,15 @@ cdef void process_pixel(const Bins* g, int split, const double* corner, Emitter*
     if total - total != 0.0:                # some corner value is infinite or NaN
         return
     rlo = rhi = corner[0]
+    for k in range(1, 4):
+        rlo = corner[2 * k] if corner[2 * k] < rlo else rlo
+        rhi = corner[2 * k] if corner[2 * k] > rhi else rhi
+    if split == SPLIT_BBOX and not g.azim_clip:     # 1D over the full circle: chi plays no part
+        split_box(g, rlo, rhi, 0.0, 0.0, e)
+        return
     for k in range(4):
         quad[2 * k] = corner[2 * k]
         quad[2 * k + 1] = wrap_chi(g, corner[2 * k + 1])
-        rlo = quad[2 * k] if quad[2 * k] < rlo else rlo
-        rhi = quad[2 * k] if quad[2 * k] > rhi else rhi
     clo = chi = quad[1]
     for k in range(1, 4):
         clo = quad[2 * k + 1] if quad[2 * k + 1] < clo else clo
