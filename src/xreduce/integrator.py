@@ -64,10 +64,6 @@ class Implementation:
 IMPLEMENTATIONS: dict[tuple[str, str], Implementation] = {}
 """(algorithm, implementation) -> Implementation; the OpenCL back end registers its own."""
 
-_PLUGINS = {"opencl": "xreduce.opencl_engine", "any": "xreduce.opencl_engine"}
-"""Implementations registered by a module imported on first use (keeps ``import xreduce``
-light)."""
-
 
 def register_implementation(algorithm: str, implementation: str, splits: Sequence[str],
                             build: Callable) -> None:
@@ -96,10 +92,6 @@ def parse_method(method: str | Sequence[str]) -> tuple[str, str, str]:
         parts[0] = "no"
     parts = list(parts) + ["csr", "cython"][len(parts) - 1:] if 1 <= len(parts) <= 3 else parts
     found = tuple(parts[:3]) if len(parts) == 3 else None
-    if found is not None and found[2] in _PLUGINS and (found[1], found[2]) not in IMPLEMENTATIONS:
-        import importlib
-
-        importlib.import_module(_PLUGINS[found[2]])
     if found is None or found not in valid_methods():
         names = ", ".join("_".join(m) for m in valid_methods())
         raise ValueError(f"method: expected one of {names} (or a tuple of their parts), "
