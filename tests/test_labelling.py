@@ -150,6 +150,20 @@ def test_statistics_equal_reference(rng, wrap, chunk_frames):
             np.testing.assert_array_equal(got["bbox"], bbox)
 
 
+def test_statistics_stream_finished_components_early():
+    """A component is yielded with the first chunk it cannot grow beyond, not at the end."""
+    from xreduce.dct.labelling import iter_label_statistics
+    mask = np.zeros((10, 6, 6), bool)
+    mask[0:2, 1, 1] = True    # done after chunk 0 (frames 0-2)
+    mask[2:5, 3, 3] = True    # crosses the border 2|3: done after chunk 1
+    mask[8:10, 4, 4] = True   # reaches the last frame
+    tables = list(iter_label_statistics(mask, chunk_frames=3))
+    assert [t["voxels"].tolist() for t in tables] == [[2], [3], [2]]
+    # with wrap, the components touching frame 0 wait for the end (they may cross the wrap)
+    tables = list(iter_label_statistics(mask, chunk_frames=3, wrap=True))
+    assert [sorted(t["voxels"].tolist()) for t in tables] == [[3], [2, 2]]
+
+
 def test_statistics_separate_values(rng):
     """Statistics of ``values`` over the components of a mask; a mask alone counts voxels."""
     mask = rng.random((6, 10, 10)) < 0.1

@@ -30,6 +30,10 @@ def test_midas_example_count_and_file(tmp_path):
     h = np.sqrt(3) / 2 * 2.5
     assert sorted(cols[:2]) == pytest.approx([h / 3, 2 * h / 3], abs=1e-6)
     assert cols[4] == pytest.approx(1.25)
+    # MIDAS order: rows from the most negative y; the first triangle of row -24 is a down
+    # triangle at x = -N e + 24 e/2 + e/2 = -28.75, y = -24 H + 2H/3 (H = sqrt(3)/2 e)
+    assert lines[1] == "1.443376 0.721688 -28.750000 -50.518149 1.250000"
+    assert lines[2] == "0.721688 1.443376 -27.500000 -51.239836 1.250000"
     back = read_grid(tmp_path / "grid.txt")
     np.testing.assert_array_equal(back.ud, g.ud)
     np.testing.assert_allclose(back.x_um, g.x_um, atol=1e-6)

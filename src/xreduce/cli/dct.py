@@ -12,6 +12,8 @@ import argparse
 import sys
 from typing import Callable
 
+from xreduce.dct.segment_cli import add_parser as add_segment_parser
+
 Runner = Callable[[argparse.Namespace], int]
 
 TEMPLATE = """\
@@ -72,6 +74,7 @@ def _add_preprocess(sub) -> Runner:
 
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], Runner]] = {
     "preprocess": _add_preprocess,
+    "segment": add_segment_parser,
 }
 
 
