@@ -504,3 +504,16 @@ def test_thread_safety(geometry):
         want = serial.integrate1d(frames[i], 50, method="full_csr", error_model="poisson")
         np.testing.assert_array_equal(results[i].intensity, want.intensity)
         np.testing.assert_array_equal(results[i].sigma, want.sigma)
+
+
+def test_byteswapped_noncontiguous_and_float16_inputs(ai, geometry):
+    """Byte-swapped, non-contiguous and float16 frames (copied once) integrate like the
+    native array."""
+    img = np.round(smooth_image(geometry, 10.0))
+    want = ai.integrate1d(img, 30, error_model="poisson")
+    swapped = img.astype(">f8")
+    wide = np.zeros((img.shape[0], img.shape[1] * 2))
+    wide[:, ::2] = img
+    for frame in (swapped, wide[:, ::2], img.astype(np.float16)):
+        got = ai.integrate1d(frame, 30, error_model="poisson")
+        np.testing.assert_array_equal(got.intensity, want.intensity)
