@@ -24,7 +24,7 @@ def _opencl_present() -> bool:
 
 def test_tiny_run_writes_checked_json_and_png(tmp_path, capsys):
     out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
-    assert main(TINY + ["--json", str(out_json), "--plot", str(out_png)]) == 0
+    assert main(TINY + ["--json", str(out_json), "--plot", str(out_png), "--resident"]) == 0
     report = json.loads(out_json.read_text())
     assert set(report["machine"]) >= {"cpu_model", "cores"}
     assert report["versions"]["xreduce"] and report["versions"]["numpy"]
@@ -36,9 +36,11 @@ def test_tiny_run_writes_checked_json_and_png(tmp_path, capsys):
     for r in results:
         assert r["error"] is None, r["error"]
         assert r["detector"] == "Pilatus 1M" and r["mpix"] == pytest.approx(1.023, abs=1e-3)
-        assert r["frames_per_s"] > 0 and r["mpix_per_s"] == pytest.approx(r["frames_per_s"] * r["mpix"])
+        assert r["frames_per_s"] > 0
+        assert r["mpix_per_s"] == pytest.approx(r["frames_per_s"] * r["mpix"])
         if r["backend"] == "opencl":
             assert r["check"].startswith("ok") and r["max_rel_diff"] <= 1e-4
+            assert r["resident_frames_per_s"] > 0
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]   # no temporary left over
     table = capsys.readouterr().out
@@ -71,7 +73,8 @@ def test_compare_pyfai_prints_ratio(tmp_path):
     ours = [r for r in results if r["backend"] == "cython"]
     theirs = [r for r in results if r["backend"] == "pyfai-cython"]
     assert len(ours) == len(theirs) == 1
-    assert ours[0]["ratio_vs_pyfai"] == pytest.approx(ours[0]["frames_per_s"] / theirs[0]["frames_per_s"])
+    ratio = ours[0]["frames_per_s"] / theirs[0]["frames_per_s"]
+    assert ours[0]["ratio_vs_pyfai"] == pytest.approx(ratio)
 
 
 def test_bad_options_are_clear_errors(capsys):

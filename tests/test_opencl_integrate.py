@@ -87,7 +87,8 @@ def test_error_models_match_reference(opencl_context, problem, error_model, wg):
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32,
-                                   np.int64, np.float32, np.float64, np.float16, ">u2"])
+                                   np.uint64, np.int64, np.float32, np.float64, np.float16,
+                                   ">u2"])
 def test_raw_dtypes(opencl_context, problem, dtype):
     """Every frame dtype is read as is; signed ints mark bad pixels negative, floats NaN, every
     integer type its maximum."""
@@ -115,7 +116,8 @@ def test_compact_matrix_without_coefficients(opencl_context, problem):
     rng, npix, *_ = problem
     indptr, indices, _ = ref.random_csr(rng, 50, npix, split=False)
     frame = rng.integers(0, 5000, npix).astype(np.uint32)
-    engine = OpenCLCsrEngine(Csr(indptr, indices, None, npix), device=opencl_context, precision="float32")
+    engine = OpenCLCsrEngine(Csr(indptr, indices, None, npix),
+                             device=opencl_context, precision="float32")
     got = engine.integrate(frame, error_model="poisson")
     assert_sums_close(got, ref.csr_sums(indptr, indices, None, frame))
     np.testing.assert_array_equal(got.count, np.diff(indptr))
@@ -129,7 +131,8 @@ def test_compensated_float32_beats_plain_float32(opencl_context):
     indices = np.arange(npix, dtype=np.int32)
     frame = np.full(npix, 1 + 1e-4, np.float32)
     frame[0] = 1e4
-    engine = OpenCLCsrEngine(Csr(indptr, indices, None, npix), device=opencl_context, precision="float32")
+    engine = OpenCLCsrEngine(Csr(indptr, indices, None, npix),
+                             device=opencl_context, precision="float32")
     got = engine.integrate(frame, error_model="none")
     exact = np.float64(frame).sum()
     assert abs(got.signal[0] - exact) / exact < 1e-12
@@ -171,7 +174,8 @@ def test_sigma_clip_matches_reference(opencl_context, problem, error_model):
     # physics: with a flat normalisation, clipping on the azimuthal spread removes the outliers
     # and brings the bins back to the Poisson level (Poisson clipping around a mean pulled up by
     # the outliers drops the good pixels instead: the reason azimuthal is the usual choice)
-    flat = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context, precision="float32")
+    flat = OpenCLCsrEngine(Csr(indptr, indices, data, npix),
+                           device=opencl_context, precision="float32")
     clipped = flat.sigma_clip(frame, thres=3.0, max_iter=5, error_model=error_model)
     plain = flat.integrate(frame, error_model=error_model)
     assert (clipped.valid < plain.valid).sum() > 10, "outliers must have been clipped"
@@ -216,7 +220,8 @@ def test_empty_rows_and_all_invalid_bins_are_zero(opencl_context):
 # ------------------------------------------------------------------------- bad input
 def test_bad_dtypes_raise_type_error(opencl_context, problem):
     rng, npix, indptr, indices, data, *_ = problem
-    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context, precision="float32")
+    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix),
+                             device=opencl_context, precision="float32")
     for dtype in (np.complex64, bool):
         with pytest.raises(TypeError, match="frame: expected an integer or float image"):
             engine.integrate(np.zeros(npix, dtype))
@@ -226,7 +231,8 @@ def test_bad_dtypes_raise_type_error(opencl_context, problem):
 
 def test_bad_shapes_and_options(opencl_context, problem):
     rng, npix, indptr, indices, data, *_ = problem
-    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context, precision="float32")
+    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix),
+                             device=opencl_context, precision="float32")
     with pytest.raises(ValueError, match=f"frame: expected {npix} pixels"):
         engine.integrate(np.zeros(npix + 1, np.uint16))
     with pytest.raises(ValueError, match="error_model"):
@@ -242,7 +248,8 @@ def test_bad_shapes_and_options(opencl_context, problem):
 def test_frame_larger_than_device_memory(opencl_context, problem, monkeypatch):
     """A frame beyond the device's memory raises MemoryError naming the sizes, before upload."""
     rng, npix, indptr, indices, data, *_ = problem
-    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix), device=opencl_context, precision="float32")
+    engine = OpenCLCsrEngine(Csr(indptr, indices, data, npix),
+                             device=opencl_context, precision="float32")
 
     class TinyDevice:
         name = "tiny"
@@ -301,8 +308,8 @@ CROSS_CASES = [(split, npt_azim, model, precision)
 @pytest.mark.parametrize("split,npt_azim,error_model,precision", CROSS_CASES)
 def test_same_sums_as_cython_engine(opencl_context, flat_detector, split, npt_azim, error_model,
                                     precision):
-    """Every split, 1D and 2D, every error model in compensated float32 (float64 for bbox): the OpenCL
-    engine's sums equal the Cython engine's (float64 accumulation) within 1e-5 relative, bin
+    """Every split, 1D and 2D, every error model in compensated float32 (float64 for bbox): the
+    OpenCL engine's sums equal the Cython engine's (float64 accumulation) within 1e-5 relative, bin
     by bin (absolute floor 1e-9 of the largest value, for bins that cancel out)."""
     if precision == "float64" and "cl_khr_fp64" not in opencl_context.devices[0].extensions:
         pytest.skip("the device has no float64")

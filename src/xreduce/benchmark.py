@@ -54,6 +54,7 @@ class Point:
     check: str = ""              # "reference", "ok (max rel diff ...)" or "FAILED ..."
     max_rel_diff: float | None = None
     ratio_vs_pyfai: float | None = None
+    resident_frames_per_s: float | None = None   # OpenCL, stack already on the device
     error: str | None = None
 
 
@@ -159,6 +160,25 @@ def _time_calls(call, frames: np.ndarray) -> tuple[float, float, Any]:
     return max(first - per_frame, 0.0), per_frame, result
 
 
+def _resident_rate(ai: Any, stack: np.ndarray, error_model: str | None) -> float:
+    """Frames/s of the integrator's OpenCL engine on the stack uploaded to the device first."""
+    import pyopencl as cl
+    import pyopencl.array as cla
+
+    from xreduce.opencl_engine import OpenCLIntegrationEngine
+
+    engine = next(e for _, e in ai.engines if isinstance(e, OpenCLIntegrationEngine))
+    device_engine = engine.device_engines[-1]
+    queue = cl.CommandQueue(device_engine.context)
+    frames = cla.to_device(queue, np.ascontiguousarray(stack.reshape(len(stack), -1)))
+    queue.finish()
+    model = error_model or "none"
+    device_engine.integrate_stack(frames[:1], error_model=model)  # warm-up
+    t0 = time.perf_counter()
+    device_engine.integrate_stack(frames, error_model=model)
+    return len(stack) / (time.perf_counter() - t0)
+
+
 def _agreement(intensity: np.ndarray, reference: np.ndarray, filled: np.ndarray) -> float:
     """Largest |I - I_ref| / (RTOL |I_ref| + ATOL max|I_ref|) * RTOL over the filled bins:
     below RTOL means the result agrees."""
@@ -221,7 +241,7 @@ def run_benchmark(detectors: Sequence[str] = DETECTORS, splits: Sequence[str] = 
                   backends: Sequence[str] = ("cython", "opencl"),
                   devices: Sequence[Sequence[int]] | None = None, compare: Iterable[str] = (),
                   error_model: str = "poisson", skip_big_full: bool = True,
-                  progress: bool = True) -> dict:
+                  resident: bool = False, progress: bool = True) -> dict:
     """Time every (detector, dim, split, back end) and check it against the reference.
 
     Parameters
@@ -236,6 +256,8 @@ def run_benchmark(detectors: Sequence[str] = DETECTORS, splits: Sequence[str] = 
     compare : ("pyfai",) to time pyFAI on the same frames (skipped when not installed).
     error_model : "poisson", "azimuthal" or None.
     skip_big_full : skip OpenCL full splitting above FULL_SPLIT_MAX_MPIX Mpixels.
+    resident : for OpenCL, also time the whole stack already on the device
+        (``OpenCLCsrEngine.integrate_stack`` on a ``pyopencl.array.Array``: no transfer).
     progress : show a tqdm progress bar.
 
     Returns
@@ -248,7 +270,8 @@ def run_benchmark(detectors: Sequence[str] = DETECTORS, splits: Sequence[str] = 
     from xreduce.integrator import AzimuthalIntegrator
 
     if int(frames) < 2:
-        raise ValueError(f"frames: expected at least 2 (one initialisation, one timed), got {frames}")
+        raise ValueError(f"frames: expected at least 2 (one initialisation, one timed), "
+                         f"got {frames}")
     unknown = set(dims) - set(DIMS)
     if unknown:
         raise ValueError(f"dims: expected '1d' and/or '2d', got {sorted(unknown)}")
@@ -294,9 +317,11 @@ def run_benchmark(detectors: Sequence[str] = DETECTORS, splits: Sequence[str] = 
                 else:
                     if dev is not None:
                         os.environ["XREDUCE_OPENCL_DEVICE"] = f"{dev[0]},{dev[1]}"
-                    call = _integrate_call(AzimuthalIntegrator(geometry), dim, split, backend,
-                                           error_model)
+                    ai = AzimuthalIntegrator(geometry)
+                    call = _integrate_call(ai, dim, split, backend, error_model)
                 init_s, frame_s, result = _time_calls(call, stack)
+                if resident and backend == "opencl":
+                    point.resident_frames_per_s = _resident_rate(ai, stack, error_model)
             except Exception as err:  # reported, the other points go on
                 point.error = f"{type(err).__name__}: {err}"
                 point.check = "FAILED (error)"
@@ -356,9 +381,11 @@ def _ratios(results: list[Point]) -> None:
 def format_table(report: dict) -> str:
     """The results as a fixed-width text table."""
     has_ratio = any(r["ratio_vs_pyfai"] is not None for r in report["results"])
+    has_resident = any(r["resident_frames_per_s"] is not None for r in report["results"])
     head = (f"{'detector':<11} {'Mpix':>5} {'dim':<3} {'split':<5} {'backend':<13} "
             f"{'device':<24} {'init s':>7} {'ms/frame':>9} {'frames/s':>9} {'Mpix/s':>8}"
-            + (f" {'vs pyFAI':>8}" if has_ratio else "") + "  check")
+            + (f" {'vs pyFAI':>8}" if has_ratio else "")
+            + (f" {'resident':>9}" if has_resident else "") + "  check")
     lines = [head, "-" * len(head)]
 
     def num(value, fmt):
@@ -372,6 +399,8 @@ def format_table(report: dict) -> str:
         if has_ratio:
             ratio = r["ratio_vs_pyfai"]
             line += f" {(format(ratio, '.2f') + 'x') if ratio else '-':>8}"
+        if has_resident:
+            line += f" {num(r['resident_frames_per_s'], '9.1f'):>9}"
         line += f"  {r['check']}" + (f": {r['error']}" if r["error"] else "")
         lines.append(line)
     return "\n".join(lines)
@@ -400,6 +429,7 @@ def write_plot(report: dict, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     dims = sorted({r["dim"] for r in report["results"]})
     fig, axes = plt.subplots(1, len(dims), figsize=(6.5 * len(dims), 5), squeeze=False)
@@ -416,6 +446,13 @@ def write_plot(report: dict, path: str) -> None:
             ax.plot(*zip(*pts), style, marker="o", label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        # tick each detector by name, plain numbers on the frames/s axis
+        sizes = sorted({(r["mpix"], r["detector"]) for r in report["results"] if r["dim"] == dim})
+        ax.set_xticks([m for m, _ in sizes], [f"{m:.1f}\n{name}" for m, name in sizes],
+                      fontsize=7)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_xlabel("detector size (Mpixel)")
         ax.set_ylabel("frames per second")
         bins = report["settings"]["dims"][dim]

@@ -4,16 +4,21 @@ The sparse matrix (bins x pixels) and the per-bin frame-invariant sums (sum c*n,
 sum c, with n the per-pixel normalisation flat*solid angle*polarisation*...) are uploaded once.
 Each frame then costs one upload of the raw frame in its own dtype and one kernel launch
 (``opencl/csr_integrate.cl``), which converts the pixels in registers, leaves out the invalid
-ones (NaN, negative for counting detectors, dummy) and removes their share of the normalisation.
+ones (NaN/inf, the integer type's maximum, negative values of signed types, dummy) and removes
+their share of the normalisation, exactly as the Cython engine does.
 
-Accumulation is compensated float32 (double-word, about 48 significant bits) by default, or
-float64 with ``precision="float64"`` on devices with ``cl_khr_fp64``.
+Accumulation is compensated float32 (double-word, about 48 significant bits) on GPUs, float64
+on CPU devices that support it (faster there), or as asked with ``precision=``.
+
+The integrator's methods ``(split, "csr", "opencl")`` use :class:`OpenCLIntegrationEngine`;
+``(split, "csr", "any")`` uses it when an OpenCL device exists and the Cython engine otherwise.
 
 Example
 -------
 >>> import numpy as np
 >>> from types import SimpleNamespace
->>> csr = SimpleNamespace(indptr=np.array([0, 2, 3], np.int32), indices=np.array([0, 1, 2], np.int32),
+>>> csr = SimpleNamespace(indptr=np.array([0, 2, 3], np.int32),
+...                       indices=np.array([0, 1, 2], np.int32),
 ...                       data=np.array([1.0, 0.5, 1.0], np.float32), shape=(2, 3))
 >>> engine = OpenCLCsrEngine(csr)                                   # doctest: +SKIP
 >>> sums = engine.integrate(np.array([4, 2, 7], np.uint16))         # doctest: +SKIP
@@ -132,7 +137,8 @@ class OpenCLCsrEngine:
             raise ValueError(f"csr: indptr must have nbins + 1 = {nbins + 1} entries from 0 to "
                              f"nnz = {len(indices)}, got shape {indptr.shape}")
         if len(indices) and (indices.min() < 0 or indices.max() >= npix):
-            raise ValueError(f"csr: indices must lie in [0, {npix}), got [{indices.min()}, {indices.max()}]")
+            raise ValueError(f"csr: indices must lie in [0, {npix}), got "
+                             f"[{indices.min()}, {indices.max()}]")
         coefs = None if csr.data is None else np.ascontiguousarray(csr.data, dtype=np.float32)
         norm = self._per_pixel(normalization, npix, "normalization", fill=1.0,
                                dtype=np.float64)
@@ -263,7 +269,8 @@ class OpenCLCsrEngine:
             raise TypeError(f"variance: expected a real numeric array, got dtype {variance.dtype}")
         if variance.size not in (self.npix, nframes * self.npix):
             raise ValueError(f"variance: expected {self.npix} values (shared) or "
-                             f"{nframes * self.npix} (one set per frame), got shape {variance.shape}")
+                             f"{nframes * self.npix} (one set per frame), got shape "
+                             f"{variance.shape}")
         return np.ascontiguousarray(variance, dtype=np.float32).reshape(-1, self.npix)
 
     def _flags_buffer(self, max_iter: int):
@@ -471,6 +478,12 @@ class OpenCLIntegrationEngine:
     def nbytes(self) -> int:
         """Host memory held by the matrix arrays, in bytes."""
         return self._cpu.nbytes
+
+    @property
+    def device_engines(self) -> list[OpenCLCsrEngine]:
+        """The device-side engines uploaded so far (one per set of corrections, two kept)."""
+        with self._lock:
+            return list(self._engines.values())
 
     def device_engine(self, norm: Any) -> OpenCLCsrEngine:
         """The device-side engine for a normalisation (uploaded on first use, two kept)."""

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also time pyFAI on the same frames and print the ratio")
     parser.add_argument("--all-full", action="store_true",
                         help=f"also run OpenCL full splitting above {FULL_SPLIT_MAX_MPIX:g} Mpix")
+    parser.add_argument("--resident", action="store_true",
+                        help="OpenCL: also time the frames already on the device (no "
+                             "transfer), in frames/s")
     parser.add_argument("--json", metavar="FILE", help="write the results, machine, versions "
                                                        "and devices as JSON")
     parser.add_argument("--plot", metavar="FILE", help="write frames/s against Mpix (PNG)")
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                                frames=args.frames, backends=args.backends,
                                devices=args.devices, compare=args.compare,
                                error_model=None if args.error_model == "none" else args.error_model,
-                               skip_big_full=not args.all_full, progress=not args.no_progress)
+                               skip_big_full=not args.all_full, resident=args.resident,
+                               progress=not args.no_progress)
     except (ValueError, KeyError) as err:
         parser.error(str(err))
     print(format_table(report))
