@@ -53,9 +53,11 @@ ctypedef struct Bins:
     int nr                 # radial bins, uniform from r0, width dr
     double r0
     double dr
+    double inv_dr          # 1 / dr
     int na                 # azimuthal bins, uniform from a0, width da (radians)
     double a0
     double da
+    double inv_da          # 1 / da
     bint azim_clip         # False: 1D over the full circle, chi plays no part
     double chi_lo          # start of the chi period: -pi or 0
 
@@ -127,12 +129,13 @@ cdef inline void emit(Emitter* e, int b, double coef) noexcept nogil:
     e.size += 1
 
 
-cdef inline bint bin_span(double lo, double hi, double x0, double width, int n,
+cdef inline bint bin_span(double lo, double hi, double x0, double inv_width, int n,
                           int* first, int* last) noexcept nogil:
-    """Bins of the uniform axis (n bins of `width` from x0) that [lo, hi] touches; False if none."""
-    cdef double f = (lo - x0) / width
-    cdef double l = (hi - x0) / width
-    if l < 0 or f >= n:                     # (also false for NaN)
+    """Bins of the uniform axis (n bins of width 1 / inv_width from x0) that [lo, hi] touches;
+    False if none."""
+    cdef double f = (lo - x0) * inv_width
+    cdef double l = (hi - x0) * inv_width
+    if l < 0 or f >= n:
         return False
     first[0] = <int>f if f > 0 else 0       # truncation is floor for f >= 0
     last[0] = <int>l if l < n - 1 else n - 1
@@ -168,10 +171,10 @@ cdef inline double wrap_chi(const Bins* g, double chi) noexcept nogil:
 
 cdef inline void azim_span(const Bins* g, double clo, double chi, AzimSpan* s) noexcept nogil:
     """Azimuthal bins touched by [clo, chi] and by its copy 2 pi lower."""
-    if not bin_span(clo, chi, g.a0, g.da, g.na, &s.a_first, &s.a_last):
+    if not bin_span(clo, chi, g.a0, g.inv_da, g.na, &s.a_first, &s.a_last):
         s.a_first = 0
         s.a_last = -1
-    if not bin_span(clo - TWO_PI, chi - TWO_PI, g.a0, g.da, g.na, &s.b_first, &s.b_last):
+    if not bin_span(clo - TWO_PI, chi - TWO_PI, g.a0, g.inv_da, g.na, &s.b_first, &s.b_last):
         s.b_first = 0
         s.b_last = -1
 
@@ -285,14 +288,33 @@ cdef void split_no(const Bins* g, double r, double chi, Emitter* e) noexcept nog
     cdef double fi, fj = 0.0
     if not (isfinite(r) and isfinite(chi)):
         return
-    fi = (r - g.r0) / g.dr
+    fi = (r - g.r0) * g.inv_dr
     if fi < 0 or fi >= g.nr:
         return
     if g.azim_clip:
-        fj = (wrap_chi(g, chi) - g.a0) / g.da
+        fj = (wrap_chi(g, chi) - g.a0) * g.inv_da
         if fj < 0 or fj >= g.na:
             return
     emit(e, <int>fj * g.nr + <int>fi, 1.0)     # truncation is floor: both are >= 0
+
+
+cdef void split_radial_box(const Bins* g, double rlo, double rhi, Emitter* e) noexcept nogil:
+    """1D bbox over the full circle: [rlo, rhi] spread uniformly over the radial bins. (The
+    common case, kept lean: no chi, and a box inside one bin needs no division.)"""
+    cdef double f = (rlo - g.r0) * g.inv_dr
+    cdef double l = (rhi - g.r0) * g.inv_dr
+    cdef int i, i0, i1
+    cdef double inv_r
+    if l < 0 or f >= g.nr:
+        return
+    i0 = <int>f if f > 0 else 0
+    i1 = <int>l if l < g.nr - 1 else g.nr - 1
+    if i0 == i1 and f >= 0 and l < g.nr:   # the whole box is in bin i0
+        emit(e, i0, 1.0)
+        return
+    inv_r = inverse_width(rlo, rhi)
+    for i in range(i0, i1 + 1):
+        emit(e, i, axis_fraction(rlo, rhi, inv_r, g.r0 + i * g.dr, g.r0 + (i + 1) * g.dr))
 
 
 cdef void split_box(const Bins* g, double rlo, double rhi, double clo, double chi,
@@ -303,7 +325,7 @@ cdef void split_box(const Bins* g, double rlo, double rhi, double clo, double ch
     cdef double fa, blo
     cdef double inv_r = inverse_width(rlo, rhi), inv_c = inverse_width(clo, chi)
     cdef AzimSpan s
-    if not bin_span(rlo, rhi, g.r0, g.dr, g.nr, &i0, &i1):
+    if not bin_span(rlo, rhi, g.r0, g.inv_dr, g.nr, &i0, &i1):
         return
     if not g.azim_clip:
         for i in range(i0, i1 + 1):
@@ -339,7 +361,7 @@ cdef void split_full(const Bins* g, const double* quad, double rref, double cref
         rhi = quad[2 * k] if quad[2 * k] > rhi else rhi
         clo = quad[2 * k + 1] if quad[2 * k + 1] < clo else clo
         chi = quad[2 * k + 1] if quad[2 * k + 1] > chi else chi
-    if not bin_span(rlo + rref, rhi + rref, g.r0, g.dr, g.nr, &i0, &i1):
+    if not bin_span(rlo + rref, rhi + rref, g.r0, g.inv_dr, g.nr, &i0, &i1):
         return
     if g.azim_clip:
         azim_span(g, clo + cref, chi + cref, &s)
@@ -377,7 +399,7 @@ cdef void process_pixel(const Bins* g, int split, const double* corner, Emitter*
         rlo = corner[2 * k] if corner[2 * k] < rlo else rlo
         rhi = corner[2 * k] if corner[2 * k] > rhi else rhi
     if split == SPLIT_BBOX and not g.azim_clip:     # 1D over the full circle: chi plays no part
-        split_box(g, rlo, rhi, 0.0, 0.0, e)
+        split_radial_box(g, rlo, rhi, e)
         return
     for k in range(4):
         quad[2 * k] = corner[2 * k]
@@ -540,9 +562,11 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
     g.nr = nr
     g.r0 = r0
     g.dr = (r1 - r0) / nr
+    g.inv_dr = nr / (r1 - r0)
     g.na = na
     g.a0 = a0
     g.da = (a1 - a0) / na
+    g.inv_da = na / (a1 - a0)
     g.azim_clip = azim_clip
     g.chi_lo = chi_lo
     nbins = <int64_t>nr * na

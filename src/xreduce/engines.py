@@ -262,9 +262,6 @@ class HistogramEngine:
                     np.ascontiguousarray(total[..., 4]))
 
 
-Builder = Callable[[EngineKey], Any]
-
-
 class EngineCache:
     """A thread-safe, size-limited cache of engines (least recently used evicted first).
 

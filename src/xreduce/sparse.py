@@ -313,13 +313,17 @@ def build_csr(
 
     Example
     -------
-    >>> from xreduce.geometry import Geometry                      # doctest: +SKIP
-    >>> m = build_csr(geometry, 1000, unit="2th_deg", split="full")  # doctest: +SKIP
+    >>> from xreduce.detectors import Detector
+    >>> from xreduce.geometry import Geometry
+    >>> geometry = Geometry(0.1, 0.01, 0.01, 0, 0, 0, 1e-10, Detector(1e-4, 1e-4, (200, 200)))
+    >>> m = build_csr(geometry, 100, unit="2th_deg", split="full")
+    >>> m.shape, round(float(m.data.sum()))
+    ((100, 40000), 40000)
     """
     if hasattr(geometry_or_arrays, "corner_array"):
         geometry = geometry_or_arrays
         corners = centers = None
-        if split == "no":
+        if isinstance(split, str) and split.lower() == "no":
             centers = (geometry.center_array(unit), geometry.chi_array())
         else:
             corners = geometry.corner_array(unit)
