@@ -272,7 +272,7 @@ class EngineCache:
     def __init__(self, max_engines: int = 8):
         self.max_engines = max_engines
         self._engines: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: an OpenCL builder gets the Cython engine
 
     def get_or_create(self, key: Any, build: Callable[[], Any]) -> Any:
         """The engine for ``key``, built by ``build()`` when missing."""

@@ -28,6 +28,7 @@ array([5., 7.])
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -485,39 +486,117 @@ class OpenCLIntegrationEngine:
         with self._lock:
             return list(self._engines.values())
 
-    def device_engine(self, norm: Any) -> OpenCLCsrEngine:
-        """The device-side engine for a normalisation (uploaded on first use, two kept)."""
+    def device_engine(self, norm: Any, context: Any = None) -> OpenCLCsrEngine:
+        """The device-side engine for a normalisation on ``context`` (default: this engine's
+        device), uploaded on first use; the two most recent are kept."""
+        context = self.context if context is None else context
+        key = (norm.key, context.int_ptr)
         with self._lock:
-            engine = self._engines.get(norm.key)
+            engine = self._engines.get(key)
             if engine is None:
                 static = self._cpu.static_sums(norm)
                 csr = SimpleNamespace(indptr=static.indptr, indices=static.indices,
                                       data=static.coef, shape=self.matrix.shape)
                 presums = np.stack([static.sum_norm, static.sum_norm2, static.count])
                 engine = OpenCLCsrEngine(csr, normalization=norm.values, presums=presums,
-                                         device=self.context, precision=self.precision)
+                                         device=context, precision=self.precision)
                 while len(self._engines) >= 2:
                     self._engines.pop(next(iter(self._engines)))
-                self._engines[norm.key] = engine
+                self._engines[key] = engine
             return engine
 
-    def integrate(self, args: Any, norm: Any) -> Any:
-        """Integrate the frames of ``args`` (a FrameArgs) on the device; returns engines.Sums."""
+    def integrate(self, args: Any, norm: Any, max_iter: int = 0, thres: float = 5.0) -> Any:
+        """Integrate the frames of ``args`` (a FrameArgs) on the device; returns engines.Sums.
+
+        Frames already on a device (a ``pyopencl.array.Array``) are read in place, on their
+        own context; ``max_iter > 0`` sigma-clips each bin (see OpenCLCsrEngine.sigma_clip).
+        """
         from xreduce.engines import Sums
 
-        sums = self.device_engine(norm).integrate_stack(
+        context = args.frames.context if is_device_array(args.frames) else None
+        sums = self.device_engine(norm, context).integrate_stack(
             args.frames, error_model=args.error_model or "none", variance=args.variance,
-            dark=args.dark, dummy=args.dummy, delta_dummy=args.delta_dummy)
+            dark=args.dark, dummy=args.dummy, delta_dummy=args.delta_dummy,
+            max_iter=max_iter, thres=thres)
         return Sums(sums.signal, sums.variance, sums.normalization, sums.normalization2,
                     sums.count)
 
 
-def _cython_engine(ai: Any, key: Any, user_mask: Any) -> Any:
-    """A Cython CSR engine for the same matrix (built here: the integrator's engine cache is
-    locked while this builder runs, so it cannot be asked for its own Cython engine)."""
-    from xreduce.integrator import IMPLEMENTATIONS
+def is_device_array(data: Any) -> bool:
+    """Whether ``data`` is a ``pyopencl.array.Array`` (False, without importing pyopencl,
+    when pyopencl was never imported)."""
+    module = sys.modules.get("pyopencl.array")
+    return module is not None and isinstance(data, module.Array)
 
-    return IMPLEMENTATIONS[("csr", "cython")].build(ai, key, user_mask)
+
+def device_frames(data: Any, shape: tuple[int, int], implementation: str | None) -> tuple:
+    """A device-resident frame or stack as an (n, npix) view of the same buffer, and whether it
+    was a stack; a TypeError unless an OpenCL engine (implementation "opencl" or "any") reads it."""
+    if implementation not in ("opencl", "any"):
+        raise TypeError(f"data: a pyopencl.array.Array is integrated in place only by the OpenCL "
+                        f"engine; use method=(split, 'csr', 'opencl'), or pass data.get() (a host "
+                        f"copy) to the {implementation or 'NumPy'!r} implementation")
+    if data.ndim not in (2, 3) or tuple(data.shape[-2:]) != tuple(shape):
+        raise ValueError(f"data: expected a frame of shape {shape} or a stack (n, *{shape}) "
+                         f"matching the detector, got shape {data.shape}")
+    if not data.flags.c_contiguous:
+        raise TypeError("data: a device array must be C-contiguous; make it so with .copy()")
+    nframes = data.shape[0] if data.ndim == 3 else 1
+    return data.reshape(nframes, shape[0] * shape[1]), data.ndim == 3
+
+
+def sigma_clip(ai: Any, data: Any, npt: int, unit: Any, thres: float, max_iter: int,
+               method: Any, options: dict) -> Any:
+    """``AzimuthalIntegrator.sigma_clip`` with ``method=(split, "csr", implementation)``.
+
+    "opencl" (and "any" with a device) clips in the kernel with the matrix of ``split``; with
+    split "no" the pixels, the clipping rule and the spread are those of the NumPy default
+    (each pixel by its centre in one ring, weights = normalisation, "azimuthal" spread), so
+    the results agree within float rounding. "cython" (or "any" without a device) runs the
+    NumPy default, which exists for split "no" only. ``options`` holds the other keyword
+    arguments of sigma_clip. ``data`` may be a pyopencl array (clipped in place on it).
+    """
+    from xreduce.engines import EngineKey
+    from xreduce.integrator import _as_npt, _as_range, _get_unit, parse_method
+    from xreduce.results import Integrate1dResult
+
+    split, algorithm, implementation = parse_method(method)
+    if algorithm != "csr" or (implementation == "cython" and split != "no"):
+        raise ValueError(f"method: sigma_clip runs on the CSR matrix, with split 'no' for the "
+                         f"NumPy ('cython') implementation, got {method!r}")
+    if implementation == "cython":
+        return ai.sigma_clip(data, npt, unit, thres, max_iter, **options)
+    npt = _as_npt("npt", npt)
+    unit = _get_unit(unit, "radial")
+    frames, stacked = ai._frames(data, implementation)
+    user_mask, mask_digest = ai._mask(options["mask"])
+    args = ai._frame_args(frames, options["dark"], None, "azimuthal", options["dummy"],
+                          options["delta_dummy"])
+    norm = ai.normalisation(options["correct_solid_angle"], options["polarization_factor"],
+                            options["flat"], options["absorption"],
+                            options["normalization_factor"])
+    key = EngineKey("csr", implementation, split, unit.name, npt, None,
+                    _as_range("radial_range", options["radial_range"]),
+                    _as_range("azimuth_range", options["azimuth_range"]), mask_digest)
+    engine = ai.engine(key, user_mask)
+    if not isinstance(engine, OpenCLIntegrationEngine):  # "any" without a device
+        if split != "no":
+            raise ValueError(f"method: no OpenCL device, and the NumPy sigma_clip needs split "
+                             f"'no', got {method!r}")
+        return ai.sigma_clip(data, npt, unit, thres, max_iter, **options)
+    sums = engine.integrate(args, norm, max_iter=max_iter, thres=float(thres))
+    res = ai._finish(sums, "azimuthal", np.nan, (engine.nbins,), stacked)
+    edges = np.asarray(engine.radial_edges)
+    return Integrate1dResult(radial=0.5 * (edges[1:] + edges[:-1]), unit=unit,
+                             method=(split, "csr", "opencl"), error_model="azimuthal",
+                             geometry=ai.geometry,
+                             options={"thres": float(thres), "max_iter": int(max_iter)}, **res)
+
+
+def _cython_engine(ai: Any, key: Any, user_mask: Any) -> Any:
+    """The integrator's Cython CSR engine for the same matrix, from its engine cache (whose
+    lock is reentrant): an OpenCL engine next to a Cython one builds no second matrix."""
+    return ai.engine(dataclasses.replace(key, implementation="cython"), user_mask)
 
 
 def _build_opencl(ai: Any, key: Any, user_mask: Any) -> OpenCLIntegrationEngine:
