@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 from typing import Callable, Optional, Union
 
+from xreduce.cli.config_command import add_config_command
 from xreduce.dct.config import (ConfigError, check_choice, check_int, check_number, check_str,
                                 load_section, register_section)
 
@@ -140,27 +141,15 @@ def run_segment(config, progress: bool = True):
     return result, path
 
 
+def _run_and_summarise(config: str, progress: bool) -> str:
+    result, path = run_segment(config, progress=progress)
+    return f"{path}: {len(result)} difspots, {len(result.voxels)} voxels, stack {result.shape}"
+
+
 def add_parser(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
     """Add the ``segment`` subcommand to ``xreduce-dct``; return the function that runs it."""
-    parser = sub.add_parser(
-        "segment", help="double-threshold segmentation into difspots",
+    return add_config_command(
+        sub, "segment", help="double-threshold segmentation into difspots",
         description="Segment a preprocessed DCT stack into difspots as configured in the "
                     "'segment' section of a YAML file; writes one HDF5 file (silx view).",
-    )
-    parser.add_argument("config", nargs="?", help="YAML configuration file")
-    parser.add_argument("--template", action="store_true",
-                        help="print a configuration template with every key and exit")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-    def run(args: argparse.Namespace) -> int:
-        if args.template:
-            print(TEMPLATE, end="")
-            return 0
-        if not args.config:
-            parser.error("the configuration file is required (or --template)")
-        result, path = run_segment(args.config, progress=not args.no_progress)
-        print(f"{path}: {len(result)} difspots, {len(result.voxels)} voxels, "
-              f"stack {result.shape}")
-        return 0
-
-    return run
+        template=TEMPLATE, run_config=_run_and_summarise)
