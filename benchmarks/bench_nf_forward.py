@@ -14,6 +14,7 @@ Run: ``python benchmarks/bench_nf_forward.py [--orientations N] [--pairs N] [--r
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -98,7 +99,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     rng = np.random.default_rng(0)
-    print(f"OpenMP threads: {openmp_info.max_threads()}")
+    print(f"OpenMP threads: {openmp_info.max_threads()}, load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (times are best of {args.repeat})")
 
     geo = NFGeometry(lsd_um=(6000.0, 8000.0), bc_px=((1024.0, 50.0), (1024.0, 50.0)),
                      px_um=1.48, wavelength_A=WL, omega_start_deg=180.0, omega_step_deg=-0.25,
@@ -149,6 +151,7 @@ def main():
           f"{t_mn / t_m:.1f}x")
     print(f"  scipy Rotation ({m_sc} pairs): {m_sc / t_sc / 1e6:.3f} M pairs/s; ratio "
           f"kernel/scipy = {(m / t_m) / (m_sc / t_sc):.0f}x")
+    print(f"Load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

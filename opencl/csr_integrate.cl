@@ -49,37 +49,45 @@ typedef double real_t;
 #define ACC_VALUE(a) (a)
 #else
 /* Double-word arithmetic: a value is hi + lo with |lo| <= ulp(hi) / 2 (about 48 bits). */
-typedef float2 acc_t;
+typedef struct { float hi, lo; } acc_t;
 typedef float real_t;
-#define ACC_ZERO ((float2)(0.0f, 0.0f))
+#define ACC_ZERO (make_acc(0.0f, 0.0f))
+
+inline acc_t make_acc(float hi, float lo) {
+    acc_t r;
+    r.hi = hi;
+    r.lo = lo;
+    return r;
+}
 
 /* Knuth's TwoSum: s + e == a + b exactly. */
-inline float2 two_sum(float a, float b) {
+inline acc_t two_sum(float a, float b) {
     float s = a + b;
     float bb = s - a;
     float e = (a - (s - bb)) + (b - bb);
-    return (float2)(s, e);
+    return make_acc(s, e);
 }
 
 /* Double-word plus float. */
-inline float2 dw_add_f(float2 a, float b) {
-    float2 t = two_sum(a.s0, b);
-    float e = t.s1 + a.s1;
-    float hi = t.s0 + e;
-    return (float2)(hi, e - (hi - t.s0));
+inline acc_t dw_add_f(acc_t a, float b) {
+    acc_t t = two_sum(a.hi, b);
+    float e = t.lo + a.lo;
+    float hi = t.hi + e;
+    return make_acc(hi, e - (hi - t.hi));
 }
 
 /* Double-word plus double-word. */
-inline float2 dw_add(float2 a, float2 b) {
-    float2 t = two_sum(a.s0, b.s0);
-    float e = t.s1 + (a.s1 + b.s1);
-    float hi = t.s0 + e;
-    return (float2)(hi, e - (hi - t.s0));
+inline acc_t dw_add(acc_t a, acc_t b) {
+    acc_t t = two_sum(a.hi, b.hi);
+    float e = t.lo + (a.lo + b.lo);
+    float hi = t.hi + e;
+    return make_acc(hi, e - (hi - t.hi));
 }
+inline acc_t acc_neg(acc_t a) { return make_acc(-a.hi, -a.lo); }
 #define ACC_ADD(a, x) dw_add_f((a), (x))
 #define ACC_SUM(a, b) dw_add((a), (b))
-#define ACC_NEG(a) (-(a))
-#define ACC_VALUE(a) ((a).s0 + (a).s1)
+#define ACC_NEG(a) acc_neg(a)
+#define ACC_VALUE(a) ((a).hi + (a).lo)
 #endif
 
 /* Sum of v over the work-group, returned to every work-item. */
@@ -143,7 +151,7 @@ kernel void csr_integrate(
     const ulong frame_offset,
     global const float *dark,         /* per pixel, read when HAS_DARK */
     global const float *variance,     /* per pixel, read when ERROR_MODEL == 2 */
-    global const float *norm,         /* per pixel normalisation (flat*solid angle*...) */
+    global const real_t *norm,        /* per pixel normalisation (flat*solid angle*...) */
     global const int *indptr,
     global const int *indices,
     global const float *coefs,        /* read when HAS_COEF */
@@ -271,21 +279,23 @@ kernel void csr_integrate(
         /* weighted spread^2 = M2 / sum c n, scaled by sum (c n)^2 so that sem and std keep
            their usual formulas: sum_variance = spread^2 * sum_norm2 */
         {
-            const real_t scale = (n_ok > 0 && norm_total != (real_t)0)
+            /* a single value has no spread: exact zero rather than a rounding residue */
+            const real_t scale = (n_ok > 1 && norm_total != (real_t)0)
                                      ? ACC_VALUE(sum_norm2) / norm_total : (real_t)0;
 #if USE_DOUBLE
             var = var * scale;
 #else
             /* double-word times float: product hi with its error, plus lo * scale */
-            const float p = var.s0 * scale;
-            const float e = fma(var.s0, scale, -p) + var.s1 * scale;
+            const float p = var.hi * scale;
+            const float e = fma(var.hi, scale, -p) + var.lo * scale;
             const float hi = p + e;
-            var = (float2)(hi, e - (hi - p));
+            var = make_acc(hi, e - (hi - p));
 #endif
         }
 #endif
         const real_t norm2_total = ACC_VALUE(sum_norm2);
-        std = (n_ok > 0 && norm2_total > (real_t)0) ? sqrt(ACC_VALUE(var) / norm2_total) : (real_t)0;
+        std = (n_ok > 0 && norm2_total > (real_t)0) ? sqrt(ACC_VALUE(var) / norm2_total)
+                                                    : (real_t)0;
         if (iter > 0 && n_clipped == 0)
             break;
     }

@@ -624,3 +624,29 @@ def nf_ray_on_detector(point, direction, lsd, Rt, bc, px):
     ez = Rt.T @ np.array([0.0, 0.0, 1.0])
     t, u, v = np.linalg.solve(np.column_stack([direction, -ey, -ez]), C - point)
     return u / px + bc[0], v / px + bc[1]
+
+
+def nf_misorientation_brute_quaternion(q1, q2, sym_q):
+    """Misorientation angle (radians) by brute force with quaternions (w, x, y, z): for every
+    pair S1, S2 of symmetry quaternions, the full Hamilton product (q1 S1)^-1 (q2 S2) and its
+    angle 2 acos|w|; minimum over all pairs."""
+
+    def mul(a, b):
+        w1, x1, y1, z1 = a
+        w2, x2, y2, z2 = b
+        return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+                         w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+                         w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+                         w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
+
+    out = np.empty(len(q1))
+    for i in range(len(q1)):
+        best = np.inf
+        for s1 in sym_q:
+            a = mul(q1[i], s1)
+            a_inv = a * np.array([1, -1, -1, -1]) / np.dot(a, a)
+            for s2 in sym_q:
+                w = mul(a_inv, mul(q2[i], s2))[0]
+                best = min(best, 2 * np.arccos(min(1.0, abs(w))))
+        out[i] = best
+    return out

@@ -42,7 +42,8 @@ def csr_sums(indptr, indices, data, frame, norm=None, dark=None, variance=None,
     result["valid"] = np.zeros(nbins, np.int64)
     for b in range(nbins):
         idx = indices[indptr[b]:indptr[b + 1]]
-        c = np.ones(len(idx)) if data is None else np.asarray(data[indptr[b]:indptr[b + 1]], np.float64)
+        c = np.ones(len(idx)) if data is None else \
+            np.asarray(data[indptr[b]:indptr[b + 1]], np.float64)
         keep = ok_all[idx].copy()
         s, nn, r = s_all[idx], n[idx], raw[idx]
         mean = std = 0.0
@@ -70,7 +71,8 @@ def csr_sums(indptr, indices, data, frame, norm=None, dark=None, variance=None,
             elif error_model == "azimuthal":
                 # weighted spread of x = s / n (weights c n), times sum (c n)^2
                 w = c[keep] * nn[keep]
-                spread2 = np.sum(w * (s[keep] / nn[keep] - mean) ** 2) / norm_sum if keep.any() else 0.0
+                spread2 = (np.sum(w * (s[keep] / nn[keep] - mean) ** 2) / norm_sum
+                           if keep.any() else 0.0)
                 var = spread2 * norm2
             else:
                 raise ValueError(error_model)

@@ -132,7 +132,8 @@ def test_interrupted_run_resumes_to_identical_file(tmp_path, rng):
         np.testing.assert_array_equal(h5["/entry/process/chunk_done"][()],
                                       [1, 1, 1, 0, 0, 0, 0, 0, 0])
     seen = []
-    result = preprocess(config, progress=False, on_chunk=lambda i, a, b: seen.append(i))
+    resumed = dict(config, preprocess=dict(config["preprocess"], num_threads=1))  # no effect
+    result = preprocess(resumed, progress=False, on_chunk=lambda i, a, b: seen.append(i))
     assert seen == [3, 4, 5, 6, 7, 8]
     assert (result.chunks_computed, result.chunks_skipped) == (6, 3)
     with h5py.File(output) as got, h5py.File(reference.output) as ref:
@@ -144,6 +145,8 @@ def test_interrupted_run_resumes_to_identical_file(tmp_path, rng):
         got_cfg = load_section(got["/entry/process"].attrs["config"], "preprocess")
         ref_cfg = load_section(ref["/entry/process"].attrs["config"], "preprocess")
         assert got_cfg == dataclasses.replace(ref_cfg, output=output)  # only the name differs
+        assert got["/entry/process"].attrs["config"] == ref["/entry/process"].attrs[
+            "config"].replace(reference.output, output)
         assert "completed" in got["/entry/process"].attrs
     assert not (tmp_path / partial_path("out.h5")).exists()
 

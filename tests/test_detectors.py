@@ -165,6 +165,17 @@ def test_immutable_and_picklable():
     assert not copy.mask.flags.writeable
 
 
+def test_with_mask_adds_a_user_mask():
+    det = get_detector("Pilatus 1M")
+    user = det.mask.copy()
+    user[500:510, 100:120] = 1
+    masked = det.with_mask(user)
+    assert int(masked.mask.sum()) == int(det.mask.sum()) + 200
+    assert (masked.name, masked.shape, masked.pixel1) == (det.name, det.shape, det.pixel1)
+    with pytest.raises(ValueError, match="mask"):
+        det.with_mask(np.zeros((3, 3)))
+
+
 def test_module_gap_mask_small():
     mask = module_gap_mask((7, 5), (3, 2), (1, 1))
     expected = np.array([[0, 0, 1, 0, 0]] * 3 + [[1] * 5] + [[0, 0, 1, 0, 0]] * 3)
@@ -234,3 +245,12 @@ def test_against_pyfai(name):
         assert ours.mask.sum() == 0
     else:
         np.testing.assert_array_equal(ours.mask, their_mask != 0)
+
+
+@pytest.mark.parametrize("name, pyfai_name", [("Pilatus 1M", "Pilatus1M"), ("Eiger2 CdTe 4M", "Eiger2CdTe_4M")])
+def test_read_pyfai_detector_file(tmp_path, name, pyfai_name):
+    """Detector files written by pyFAI (pixel_size, mask, group named after the detector)."""
+    detectors = pytest.importorskip("pyFAI.detectors")
+    path = tmp_path / "pyfai_detector.h5"
+    detectors.detector_factory(pyfai_name).save(str(path))
+    assert Detector.read_nexus(path) == get_detector(name)

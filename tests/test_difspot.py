@@ -124,8 +124,12 @@ def test_write_is_atomic(tmp_path, segmentation, monkeypatch):
         write_difspots(path, segmentation)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spots.h5"]
-    with pytest.raises(ValueError, match="path"):
+    with pytest.raises(FileNotFoundError, match="path"):
         write_difspots(tmp_path / "missing" / "spots.h5", segmentation)
+    with pytest.raises(FileExistsError, match="path"):
+        write_difspots(path, segmentation, overwrite=False)
+    with pytest.raises(ValueError, match="compression"):
+        write_difspots(path, segmentation, compression="zstd")
 
 
 def test_empty_segmentation(tmp_path):

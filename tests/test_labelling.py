@@ -89,6 +89,18 @@ def test_float32_threshold_is_exact():
     assert label(volume, 6, threshold=np.nan)[1] == 0
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("threshold", [-3.0, -0.5, 0.0, 7.0, 7.5, 254.9, 70000.0])
+def test_small_unsigned_thresholds(rng, dtype, threshold):
+    """uint8/uint16 data compare with an integer threshold equivalent to the float one."""
+    values = rng.integers(0, 12, size=(4, 9, 9)).astype(dtype)
+    values[0, 0, :3] = 255
+    expected, n_expected = ndimage.label(values > threshold, reference.structure_reference(6))
+    labels, n = label(values, 6, threshold=threshold)
+    assert n == n_expected
+    np.testing.assert_array_equal(labels, expected)
+
+
 def test_nan_is_never_lit(rng):
     """NaN voxels are background, also between lit voxels of a row."""
     values = rng.normal(size=(6, 12, 40))
@@ -136,6 +148,20 @@ def test_statistics_equal_reference(rng, wrap, chunk_frames):
         assert got["argmax"] == argmax
         if not wrap:  # a wrapped component's box is not contiguous; only the plain one is
             np.testing.assert_array_equal(got["bbox"], bbox)
+
+
+def test_statistics_stream_finished_components_early():
+    """A component is yielded with the first chunk it cannot grow beyond, not at the end."""
+    from xreduce.dct.labelling import iter_label_statistics
+    mask = np.zeros((10, 6, 6), bool)
+    mask[0:2, 1, 1] = True    # done after chunk 0 (frames 0-2)
+    mask[2:5, 3, 3] = True    # crosses the border 2|3: done after chunk 1
+    mask[8:10, 4, 4] = True   # reaches the last frame
+    tables = list(iter_label_statistics(mask, chunk_frames=3))
+    assert [t["voxels"].tolist() for t in tables] == [[2], [3], [2]]
+    # with wrap, the components touching frame 0 wait for the end (they may cross the wrap)
+    tables = list(iter_label_statistics(mask, chunk_frames=3, wrap=True))
+    assert [sorted(t["voxels"].tolist()) for t in tables] == [[3], [2, 2]]
 
 
 def test_statistics_separate_values(rng):

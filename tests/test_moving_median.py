@@ -185,3 +185,21 @@ def test_opencl_dtypes_axes_steps(rng, dtype):
             moving_median(stack, window, axis=axis, step=step, mode="shrink", backend="opencl"),
             moving_median(stack, window, axis=axis, step=step, mode="shrink"),
         )
+
+
+def test_random_shapes_windows_and_modes_property():
+    """Hypothesis: any small stack, window (also longer than the stack), mode and even rule."""
+    pytest.importorskip("hypothesis")
+    from hypothesis import given, settings, strategies as st
+
+    @settings(max_examples=60, deadline=None, derandomize=True)
+    @given(n=st.integers(1, 12), npix=st.integers(1, 70), window=st.integers(1, 15),
+           mode=st.sampled_from(MOVING_MODES), even=st.sampled_from(["mean", "lower", "upper"]),
+           seed=st.integers(0, 2**32 - 1))
+    def check(n, npix, window, mode, even, seed):
+        data = np.random.default_rng(seed).integers(0, 5, size=(n, npix)).astype(np.float64)
+        data[data == 4] = np.nan
+        assert_bitwise(moving_median(data, window, mode=mode, even=even),
+                       expected_for(data, window, mode=mode, even=even))
+
+    check()

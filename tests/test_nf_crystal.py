@@ -105,6 +105,17 @@ def test_laue_rotations_known_axes():
         cr.laue_rotations(22.5)
 
 
+def test_symmetry_operations_from_gemmi():
+    W, t = cr.symmetry_operations(225)
+    assert W.shape == (192, 3, 3) and len({tuple(x) for x in np.round(t, 6)}) == 4
+    W, t = cr.symmetry_operations(194)
+    assert W.shape == (24, 3, 3)
+    assert np.all(np.abs(np.linalg.det(W)) == 1)
+    # 6_3 screw: the 6-fold rotation comes with a c/2 translation
+    six = [k for k in range(24) if np.trace(W[k]) == 2 and np.linalg.det(W[k]) > 0]
+    assert any(abs(t[k, 2] - 0.5) < 1e-12 for k in six)
+
+
 def test_systematic_absences_fcc_bcc(rng):
     hkl = rng.integers(-6, 7, (300, 3))
     h, k, l = hkl.T
@@ -130,6 +141,12 @@ def test_misorientation_matches_brute_force(number, lattice, rng):
                                 cr.laue_quaternions(number, lattice))
     want = reference.nf_misorientation_brute(U1, U2, sym)
     np.testing.assert_allclose(got, want, atol=1e-7)
+    # and a two-sided quaternion brute force on a subset (slow pure-Python loops)
+    k = 40 if len(sym) <= 12 else 12
+    want_q = reference.nf_misorientation_brute_quaternion(
+        cr.matrix_to_quaternion(U1[:k]), cr.matrix_to_quaternion(U2[:k]),
+        cr.laue_quaternions(number, lattice))
+    np.testing.assert_allclose(got[:k], want_q, atol=1e-7)
     # an orientation and its symmetry equivalents are 0 apart
     q = cr.matrix_to_quaternion(U1[:1] @ sym)
     np.testing.assert_allclose(

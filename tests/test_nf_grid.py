@@ -30,6 +30,10 @@ def test_midas_example_count_and_file(tmp_path):
     h = np.sqrt(3) / 2 * 2.5
     assert sorted(cols[:2]) == pytest.approx([h / 3, 2 * h / 3], abs=1e-6)
     assert cols[4] == pytest.approx(1.25)
+    # MIDAS order: rows from the most negative y; the first triangle of row -24 is a down
+    # triangle at x = -N e + 24 e/2 + e/2 = -28.75, y = -24 H + 2H/3 (H = sqrt(3)/2 e)
+    assert lines[1] == "1.443376 0.721688 -28.750000 -50.518149 1.250000"
+    assert lines[2] == "0.721688 1.443376 -27.500000 -51.239836 1.250000"
     back = read_grid(tmp_path / "grid.txt")
     np.testing.assert_array_equal(back.ud, g.ud)
     np.testing.assert_allclose(back.x_um, g.x_um, atol=1e-6)
@@ -83,3 +87,10 @@ def test_square_grid_and_masks(tmp_path):
     assert np.all(d < 31) and len(t) > 0.9 * np.sum(np.hypot(g.x_um - 10, g.y_um) < 29)
     with pytest.raises(ValueError, match="pixel_size_um"):
         apply_tomo_mask(g, tomo, 0.0)
+    # the same slice from a TIFF file, rows along +y: an off-centre disc at y = +15 um
+    import fabio.tifimage
+
+    tomo_y = ((xc ** 2 + (yc - 15) ** 2) < 20 ** 2).astype(np.float32)
+    fabio.tifimage.TifImage(data=tomo_y).write(str(tmp_path / "tomo.tif"))
+    ty = apply_tomo_mask(g, tmp_path / "tomo.tif", 1.0)
+    assert len(ty) > 0 and np.all(np.hypot(ty.x_um, ty.y_um - 15) < 21)

@@ -121,6 +121,9 @@ def test_geometry_subset_and_missing_file(tmp_path):
     ])
     p = read_parameters(io.StringIO(text), required=GEOMETRY_KEYS)
     assert p.wedge_or_zero_deg == 0.0 and p.tilts_deg == (0.0, 0.0, 0.0)
+    q = read_parameters(io.StringIO(text + "\nDataDirectory /data/run#2   # a comment\n"),
+                        required=GEOMETRY_KEYS)
+    assert q.data_directory == "/data/run#2"
     with pytest.raises(ValueError, match="missing required key"):
         read_parameters(io.StringIO(text))
     with pytest.raises(ValueError, match="does not exist"):

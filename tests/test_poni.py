@@ -196,9 +196,13 @@ def test_missing_file(tmp_path):
         xreduce.load(tmp_path / "nothing.poni")
 
 
-def test_load_returns_geometry(tmp_path):
+def test_load_returns_integrator_holding_the_geometry(tmp_path):
     path = tmp_path / "x.poni"
-    Geometry(**PARAMS, detector="Pilatus 1M").save(os.fspath(path))
-    geo = xreduce.load(os.fspath(path))
-    assert isinstance(geo, Geometry)
-    assert geo.twotheta_array().shape == (1043, 981)
+    written = Geometry(**PARAMS, detector="Pilatus 1M")
+    written.save(os.fspath(path))
+    ai = xreduce.load(os.fspath(path))
+    assert isinstance(ai, xreduce.AzimuthalIntegrator)
+    assert isinstance(ai.geometry, Geometry)
+    assert ai.geometry.parameters() == written.parameters()
+    assert ai.twotheta_array().shape == (1043, 981)
+    assert isinstance(Geometry.load(os.fspath(path)), Geometry)

@@ -5,8 +5,6 @@ import pickle
 import numpy as np
 import pytest
 
-pytest.importorskip("xreduce.geometry")  # TEMPORARY until the foundation is merged
-
 
 @pytest.fixture(scope="module")
 def geometry():

@@ -2,8 +2,6 @@
 import numpy as np
 import pytest
 
-pytest.importorskip("xreduce.geometry")  # TEMPORARY until the foundation is merged
-
 
 @pytest.fixture(scope="module")
 def setup():

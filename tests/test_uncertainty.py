@@ -10,7 +10,6 @@ c^2, a wrong normalisation) while never failing by chance.
 import numpy as np
 import pytest
 
-pytest.importorskip("xreduce.geometry")  # TEMPORARY until the foundation is merged
 
 import reference
 

@@ -30,6 +30,17 @@ from libc.math cimport isnan, isinf, fabs
 
 cnp.import_array()
 
+cdef extern from *:
+    """
+    #define XR_PREFETCH(p) __builtin_prefetch((const void*)(p), 0, 1)
+    """
+    void XR_PREFETCH(const void* p) noexcept nogil
+
+# Entries ahead whose frame pixels are prefetched: the gathers from the frame are the cost of
+# a CSR pass, and their addresses are known from the indices long before they are needed.
+cdef enum:
+    PREFETCH_AHEAD = 64
+
 ctypedef fused raw_t:
     cnp.uint8_t
     cnp.uint16_t
@@ -77,6 +88,61 @@ cdef inline bint _invalid(raw_t v, bint has_dummy, double dummy, double delta_du
             return fabs(<double> v - dummy) <= delta_dummy
         return <double> v == dummy
     return False
+
+
+cdef inline Py_ssize_t _fast_row(const raw_t* frame, const cnp.int32_t* indices,
+                                 const cnp.float32_t* coef, const cnp.float32_t* dark,
+                                 const cnp.float32_t* variance, Py_ssize_t j, Py_ssize_t stop,
+                                 Py_ssize_t nnz, bint use_coef, bint use_dark, int error_mode,
+                                 bint check_values, bint has_dummy, double dummy,
+                                 double delta_dummy, double* sig_out,
+                                 double* var_out) noexcept nogil:
+    """Accumulate entries j.. of a row with two independent chains; stop at the first invalid
+    value (or the last entry pair). Returns the index of the first entry not consumed.
+
+    Called with literal ``use_coef``, ``use_dark`` and ``error_mode`` so that the C compiler
+    specialises each call site (the branches fold away after inlining).
+    """
+    cdef double s0 = 0.0, s1 = 0.0, v0 = 0.0, v1 = 0.0, c0 = 1.0, c1 = 1.0, x0, x1
+    cdef cnp.int32_t i0, i1
+    cdef raw_t r0, r1
+    while j + 1 < stop:
+        if j + PREFETCH_AHEAD + 1 < nnz:
+            XR_PREFETCH(frame + indices[j + PREFETCH_AHEAD])
+            XR_PREFETCH(frame + indices[j + PREFETCH_AHEAD + 1])
+        i0 = indices[j]
+        i1 = indices[j + 1]
+        r0 = frame[i0]
+        r1 = frame[i1]
+        if check_values:
+            if _invalid(r0, has_dummy, dummy, delta_dummy) | _invalid(r1, has_dummy, dummy,
+                                                                      delta_dummy):
+                break
+        if use_coef:
+            c0 = coef[j]
+            c1 = coef[j + 1]
+        x0 = <double> r0
+        x1 = <double> r1
+        if use_dark:
+            s0 = s0 + c0 * (x0 - dark[i0])
+            s1 = s1 + c1 * (x1 - dark[i1])
+        else:
+            s0 = s0 + c0 * x0
+            s1 = s1 + c1 * x1
+        if error_mode == 1:
+            if x0 < 1.0:
+                x0 = 1.0
+            if x1 < 1.0:
+                x1 = 1.0
+            v0 = v0 + c0 * c0 * x0
+            v1 = v1 + c1 * c1 * x1
+        elif error_mode == 2:
+            v0 = v0 + c0 * c0 * variance[i0]
+            v1 = v1 + c1 * c1 * variance[i1]
+        j = j + 2
+    sig_out[0] = s0 + s1
+    var_out[0] = v0 + v1
+    return j
 
 
 def static_sums(const cnp.int32_t[::1] indptr, const cnp.int32_t[::1] indices,
@@ -140,11 +206,17 @@ def integrate_frames(const raw_t[:, ::1] frames,
     cdef Py_ssize_t nframes = frames.shape[0]
     cdef bint shared_variance = variance.shape[0] == 1
     cdef Py_ssize_t b, f, j, fv
-    cdef cnp.int32_t idx, i0, i1, start, stop
-    cdef raw_t v, v0, v1
+    cdef cnp.int32_t idx, start, stop
+    cdef raw_t v
     cdef double c, s, x, w, sig, var, bad_n, bad_n2, bad_c, wsum, mean, m2, delta, sn, sn2
-    cdef double c0, c1, x0, x1, sig1, var1
-    cdef Py_ssize_t nbad
+    cdef Py_ssize_t nbad, nnz = indices.shape[0]
+    cdef const raw_t* frame_ptr
+    cdef const cnp.float32_t* var_ptr
+    cdef const cnp.int32_t* indices_ptr = &indices[0] if indices.shape[0] > 0 else NULL
+    cdef const cnp.float32_t* coef_ptr = &coef[0] if has_coef and coef.shape[0] > 0 else NULL
+    cdef const cnp.float32_t* dark_ptr = &dark[0] if has_dark else NULL
+    if frames.shape[1] == 0 or nframes == 0:
+        return
     with nogil:
         for b in prange(nbins, schedule="guided"):
             start = indptr[b]
@@ -153,8 +225,6 @@ def integrate_frames(const raw_t[:, ::1] frames,
                 fv = 0 if shared_variance else f
                 sig = 0.0
                 var = 0.0
-                sig1 = 0.0
-                var1 = 0.0
                 bad_n = 0.0
                 bad_n2 = 0.0
                 bad_c = 0.0
@@ -164,43 +234,31 @@ def integrate_frames(const raw_t[:, ::1] frames,
                 m2 = 0.0
                 j = start
                 if error_mode != 3:
-                    # Fast path: two independent accumulator chains, no normalisation read.
-                    # It stops at the first invalid value; the general loop below does the rest.
-                    while j + 1 < stop:
-                        i0 = indices[j]
-                        i1 = indices[j + 1]
-                        v0 = frames[f, i0]
-                        v1 = frames[f, i1]
-                        if check_values and (_invalid(v0, has_dummy, dummy, delta_dummy)
-                                             or _invalid(v1, has_dummy, dummy, delta_dummy)):
-                            break
-                        if has_coef:
-                            c0 = coef[j]
-                            c1 = coef[j + 1]
-                        else:
-                            c0 = 1.0
-                            c1 = 1.0
-                        x0 = <double> v0
-                        x1 = <double> v1
-                        if has_dark:
-                            sig = sig + c0 * (x0 - dark[i0])
-                            sig1 = sig1 + c1 * (x1 - dark[i1])
-                        else:
-                            sig = sig + c0 * x0
-                            sig1 = sig1 + c1 * x1
-                        if error_mode == 1:
-                            if x0 < 1.0:
-                                x0 = 1.0
-                            if x1 < 1.0:
-                                x1 = 1.0
-                            var = var + c0 * c0 * x0
-                            var1 = var1 + c1 * c1 * x1
-                        elif error_mode == 2:
-                            var = var + c0 * c0 * variance[fv, i0]
-                            var1 = var1 + c1 * c1 * variance[fv, i1]
-                        j = j + 2
-                    sig = sig + sig1
-                    var = var + var1
+                    # Fast path (no normalisation read), specialised per call site; it stops
+                    # at the first invalid value and the general loop below does the rest.
+                    frame_ptr = &frames[f, 0]
+                    var_ptr = &variance[fv, 0] if error_mode == 2 else NULL
+                    if not has_dark and not has_dummy and has_coef and error_mode == 1:
+                        j = _fast_row(frame_ptr, indices_ptr, coef_ptr, NULL, NULL, j, stop, nnz, True,
+                                      False, 1, check_values, False, 0.0, 0.0,
+                                      &sig, &var)
+                    elif not has_dark and not has_dummy and has_coef and error_mode == 0:
+                        j = _fast_row(frame_ptr, indices_ptr, coef_ptr, NULL, NULL, j, stop, nnz, True,
+                                      False, 0, check_values, False, 0.0, 0.0,
+                                      &sig, &var)
+                    elif not has_dark and not has_dummy and not has_coef and error_mode == 1:
+                        j = _fast_row(frame_ptr, indices_ptr, NULL, NULL, NULL, j, stop, nnz, False,
+                                      False, 1, check_values, False, 0.0, 0.0,
+                                      &sig, &var)
+                    elif not has_dark and not has_dummy and not has_coef and error_mode == 0:
+                        j = _fast_row(frame_ptr, indices_ptr, NULL, NULL, NULL, j, stop, nnz, False,
+                                      False, 0, check_values, False, 0.0, 0.0,
+                                      &sig, &var)
+                    else:
+                        j = _fast_row(frame_ptr, indices_ptr, coef_ptr if has_coef else NULL,
+                                      dark_ptr if has_dark else NULL, var_ptr, j, stop, nnz, has_coef,
+                                      has_dark, error_mode, check_values, has_dummy, dummy,
+                                      delta_dummy, &sig, &var)
                 while j < stop:
                     idx = indices[j]
                     c = coef[j] if has_coef else 1.0

@@ -11,14 +11,46 @@ along the detector normal; the rotation is the PONI one (rot1 first, then rot2, 
 
 Radial quantity codes: 0 = 2theta (rad), 1 = q (nm^-1), 2 = r (m), 3 = d*^2 (nm^-2); each is
 multiplied by ``scale`` before it is stored. chi = atan2(t1, t2) in radians.
-All arithmetic is float64; outputs are float32 or float64.
+All arithmetic is float64; outputs are float32 or float64. The row loops live in
+``geometry_kernels_impl.h`` (vectorized, with an AVX2 variant chosen at run time).
 """
-from cython.parallel cimport prange
-from libc.math cimport atan2, cos, sin, sqrt, pow, M_PI
+from cython.parallel cimport parallel, prange
+from libc.math cimport cos, sin, sqrt, pow, M_PI
+from libc.stddef cimport ptrdiff_t
+from libc.stdlib cimport free, malloc
+
+cdef extern from "geometry_kernels_impl.h" nogil:
+    ctypedef void (*xr_row_function)(ptrdiff_t n, const double *d2, double u1, double u2,
+                                     double u3, double a12, double a22, double a32,
+                                     int quantity, double scale, double qfactor,
+                                     double *radial, double *chi)
+    xr_row_function xr_select_row(int allow_simd)
+    double xr_atan2_scalar(double y, double x)
+    double xr_chi_scalar(double t1, double t2)
+    double xr_sin_theta_scalar(double t1, double t2, double t3)
 
 ctypedef fused real_out:
     float
     double
+
+cdef int _allow_simd = 1
+
+
+def set_simd(bint enabled) -> bool:
+    """Allow (default) or forbid the AVX2 row kernel; returns the previous setting.
+
+    Both paths give bit-identical results; this exists so that tests can check it.
+    """
+    global _allow_simd
+    previous = bool(_allow_simd)
+    _allow_simd = 1 if enabled else 0
+    return previous
+
+
+def simd_available() -> bool:
+    """True when the AVX2 row kernel is compiled in and this CPU runs it."""
+    return xr_select_row(1) != xr_select_row(0)
+
 
 cdef struct Rotation:
     double a11, a12, a13, a21, a22, a23, a31, a32, a33
@@ -43,31 +75,21 @@ cdef Rotation _rotation(double rot1, double rot2, double rot3):
 
 cdef inline double _radial(double t1, double t2, double t3, int quantity,
                            double qfactor) noexcept nogil:
-    """Radial quantity (unscaled) from the lab vector t."""
-    cdef double rho2 = t1 * t1 + t2 * t2
-    cdef double rho = sqrt(rho2)
-    cdef double norm, s
+    """Radial quantity (unscaled) from the lab vector t (explicit-corner path)."""
+    cdef double s
     if quantity == 2:
-        return rho
+        return sqrt(t1 * t1 + t2 * t2)
     if quantity == 0:
-        return atan2(rho, t3)
-    # sin(2theta / 2) without a transcendental call: with |t| the norm of t,
-    # 1 - cos(2theta) = rho^2 / (|t| (|t| + t3)), free of cancellation when t3 >= 0.
-    if t3 >= 0.0:
-        norm = sqrt(rho2 + t3 * t3)
-        s = rho / sqrt(2.0 * norm * (norm + t3))
-    else:
-        s = sin(0.5 * atan2(rho, t3))
-    s = qfactor * s                             # q in nm^-1 (qfactor = 4e-9 pi / wavelength)
+        return xr_atan2_scalar(sqrt(t1 * t1 + t2 * t2), t3)
+    s = qfactor * xr_sin_theta_scalar(t1, t2, t3)   # q in nm^-1 (qfactor = 4e-9 pi / wavelength)
     if quantity == 1:
         return s
-    return 0.25 * s * s / (M_PI * M_PI)         # d*^2 = (q / 2 pi)^2 in nm^-2
+    return 0.25 * s * s / (M_PI * M_PI)              # d*^2 = (q / 2 pi)^2 in nm^-2
 
 
 cdef inline double _chi(double t1, double t2) noexcept nogil:
-    """atan2(t1, t2) in (-pi, pi]: atan2(-0.0, t2 < 0) = -pi is mapped to pi."""
-    cdef double c = atan2(t1, t2)
-    return M_PI if c == -M_PI else c
+    """atan2(t1, t2) in (-pi, pi]."""
+    return xr_chi_scalar(t1, t2)
 
 
 def _check_quantity(int quantity, double wavelength):
@@ -90,25 +112,52 @@ def grid_centres(double L, double rot1, double rot2, double rot3,
     """
     cdef Rotation r = _rotation(rot1, rot2, rot3)
     cdef double qfactor = _check_quantity(quantity, wavelength)
+    cdef xr_row_function row = xr_select_row(_allow_simd)
     cdef Py_ssize_t n1 = d1.shape[0], n2 = d2.shape[0], i, j
-    cdef double u1, u2, u3, t1, t2, t3
+    cdef double u1, u2, u3
+    cdef double *rad_row
+    cdef double *chi_row
+    cdef double *rad_buf
+    cdef double *chi_buf
     if want_radial and (radial.shape[0] != n1 or radial.shape[1] != n2):
         raise ValueError("radial: wrong shape")
     if want_chi and (chi.shape[0] != n1 or chi.shape[1] != n2):
         raise ValueError("chi: wrong shape")
-    for i in prange(n1, nogil=True, schedule="static"):
-        # the row-constant part of t
-        u1 = d1[i] * r.a11 + L * r.a13
-        u2 = d1[i] * r.a21 + L * r.a23
-        u3 = d1[i] * r.a31 + L * r.a33
-        for j in range(n2):
-            t1 = u1 + d2[j] * r.a12
-            t2 = u2 + d2[j] * r.a22
-            t3 = u3 + d2[j] * r.a32
+    if n1 == 0 or n2 == 0:
+        return
+    if real_out is double:
+        for i in prange(n1, nogil=True, schedule="static"):
+            rad_row = NULL
+            chi_row = NULL
             if want_radial:
-                radial[i, j] = <real_out> (scale * _radial(t1, t2, t3, quantity, qfactor))
+                rad_row = &radial[i, 0]
             if want_chi:
-                chi[i, j] = <real_out> _chi(t1, t2)
+                chi_row = &chi[i, 0]
+            row(n2, &d2[0], d1[i] * r.a11 + L * r.a13, d1[i] * r.a21 + L * r.a23,
+                d1[i] * r.a31 + L * r.a33, r.a12, r.a22, r.a32, quantity, scale, qfactor,
+                rad_row, chi_row)
+    else:
+        with nogil, parallel():
+            # float32 output: each thread computes a row in float64, then rounds it
+            rad_buf = <double *> malloc(n2 * sizeof(double))
+            chi_buf = <double *> malloc(n2 * sizeof(double))
+            for i in prange(n1, schedule="static"):
+                rad_row = NULL
+                chi_row = NULL
+                if want_radial:
+                    rad_row = rad_buf
+                if want_chi:
+                    chi_row = chi_buf
+                row(n2, &d2[0], d1[i] * r.a11 + L * r.a13, d1[i] * r.a21 + L * r.a23,
+                    d1[i] * r.a31 + L * r.a33, r.a12, r.a22, r.a32, quantity, scale, qfactor,
+                    rad_row, chi_row)
+                for j in range(n2):
+                    if want_radial:
+                        radial[i, j] = <real_out> rad_buf[j]
+                    if want_chi:
+                        chi[i, j] = <real_out> chi_buf[j]
+            free(rad_buf)
+            free(chi_buf)
 
 
 def grid_corners(double L, double rot1, double rot2, double rot3,
@@ -124,22 +173,16 @@ def grid_corners(double L, double rot1, double rot2, double rot3,
     cdef Rotation r = _rotation(rot1, rot2, rot3)
     cdef double qfactor = _check_quantity(quantity, wavelength)
     cdef Py_ssize_t n1 = e1.shape[0], n2 = e2.shape[0], i, j
-    cdef double u1, u2, u3, t1, t2, t3
     if out.shape[0] != n1 - 1 or out.shape[1] != n2 - 1 or out.shape[2] != 4 or out.shape[3] != 2:
         raise ValueError("out: wrong shape")
     import numpy
     cdef double[:, ::1] rad = numpy.empty((n1, n2), numpy.float64)
     cdef double[:, ::1] ang = numpy.empty((n1, n2), numpy.float64)
+    cdef xr_row_function row = xr_select_row(_allow_simd)
     for i in prange(n1, nogil=True, schedule="static"):
-        u1 = e1[i] * r.a11 + L * r.a13
-        u2 = e1[i] * r.a21 + L * r.a23
-        u3 = e1[i] * r.a31 + L * r.a33
-        for j in range(n2):
-            t1 = u1 + e2[j] * r.a12
-            t2 = u2 + e2[j] * r.a22
-            t3 = u3 + e2[j] * r.a32
-            rad[i, j] = scale * _radial(t1, t2, t3, quantity, qfactor)
-            ang[i, j] = _chi(t1, t2)
+        row(n2, &e2[0], e1[i] * r.a11 + L * r.a13, e1[i] * r.a21 + L * r.a23,
+            e1[i] * r.a31 + L * r.a33, r.a12, r.a22, r.a32, quantity, scale, qfactor,
+            &rad[i, 0], &ang[i, 0])
     for i in prange(n1 - 1, nogil=True, schedule="static"):
         for j in range(n2 - 1):
             out[i, j, 0, 0] = <real_out> rad[i, j]

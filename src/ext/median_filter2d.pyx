@@ -1,7 +1,7 @@
 # cython: language_level=3
 """Exact 2D median filter of each frame of a (n_frames, rows, cols) stack.
 
-The C kernel (median_filter2d_impl.h) uses a min/max network for 3x3 windows and a
+The C kernel (median_filter2d_impl.h) uses min/max networks for 3x3 and 5x5 windows and a
 branch-free sorted insertion for other sizes, vectorised along rows (AVX-512 / AVX2 / SSE2
 chosen at run time) with OpenMP over bands of rows. The only caller is
 :func:`xreduce.median.median_filter2d`.

@@ -7,6 +7,7 @@
  *
  * 3x3: each padded column is sorted (lo, mid, hi) with a 3-element min/max network; the median
  * of the 9 values is med3(max of the 3 lo, med3 of the 3 mid, min of the 3 hi).
+ * 5x5: see mf_row5x5 (sorted columns and rank levels, median of 13 candidates).
  * Other sizes: for each block of LB adjacent outputs (SIMD lanes), the smallest rank + 1
  * values of the window are kept sorted by branch-free insertion
  *     s_j <- max(s_{j-1, old}, min(s_j, x));
@@ -65,6 +66,25 @@ static int mf_map_index(int64_t v, int64_t n, int mode)
 
 #define MF_MIN(a, b) ((b) < (a) ? (b) : (a))
 #define MF_MAX(a, b) ((a) < (b) ? (b) : (a))
+/* Compare-exchange and the 9-comparator sorting network of 5 values (ascending). */
+#define MF_CE(T, a, b)                                                                         \
+    do {                                                                                       \
+        T lo_ = MF_MIN(a, b);                                                                  \
+        b = MF_MAX(a, b);                                                                      \
+        a = lo_;                                                                               \
+    } while (0)
+#define MF_SORT5(T, v0, v1, v2, v3, v4)                                                        \
+    do {                                                                                       \
+        MF_CE(T, v0, v1);                                                                      \
+        MF_CE(T, v3, v4);                                                                      \
+        MF_CE(T, v2, v4);                                                                      \
+        MF_CE(T, v2, v3);                                                                      \
+        MF_CE(T, v1, v4);                                                                      \
+        MF_CE(T, v0, v3);                                                                      \
+        MF_CE(T, v0, v2);                                                                      \
+        MF_CE(T, v1, v3);                                                                      \
+        MF_CE(T, v1, v2);                                                                      \
+    } while (0)
 
 #define MF_DEFINE(SUF, T, IS_FLOAT, SENT, LOWEST, ATTR, LANE_BYTES)                            \
     enum { mf_lb_##SUF = (LANE_BYTES) / (int)sizeof(T) };                                      \
@@ -137,6 +157,67 @@ static int mf_map_index(int64_t v, int64_t n, int mode)
         }                                                                                      \
     }                                                                                          \
                                                                                                \
+    /* 5x5: rows[0..4] padded (width cols + 4); tmp: 5 * (cols + 4). Each padded column is     \
+     * sorted once (shared by 5 outputs); per output, the 5 rank levels of its 5 sorted        \
+     * columns are sorted too, which orders the 5x5 matrix both ways: the median of the 25 is  \
+     * then the median of the 13 entries (i, j) with (i+1)(j+1) <= 13 and (5-i)(5-j) <= 13,  \
+     * found by keeping the 7 smallest of them sorted. Unused network outputs are dropped by  \
+     * the compiler. */                                                                        \
+    ATTR static void mf_row5x5_##SUF(T *const *rows, int cols, T *restrict out,                \
+                                     T *restrict tmp)                                          \
+    {                                                                                          \
+        int width = cols + 4 + mf_lb_##SUF; /* room for the last lane block */                \
+        T *restrict s0 = tmp, *restrict s1 = tmp + width, *restrict s2 = tmp + 2 * width;      \
+        T *restrict s3 = tmp + 3 * width, *restrict s4 = tmp + 4 * width;                      \
+        const T *restrict p0 = rows[0], *restrict p1 = rows[1], *restrict p2 = rows[2];        \
+        const T *restrict p3 = rows[3], *restrict p4 = rows[4];                                \
+        for (int x = 0; x < width; x++) {                                                      \
+            T v0 = p0[x], v1 = p1[x], v2 = p2[x], v3 = p3[x], v4 = p4[x];                      \
+            MF_SORT5(T, v0, v1, v2, v3, v4);                                                   \
+            s0[x] = v0;                                                                        \
+            s1[x] = v1;                                                                        \
+            s2[x] = v2;                                                                        \
+            s3[x] = v3;                                                                        \
+            s4[x] = v4;                                                                        \
+        }                                                                                      \
+        enum { LB = mf_lb_##SUF };                                                             \
+        const T *levels[5] = {s0, s1, s2, s3, s4};                                             \
+        for (int c0 = 0; c0 < cols; c0 += LB) {                                                \
+            T m[5][5][LB]; /* [rank level][column][lane] */                                    \
+            for (int k = 0; k < 5; k++) {                                                      \
+                for (int j = 0; j < 5; j++) {                                                  \
+                    const T *restrict src = levels[k] + c0 + j;                                \
+                    for (int l = 0; l < LB; l++)                                               \
+                        m[k][j][l] = src[l];                                                   \
+                }                                                                              \
+                for (int l = 0; l < LB; l++)                                                   \
+                    MF_SORT5(T, m[k][0][l], m[k][1][l], m[k][2][l], m[k][3][l], m[k][4][l]);   \
+            }                                                                                  \
+            static const unsigned char ck[13] = {0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4};       \
+            static const unsigned char cj[13] = {3, 4, 2, 3, 4, 1, 2, 3, 0, 1, 2, 0, 1};       \
+            T keep[7][LB];                                                                     \
+            for (int j = 0; j < 7; j++)                                                        \
+                for (int l = 0; l < LB; l++)                                                   \
+                    keep[j][l] = SENT;                                                         \
+            for (int q = 0; q < 13; q++) {                                                     \
+                const T *restrict v = m[ck[q]][cj[q]];                                         \
+                T prev[LB];                                                                    \
+                for (int l = 0; l < LB; l++)                                                   \
+                    prev[l] = LOWEST;                                                          \
+                for (int j = 0; j < 7; j++) {                                                  \
+                    for (int l = 0; l < LB; l++) {                                             \
+                        T a = keep[j][l];                                                      \
+                        keep[j][l] = MF_MAX(prev[l], MF_MIN(a, v[l]));                         \
+                        prev[l] = a;                                                           \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+            int n = cols - c0 < LB ? cols - c0 : LB;                                           \
+            for (int l = 0; l < n; l++)                                                        \
+                out[c0 + l] = keep[6][l];                                                      \
+        }                                                                                      \
+    }                                                                                          \
+                                                                                               \
     /* Any size: rows[0..size_r-1] padded (width cols + size_c - 1 + LB), state: (rank+1)*LB. */\
     ATTR static void mf_row_generic_##SUF(T *const *rows, int cols, int size_r, int size_c,    \
                                           int rank, T *restrict out, T *restrict state)        \
@@ -199,6 +280,8 @@ static int mf_map_index(int64_t v, int64_t n, int mode)
             T *o = outf + (int64_t)r * cols;                                                   \
             if (size_r == 3 && size_c == 3)                                                    \
                 mf_row3x3_##SUF(rowp, cols, o, work);                                          \
+            else if (size_r == 5 && size_c == 5)                                               \
+                mf_row5x5_##SUF(rowp, cols, o, work);                                          \
             else                                                                               \
                 mf_row_generic_##SUF(rowp, cols, size_r, size_c, rank, o, work);               \
             if (IS_FLOAT && any_nan) {                                                         \
@@ -217,9 +300,9 @@ static int mf_map_index(int64_t v, int64_t n, int mode)
     }
 
 #define MF_DEFINE_TYPE(NAME, T, IS_FLOAT, SENT, LOWEST)                                        \
-    MF_DEFINE(NAME##_avx512, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_AVX512, 128)                   \
-    MF_DEFINE(NAME##_avx2, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_AVX2, 64)                        \
-    MF_DEFINE(NAME##_base, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_BASE, 32)                        \
+    MF_DEFINE(NAME##_avx512, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_AVX512, 256)                   \
+    MF_DEFINE(NAME##_avx2, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_AVX2, 128)                       \
+    MF_DEFINE(NAME##_base, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_BASE, 128)                       \
                                                                                                \
     typedef void (*mf_band_fn_##NAME)(const T *, int, int, int, int, int, T, const int *, int, \
                                       int, T *, T *, uint8_t *, int *, T *, T **);             \
@@ -254,7 +337,7 @@ static int mf_map_index(int64_t v, int64_t n, int mode)
         if (tasks < num_threads)                                                               \
             num_threads = tasks > 0 ? (int)tasks : 1;                                          \
         int failed = 0;                                                                        \
-        size_t work_n = (size_t)3 * (cols + 2);                                                \
+        size_t work_n = (size_t)5 * (cols + 4 + lb);                                           \
         if ((size_t)(rank + 1) * lb > work_n)                                                  \
             work_n = (size_t)(rank + 1) * lb;                                                  \
         _Pragma("omp parallel num_threads(num_threads)")                                       \

@@ -8,7 +8,7 @@ Front end: :func:`xreduce.nf.crystal.misorientation_rad` and ``fundamental_zone`
 """
 import numpy as np
 from cython.parallel cimport prange
-from libc.math cimport acos, fabs, fmax
+from libc.math cimport acos, fabs, sqrt, NAN
 
 
 def misorientation_angles(const double[:, ::1] q1, const double[:, ::1] q2,
@@ -17,7 +17,7 @@ def misorientation_angles(const double[:, ::1] q1, const double[:, ::1] q2,
 
     Parameters
     ----------
-    q1, q2 : float64 (n, 4), C-contiguous unit quaternions
+    q1, q2 : float64 (n, 4), C-contiguous quaternions (normalised here; a zero one gives NaN)
     sym : float64 (m, 4) symmetry quaternions
     num_threads : int, 0 = OpenMP default
 
@@ -32,7 +32,9 @@ def misorientation_angles(const double[:, ::1] q1, const double[:, ::1] q2,
         raise ValueError("sym: expected at least one symmetry quaternion")
     out = np.empty(n, dtype=np.float64)
     cdef double[::1] res = out
-    cdef double a0, a1, a2, a3, b0, b1, b2, b3, p0, p1, p2, p3, w, best
+    if num_threads == 0 and n * m < 20000:  # too little work for a thread team
+        num_threads = 1
+    cdef double a0, a1, a2, a3, b0, b1, b2, b3, p0, p1, p2, p3, w, best, norm2
     for i in prange(n, nogil=True, schedule="static", num_threads=num_threads):
         a0 = q1[i, 0]; a1 = -q1[i, 1]; a2 = -q1[i, 2]; a3 = -q1[i, 3]
         b0 = q2[i, 0]; b1 = q2[i, 1]; b2 = q2[i, 2]; b3 = q2[i, 3]
@@ -42,8 +44,13 @@ def misorientation_angles(const double[:, ::1] q1, const double[:, ::1] q2,
         p3 = a0 * b3 + a1 * b2 - a2 * b1 + a3 * b0
         best = 0.0
         for k in range(m):
-            best = fmax(best, fabs(p0 * sym[k, 0] - p1 * sym[k, 1] - p2 * sym[k, 2]
-                                   - p3 * sym[k, 3]))
+            w = fabs(p0 * sym[k, 0] - p1 * sym[k, 1] - p2 * sym[k, 2] - p3 * sym[k, 3])
+            best = w if w > best else best
+        norm2 = (a0 * a0 + a1 * a1 + a2 * a2 + a3 * a3) * (b0 * b0 + b1 * b1 + b2 * b2 + b3 * b3)
+        if norm2 == 0.0:
+            res[i] = NAN
+            continue
+        best = best / sqrt(norm2)
         if best > 1.0:
             best = 1.0
         res[i] = 2.0 * acos(best)
@@ -58,6 +65,8 @@ def reduce_to_fundamental_zone(const double[:, ::1] q, const double[:, ::1] sym,
         raise ValueError("q: expected (n, 4); sym: expected (m, 4) with m >= 1")
     out = np.empty((n, 4), dtype=np.float64)
     cdef double[:, ::1] res = out
+    if num_threads == 0 and n * m < 20000:
+        num_threads = 1
     cdef double a0, a1, a2, a3, s0, s1, s2, s3, w, best, sign
     for i in prange(n, nogil=True, schedule="static", num_threads=num_threads):
         a0 = q[i, 0]; a1 = q[i, 1]; a2 = q[i, 2]; a3 = q[i, 3]

@@ -38,23 +38,30 @@ cdef enum:
 cdef int64_t fill_box(pixel_t[:, :, ::1] slab, int64_t frame_offset, const int64_t *lo,
                       const int64_t *hi, const int64_t *peak, double threshold,
                       const int *offsets, int n_offsets, uint8_t *state, int64_t *queue,
-                      int64_t *bmin, int64_t *bmax) noexcept nogil:
+                      int64_t *packed, int64_t *bmin, int64_t *bmax) noexcept nogil:
     """Flood fill from ``peak`` inside the box ``[lo, hi]`` (global, inclusive).
 
     ``state`` receives the box padded by one voxel on every side (padded raster layout,
     ``(n0 + 2, n1 + 2, n2 + 2)``): 0 outside or below threshold, CANDIDATE, IN_BLOB. The zero
-    border stops the fill without bounds checks, so a neighbour is one add away. Returns the
-    number of blob voxels and their bounding box in ``bmin``/``bmax`` (global, inclusive).
+    border stops the fill without bounds checks, so a neighbour is one add away. ``queue`` gets
+    the padded index of each blob voxel and ``packed`` its padded (frame, row, col) in 21-bit
+    fields, updated by adds too (fields never underflow: blob voxels are never on the border).
+    Returns the number of blob voxels and their bounding box in ``bmin``/``bmax`` (global,
+    inclusive).
     """
     cdef int64_t n0 = hi[0] - lo[0] + 1, n1 = hi[1] - lo[1] + 1, n2 = hi[2] - lo[2] + 1
     cdef int64_t p1 = n1 + 2, p2 = n2 + 2
-    cdef int64_t head = 0, tail = 0, li, nli, k, f, r, c
+    cdef int64_t head = 0, tail = 0, li, nli, k, f, r, c, code, ncode
     cdef int64_t delta[26]
+    cdef int64_t delta_packed[26]
+    cdef int64_t fmin, fmax, rmin, rmax, cmin, cmax
     cdef uint8_t *dst
     cdef const pixel_t *src
     cdef int o
     for o in range(n_offsets):
         delta[o] = (offsets[3 * o] * p1 + offsets[3 * o + 1]) * p2 + offsets[3 * o + 2]
+        delta_packed[o] = (<int64_t>offsets[3 * o] << 42) + (<int64_t>offsets[3 * o + 1] << 21) \
+            + offsets[3 * o + 2]
     memset(state, 0, (n0 + 2) * p1 * p2)
     for f in range(n0):
         for r in range(n1):
@@ -62,48 +69,52 @@ cdef int64_t fill_box(pixel_t[:, :, ::1] slab, int64_t frame_offset, const int64
             src = &slab[lo[0] + f - frame_offset, lo[1] + r, lo[2]]
             for c in range(n2):
                 dst[c] = <uint8_t>(src[c] >= threshold)
-    li = ((peak[0] - lo[0] + 1) * p1 + (peak[1] - lo[1] + 1)) * p2 + (peak[2] - lo[2] + 1)
+    f = peak[0] - lo[0] + 1
+    r = peak[1] - lo[1] + 1
+    c = peak[2] - lo[2] + 1
+    fmin = fmax = f
+    rmin = rmax = r
+    cmin = cmax = c
+    li = (f * p1 + r) * p2 + c
     if state[li] != CANDIDATE:
         return 0
     state[li] = IN_BLOB
     queue[tail] = li
+    packed[tail] = (f << 42) | (r << 21) | c
     tail += 1
     while head < tail:
         li = queue[head]
+        code = packed[head]
         head += 1
         for o in range(n_offsets):
             nli = li + delta[o]
             if state[nli] == CANDIDATE:
                 state[nli] = IN_BLOB
+                ncode = code + delta_packed[o]
                 queue[tail] = nli
+                packed[tail] = ncode
                 tail += 1
-    # bounding box in padded local coordinates (the queue holds every blob voxel), then global
-    bmin[0] = n0 + 2
-    bmin[1] = p1
-    bmin[2] = p2
-    bmax[0] = -1
-    bmax[1] = -1
-    bmax[2] = -1
-    for k in range(tail):
-        li = queue[k]
-        c = li % p2
-        r = (li // p2) % p1
-        f = li // (p1 * p2)
-        if f < bmin[0]:
-            bmin[0] = f
-        if f > bmax[0]:
-            bmax[0] = f
-        if r < bmin[1]:
-            bmin[1] = r
-        if r > bmax[1]:
-            bmax[1] = r
-        if c < bmin[2]:
-            bmin[2] = c
-        if c > bmax[2]:
-            bmax[2] = c
-    for k in range(3):
-        bmin[k] = bmin[k] - 1 + lo[k]
-        bmax[k] = bmax[k] - 1 + lo[k]
+                f = ncode >> 42
+                r = (ncode >> 21) & 0x1FFFFF
+                c = ncode & 0x1FFFFF
+                if f < fmin:
+                    fmin = f
+                if f > fmax:
+                    fmax = f
+                if r < rmin:
+                    rmin = r
+                if r > rmax:
+                    rmax = r
+                if c < cmin:
+                    cmin = c
+                if c > cmax:
+                    cmax = c
+    bmin[0] = fmin - 1 + lo[0]
+    bmax[0] = fmax - 1 + lo[0]
+    bmin[1] = rmin - 1 + lo[1]
+    bmax[1] = rmax - 1 + lo[1]
+    bmin[2] = cmin - 1 + lo[2]
+    bmax[2] = cmax - 1 + lo[2]
     return tail
 
 
@@ -161,8 +172,12 @@ def grow_blobs(pixel_t[:, :, ::1] slab, int64_t frame_offset, int64_t n_frames,
         bb[k] = int(bb_max[k])
         if inc[k] < 1 or bb[k] < 1:
             raise ValueError("increment, bb_max: expected positive integers")
+        if bb[k] > dims[k]:  # a larger box is clipped to the stack anyway
+            bb[k] = dims[k]
         if inc[k] > bb[k]:
             inc[k] = bb[k]
+        if dims[k] >= (1 << 21) - 2:
+            raise ValueError("slab: every axis must be shorter than 2**21 - 2 voxels")
     for df in range(-1, 2):
         for dr in range(-1, 2):
             for dc in range(-1, 2):
@@ -201,6 +216,7 @@ def grow_blobs(pixel_t[:, :, ::1] slab, int64_t frame_offset, int64_t n_frames,
     cdef int threads = num_threads if num_threads > 0 else openmp.omp_get_max_threads()
     cdef uint8_t *visited
     cdef int64_t *queue
+    cdef int64_t *packed
     cdef int64_t *lo
     cdef int64_t *hi
     cdef int64_t *h_lo
@@ -213,8 +229,9 @@ def grow_blobs(pixel_t[:, :, ::1] slab, int64_t frame_offset, int64_t n_frames,
     with nogil, parallel(num_threads=threads):
         visited = <uint8_t *>malloc(box_max)
         queue = <int64_t *>malloc(box_max * sizeof(int64_t))
+        packed = <int64_t *>malloc(box_max * sizeof(int64_t))
         lo = <int64_t *>malloc(24 * sizeof(int64_t))
-        if visited == NULL or queue == NULL or lo == NULL:
+        if visited == NULL or queue == NULL or packed == NULL or lo == NULL:
             failed[0] = 1
         else:
             hi = lo + 3
@@ -240,7 +257,7 @@ def grow_blobs(pixel_t[:, :, ::1] slab, int64_t frame_offset, int64_t n_frames,
                     if hi[k] > dims[k] - 1:
                         hi[k] = dims[k] - 1
                 count = fill_box(slab, frame_offset, lo, hi, peak, thr, offs, n_offsets,
-                                 visited, queue, bmin, bmax)
+                                 visited, queue, packed, bmin, bmax)
                 grew = 0
                 if count > 0:
                     for k in range(3):
@@ -279,6 +296,7 @@ def grow_blobs(pixel_t[:, :, ::1] slab, int64_t frame_offset, int64_t n_frames,
                                     j = j + 1
         free(visited)
         free(queue)
+        free(packed)
         free(lo)
 
     for s in range(n):

@@ -17,16 +17,18 @@ import os
 
 from .detectors import Detector, get_detector
 from .geometry import Geometry
+from .integrator import AzimuthalIntegrator
 
 __version__ = "0.1.0"
-__all__ = ["Detector", "Geometry", "get_detector", "load", "__version__"]
+__all__ = ["AzimuthalIntegrator", "Detector", "Geometry", "get_detector", "load", "__version__"]
 
 
-def load(path: str | os.PathLike, shape: tuple | None = None) -> Geometry:
-    """Load an experiment description; for now a PONI file, returned as a :class:`Geometry`.
+def load(path: str | os.PathLike, shape: tuple | None = None) -> AzimuthalIntegrator:
+    """Load an experiment description (a PONI file) as an :class:`AzimuthalIntegrator`.
 
-    Once the integration engine exists this returns an ``AzimuthalIntegrator`` (which holds a
-    Geometry); :meth:`Geometry.load` always returns a Geometry.
+    The integrator holds the :class:`Geometry` (``ai.geometry``) and exposes its parameters and
+    per-pixel arrays (``ai.dist``, ``ai.twotheta_array()``); :meth:`Geometry.load` always
+    returns a Geometry.
 
     Parameters
     ----------
@@ -35,4 +37,4 @@ def load(path: str | os.PathLike, shape: tuple | None = None) -> Geometry:
     shape : tuple of int, optional
         (rows, cols), only for files whose detector has no shape (e.g. version 1 files).
     """
-    return Geometry.load(path, shape=shape)
+    return AzimuthalIntegrator(Geometry.load(path, shape=shape))

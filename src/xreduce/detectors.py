@@ -177,16 +177,6 @@ class Detector:
         return Detector(self.pixel1, self.pixel2, self.shape, mask, self.name, self.binning,
                         self.corners, self.orientation)
 
-    def config(self) -> dict:
-        """The PONI ``Detector_config`` dictionary (pixel sizes, shape, orientation)."""
-        return {
-            "pixel1": self.pixel1,
-            "pixel2": self.pixel2,
-            "max_shape": [self.shape[0] * self.binning[0], self.shape[1] * self.binning[1]],
-            "binning": list(self.binning),
-            "orientation": self.orientation,
-        }
-
     # -- NeXus ---------------------------------------------------------------------------------
     def write_nexus(self, target, name: str = "detector") -> None:
         """Write this detector as a NeXus ``NXdetector`` group.
@@ -268,35 +258,43 @@ class Detector:
         group = source[path] if path is not None else _find_nxdetector(source)
         if group is None:
             raise ValueError(f"source: no NXdetector group found in {source.file.filename}:{source.name}")
-        for required in ("y_pixel_size", "x_pixel_size"):
-            if required not in group:
-                raise ValueError(f"source: NXdetector {group.name} has no {required}")
 
         def _metres(label):
-            value = float(np.asarray(group[label][()]).ravel()[0])
-            unit = group[label].attrs.get("units", "m")
+            values = np.asarray(group[label][()], dtype=np.float64).ravel()
+            unit = group[label].attrs.get("units", group[label].attrs.get("unit", "m"))
             unit = unit.decode() if isinstance(unit, bytes) else str(unit)
             factors = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "micron": 1e-6}
             if unit not in factors:
                 raise ValueError(f"source: {group.name}/{label} has unsupported units {unit!r}")
-            return value * factors[unit]
+            return values * factors[unit]
 
-        mask = np.asarray(group["pixel_mask"][()]) if "pixel_mask" in group else None
+        if "y_pixel_size" in group and "x_pixel_size" in group:        # NeXus
+            pixel1, pixel2 = float(_metres("y_pixel_size")[0]), float(_metres("x_pixel_size")[0])
+        elif "pixel_size" in group:                                     # pyFAI's detector files
+            pixel1, pixel2 = (float(v) for v in _metres("pixel_size")[:2])
+        else:
+            raise ValueError(f"source: NXdetector {group.name} has no x_pixel_size/y_pixel_size")
+        mask_label = "pixel_mask" if "pixel_mask" in group else "mask"
+        mask = np.asarray(group[mask_label][()]) if mask_label in group else None
         corners = np.asarray(group["pixel_corners"][()]) if "pixel_corners" in group else None
         if mask is not None:
             shape = mask.shape
         elif corners is not None:
             shape = corners.shape[:2]
+        elif "shape" in group:
+            shape = tuple(int(n) for n in group["shape"][()])
         else:
-            raise ValueError(f"source: NXdetector {group.name} has neither pixel_mask nor pixel_corners")
+            raise ValueError(f"source: NXdetector {group.name} has no pixel_mask, pixel_corners or shape")
         name = None
         if "local_name" in group:
             name = group["local_name"][()]
             name = name.decode() if isinstance(name, bytes) else str(name)
+        else:                                   # pyFAI names the group after the detector
+            model = _REGISTRY.get(_normalise(group.name.rsplit("/", 1)[-1]))
+            name = model.name if model is not None else None
         binning = tuple(int(b) for b in group["binning"][()]) if "binning" in group else (1, 1)
         orientation = int(group["orientation"][()]) if "orientation" in group else 3
-        return cls(_metres("y_pixel_size"), _metres("x_pixel_size"), shape, mask, name,
-                   binning, corners, orientation)
+        return cls(pixel1, pixel2, shape, mask, name, binning, corners, orientation)
 
 
 def _find_nxdetector(group):
@@ -475,7 +473,11 @@ def get_detector(name: str, binning: tuple | None = None, orientation: int = 3) 
         suggestions = sorted({_REGISTRY[c].name for c in close})
         hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
         raise KeyError(f"name: unknown detector {name!r}{hint} (known: {', '.join(detector_names())})")
-    mask = model.build_mask(model.shape) if model.build_mask else None
-    full = Detector(model.pixel_m, model.pixel_m, model.shape, mask, model.name, (1, 1), None, orientation)
     b1, b2 = model.binning if binning is None else _int_pair("binning", binning)
+    if model.build_mask is None and b1 > 0 and b2 > 0:      # nothing to bin but the pixels
+        shape = (model.shape[0] // b1, model.shape[1] // b2)
+        return Detector(model.pixel_m * b1, model.pixel_m * b2, shape, None, model.name,
+                        (b1, b2), None, orientation)
+    full = Detector(model.pixel_m, model.pixel_m, model.shape, model.build_mask(model.shape),
+                    model.name, (1, 1), None, orientation)
     return full if (b1, b2) == (1, 1) else full.binned(b1, b2)

@@ -477,6 +477,9 @@ class Geometry:
         """
         a = rotation_matrix(self.rot1, self.rot2, self.rot3)
         cos_tilt = a[2, 2]
+        if cos_tilt <= 0:
+            raise ValueError("rot1, rot2: the detector does not face the beam (tilt >= 90 degrees); "
+                             "Fit2D cannot describe it")
         direct_m = self.dist / cos_tilt
         tilt = math.degrees(math.acos(max(-1.0, min(1.0, cos_tilt))))
         tpr = math.degrees(math.atan2(a[2, 0], a[2, 1])) if tilt > 0 else 0.0
@@ -556,18 +559,22 @@ class Geometry:
 
     def __str__(self) -> str:
         det = self.detector
-        f2d = self.to_fit2d()
         wavelength = "none" if self.wavelength is None else f"{self.wavelength * 1e10:.6g} A"
-        return "\n".join([
+        lines = [
             f"Detector     {det.name or 'unnamed'}  {det.shape[0]} x {det.shape[1]} px, "
             f"pixel {det.pixel1 * 1e6:g} x {det.pixel2 * 1e6:g} um, orientation {det.orientation}",
             f"Wavelength   {wavelength}",
             f"PONI         dist {self.dist:.6g} m  poni1 {self.poni1:.6g} m  poni2 {self.poni2:.6g} m",
             f"             rot1 {self.rot1:.6g}  rot2 {self.rot2:.6g}  rot3 {self.rot3:.6g} rad",
-            f"Fit2D        directDist {f2d['directDist']:.4f} mm  centre x {f2d['centerX']:.3f} "
-            f"y {f2d['centerY']:.3f} px  tilt {f2d['tilt']:.4f} deg  "
-            f"tiltPlanRotation {f2d['tiltPlanRotation']:.4f} deg",
-        ])
+        ]
+        try:
+            f2d = self.to_fit2d()
+        except ValueError:
+            return "\n".join(lines)
+        lines.append(f"Fit2D        directDist {f2d['directDist']:.4f} mm  centre x {f2d['centerX']:.3f} "
+                     f"y {f2d['centerY']:.3f} px  tilt {f2d['tilt']:.4f} deg  "
+                     f"tiltPlanRotation {f2d['tiltPlanRotation']:.4f} deg")
+        return "\n".join(lines)
 
 
 def _finite_float(name: str, value) -> float:

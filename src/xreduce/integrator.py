@@ -165,12 +165,19 @@ class AzimuthalIntegrator:
     def detector(self) -> Any:
         return self._geometry.detector
 
+    def __getattr__(self, name: str) -> Any:
+        """Geometry parameters and per-pixel arrays, read through (``ai.dist``,
+        ``ai.twotheta_array()``), as pyFAI users expect of an integrator."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._geometry, name)
+
     @classmethod
-    def load(cls, path: str) -> "AzimuthalIntegrator":
-        """An integrator for the geometry of a PONI file."""
+    def load(cls, path: str, shape: tuple | None = None) -> "AzimuthalIntegrator":
+        """An integrator for the geometry of a PONI file (``shape`` for files without one)."""
         from xreduce.geometry import Geometry
 
-        return cls(Geometry.load(path))
+        return cls(Geometry.load(path, shape=shape))
 
     def __repr__(self) -> str:
         return f"AzimuthalIntegrator({self._geometry!r}, engines={len(self._engines)})"
@@ -189,8 +196,10 @@ class AzimuthalIntegrator:
             self._engines.put(key, engine)
 
     # ------------------------------------------------------------ validation
-    def _frames(self, data: Any) -> tuple[np.ndarray, bool]:
+    def _frames(self, data: Any, implementation: str | None = None) -> tuple[np.ndarray, bool]:
         """``data`` as a C-contiguous native (n, npix) view, and whether it was a stack."""
+        if _opencl_engine.is_device_array(data):  # stays on the device (OpenCL engines only)
+            return _opencl_engine.device_frames(data, tuple(self.detector.shape), implementation)
         arr = np.asarray(data)
         shape = tuple(self.detector.shape)
         if arr.ndim not in (2, 3) or arr.shape[-2:] != shape:
@@ -349,7 +358,7 @@ class AzimuthalIntegrator:
              correct_solid_angle, absorption, normalization_factor):
         """Validate everything, find the engine, integrate; return (engine, sums, stacked, ...)."""
         split, algorithm, implementation = parse_method(method)
-        frames, stacked = self._frames(data)
+        frames, stacked = self._frames(data, implementation)
         model = self._error_model(error_model, variance)
         user_mask, mask_digest = self._mask(mask)
         args = self._frame_args(frames, dark, variance, model, dummy, delta_dummy)
@@ -576,7 +585,8 @@ class AzimuthalIntegrator:
                    dummy: float | None = None, delta_dummy: float | None = None,
                    dark: Any = None, flat: Any = None, polarization_factor: float | None = None,
                    correct_solid_angle: bool = True, absorption: Any = None,
-                   normalization_factor: float = 1.0) -> Integrate1dResult:
+                   normalization_factor: float = 1.0,
+                   method: str | Sequence[str] | None = None) -> Integrate1dResult:
         """Per-ring mean after iterative outlier rejection (background under Bragg peaks).
 
         Each pixel goes, by its centre, to one ring. In each ring the weighted mean ``m``
@@ -591,6 +601,10 @@ class AzimuthalIntegrator:
         ``error_model`` "azimuthal"): ``sigma`` is the standard error of the clipped mean,
         ``std`` the spread of the kept pixels. A stack is clipped frame by frame.
 
+        ``method`` None (NumPy, as above) or (split, "csr", "opencl"): clipped in the OpenCL
+        kernel (``data`` may then be a pyopencl array); with split "no" it is the same
+        definition as the default (see :func:`xreduce.opencl_engine.sigma_clip`).
+
         Examples
         --------
         >>> bg = ai.sigma_clip(frame, 500, unit="2th_deg", thres=3)   # doctest: +SKIP
@@ -600,6 +614,12 @@ class AzimuthalIntegrator:
         if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) \
                 or max_iter < 0:
             raise ValueError(f"max_iter: expected an integer >= 0, got {max_iter!r}")
+        if method is not None:
+            return _opencl_engine.sigma_clip(self, data, npt, unit, thres, max_iter, method, dict(
+                radial_range=radial_range, azimuth_range=azimuth_range, mask=mask, dummy=dummy,
+                delta_dummy=delta_dummy, dark=dark, flat=flat,
+                polarization_factor=polarization_factor, correct_solid_angle=correct_solid_angle,
+                absorption=absorption, normalization_factor=normalization_factor))
         unit, engine, bins, signal, norm, valid, stacked, _ = self._ring_pixels(
             data, npt, unit, radial_range, azimuth_range, mask, dummy, delta_dummy, dark, flat,
             polarization_factor, correct_solid_angle, absorption, normalization_factor)

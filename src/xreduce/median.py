@@ -55,14 +55,16 @@ def _check_threads(num_threads) -> int:
     return _check_int("num_threads", num_threads, 1)
 
 
-def _kernel_dtype(name: str, array: np.ndarray, small_ints: np.dtype) -> np.dtype:
-    """The dtype the kernels compute in: exact for every value of ``array``."""
+def _kernel_dtype(name: str, array: np.ndarray, native: tuple = ()) -> np.dtype:
+    """The dtype the kernels compute in, exact for every value of ``array``: float32,
+    float64, int32 (smaller integers too), float64 for wider integers; ``native`` dtypes
+    have kernels of their own."""
     dtype = array.dtype
-    if dtype in (np.float32, np.float64):
+    if dtype in (np.float32, np.float64) or dtype in native:
         return dtype
     if dtype.kind in "iu":
         if dtype.itemsize < 4 or dtype == np.int32:
-            return np.dtype(small_ints) if dtype.itemsize < 4 else np.dtype(np.int32)
+            return np.dtype(np.int32)
         if dtype == np.uint32:
             return np.dtype(np.float64)
         if array.size and (
@@ -128,7 +130,11 @@ def _ranks(frame_map: np.ndarray, samples: np.ndarray, window: int, even: str):
 
 def _interpolate(medians: np.ndarray, samples: np.ndarray, n_frames: int, how: str,
                  dtype: np.dtype) -> np.ndarray:
-    """Expand medians at ``samples`` to every frame (nearest sample or linear)."""
+    """Expand medians at ``samples`` to every frame (nearest sample or linear).
+
+    Linear values are ``m0 + (m1 - m0) * t`` in float64, cast to ``dtype``; computed frame by
+    frame so the temporaries stay one frame large.
+    """
     frames = np.arange(n_frames)
     after = np.searchsorted(samples, frames, side="left")  # first sample >= frame
     after = np.minimum(after, len(samples) - 1)
@@ -138,12 +144,20 @@ def _interpolate(medians: np.ndarray, samples: np.ndarray, n_frames: int, how: s
     if how == "nearest":
         pick = np.where(frames - samples[before] <= samples[after] - frames, before, after)
         return medians[pick].astype(dtype, copy=False)
-    span = (samples[after] - samples[before]).astype(np.float64)
-    t = np.divide(frames - samples[before], span, out=np.zeros(n_frames), where=span > 0)
-    m0 = medians[before].astype(np.float64)
-    m1 = medians[after].astype(np.float64)
-    t = t.reshape((-1,) + (1,) * (medians.ndim - 1))
-    return (m0 + (m1 - m0) * t).astype(dtype, copy=False)
+    out = np.empty((n_frames,) + medians.shape[1:], dtype)
+    for i in range(n_frames):
+        b, a = before[i], after[i]
+        if a == b:
+            out[i] = medians[b]
+            continue
+        t = (i - samples[b]) / float(samples[a] - samples[b])
+        m0 = medians[b].astype(np.float64)
+        step = medians[a].astype(np.float64)
+        step -= m0
+        step *= t
+        step += m0
+        out[i] = step
+    return out
 
 
 def moving_median(
@@ -235,7 +249,7 @@ def moving_median(
     even = _check_choice("even", even, ("mean", "lower", "upper"))
     backend = _check_choice("backend", backend, _BACKENDS)
     threads = _check_threads(num_threads)
-    kernel_dtype = _kernel_dtype("stack", stack, np.int32)
+    kernel_dtype = _kernel_dtype("stack", stack)
 
     n_frames = stack.shape[axis]
     frame_map = _frame_map(n_frames, window, mode) if n_frames else None
@@ -424,8 +438,10 @@ def median_filter2d(
     Notes
     -----
     3x3 windows use a min/max network on sorted column triples shared by neighbouring
-    outputs; other sizes keep the smallest half of each window sorted by branch-free
-    insertion. Both run in SIMD lanes along rows with OpenMP over rows and frames.
+    outputs; 5x5 windows sort their columns (shared) and rank levels, then select among the
+    13 entries that can be the median; other sizes keep the smallest half of each window
+    sorted by branch-free insertion. All run in SIMD lanes along rows with OpenMP over rows
+    and frames.
 
     Example
     -------
@@ -446,9 +462,7 @@ def median_filter2d(
     threads = _check_threads(num_threads)
     if not isinstance(cval, numbers.Real):
         raise TypeError(f"cval: expected a real number, got {cval!r}")
-    kernel_dtype = _kernel_dtype("frame_or_stack", data, np.uint16)
-    if data.dtype.kind in "iu" and kernel_dtype == np.uint16 and data.dtype != np.uint16:
-        kernel_dtype = np.dtype(np.int32)  # int8, int16 and uint8 run in int32, exactly
+    kernel_dtype = _kernel_dtype("frame_or_stack", data, native=(np.dtype(np.uint16),))
     if out is not None and (
         not isinstance(out, np.ndarray) or out.shape != data.shape or out.dtype != data.dtype
     ):

@@ -4,16 +4,21 @@ The sparse matrix (bins x pixels) and the per-bin frame-invariant sums (sum c*n,
 sum c, with n the per-pixel normalisation flat*solid angle*polarisation*...) are uploaded once.
 Each frame then costs one upload of the raw frame in its own dtype and one kernel launch
 (``opencl/csr_integrate.cl``), which converts the pixels in registers, leaves out the invalid
-ones (NaN, negative for counting detectors, dummy) and removes their share of the normalisation.
+ones (NaN/inf, the integer type's maximum, negative values of signed types, dummy) and removes
+their share of the normalisation, exactly as the Cython engine does.
 
-Accumulation is compensated float32 (double-word, about 48 significant bits) by default, or
-float64 with ``precision="float64"`` on devices with ``cl_khr_fp64``.
+Accumulation is compensated float32 (double-word, about 48 significant bits) on GPUs, float64
+on CPU devices that support it (faster there), or as asked with ``precision=``.
+
+The integrator's methods ``(split, "csr", "opencl")`` use :class:`OpenCLIntegrationEngine`;
+``(split, "csr", "any")`` uses it when an OpenCL device exists and the Cython engine otherwise.
 
 Example
 -------
 >>> import numpy as np
 >>> from types import SimpleNamespace
->>> csr = SimpleNamespace(indptr=np.array([0, 2, 3], np.int32), indices=np.array([0, 1, 2], np.int32),
+>>> csr = SimpleNamespace(indptr=np.array([0, 2, 3], np.int32),
+...                       indices=np.array([0, 1, 2], np.int32),
 ...                       data=np.array([1.0, 0.5, 1.0], np.float32), shape=(2, 3))
 >>> engine = OpenCLCsrEngine(csr)                                   # doctest: +SKIP
 >>> sums = engine.integrate(np.array([4, 2, 7], np.uint16))         # doctest: +SKIP
@@ -23,6 +28,7 @@ array([5., 7.])
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -109,7 +115,8 @@ class OpenCLCsrEngine:
         (needs ``cl_khr_fp64``) or None: float64 on CPU devices that have it (there it is
         both the more exact and, measured on PoCL, the 3-6x faster choice), compensated
         float32 elsewhere (GPUs, whose float64 units are slow or absent).
-    workgroup_size : work-items per bin (power of two); default 1 on CPUs, 64 on GPUs.
+    workgroup_size : work-items per bin (power of two); default 1 on CPUs, 8 to 256 on GPUs
+        by the mean row length.
 
     Examples
     --------
@@ -131,9 +138,11 @@ class OpenCLCsrEngine:
             raise ValueError(f"csr: indptr must have nbins + 1 = {nbins + 1} entries from 0 to "
                              f"nnz = {len(indices)}, got shape {indptr.shape}")
         if len(indices) and (indices.min() < 0 or indices.max() >= npix):
-            raise ValueError(f"csr: indices must lie in [0, {npix}), got [{indices.min()}, {indices.max()}]")
+            raise ValueError(f"csr: indices must lie in [0, {npix}), got "
+                             f"[{indices.min()}, {indices.max()}]")
         coefs = None if csr.data is None else np.ascontiguousarray(csr.data, dtype=np.float32)
-        norm = self._per_pixel(normalization, npix, "normalization", fill=1.0)
+        norm = self._per_pixel(normalization, npix, "normalization", fill=1.0,
+                               dtype=np.float64)
 
         self.context = _get_context(device)
         self.device = self.context.devices[0]
@@ -146,14 +155,16 @@ class OpenCLCsrEngine:
         self.precision = precision
         self.nbins, self.npix, self.nnz = nbins, npix, len(indices)
         if workgroup_size is None:
-            workgroup_size = 1 if self.device.type & cl.device_type.CPU else 64
+            workgroup_size = self._default_workgroup_size(cl)
         if workgroup_size < 1 or workgroup_size & (workgroup_size - 1):
             raise ValueError(f"workgroup_size: expected a power of two, got {workgroup_size}")
         self.workgroup_size = min(workgroup_size, self.device.max_work_group_size)
         self._has_coef = coefs is not None
 
-        # frame-invariant per-bin sums, in float64 on the host
-        if presums is None:
+        # the normalisation in the accumulation precision: the kernel reads it for the pixels
+        # it leaves out, and the frame-invariant sums below are computed from the same values
+        norm = norm.astype(np.float64 if precision == "float64" else np.float32)
+        if presums is None:  # frame-invariant per-bin sums, in float64 on the host
             rows = np.repeat(np.arange(nbins), np.diff(indptr))
             c = np.ones(self.nnz) if coefs is None else coefs.astype(np.float64)
             cn = c * norm.astype(np.float64)[indices]
@@ -185,16 +196,27 @@ class OpenCLCsrEngine:
         self._transfer_queue = cl.CommandQueue(self.context)
 
     # ------------------------------------------------------------------ helpers
+    def _default_workgroup_size(self, cl) -> int:
+        """1 on CPUs (a work-item per bin, no barriers); on GPUs about one work-item per 8
+        entries of the mean row, between 8 (2D: short rows) and 256 (1D: long rows)."""
+        if self.device.type & cl.device_type.CPU:
+            return 1
+        per_row = self.nnz / max(self.nbins, 1)
+        size = 8
+        while size < 256 and size * 8 < per_row:
+            size *= 2
+        return size
+
     @staticmethod
-    def _per_pixel(array, npix: int, name: str, fill: float) -> np.ndarray:
+    def _per_pixel(array, npix: int, name: str, fill: float, dtype=np.float32) -> np.ndarray:
         if array is None:
-            return np.full(npix, fill, np.float32)
+            return np.full(npix, fill, dtype)
         array = np.asarray(array)
         if array.size != npix:
             raise ValueError(f"{name}: expected {npix} pixels, got shape {array.shape}")
         if array.dtype.kind not in "uif":
             raise TypeError(f"{name}: expected a real numeric array, got dtype {array.dtype}")
-        return np.ascontiguousarray(array.ravel(), dtype=np.float32)
+        return np.ascontiguousarray(array.ravel(), dtype=dtype)
 
     def _check_memory(self, nbytes: int, what: str) -> None:
         limit = self.device.global_mem_size
@@ -248,7 +270,8 @@ class OpenCLCsrEngine:
             raise TypeError(f"variance: expected a real numeric array, got dtype {variance.dtype}")
         if variance.size not in (self.npix, nframes * self.npix):
             raise ValueError(f"variance: expected {self.npix} values (shared) or "
-                             f"{nframes * self.npix} (one set per frame), got shape {variance.shape}")
+                             f"{nframes * self.npix} (one set per frame), got shape "
+                             f"{variance.shape}")
         return np.ascontiguousarray(variance, dtype=np.float32).reshape(-1, self.npix)
 
     def _flags_buffer(self, max_iter: int):
@@ -457,39 +480,123 @@ class OpenCLIntegrationEngine:
         """Host memory held by the matrix arrays, in bytes."""
         return self._cpu.nbytes
 
-    def device_engine(self, norm: Any) -> OpenCLCsrEngine:
-        """The device-side engine for a normalisation (uploaded on first use, two kept)."""
+    @property
+    def device_engines(self) -> list[OpenCLCsrEngine]:
+        """The device-side engines uploaded so far (one per set of corrections, two kept)."""
         with self._lock:
-            engine = self._engines.get(norm.key)
+            return list(self._engines.values())
+
+    def device_engine(self, norm: Any, context: Any = None) -> OpenCLCsrEngine:
+        """The device-side engine for a normalisation on ``context`` (default: this engine's
+        device), uploaded on first use; the two most recent are kept."""
+        context = self.context if context is None else context
+        key = (norm.key, context.int_ptr)
+        with self._lock:
+            engine = self._engines.get(key)
             if engine is None:
                 static = self._cpu.static_sums(norm)
                 csr = SimpleNamespace(indptr=static.indptr, indices=static.indices,
                                       data=static.coef, shape=self.matrix.shape)
                 presums = np.stack([static.sum_norm, static.sum_norm2, static.count])
                 engine = OpenCLCsrEngine(csr, normalization=norm.values, presums=presums,
-                                         device=self.context, precision=self.precision)
+                                         device=context, precision=self.precision)
                 while len(self._engines) >= 2:
                     self._engines.pop(next(iter(self._engines)))
-                self._engines[norm.key] = engine
+                self._engines[key] = engine
             return engine
 
-    def integrate(self, args: Any, norm: Any) -> Any:
-        """Integrate the frames of ``args`` (a FrameArgs) on the device; returns engines.Sums."""
+    def integrate(self, args: Any, norm: Any, max_iter: int = 0, thres: float = 5.0) -> Any:
+        """Integrate the frames of ``args`` (a FrameArgs) on the device; returns engines.Sums.
+
+        Frames already on a device (a ``pyopencl.array.Array``) are read in place, on their
+        own context; ``max_iter > 0`` sigma-clips each bin (see OpenCLCsrEngine.sigma_clip).
+        """
         from xreduce.engines import Sums
 
-        sums = self.device_engine(norm).integrate_stack(
+        context = args.frames.context if is_device_array(args.frames) else None
+        sums = self.device_engine(norm, context).integrate_stack(
             args.frames, error_model=args.error_model or "none", variance=args.variance,
-            dark=args.dark, dummy=args.dummy, delta_dummy=args.delta_dummy)
+            dark=args.dark, dummy=args.dummy, delta_dummy=args.delta_dummy,
+            max_iter=max_iter, thres=thres)
         return Sums(sums.signal, sums.variance, sums.normalization, sums.normalization2,
                     sums.count)
 
 
-def _cython_engine(ai: Any, key: Any, user_mask: Any) -> Any:
-    """A Cython CSR engine for the same matrix (built here: the integrator's engine cache is
-    locked while this builder runs, so it cannot be asked for its own Cython engine)."""
-    from xreduce.integrator import IMPLEMENTATIONS
+def is_device_array(data: Any) -> bool:
+    """Whether ``data`` is a ``pyopencl.array.Array`` (False, without importing pyopencl,
+    when pyopencl was never imported)."""
+    module = sys.modules.get("pyopencl.array")
+    return module is not None and isinstance(data, module.Array)
 
-    return IMPLEMENTATIONS[("csr", "cython")].build(ai, key, user_mask)
+
+def device_frames(data: Any, shape: tuple[int, int], implementation: str | None) -> tuple:
+    """A device-resident frame or stack as an (n, npix) view of the same buffer, and whether it
+    was a stack; a TypeError unless an OpenCL engine (implementation "opencl" or "any") reads it."""
+    if implementation not in ("opencl", "any"):
+        raise TypeError(f"data: a pyopencl.array.Array is integrated in place only by the OpenCL "
+                        f"engine; use method=(split, 'csr', 'opencl'), or pass data.get() (a host "
+                        f"copy) to the {implementation or 'NumPy'!r} implementation")
+    if data.ndim not in (2, 3) or tuple(data.shape[-2:]) != tuple(shape):
+        raise ValueError(f"data: expected a frame of shape {shape} or a stack (n, *{shape}) "
+                         f"matching the detector, got shape {data.shape}")
+    if not data.flags.c_contiguous:
+        raise TypeError("data: a device array must be C-contiguous; make it so with .copy()")
+    nframes = data.shape[0] if data.ndim == 3 else 1
+    return data.reshape(nframes, shape[0] * shape[1]), data.ndim == 3
+
+
+def sigma_clip(ai: Any, data: Any, npt: int, unit: Any, thres: float, max_iter: int,
+               method: Any, options: dict) -> Any:
+    """``AzimuthalIntegrator.sigma_clip`` with ``method=(split, "csr", implementation)``.
+
+    "opencl" (and "any" with a device) clips in the kernel with the matrix of ``split``; with
+    split "no" the pixels, the clipping rule and the spread are those of the NumPy default
+    (each pixel by its centre in one ring, weights = normalisation, "azimuthal" spread), so
+    the results agree within float rounding. "cython" (or "any" without a device) runs the
+    NumPy default, which exists for split "no" only. ``options`` holds the other keyword
+    arguments of sigma_clip. ``data`` may be a pyopencl array (clipped in place on it).
+    """
+    from xreduce.engines import EngineKey
+    from xreduce.integrator import _as_npt, _as_range, _get_unit, parse_method
+    from xreduce.results import Integrate1dResult
+
+    split, algorithm, implementation = parse_method(method)
+    if algorithm != "csr" or (implementation == "cython" and split != "no"):
+        raise ValueError(f"method: sigma_clip runs on the CSR matrix, with split 'no' for the "
+                         f"NumPy ('cython') implementation, got {method!r}")
+    if implementation == "cython":
+        return ai.sigma_clip(data, npt, unit, thres, max_iter, **options)
+    npt = _as_npt("npt", npt)
+    unit = _get_unit(unit, "radial")
+    frames, stacked = ai._frames(data, implementation)
+    user_mask, mask_digest = ai._mask(options["mask"])
+    args = ai._frame_args(frames, options["dark"], None, "azimuthal", options["dummy"],
+                          options["delta_dummy"])
+    norm = ai.normalisation(options["correct_solid_angle"], options["polarization_factor"],
+                            options["flat"], options["absorption"],
+                            options["normalization_factor"])
+    key = EngineKey("csr", implementation, split, unit.name, npt, None,
+                    _as_range("radial_range", options["radial_range"]),
+                    _as_range("azimuth_range", options["azimuth_range"]), mask_digest)
+    engine = ai.engine(key, user_mask)
+    if not isinstance(engine, OpenCLIntegrationEngine):  # "any" without a device
+        if split != "no":
+            raise ValueError(f"method: no OpenCL device, and the NumPy sigma_clip needs split "
+                             f"'no', got {method!r}")
+        return ai.sigma_clip(data, npt, unit, thres, max_iter, **options)
+    sums = engine.integrate(args, norm, max_iter=max_iter, thres=float(thres))
+    res = ai._finish(sums, "azimuthal", np.nan, (engine.nbins,), stacked)
+    edges = np.asarray(engine.radial_edges)
+    return Integrate1dResult(radial=0.5 * (edges[1:] + edges[:-1]), unit=unit,
+                             method=(split, "csr", "opencl"), error_model="azimuthal",
+                             geometry=ai.geometry,
+                             options={"thres": float(thres), "max_iter": int(max_iter)}, **res)
+
+
+def _cython_engine(ai: Any, key: Any, user_mask: Any) -> Any:
+    """The integrator's Cython CSR engine for the same matrix, from its engine cache (whose
+    lock is reentrant): an OpenCL engine next to a Cython one builds no second matrix."""
+    return ai.engine(dataclasses.replace(key, implementation="cython"), user_mask)
 
 
 def _build_opencl(ai: Any, key: Any, user_mask: Any) -> OpenCLIntegrationEngine:

@@ -2,6 +2,7 @@
 
     xreduce-dct preprocess config.yml        # dark, normalisation, background, 2D median
     xreduce-dct preprocess --template        # print a configuration with every key
+    xreduce-dct segment config.yml           # double-threshold segmentation into difspots
 
 Each step is a subcommand registered in ``SUBCOMMANDS`` by a function that adds its parser
 and returns the function that runs it.
@@ -12,7 +13,8 @@ import argparse
 import sys
 from typing import Callable
 
-Runner = Callable[[argparse.Namespace], int]
+from xreduce.cli.config_command import Runner, add_config_command
+from xreduce.dct.segment_cli import add_parser as add_segment_parser
 
 TEMPLATE = """\
 preprocess:
@@ -40,38 +42,27 @@ preprocess:
 """
 
 
-def _add_preprocess(sub) -> Runner:
-    parser = sub.add_parser(
-        "preprocess", help="dark/offset, margin normalisation, moving-median background, 2D median",
+def _run_preprocess(config: str, progress: bool) -> str:
+    from xreduce.dct.preprocess import preprocess
+
+    result = preprocess(config, progress=progress)
+    return (f"{result.output}: {result.n_frames} frames of {result.frame_shape}, "
+            f"{result.chunks_computed} chunk(s) computed, {result.chunks_skipped} resumed; "
+            f"working memory about {result.memory_bytes / 2**20:.0f} MiB")
+
+
+def _add_preprocess(sub: argparse._SubParsersAction) -> Runner:
+    return add_config_command(
+        sub, "preprocess",
+        help="dark/offset, margin normalisation, moving-median background, 2D median",
         description="Preprocess a DCT volume as configured in the 'preprocess' section of a "
                     "YAML file. An interrupted run resumes when started again.",
-    )
-    parser.add_argument("config", nargs="?", help="YAML configuration file")
-    parser.add_argument("--template", action="store_true",
-                        help="print a configuration template with every key and exit")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    def run(args: argparse.Namespace) -> int:
-        if args.template:
-            print(TEMPLATE, end="")
-            return 0
-        if not args.config:
-            parser.error("the configuration file is required (or --template)")
-        from xreduce.dct.preprocess import preprocess
-
-        result = preprocess(args.config, progress=not args.no_progress)
-        print(
-            f"{result.output}: {result.n_frames} frames of {result.frame_shape}, "
-            f"{result.chunks_computed} chunk(s) computed, {result.chunks_skipped} resumed; "
-            f"working memory about {result.memory_bytes / 2**20:.0f} MiB"
-        )
-        return 0
-
-    return run
+        template=TEMPLATE, run_config=_run_preprocess)
 
 
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], Runner]] = {
     "preprocess": _add_preprocess,
+    "segment": add_segment_parser,
 }
 
 

@@ -182,30 +182,44 @@ def _compressed(group: Any, name: str, data: np.ndarray, compression: str | None
         group.create_dataset(name, data=data, compression=compression, shuffle=True)
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
 def write_difspots(path: str | os.PathLike, segmentation: Segmentation,
-                   compression: str = "gzip", progress: bool = False) -> Path:
+                   compression: str | None = "gzip", overwrite: bool = True,
+                   progress: bool = False) -> Path:
     """Write the table, per-spot arrays and voxel lists to one HDF5 file.
 
-    The file is written under a temporary name in the same folder and renamed when complete:
-    an interrupted write never leaves a partial file at ``path``.
+    The file is written under a temporary name in the same folder and renamed when complete
+    (:func:`xreduce.io.atomic_output`): an interrupted write never leaves a partial file at
+    ``path``.
+
+    Parameters
+    ----------
+    compression : {"gzip", "lzf", None}
+        Filter of the per-spot arrays and voxel lists (with shuffle).
+    overwrite : bool
+        Replace an existing file; False raises FileExistsError before any work.
 
     Returns
     -------
     pathlib.Path
         ``path``.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from xreduce.dct.segment import segment
+    >>> stack = np.zeros((5, 8, 8)); stack[2, 3, 3] = 9.0
+    >>> path = write_difspots(os.path.join(tempfile.mkdtemp(), "d.h5"), segment(stack, 1.0, 0.5, 2))
+    >>> read_difspots(path)["Integral"].tolist()
+    [9.0]
     """
     import h5py
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise ValueError(f"path: the folder {str(path.parent)!r} does not exist")
+
+    from xreduce.io import atomic_output
+    if compression not in (None, "gzip", "lzf"):
+        raise ValueError(f"compression: expected None, 'gzip' or 'lzf', got {compression!r}")
     seg = segmentation
     table = properties(seg)
-    tmp = _temporary(path)
-    try:
+    with atomic_output(path, overwrite=overwrite) as tmp:
         with h5py.File(tmp, "w") as h5:
             root = h5.create_group("difspots")
             root.attrs["stack_shape"] = np.asarray(seg.shape, np.int64)
@@ -231,11 +245,7 @@ def write_difspots(path: str | os.PathLike, segmentation: Segmentation,
                 spot = spots.create_group(f"{i + 1:06d}")
                 for name, arr in (("Data", data), ("Mask", mask), ("Projection", projection)):
                     _compressed(spot, name, arr, compression)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)
 
 
 def read_difspots(path: str | os.PathLike, as_objects: bool = False,

@@ -229,6 +229,7 @@ def iter_label_statistics(volume_or_mask: Any, connectivity: int = 26, wrap: boo
     Each yielded table (dtype :data:`STATISTICS_DTYPE`) holds the components that cannot grow
     any more after the chunk just read (those not reaching its last frame; with ``wrap``, those
     not touching frame 0 either). Memory is bounded by one chunk plus the components still open.
+    With ``wrap``, the bounding box of a component crossing the wrap spans the whole frame range.
 
     Parameters
     ----------

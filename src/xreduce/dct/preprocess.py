@@ -13,9 +13,9 @@ and writes one HDF5 file per volume (NeXus layout: ``/entry/preprocessed/data``,
 ``/entry/background/data``, provenance in ``/entry/process``). Results are identical to
 applying the same steps to the whole stack in memory, whatever ``chunk_frames``.
 
-Memory: about ``4 * rows * cols * (5 * chunk_frames + 2 * (window + 2 * step))`` bytes (the
-corrected frames a chunk's windows reach, its background, result and filtered result), stated
-in the result and by the command line.
+Memory: about ``4 * rows * cols * (6 * chunk_frames + 3 * (window + 2 * step))`` bytes (the
+corrected frames a chunk's windows reach, those of the previous chunk kept for the overlap,
+the background, result and filtered result), stated in the result and by the command line.
 
 Resuming: the file is written as ``.<name>.partial`` next to the output; each finished chunk is
 flagged in ``/entry/process/chunk_done``. Running the same configuration again skips the
@@ -64,8 +64,8 @@ class PreprocessResult:
 def memory_estimate_bytes(frame_shape: tuple, chunk_frames: int, window: Optional[int],
                           step: int = 1) -> int:
     """Upper estimate of the working memory of one chunk (float32 frames)."""
-    reach = (window or 0) + 2 * step if window else 0
-    return int(4 * frame_shape[0] * frame_shape[1] * (5 * chunk_frames + 2 * reach))
+    reach = window + 2 * step if window else 0
+    return int(4 * frame_shape[0] * frame_shape[1] * (6 * chunk_frames + 3 * reach))
 
 
 def _as_config(config) -> tuple[PreprocessConfig, str]:
@@ -125,9 +125,11 @@ class _Corrector:
         return means
 
     def corrected_plain(self, indices: np.ndarray) -> np.ndarray:
-        frames = self.stack.read_frames(indices).astype(np.float32)
-        if self.dark is not None:
-            frames -= self.dark
+        raw = self.stack.read_frames(indices)
+        if self.dark is not None:  # converts and subtracts in one pass
+            frames = np.subtract(raw, self.dark, dtype=np.float32)
+        else:
+            frames = raw.astype(np.float32)
         if self.offset:
             frames -= self.offset
         return frames
@@ -138,6 +140,79 @@ class _Corrector:
             scale = (self.reference / self._margin_means(frames)).astype(np.float32)
             frames *= scale[:, None, None]
         return frames
+
+
+class _Background:
+    """Moving-median background of chunks of frames, identical to that of the whole stack.
+
+    The windows of the (sampled) frames of a chunk reach the frames the edge mode maps them
+    to; those are corrected (reusing the previous chunk's overlap) and handed to the kernel
+    with a frame map into that block.
+    """
+
+    def __init__(self, cfg: PreprocessConfig, n_frames: int, frame_shape: tuple,
+                 correct: "_Corrector"):
+        from xreduce.median import _frame_map, _ranks, _sample_frames
+
+        mm = cfg.moving_median
+        self.window, self.step, self.interpolation = mm.window, mm.step, mm.interpolation
+        self.backend, self.threads = cfg.backend, cfg.num_threads or 0
+        self.frame_shape, self.correct = frame_shape, correct
+        self.frame_map = _frame_map(n_frames, mm.window, mm.mode)
+        self.samples = _sample_frames(n_frames, mm.step)
+        self.rank_lo, self.rank_hi = _ranks(self.frame_map, self.samples, mm.window, "mean")
+        self.cache = (np.zeros(0, np.int64), None)  # corrected frames of the last chunk
+
+    def subtract(self, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Corrected frames first..stop-1 minus their background, and the background."""
+        from xreduce.median import _interpolate, _run_moving_median
+
+        samples, window = self.samples, self.window
+        i0 = int(np.searchsorted(samples, first, side="right")) - 1  # last sample <= first
+        i1 = int(np.searchsorted(samples, stop - 1, side="left"))  # first sample >= stop-1
+        s0, s1 = int(samples[i0]), int(samples[i1])
+        reach = self.frame_map[s0: s1 + window]
+        needed = np.unique(reach[reach >= 0])
+        frames = _reuse_or_correct(needed, self.cache, self.correct)
+        self.cache = (needed, frames)
+        local_map = np.where(reach >= 0, np.searchsorted(needed, reach), -1).astype(np.int32)
+        local_samples = np.ascontiguousarray(samples[i0: i1 + 1] - s0, np.int32)
+        medians = _run_moving_median(
+            frames.reshape(len(needed), -1), window, local_map, local_samples,
+            self.rank_lo[i0: i1 + 1], self.rank_hi[i0: i1 + 1], self.backend, self.threads,
+        )
+        if self.step > 1:
+            medians = _interpolate(medians, local_samples, s1 - s0 + 1, self.interpolation,
+                                   np.dtype(np.float32))[first - s0: stop - s0]
+        background = medians.reshape((stop - first,) + self.frame_shape)
+        own = int(np.searchsorted(needed, first))  # frames first..stop-1 follow each other
+        return frames[own: own + stop - first] - background, background
+
+
+def _reuse_or_correct(needed: np.ndarray, cache: tuple, correct: "_Corrector") -> np.ndarray:
+    """Corrected frames ``needed`` (sorted), taking those the previous chunk already
+    corrected (the window overlap) from ``cache = (indices, frames)``."""
+    cached_idx, cached = cache
+    have = np.isin(needed, cached_idx)
+    if not have.any():
+        return correct(needed)
+    frames = np.empty((len(needed),) + cached.shape[1:], np.float32)
+    dst = np.flatnonzero(have)
+    src = np.searchsorted(cached_idx, needed[have])
+    if np.all(np.diff(dst) == 1) and np.all(np.diff(src) == 1):  # one block: plain copy
+        frames[dst[0]: dst[-1] + 1] = cached[src[0]: src[-1] + 1]
+    else:
+        frames[dst] = cached[src]
+    if not have.all():
+        frames[~have] = correct(needed[~have])
+    return frames
+
+
+def _results_differ(a: PreprocessConfig, b: PreprocessConfig) -> bool:
+    """Whether two configurations can give different output data (threads, back end and
+    overwrite cannot: the back ends are bit-identical)."""
+    neutral = {"overwrite": False, "num_threads": None, "backend": "cython"}
+    return dataclasses.replace(a, **neutral) != dataclasses.replace(b, **neutral)
 
 
 def _open_output(cfg: PreprocessConfig, config_yaml: str, source_text: str, n_frames: int,
@@ -152,7 +227,7 @@ def _open_output(cfg: PreprocessConfig, config_yaml: str, source_text: str, n_fr
         h5 = h5py.File(tmp, "r+")
         process = h5.get("/entry/process")
         stored = process.attrs.get("config") if process is not None else None
-        if stored != config_yaml or process.attrs.get("input") != cfg.input:
+        if stored is None or _results_differ(load_section(stored, "preprocess"), cfg):
             h5.close()
             raise ConfigError(
                 f"preprocess.output: {tmp!r} holds an unfinished run with a different "
@@ -222,14 +297,7 @@ def preprocess(
     """
     from tqdm.auto import tqdm
 
-    from xreduce.median import (
-        _interpolate,
-        _frame_map,
-        _ranks,
-        _run_moving_median,
-        _sample_frames,
-        median_filter2d,
-    )
+    from xreduce.median import median_filter2d
 
     cfg, source_text = _as_config(config)
     if os.path.exists(cfg.output) and not cfg.overwrite:
@@ -249,12 +317,10 @@ def preprocess(
         correct = _Corrector(cfg, stack)
         chunk = cfg.chunk_frames
         n_chunks = -(-n_frames // chunk)
-        window = mm.window
-        if window is not None:
-            frame_map = _frame_map(n_frames, window, mm.mode)
-            samples = _sample_frames(n_frames, mm.step)
-            rank_lo, rank_hi = _ranks(frame_map, samples, window, "mean")
-        memory = memory_estimate_bytes(frame_shape, chunk, window, mm.step)
+        background_plan = None
+        if mm.window is not None:
+            background_plan = _Background(cfg, n_frames, frame_shape, correct)
+        memory = memory_estimate_bytes(frame_shape, chunk, mm.window, mm.step)
         h5, done = _open_output(cfg, config_yaml, source_text, n_frames, frame_shape,
                                 n_chunks)
         computed = skipped = 0
@@ -268,31 +334,10 @@ def preprocess(
                         skipped += 1
                         continue
                     first, stop = index * chunk, min(n_frames, (index + 1) * chunk)
-                    if window is None:
-                        result = correct(np.arange(first, stop))
-                        background = None
+                    if background_plan is None:
+                        result, background = correct(np.arange(first, stop)), None
                     else:
-                        i0 = int(np.searchsorted(samples, first, side="right")) - 1
-                        i1 = int(np.searchsorted(samples, stop - 1, side="left"))
-                        s0, s1 = int(samples[i0]), int(samples[i1])
-                        reach = frame_map[s0: s1 + window]
-                        needed = np.unique(reach[reach >= 0])
-                        frames = correct(needed)
-                        local_map = np.where(reach >= 0, np.searchsorted(needed, reach), -1)
-                        local_samples = np.ascontiguousarray(samples[i0: i1 + 1] - s0, np.int32)
-                        medians = _run_moving_median(
-                            frames.reshape(len(needed), -1), window,
-                            np.ascontiguousarray(local_map, np.int32), local_samples,
-                            rank_lo[i0: i1 + 1], rank_hi[i0: i1 + 1], cfg.backend,
-                            threads or 0,
-                        )
-                        if mm.step > 1:
-                            medians = _interpolate(medians, local_samples, s1 - s0 + 1,
-                                                   mm.interpolation, np.dtype(np.float32))
-                            medians = medians[first - s0: stop - s0]
-                        background = medians.reshape((stop - first,) + frame_shape)
-                        own = np.searchsorted(needed, np.arange(first, stop))
-                        result = frames[own] - background
+                        result, background = background_plan.subtract(first, stop)
                     if mf.active:
                         result = median_filter2d(result, tuple(mf.size) if isinstance(
                             mf.size, list) else mf.size, mode=mf.mode, backend=cfg.backend,

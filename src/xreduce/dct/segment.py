@@ -37,7 +37,7 @@ from xreduce.dct.labelling import label_statistics
 from xreduce.ext import segmentation as _kernel
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Segmentation:
     """Voxels of the difspots found by :func:`segment`.
 
@@ -141,7 +141,8 @@ def segment(stack: Any, seed_threshold: float, tau: float, bb_max: int | tuple[i
         the speed, never the result.
     chunk_frames : int, optional
         Read the stack this many frames at a time (seeds are labelled chunk by chunk and merged
-        across chunk borders; blobs are grown window by window). Default: all at once.
+        across chunk borders; blobs are grown window by window). Default: all at once, which
+        for a lazy ``h5py.Dataset`` means reading it whole (twice): give a chunk size there.
     num_threads : int
         OpenMP threads for the growth (0: the OpenMP default).
     progress : bool
@@ -225,7 +226,7 @@ def segment(stack: Any, seed_threshold: float, tau: float, bb_max: int | tuple[i
     accepted = np.nonzero(status == 0)[0]  # seeds are sorted by peak flat index: raster order
     blob_of_voxel = np.repeat(np.arange(n), sizes)
     kept_sizes = np.bincount(blob_of_voxel, weights=keep, minlength=n).astype(np.int64)[accepted]
-    selected = keep.astype(bool) & np.isin(blob_of_voxel, accepted)
+    selected = keep.astype(bool) & (status == 0)[blob_of_voxel]
     new_offsets = np.zeros(len(accepted) + 1, np.int64)
     np.cumsum(kept_sizes, out=new_offsets[1:])
     return Segmentation(shape=shape, dtype=np.dtype(stack.dtype), peaks=peaks[accepted],

@@ -21,10 +21,10 @@ Example
 """
 from __future__ import annotations
 
+import abc
 import glob
 import os
 import re
-from dataclasses import dataclass
 from typing import Iterator, Sequence, Union
 
 import numpy as np
@@ -75,7 +75,7 @@ def parse_hdf5_url(url: str) -> tuple[str, str, tuple]:
     return filename, match.group("path").strip(), selection
 
 
-class FrameStack:
+class FrameStack(abc.ABC):
     """A read-only stack of frames from an HDF5 dataset or image files.
 
     Attributes
@@ -90,9 +90,9 @@ class FrameStack:
     def __len__(self) -> int:
         return self.shape[0]
 
+    @abc.abstractmethod
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Frames ``start .. stop - 1`` as a new (frames, rows, cols) array."""
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Frames ``start .. stop - 1`` as a (frames, rows, cols) array."""
 
     def read_frames(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at the given indices (any order, repeats allowed), read in runs."""
@@ -102,6 +102,8 @@ class FrameStack:
             return out
         if indices.min() < 0 or indices.max() >= len(self):
             raise IndexError(f"frame indices outside 0..{len(self) - 1}")
+        if np.all(np.diff(indices) == 1):  # one run, the common case: no copy
+            return self.read(int(indices[0]), int(indices[-1]) + 1)
         order = np.argsort(indices, kind="stable")
         sorted_idx = indices[order]
         unique, inverse = np.unique(sorted_idx, return_inverse=True)

@@ -31,8 +31,8 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 __all__ = [
-    "b_matrix", "direct_matrix", "space_group", "is_allowed", "laue_class", "laue_rotations",
-    "laue_quaternions", "euler_to_matrix", "matrix_to_euler", "matrix_to_quaternion",
+    "b_matrix", "direct_matrix", "space_group", "symmetry_operations", "is_allowed",
+    "laue_class", "laue_rotations", "laue_quaternions", "euler_to_matrix", "matrix_to_euler", "matrix_to_quaternion",
     "quaternion_to_matrix", "euler_to_quaternion", "quaternion_to_euler",
     "misorientation_rad", "fundamental_zone", "LAUE_CLASSES",
 ]
@@ -134,6 +134,29 @@ def space_group(number: int):
     import gemmi
 
     return gemmi.find_spacegroup_by_number(_check_space_group(number))
+
+
+def symmetry_operations(number: int) -> tuple[np.ndarray, np.ndarray]:
+    """All operations (x -> W x + t, fractional coordinates) of space group ``number``,
+    centring translations included, from gemmi.
+
+    Returns
+    -------
+    rotations : int (n, 3, 3)
+    translations : float (n, 3), in [0, 1)
+
+    Example
+    -------
+    >>> W, t = symmetry_operations(225)
+    >>> W.shape, t.shape
+    ((192, 3, 3), (192, 3))
+    """
+    import gemmi
+
+    ops = list(space_group(number).operations())
+    W = np.array([op.rot for op in ops], dtype=np.int64) // gemmi.Op.DEN
+    t = (np.array([op.tran for op in ops], dtype=np.float64) / gemmi.Op.DEN) % 1.0
+    return W, t
 
 
 def is_allowed(number: int, hkl) -> np.ndarray:
@@ -293,7 +316,7 @@ def matrix_to_euler(matrix) -> np.ndarray:
 def matrix_to_quaternion(matrix) -> np.ndarray:
     """U (..., 3, 3) -> unit quaternions (..., 4) as (w, x, y, z) with w >= 0."""
     m = _as_array(matrix, (3, 3), "matrix")
-    q = Rotation.from_matrix(m.reshape(-1, 3, 3)).as_quat()[:, [3, 0, 1, 2]]
+    q = np.ascontiguousarray(Rotation.from_matrix(m.reshape(-1, 3, 3)).as_quat()[:, [3, 0, 1, 2]])
     q[q[:, 0] < 0] *= -1
     return q.reshape(m.shape[:-2] + (4,))
 
@@ -342,7 +365,8 @@ def misorientation_rad(q1, q2, symmetry, num_threads: int = 0) -> np.ndarray:
     Parameters
     ----------
     q1, q2 : array_like, shape (n, 4) or (4,)
-        Orientations as quaternions (w, x, y, z); broadcast against each other.
+        Orientations as quaternions (w, x, y, z), normalised by the kernel (a zero quaternion
+        gives NaN); broadcast against each other.
     symmetry : int or array_like (m, 4)
         Space-group number, or the symmetry quaternions themselves.
     num_threads : int
@@ -360,9 +384,12 @@ def misorientation_rad(q1, q2, symmetry, num_threads: int = 0) -> np.ndarray:
     """
     from xreduce.ext import misorientation as _ext
 
-    a = _unit_quaternions(q1, "q1")
-    b = _unit_quaternions(q2, "q2")
-    a, b = np.broadcast_arrays(np.atleast_2d(a), np.atleast_2d(b))
+    a = np.atleast_2d(_as_array(q1, (4,), "q1"))
+    b = np.atleast_2d(_as_array(q2, (4,), "q2"))
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"q1, q2: expected shape (n, 4) or (4,), got {a.shape} and {b.shape}")
+    if len(a) != len(b):
+        a, b = np.broadcast_arrays(a, b)
     sym = _symmetry_quaternions(symmetry)
     return _ext.misorientation_angles(np.ascontiguousarray(a), np.ascontiguousarray(b), sym,
                                       int(num_threads))

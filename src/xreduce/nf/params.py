@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,7 +141,8 @@ GEOMETRY_KEYS: tuple[str, ...] = (
     "OmegaStart", "OmegaStep", "OmegaRange", "BoxSize",
 )
 
-_FIELD_TO_KEY = {k.field: k for k in KEYS.values()}
+# a comment starts at a '#' that begins the line or follows whitespace ("/data/run#2" is a path)
+_COMMENT = re.compile(r"(^|\s)#.*$")
 
 
 @dataclass(frozen=True)
@@ -376,7 +378,7 @@ def read_parameters(
     extra: dict[str, tuple[str, ...]] = {}
     extra_lines: dict[str, int] = {}
     for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
+        line = _COMMENT.sub("", raw).strip()
         if not line:
             continue
         tokens = line.split()

@@ -126,30 +126,34 @@ class Spots:
     ----------
     orientation : int32 (n,) index of the orientation
     reflection : int32 (n,) row of ``reflections``
-    omega_deg, eta_deg : float64 (n,)
-    frame : int64 (n,)
+    omega_deg : float64 (n,)
+    frame : int32 (n,)
     dir_y, dir_z : float64 (n,) diffracted beam direction as ky/kx, kz/kx
     reflections : ReflectionList the rows refer to
     lsd_um : float64 (D,) detector distances
 
-    Derived (computed on access): ``ring_nr``, ``hkl``, and ``y_um``, ``z_um`` (n, D), the spot
-    of a voxel at the origin on each untilted distance.
+    Derived (computed on access): ``eta_deg``, ``ring_nr``, ``hkl``, and ``y_um``, ``z_um``
+    (n, D), the spot of a voxel at the origin on each untilted distance.
     """
 
     orientation: np.ndarray
     reflection: np.ndarray
     omega_deg: np.ndarray
-    eta_deg: np.ndarray
     frame: np.ndarray
     dir_y: np.ndarray
     dir_z: np.ndarray
     reflections: ReflectionList
     lsd_um: np.ndarray
 
-    _ROW_FIELDS = ("orientation", "reflection", "omega_deg", "eta_deg", "frame", "dir_y", "dir_z")
+    _ROW_FIELDS = ("orientation", "reflection", "omega_deg", "frame", "dir_y", "dir_z")
 
     def __len__(self) -> int:
         return len(self.omega_deg)
+
+    @property
+    def eta_deg(self) -> np.ndarray:
+        """Azimuth from +Z, negative towards +Y (degrees)."""
+        return np.degrees(np.arctan2(-self.dir_y, self.dir_z))
 
     @property
     def ring_nr(self) -> np.ndarray:
@@ -210,11 +214,11 @@ def predict_spots(orientations, reflections: ReflectionList, geometry: NFGeometr
         raise TypeError(f"geometry: expected NFGeometry, got {type(geometry).__name__}")
     U = _as_orientations(orientations)
     a = geometry._arrays
-    orient, refl, omega, eta, dy, dz, frame = _ext.predict_spots(
+    orient, refl, omega, dy, dz, frame = _ext.predict_spots(
         U, np.ascontiguousarray(reflections.g, dtype=np.float64), geometry.wavelength_A,
         float(a["lsd"][0]), a["ranges"], a["boxes"], geometry.exclude_pole_deg,
         geometry.wedge_deg, geometry.omega_start_deg, geometry.omega_step_deg, int(num_threads))
-    return Spots(orientation=orient, reflection=refl, omega_deg=omega, eta_deg=eta, frame=frame,
+    return Spots(orientation=orient, reflection=refl, omega_deg=omega, frame=frame,
                  dir_y=dy, dir_z=dz, reflections=reflections, lsd_um=a["lsd"])
 
 
