@@ -29,6 +29,7 @@ bin, weights ``c * norm``, by West's single-pass weighted update; ``sum_variance
 from cython.parallel cimport prange
 cimport cython
 cimport openmp
+from libc.math cimport sqrt
 cimport numpy as cnp
 
 cnp.import_array()
@@ -336,3 +337,30 @@ def integrate_frames(const raw_t[:, ::1] frames,
                     out_variance[f, b] = var
                     out_norm[f, b] = sn
                     out_norm2[f, b] = sn2
+
+
+def finish(const double[::1] signal, const double[::1] variance, const double[::1] norm,
+           const double[::1] norm2, double empty, bint with_errors, double[::1] intensity,
+           double[::1] sigma, double[::1] std):
+    """Intensities and uncertainties from per-bin sums, one pass (all arrays flattened).
+
+    Where ``norm > 0``: ``intensity = signal / norm``, and when ``with_errors``
+    ``sigma = sqrt(variance) / norm`` and ``std = sqrt(variance / norm2)`` (``sigma`` and
+    ``std`` may be empty arrays otherwise); elsewhere ``empty``. Equal, operation for
+    operation, to the NumPy formulas of REFERENCE.md section 4.
+    """
+    cdef Py_ssize_t i, n = signal.shape[0]
+    cdef double sn
+    with nogil:
+        for i in range(n):
+            sn = norm[i]
+            if sn > 0.0:
+                intensity[i] = signal[i] / sn
+                if with_errors:
+                    sigma[i] = sqrt(variance[i]) / sn
+                    std[i] = sqrt(variance[i] / norm2[i])
+            else:
+                intensity[i] = empty
+                if with_errors:
+                    sigma[i] = empty
+                    std[i] = empty
