@@ -4,7 +4,8 @@ Eiger 4M, 1000 radial bins in 2theta (degrees), Poisson errors, solid angle and 
 (0.99) corrections; 1D with no / bbox / full splitting and a 2D 500 x 360 bbox cake; uint32
 frames as the detector writes them. For each case:
 
-- per-frame time: median over ``--frames`` different frames, after one warm-up call;
+- per-frame time: median over ``--frames`` different frames, after one warm-up call, the two
+  tools timed alternately frame by frame (both see the same load on a shared machine);
 - matrix build time: first call on a fresh integrator (geometry arrays already computed and
   cached for both tools) minus the per-frame time;
 - matrix memory: bytes of indptr + indices + coefficients;
@@ -35,13 +36,16 @@ OPTIONS = dict(unit="2th_deg", error_model="poisson", polarization_factor=0.99)
 PONI = dict(dist=0.15, poni1=0.09, poni2=0.08, rot1=0.02, rot2=-0.015, rot3=0.0, wavelength=0.7e-10)
 
 
-def _median_time(call, frames) -> float:
-    times = []
+def _median_times(call_a, call_b, frames) -> tuple[float, float]:
+    """Median seconds per frame of two calls, timed alternately frame by frame so that both
+    see the same machine load."""
+    times_a, times_b = [], []
     for frame in frames:
-        t0 = time.perf_counter()
-        call(frame)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for call, times in ((call_a, times_a), (call_b, times_b)):
+            t0 = time.perf_counter()
+            call(frame)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times_a), statistics.median(times_b)
 
 
 def _read_time(*arrays: np.ndarray, repeat: int = 5) -> float:
@@ -116,8 +120,7 @@ def run(nframes: int = 7, quick: bool = False) -> list[dict]:
         t0 = time.perf_counter()
         call_theirs(frames[0])
         first_theirs = time.perf_counter() - t0
-        frame_ours = _median_time(call_ours, frames)
-        frame_theirs = _median_time(call_theirs, frames)
+        frame_ours, frame_theirs = _median_times(call_ours, call_theirs, frames)
         (key, engine), = ours.engines
         m = engine.matrix
         ref_engine = next(iter(theirs.engines.values())).engine

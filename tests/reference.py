@@ -311,6 +311,26 @@ def bbox_matrix_reference(rad_lo, rad_hi, edges, azi_lo=None, azi_hi=None, azi_e
 
 
 
+def pyfai_bbox_limits(centres, corners, low_limit=None):
+    """Radial box of each pixel as pyFAI's "bbox" splitting draws it (1D).
+
+    pyFAI does not use the true bounding box of the 4 corners: it takes the pixel centre
+    ``c`` plus or minus the largest distance of any corner from it,
+    ``d = max_k |corner_k - c|``, i.e. a box symmetric about the centre, at least as wide as
+    the true one. For units that cannot be negative (2theta, q, r) it clips the low end at
+    ``low_limit`` (0), which makes the box of a pixel on the beam centre asymmetric again.
+
+    ``centres`` (npix,), ``corners`` (npix, 4); returns (lo, hi) for
+    :func:`bbox_matrix_reference`.
+    """
+    centres = np.asarray(centres, np.float64)
+    d = np.abs(np.asarray(corners, np.float64) - centres[:, None]).max(axis=1)
+    lo, hi = centres - d, centres + d
+    if low_limit is not None:
+        lo = np.maximum(lo, low_limit)
+    return lo, hi
+
+
 # =====================================================================================
 # Medians (DCT preprocessing)
 # =====================================================================================

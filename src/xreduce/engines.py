@@ -98,7 +98,9 @@ class Sums:
 
 @dataclass(frozen=True)
 class StaticSums:
-    """Frame-invariant sums of a CSR engine for one normalisation (and the matrix they use)."""
+    """Frame-invariant sums of a CSR engine for one normalisation (and the matrix they use),
+    with ``chunks``: bin boundaries cutting the rows into 16 chunks of equal numbers of
+    entries per OpenMP thread (the units of work of the per-frame parallel loop)."""
 
     indptr: np.ndarray
     indices: np.ndarray
@@ -106,6 +108,7 @@ class StaticSums:
     sum_norm: np.ndarray
     sum_norm2: np.ndarray
     count: np.ndarray
+    chunks: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,8 @@ class CsrEngine:
         sums = [np.empty(self.nbins) for _ in range(3)]
         csr_integrate.static_sums(indptr, indices, _EMPTY_F32 if coef is None else coef,
                                   coef is not None, norm.values, *sums)
-        return StaticSums(indptr, indices, coef, *sums)
+        chunks = csr_integrate.balanced_chunks(indptr, 16 * max_threads())
+        return StaticSums(indptr, indices, coef, *sums, chunks)
 
     def integrate(self, args: FrameArgs, norm: Normalisation) -> Sums:
         """Integrate the frames of ``args``: one fused pass over the matrix."""
@@ -206,7 +210,7 @@ class CsrEngine:
             args.frames, static.indptr, static.indices,
             _EMPTY_F32 if coef is None else coef, coef is not None, norm.values,
             static.sum_norm, static.sum_norm2, static.count,
-            *_frame_kernel_args(args), *out)
+            *_frame_kernel_args(args), *out, chunks=static.chunks)
         return Sums(*out)
 
 

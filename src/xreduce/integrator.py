@@ -43,6 +43,7 @@ import numpy as np
 
 from xreduce.engines import (CsrEngine, EngineCache, EngineKey, FrameArgs, HistogramEngine,
                              Normalisation, Sums, digest)
+from xreduce.ext import csr_integrate
 from xreduce.results import Integrate1dResult, Integrate2dResult, _atomic_path
 
 SPLITS = ("no", "bbox", "pseudo", "full")
@@ -379,15 +380,18 @@ class AzimuthalIntegrator:
     def _finish(sums: Sums, model: str | None, empty: float, shape: tuple[int, ...],
                 stacked: bool) -> dict[str, np.ndarray | None]:
         """Intensities and uncertainties from the sums, shaped (n, *shape) or shape."""
-        filled = sums.norm > 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = {"intensity": np.where(filled, sums.signal / sums.norm, empty)}
-            if model is None:
-                out["sigma"] = out["std"] = out["sum_variance"] = None
-            else:
-                out["sigma"] = np.where(filled, np.sqrt(sums.variance) / sums.norm, empty)
-                out["std"] = np.where(filled, np.sqrt(sums.variance / sums.norm2), empty)
-                out["sum_variance"] = sums.variance
+        arrays = [np.ascontiguousarray(a, dtype=np.float64)
+                  for a in (sums.signal, sums.variance, sums.norm, sums.norm2)]
+        with_errors = model is not None
+        intensity = np.empty(arrays[0].shape)
+        sigma, std = (np.empty(intensity.shape) for _ in range(2)) if with_errors else (None, None)
+        flat = [a.reshape(-1) for a in arrays]
+        unused = np.empty(0)
+        csr_integrate.finish(*flat, float(empty), with_errors, intensity.reshape(-1),
+                             unused if sigma is None else sigma.reshape(-1),
+                             unused if std is None else std.reshape(-1))
+        out = {"intensity": intensity, "sigma": sigma, "std": std,
+               "sum_variance": sums.variance if with_errors else None}
         out.update(sum_signal=sums.signal, sum_normalization=sums.norm,
                    sum_normalization2=sums.norm2, count=sums.count)
         lead = (-1,) if stacked else ()
