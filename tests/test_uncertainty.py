@@ -114,3 +114,24 @@ def test_variance_array(geometry, expected):
     assert a.error_model == "variance"
     np.testing.assert_allclose(a.sum_variance, 4 * b.sum_variance, rtol=1e-12)
     np.testing.assert_allclose(a.sigma, 2 * b.sigma, rtol=1e-12)
+
+
+@pytest.mark.parametrize("split", ["no", "bbox", "pseudo", "full"])
+@pytest.mark.parametrize("two_d", [False, True])
+def test_azimuthal_model_zero_spread_is_zero_not_nan(geometry, split, two_d):
+    """Every corrected pixel value equal (raw = 1000 * solid angle * polarization): the
+    azimuthal spread is exactly zero in theory; rounding must never push the weighted sum of
+    squares below zero, which made sqrt() return NaN in about one bin in ten."""
+    from xreduce.integrator import AzimuthalIntegrator
+
+    ai = AzimuthalIntegrator(geometry)
+    frame = 1000.0 * geometry.solid_angle_array() * geometry.polarization_array(0.95)
+    kw = dict(unit="2th_deg", method=(split, "csr", "cython"), error_model="azimuthal",
+              polarization_factor=0.95)
+    res = ai.integrate2d(frame, 40, 36, **kw) if two_d else ai.integrate1d(frame, 50, **kw)
+    filled = res.count > 0
+    assert filled.sum() >= 40
+    assert np.all(res.sum_variance[filled] >= 0)
+    assert np.all(np.isfinite(res.std[filled])) and np.all(np.isfinite(res.sigma[filled]))
+    np.testing.assert_allclose(res.std[filled], 0, atol=1e-6)
+    np.testing.assert_allclose(res.intensity[filled], 1000, rtol=1e-9)

@@ -229,7 +229,8 @@ def integrate_frames(const raw_t[:, ::1] frames,
     cdef Py_ssize_t b, f, j, fv
     cdef cnp.int32_t idx, start, stop
     cdef raw_t v
-    cdef double c, s, x, w, sig, var, bad_n, bad_n2, bad_c, wsum, mean, m2, delta, sn, sn2
+    cdef double c, s, x, w, sig, var, bad_n, bad_n2, bad_c, wsum, wsum_before, mean, m2, delta
+    cdef double sn, sn2
     cdef Py_ssize_t nbad, nnz = indices.shape[0]
     cdef const raw_t* frame_ptr
     cdef const cnp.float32_t* var_ptr
@@ -313,10 +314,13 @@ def integrate_frames(const raw_t[:, ::1] frames,
                             w = c * norm[idx]
                             if w > 0.0:
                                 x = s / norm[idx]
+                                wsum_before = wsum
                                 wsum = wsum + w
                                 delta = x - mean
                                 mean = mean + delta * w / wsum
-                                m2 = m2 + w * delta * (x - mean)
+                                # w delta^2 W_before / W: equal to West's w delta (x - mean) but
+                                # never below zero in rounding (a zero-spread bin stays >= 0).
+                                m2 = m2 + w * delta * delta * (wsum_before / wsum)
                     if nbad == 0:
                         sn = static_norm[b]
                         sn2 = static_norm2[b]
@@ -331,7 +335,7 @@ def integrate_frames(const raw_t[:, ::1] frames,
                         out_count[f, b] = static_count[b] - bad_c
                     if error_mode == 3:
                         sn = wsum
-                        if wsum > 0.0:
+                        if wsum > 0.0 and sn2 > 0.0:
                             var = m2 / wsum * sn2
                     out_signal[f, b] = sig
                     out_variance[f, b] = var
