@@ -221,6 +221,25 @@ def test_buffered_and_recomputed_builds_agree(detector, split):
         assert buffered[0][-1] > len(corners) // 2  # not trivially empty
 
 
+def test_radial_bounds(detector):
+    """Per-pixel radial (min, max) equal the corners' min and max exactly (NaN for masked or
+    non-finite pixels), and the extent and count equal those of valid_extent, for 1 and 2
+    threads."""
+    corners, _ = detector
+    corners = corners.copy()
+    corners[3, 2, 1] = np.nan          # a non-finite chi also leaves the pixel out
+    mask = np.zeros(len(corners), dtype=np.uint8)
+    mask[[0, 7, 100]] = 1
+    expected = np.stack([corners[:, :, 0].min(axis=1), corners[:, :, 0].max(axis=1)], axis=1)
+    expected[[0, 3, 7, 100]] = np.nan
+    extent = csr_builder.valid_extent(corners[:, :, 0], corners[:, :, 1], mask)
+    for threads in (1, 2):
+        bounds, lo, hi, nvalid = csr_builder.radial_bounds(corners, mask, threads)
+        np.testing.assert_array_equal(bounds, expected)
+        assert (lo, hi, nvalid) == extent
+        assert nvalid == len(corners) - 4
+
+
 def test_full_split_analytic_square():
     """A unit square pixel over bins of width 0.25 in both directions: each bin holds 1/16."""
     corners = np.array([[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]])
