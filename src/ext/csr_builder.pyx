@@ -405,9 +405,6 @@ cdef void process_pixel(const Bins* g, int split, const double* corner, Emitter*
     for k in range(1, 4):
         rlo = corner[2 * k] if corner[2 * k] < rlo else rlo
         rhi = corner[2 * k] if corner[2 * k] > rhi else rhi
-    if split == SPLIT_BBOX and not g.azim_clip:     # 1D over the full circle: chi plays no part
-        split_radial_box(g, rlo, rhi, e)
-        return
     for k in range(4):
         quad[2 * k] = corner[2 * k]
         quad[2 * k + 1] = wrap_chi(g, corner[2 * k + 1])
@@ -461,6 +458,56 @@ ctypedef struct Positions:
     const uint8_t* mask             # or NULL
 
 
+cdef void count_radial_boxes(const Bins* g, const double* bounds, int64_t start, int64_t stop,
+                             int32_t* counts) noexcept nogil:
+    """Count pass of 1D bbox: split_radial_box with MODE_COUNT, unrolled into one loop."""
+    cdef int64_t p
+    cdef double rlo, rhi, f, l, inv_r
+    cdef int i, i0, i1
+    for p in range(start, stop):
+        rlo = bounds[2 * p]
+        rhi = bounds[2 * p + 1]
+        f = (rlo - g.r0) * g.inv_dr
+        l = (rhi - g.r0) * g.inv_dr
+        if not (l >= 0 and f < g.nr):      # NaN (left-out pixel) or outside
+            continue
+        i0 = <int>f if f > 0 else 0
+        i1 = <int>l if l < g.nr - 1 else g.nr - 1
+        if i0 == i1 and f >= 0 and l < g.nr:
+            counts[i0] += 1
+            continue
+        inv_r = inverse_width(rlo, rhi)
+        for i in range(i0, i1 + 1):
+            if axis_fraction(rlo, rhi, inv_r, g.r0 + i * g.dr,
+                             g.r0 + (i + 1) * g.dr) > MIN_COEF:
+                counts[i] += 1
+
+
+cdef void fill_radial_boxes(const Bins* g, const double* bounds, int64_t start, int64_t stop,
+                            const Emitter* e) noexcept nogil:
+    """Fill pass of 1D bbox: split_radial_box with MODE_FILL, unrolled into one loop."""
+    cdef int64_t p
+    cdef double rlo, rhi, f, l, inv_r, coef
+    cdef int i, i0, i1
+    for p in range(start, stop):
+        rlo = bounds[2 * p]
+        rhi = bounds[2 * p + 1]
+        f = (rlo - g.r0) * g.inv_dr
+        l = (rhi - g.r0) * g.inv_dr
+        if not (l >= 0 and f < g.nr):      # NaN (left-out pixel) or outside
+            continue
+        i0 = <int>f if f > 0 else 0
+        i1 = <int>l if l < g.nr - 1 else g.nr - 1
+        if i0 == i1 and f >= 0 and l < g.nr:
+            write_entry(e.cursor, e.indices, e.data32, e.data64, i0, <int32_t>p, 1.0)
+            continue
+        inv_r = inverse_width(rlo, rhi)
+        for i in range(i0, i1 + 1):
+            coef = axis_fraction(rlo, rhi, inv_r, g.r0 + i * g.dr, g.r0 + (i + 1) * g.dr)
+            if coef > MIN_COEF:
+                write_entry(e.cursor, e.indices, e.data32, e.data64, i, <int32_t>p, coef)
+
+
 cdef void split_chunk(const Bins* g, int split, const Positions* pos, int64_t start,
                       int64_t stop, Emitter* e) noexcept nogil:
     """Split the pixels start..stop-1 into the chunk's emitter."""
@@ -478,6 +525,12 @@ cdef void split_chunk(const Bins* g, int split, const Positions* pos, int64_t st
                 emit(e, pos.pixel_bin[p], 1.0)
         return
     if pos.bounds != NULL:                  # 1D bbox, radial extents already known
+        if e.mode == MODE_COUNT:
+            count_radial_boxes(g, pos.bounds, start, stop, e.counts)
+            return
+        if e.mode == MODE_FILL:
+            fill_radial_boxes(g, pos.bounds, start, stop, e)
+            return
         for p in range(start, stop):
             if pos.bounds[2 * p] == pos.bounds[2 * p]:      # not NaN: a valid pixel
                 e.pixel = <int32_t>p
