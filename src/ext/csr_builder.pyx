@@ -512,13 +512,26 @@ cdef void split_chunk(const Bins* g, int split, const Positions* pos, int64_t st
                       int64_t stop, Emitter* e) noexcept nogil:
     """Split the pixels start..stop-1 into the chunk's emitter."""
     cdef int64_t p
+    cdef int32_t b
     if e.mode == MODE_BUFFER:
         e.capacity = 2 * (stop - start) + 16
         e.entries = <Entry*>malloc(e.capacity * sizeof(Entry))
         if e.entries == NULL:
             e.failed = True
             return
-    if pos.pixel_bin != NULL:               # split "no", bins already known
+    if pos.pixel_bin != NULL and e.mode == MODE_COUNT:      # split "no", bins already known
+        for p in range(start, stop):
+            b = pos.pixel_bin[p]
+            if b >= 0:
+                e.counts[b] += 1
+        return
+    if pos.pixel_bin != NULL and e.mode == MODE_FILL:
+        for p in range(start, stop):
+            b = pos.pixel_bin[p]
+            if b >= 0:
+                write_entry(e.cursor, e.indices, e.data32, e.data64, b, <int32_t>p, 1.0)
+        return
+    if pos.pixel_bin != NULL:
         for p in range(start, stop):
             if pos.pixel_bin[p] >= 0:
                 e.pixel = <int32_t>p
