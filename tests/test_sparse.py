@@ -183,16 +183,17 @@ def test_pixels_outside_range_are_absent(detector):
     assert np.all(per_pixel[crossing] < 1.0 - 1e-6)
 
 
+@pytest.mark.parametrize("npt_azim", [None, 24])
 @pytest.mark.parametrize("split", ["no", "bbox", "full"])
-def test_deterministic_and_sorted(detector, split):
-    """The output does not depend on the number of threads; pixel indices are sorted within
-    each row; index arrays are int32 and coefficients float32 by default."""
+def test_deterministic_and_sorted(detector, split, npt_azim):
+    """The output does not depend on the number of threads, 1D and 2D; pixel indices are sorted
+    within each row; index arrays are int32 and coefficients float32 by default."""
     corners, centers = detector
     big_c = np.tile(corners, (40, 1, 1))  # ~19k pixels: several chunks per thread
     big_m = np.tile(centers, (40, 1))
-    one = build_csr((big_c, big_m), 50, 24, split=split, num_threads=1)
-    two = build_csr((big_c, big_m), 50, 24, split=split, num_threads=2)
-    three = build_csr((big_c, big_m), 50, 24, split=split, num_threads=3)
+    one = build_csr((big_c, big_m), 50, npt_azim, split=split, num_threads=1)
+    two = build_csr((big_c, big_m), 50, npt_azim, split=split, num_threads=2)
+    three = build_csr((big_c, big_m), 50, npt_azim, split=split, num_threads=3)
     for other in (two, three):
         np.testing.assert_array_equal(one.indptr, other.indptr)
         np.testing.assert_array_equal(one.indices, other.indices)
