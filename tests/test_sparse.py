@@ -183,16 +183,17 @@ def test_pixels_outside_range_are_absent(detector):
     assert np.all(per_pixel[crossing] < 1.0 - 1e-6)
 
 
+@pytest.mark.parametrize("npt_azim", [None, 24])
 @pytest.mark.parametrize("split", ["no", "bbox", "full"])
-def test_deterministic_and_sorted(detector, split):
-    """The output does not depend on the number of threads; pixel indices are sorted within
-    each row; index arrays are int32 and coefficients float32 by default."""
+def test_deterministic_and_sorted(detector, split, npt_azim):
+    """The output does not depend on the number of threads, 1D and 2D; pixel indices are sorted
+    within each row; index arrays are int32 and coefficients float32 by default."""
     corners, centers = detector
     big_c = np.tile(corners, (40, 1, 1))  # ~19k pixels: several chunks per thread
     big_m = np.tile(centers, (40, 1))
-    one = build_csr((big_c, big_m), 50, 24, split=split, num_threads=1)
-    two = build_csr((big_c, big_m), 50, 24, split=split, num_threads=2)
-    three = build_csr((big_c, big_m), 50, 24, split=split, num_threads=3)
+    one = build_csr((big_c, big_m), 50, npt_azim, split=split, num_threads=1)
+    two = build_csr((big_c, big_m), 50, npt_azim, split=split, num_threads=2)
+    three = build_csr((big_c, big_m), 50, npt_azim, split=split, num_threads=3)
     for other in (two, three):
         np.testing.assert_array_equal(one.indptr, other.indptr)
         np.testing.assert_array_equal(one.indices, other.indices)
@@ -219,6 +220,25 @@ def test_buffered_and_recomputed_builds_agree(detector, split):
         for a, b in zip(buffered, recomputed):
             np.testing.assert_array_equal(a, b)
         assert buffered[0][-1] > len(corners) // 2  # not trivially empty
+
+
+def test_radial_bounds(detector):
+    """Per-pixel radial (min, max) equal the corners' min and max exactly (NaN for masked or
+    non-finite pixels), and the extent and count equal those of valid_extent, for 1 and 2
+    threads."""
+    corners, _ = detector
+    corners = corners.copy()
+    corners[3, 2, 1] = np.nan          # a non-finite chi also leaves the pixel out
+    mask = np.zeros(len(corners), dtype=np.uint8)
+    mask[[0, 7, 100]] = 1
+    expected = np.stack([corners[:, :, 0].min(axis=1), corners[:, :, 0].max(axis=1)], axis=1)
+    expected[[0, 3, 7, 100]] = np.nan
+    extent = csr_builder.valid_extent(corners[:, :, 0], corners[:, :, 1], mask)
+    for threads in (1, 2):
+        bounds, lo, hi, nvalid = csr_builder.radial_bounds(corners, mask, threads)
+        np.testing.assert_array_equal(bounds, expected)
+        assert (lo, hi, nvalid) == extent
+        assert nvalid == len(corners) - 4
 
 
 def test_full_split_analytic_square():

@@ -6,6 +6,10 @@ of the flattened frame, coefficients are the fraction of a pixel that falls in a
 
 How it runs (OpenMP, deterministic):
 
+0. Where a pixel's entries depend on little, that little is computed once, in parallel, so that
+   the passes below read it instead of the pixel positions: split "no" keeps each pixel's bin
+   (4 bytes), 1D bbox over the full circle each pixel's radial (min, max) (16 bytes instead of
+   the 64 of its corners; :func:`radial_bounds`, which gives the default radial range too).
 1. The pixels are cut into contiguous chunks. In parallel, each chunk computes its pixels'
    (bin, coefficient) lists and counts its entries per bin (``counts[chunk, bin]``); except for
    the cheapest cases (no split, 1D bbox) it also keeps the entries in its own buffer, in pixel
@@ -28,7 +32,7 @@ copy shifted by - 2 pi.
 """
 import numpy as np
 from cython.parallel cimport prange
-from libc.math cimport sqrt, isfinite, INFINITY, M_PI
+from libc.math cimport sqrt, isfinite, INFINITY, NAN, M_PI
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport malloc, calloc, realloc, free
 cimport openmp
@@ -284,21 +288,6 @@ cdef bint is_bow_tie(const double* q) noexcept nogil:
 # Splitting schemes: one function each, producing the pixel's (bin, coefficient) list
 # ------------------------------------------------------------------------------------------
 
-cdef void split_no(const Bins* g, double r, double chi, Emitter* e) noexcept nogil:
-    """The pixel centre (r, chi) goes whole to its bin."""
-    cdef double fi, fj = 0.0
-    if not (isfinite(r) and isfinite(chi)):
-        return
-    fi = (r - g.r0) * g.inv_dr
-    if fi < 0 or fi >= g.nr:
-        return
-    if g.azim_clip:
-        fj = (wrap_chi(g, chi) - g.a0) * g.inv_da
-        if fj < 0 or fj >= g.na:
-            return
-    emit(e, <int>fj * g.nr + <int>fi, 1.0)     # truncation is floor: both are >= 0
-
-
 cdef void split_radial_box(const Bins* g, double rlo, double rhi, Emitter* e) noexcept nogil:
     """1D bbox over the full circle: [rlo, rhi] spread uniformly over the radial bins. (The
     common case, kept lean: no chi, and a box inside one bin needs no division.)"""
@@ -416,9 +405,6 @@ cdef void process_pixel(const Bins* g, int split, const double* corner, Emitter*
     for k in range(1, 4):
         rlo = corner[2 * k] if corner[2 * k] < rlo else rlo
         rhi = corner[2 * k] if corner[2 * k] > rhi else rhi
-    if split == SPLIT_BBOX and not g.azim_clip:     # 1D over the full circle: chi plays no part
-        split_radial_box(g, rlo, rhi, e)
-        return
     for k in range(4):
         quad[2 * k] = corner[2 * k]
         quad[2 * k + 1] = wrap_chi(g, corner[2 * k + 1])
@@ -461,6 +447,9 @@ cdef void process_pixel(const Bins* g, int split, const double* corner, Emitter*
 # ------------------------------------------------------------------------------------------
 
 ctypedef struct Positions:
+    const int32_t* pixel_bin        # split "no": each pixel's bin, -1 for none (else NULL)
+    const double* bounds            # 1D bbox over the full circle: (npix, 2) radial (min, max),
+                                    # NaN for a left-out pixel (else NULL)
     const double* corners           # (npix, 4, 2) C-contiguous, or NULL for split "no"
     const double* center_radial     # pixel centres (split "no"), strided
     const double* center_chi
@@ -469,25 +458,102 @@ ctypedef struct Positions:
     const uint8_t* mask             # or NULL
 
 
+cdef void count_radial_boxes(const Bins* g, const double* bounds, int64_t start, int64_t stop,
+                             int32_t* counts) noexcept nogil:
+    """Count pass of 1D bbox: split_radial_box with MODE_COUNT, unrolled into one loop."""
+    cdef int64_t p
+    cdef double rlo, rhi, f, l, inv_r
+    cdef int i, i0, i1
+    for p in range(start, stop):
+        rlo = bounds[2 * p]
+        rhi = bounds[2 * p + 1]
+        f = (rlo - g.r0) * g.inv_dr
+        l = (rhi - g.r0) * g.inv_dr
+        if not (l >= 0 and f < g.nr):      # NaN (left-out pixel) or outside
+            continue
+        i0 = <int>f if f > 0 else 0
+        i1 = <int>l if l < g.nr - 1 else g.nr - 1
+        if i0 == i1 and f >= 0 and l < g.nr:
+            counts[i0] += 1
+            continue
+        inv_r = inverse_width(rlo, rhi)
+        for i in range(i0, i1 + 1):
+            if axis_fraction(rlo, rhi, inv_r, g.r0 + i * g.dr,
+                             g.r0 + (i + 1) * g.dr) > MIN_COEF:
+                counts[i] += 1
+
+
+cdef void fill_radial_boxes(const Bins* g, const double* bounds, int64_t start, int64_t stop,
+                            const Emitter* e) noexcept nogil:
+    """Fill pass of 1D bbox: split_radial_box with MODE_FILL, unrolled into one loop."""
+    cdef int64_t p
+    cdef double rlo, rhi, f, l, inv_r, coef
+    cdef int i, i0, i1
+    for p in range(start, stop):
+        rlo = bounds[2 * p]
+        rhi = bounds[2 * p + 1]
+        f = (rlo - g.r0) * g.inv_dr
+        l = (rhi - g.r0) * g.inv_dr
+        if not (l >= 0 and f < g.nr):      # NaN (left-out pixel) or outside
+            continue
+        i0 = <int>f if f > 0 else 0
+        i1 = <int>l if l < g.nr - 1 else g.nr - 1
+        if i0 == i1 and f >= 0 and l < g.nr:
+            write_entry(e.cursor, e.indices, e.data32, e.data64, i0, <int32_t>p, 1.0)
+            continue
+        inv_r = inverse_width(rlo, rhi)
+        for i in range(i0, i1 + 1):
+            coef = axis_fraction(rlo, rhi, inv_r, g.r0 + i * g.dr, g.r0 + (i + 1) * g.dr)
+            if coef > MIN_COEF:
+                write_entry(e.cursor, e.indices, e.data32, e.data64, i, <int32_t>p, coef)
+
+
 cdef void split_chunk(const Bins* g, int split, const Positions* pos, int64_t start,
                       int64_t stop, Emitter* e) noexcept nogil:
     """Split the pixels start..stop-1 into the chunk's emitter."""
     cdef int64_t p
+    cdef int32_t b
     if e.mode == MODE_BUFFER:
         e.capacity = 2 * (stop - start) + 16
         e.entries = <Entry*>malloc(e.capacity * sizeof(Entry))
         if e.entries == NULL:
             e.failed = True
             return
+    if pos.pixel_bin != NULL and e.mode == MODE_COUNT:      # split "no", bins already known
+        for p in range(start, stop):
+            b = pos.pixel_bin[p]
+            if b >= 0:
+                e.counts[b] += 1
+        return
+    if pos.pixel_bin != NULL and e.mode == MODE_FILL:
+        for p in range(start, stop):
+            b = pos.pixel_bin[p]
+            if b >= 0:
+                write_entry(e.cursor, e.indices, e.data32, e.data64, b, <int32_t>p, 1.0)
+        return
+    if pos.pixel_bin != NULL:
+        for p in range(start, stop):
+            if pos.pixel_bin[p] >= 0:
+                e.pixel = <int32_t>p
+                emit(e, pos.pixel_bin[p], 1.0)
+        return
+    if pos.bounds != NULL:                  # 1D bbox, radial extents already known
+        if e.mode == MODE_COUNT:
+            count_radial_boxes(g, pos.bounds, start, stop, e.counts)
+            return
+        if e.mode == MODE_FILL:
+            fill_radial_boxes(g, pos.bounds, start, stop, e)
+            return
+        for p in range(start, stop):
+            if pos.bounds[2 * p] == pos.bounds[2 * p]:      # not NaN: a valid pixel
+                e.pixel = <int32_t>p
+                split_radial_box(g, pos.bounds[2 * p], pos.bounds[2 * p + 1], e)
+        return
     for p in range(start, stop):
         if pos.mask != NULL and pos.mask[p]:
             continue
         e.pixel = <int32_t>p
-        if split == SPLIT_NO:
-            split_no(g, pos.center_radial[p * pos.radial_stride],
-                     pos.center_chi[p * pos.chi_stride], e)
-        else:
-            process_pixel(g, split, pos.corners + 8 * p, e)
+        process_pixel(g, split, pos.corners + 8 * p, e)
 
 
 cdef void scatter_chunk(const Emitter* e, int64_t* cursor, int32_t* indices, float* data32,
@@ -499,9 +565,113 @@ cdef void scatter_chunk(const Emitter* e, int64_t* cursor, int32_t* indices, flo
                     e.entries[n].coef)
 
 
+cdef void bins_no_split(const Bins* g, const Positions* pos, int64_t npix, int32_t* out,
+                        int nthreads) noexcept nogil:
+    """Split "no": each pixel's bin (-1: masked, invalid or outside), in parallel. The count and
+    fill passes then read 4 bytes per pixel instead of its centre."""
+    cdef int64_t p
+    cdef double r, chi, fi, fj
+    for p in prange(npix, schedule="static", num_threads=nthreads):
+        out[p] = -1
+        if pos.mask != NULL and pos.mask[p]:
+            continue
+        r = pos.center_radial[p * pos.radial_stride]
+        chi = pos.center_chi[p * pos.chi_stride]
+        if not (isfinite(r) and isfinite(chi)):
+            continue
+        fi = (r - g.r0) * g.inv_dr
+        if fi < 0 or fi >= g.nr:
+            continue
+        fj = 0.0
+        if g.azim_clip:
+            fj = (wrap_chi(g, chi) - g.a0) * g.inv_da
+            if fj < 0 or fj >= g.na:
+                continue
+        out[p] = <int32_t>(<int>fj * g.nr + <int>fi)    # truncation is floor: both are >= 0
+
+
+def radial_bounds(corners, mask, int num_threads=0):
+    """Each pixel's radial (min, max) over its corners, and their extent, in one parallel pass.
+
+    Parameters
+    ----------
+    corners : ndarray (npix, 4, 2) float64, C-contiguous
+        Radial value and chi at the 4 corners of each pixel.
+    mask : ndarray (npix,) uint8 or None
+        Non-zero: the pixel is left out.
+    num_threads : int
+        OpenMP threads; 0 for the OpenMP default.
+
+    Returns
+    -------
+    bounds : ndarray (npix, 2) float64
+        Radial (min, max) per pixel; NaN for a left-out pixel (masked, or some corner value,
+        radial or chi, not finite).
+    lo, hi : float
+        Smallest and largest radial value over the valid pixels.
+    nvalid : int
+        Number of valid pixels.
+
+    Examples
+    --------
+    >>> c = np.array([[[1.0, 0.0], [2.0, 0.0], [2.0, 0.1], [1.0, 0.1]]])
+    >>> radial_bounds(c, None)[1:]
+    (1.0, 2.0, 1)
+    """
+    cdef const double[:, :, ::1] cv = corners
+    cdef const uint8_t[::1] mask_view
+    cdef const uint8_t* mp = NULL
+    cdef int64_t npix = cv.shape[0], p, start, stop, chunk
+    cdef int nthreads = num_threads if num_threads > 0 else openmp.omp_get_max_threads()
+    cdef int t, k
+    cdef double[::1] lows = np.full(nthreads, np.inf)
+    cdef double[::1] highs = np.full(nthreads, -np.inf)
+    cdef int64_t[::1] valid = np.zeros(nthreads, dtype=np.int64)
+    cdef double total, lo, hi, rlo, rhi
+    cdef const double* q
+    bounds_arr = np.empty((npix, 2), dtype=np.float64)
+    cdef double[:, ::1] out = bounds_arr
+    if cv.shape[1] != 4 or cv.shape[2] != 2:
+        raise ValueError(f"corners must have shape (npix, 4, 2), got {corners.shape}")
+    if mask is not None:
+        mask_view = mask
+        if mask_view.shape[0] != npix:
+            raise ValueError(f"mask: expected {npix} elements, got {mask_view.shape[0]}")
+        mp = &mask_view[0] if npix > 0 else NULL
+    if npix == 0:
+        return bounds_arr, np.inf, -np.inf, 0
+    chunk = (npix + nthreads - 1) // nthreads
+    with nogil:
+        for t in prange(nthreads, schedule="static", num_threads=nthreads):
+            start = t * chunk
+            stop = min(start + chunk, npix)
+            lo = INFINITY
+            hi = -INFINITY
+            for p in range(start, stop):
+                q = &cv[p, 0, 0]
+                total = 0.0
+                for k in range(8):
+                    total = total + q[k]
+                if (mp != NULL and mp[p]) or total - total != 0.0:  # masked, or not finite
+                    out[p, 0] = out[p, 1] = NAN
+                    continue
+                valid[t] += 1
+                rlo = rhi = q[0]
+                for k in range(1, 4):
+                    rlo = q[2 * k] if q[2 * k] < rlo else rlo
+                    rhi = q[2 * k] if q[2 * k] > rhi else rhi
+                out[p, 0] = rlo
+                out[p, 1] = rhi
+                lo = rlo if rlo < lo else lo
+                hi = rhi if rhi > hi else hi
+            lows[t] = lo
+            highs[t] = hi
+    return bounds_arr, float(np.min(lows)), float(np.max(highs)), int(np.sum(valid))
+
+
 def build(corners, centers, mask, str split, int nr, double r0, double r1, int na, double a0,
           double a1, bint azim_clip, double chi_lo, data_dtype, int num_threads=0,
-          buffered=None):
+          buffered=None, bounds=None):
     """Build the CSR arrays (indptr, indices, data) of a pixel-splitting matrix.
 
     Parameters
@@ -526,6 +696,10 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
         True: pass 1 keeps every entry and pass 3 scatters them (geometry done once, a buffer of
         16 bytes per entry); False: pass 3 recomputes the entries (no buffer). None: recompute
         for "no" and for 1D bbox over the full circle (cheapest geometry), buffer otherwise.
+    bounds : ndarray (npix, 2) float64 or None
+        For 1D bbox over the full circle: the first result of :func:`radial_bounds` for these
+        corners and mask, if already computed (else computed here). Both passes then read these
+        16 bytes per pixel instead of the 64 of its corners.
 
     Returns
     -------
@@ -550,6 +724,8 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
     cdef double* d64 = NULL
     cdef Emitter* emitters
     cdef bint use_buffer
+    cdef const double[:, ::1] bounds_view
+    cdef int32_t[::1] bin_view
 
     if (corners if split_code != SPLIT_NO else centers) is None:
         raise ValueError(f"split {split!r} needs the pixel "
@@ -588,6 +764,19 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
     g.azim_clip = azim_clip
     g.chi_lo = chi_lo
     nbins = <int64_t>nr * na
+    pos.pixel_bin = NULL
+    pos.bounds = NULL
+    if split_code == SPLIT_BBOX and not azim_clip and npix > 0:
+        if bounds is None:
+            bounds = radial_bounds(corners, mask, nthreads)[0]
+        bounds_view = bounds
+        if bounds_view.shape[0] != npix or bounds_view.shape[1] != 2:
+            raise ValueError(f"bounds: expected shape ({npix}, 2), got {bounds.shape}")
+        pos.bounds = &bounds_view[0, 0]
+    elif split_code == SPLIT_NO and npix > 0:
+        bin_view = np.empty(npix, dtype=np.int32)
+        bins_no_split(&g, &pos, npix, &bin_view[0], nthreads)
+        pos.pixel_bin = &bin_view[0]
     if buffered is None:  # measured: recomputing pays only where the geometry is cheapest
         buffered = not (split_code == SPLIT_NO or (split_code == SPLIT_BBOX and not azim_clip))
     use_buffer = buffered

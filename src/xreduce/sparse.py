@@ -240,24 +240,31 @@ def build_csr_from_arrays(
         a0, a1 = max(a0, chi_lo), min(a1, chi_lo + 2 * np.pi)
     full_circle = a1 - a0 >= 2 * np.pi
 
-    if radial_range is None:
+    if npt_azim is None:
+        na, azim_clip, azimuthal_edges = 1, not full_circle, None
+    else:
+        na, azim_clip = npt_azim, True
+        azimuthal_edges = np.linspace(a0, a1, npt_azim + 1)
+
+    # 1D bbox over the full circle: one pass over the corners gives each pixel's radial extent
+    # (what the build reads) and the default range.
+    bounds = None
+    if split == "bbox" and not azim_clip:
+        bounds, rmin, rmax, nvalid = csr_builder.radial_bounds(corners, mask, num_threads)
+    elif radial_range is None:
         rmin, rmax, nvalid = csr_builder.valid_extent(points_radial, points_chi, mask,
                                                        num_threads)
+    if radial_range is None:
         if nvalid == 0:
             raise ValueError("no valid pixel: every pixel is masked or has non-finite positions")
         r0, r1 = rmin, _default_upper(rmax)
     else:
         r0, r1 = radial_range
 
-    if npt_azim is None:
-        na, azim_clip, azimuthal_edges = 1, not full_circle, None
-    else:
-        na, azim_clip = npt_azim, True
-        azimuthal_edges = np.linspace(a0, a1, npt_azim + 1)
     data_dtype = None if (split == "no" and compact) else dtype
     indptr, indices, data = csr_builder.build(
         corners, centers, mask, split, npt_rad, r0, r1, na, a0, a1, azim_clip, chi_lo,
-        data_dtype, num_threads)
+        data_dtype, num_threads, bounds=bounds)
     return CsrMatrix(
         indptr=indptr,
         indices=indices,
