@@ -30,9 +30,11 @@ Example
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
+import time
 from typing import Callable, Mapping, Optional, Union
 
 import numpy as np
@@ -86,11 +88,29 @@ def _as_config(config) -> tuple[PreprocessConfig, str]:
     return load_section(config, "preprocess"), source_text
 
 
+class _Stopwatch:
+    """Accumulates wall seconds per pipeline stage into ``sink`` (a dict), if one is given."""
+
+    def __init__(self, sink: Optional[dict] = None):
+        self.sink = sink
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        if self.sink is None:
+            yield
+            return
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.sink[stage] = self.sink.get(stage, 0.0) + time.perf_counter() - start
+
+
 class _Corrector:
     """Dark/offset subtraction and margin normalisation of raw frames, frame by frame."""
 
-    def __init__(self, cfg: PreprocessConfig, stack):
-        self.stack = stack
+    def __init__(self, cfg: PreprocessConfig, stack, watch: _Stopwatch):
+        self.stack, self.watch = stack, watch
         rows, cols = stack.shape[1:]
         self.dark = None
         if cfg.dark is not None:
@@ -125,20 +145,23 @@ class _Corrector:
         return means
 
     def corrected_plain(self, indices: np.ndarray) -> np.ndarray:
-        raw = self.stack.read_frames(indices)
-        if self.dark is not None:  # converts and subtracts in one pass
-            frames = np.subtract(raw, self.dark, dtype=np.float32)
-        else:
-            frames = raw.astype(np.float32)
-        if self.offset:
-            frames -= self.offset
+        with self.watch("read"):
+            raw = self.stack.read_frames(indices)
+        with self.watch("correct"):
+            if self.dark is not None:  # converts and subtracts in one pass
+                frames = np.subtract(raw, self.dark, dtype=np.float32)
+            else:
+                frames = raw.astype(np.float32)
+            if self.offset:
+                frames -= self.offset
         return frames
 
     def __call__(self, indices: np.ndarray) -> np.ndarray:
         frames = self.corrected_plain(indices)
         if self.box is not None:
-            scale = (self.reference / self._margin_means(frames)).astype(np.float32)
-            frames *= scale[:, None, None]
+            with self.watch("correct"):
+                scale = (self.reference / self._margin_means(frames)).astype(np.float32)
+                frames *= scale[:, None, None]
         return frames
 
 
@@ -173,36 +196,41 @@ class _Background:
         s0, s1 = int(samples[i0]), int(samples[i1])
         reach = self.frame_map[s0: s1 + window]
         needed = np.unique(reach[reach >= 0])
-        frames = _reuse_or_correct(needed, self.cache, self.correct)
+        frames = _reuse_or_correct(needed, self.cache, self.correct, self.correct.watch)
         self.cache = (needed, frames)
         local_map = np.where(reach >= 0, np.searchsorted(needed, reach), -1).astype(np.int32)
         local_samples = np.ascontiguousarray(samples[i0: i1 + 1] - s0, np.int32)
-        medians = _run_moving_median(
-            frames.reshape(len(needed), -1), window, local_map, local_samples,
-            self.rank_lo[i0: i1 + 1], self.rank_hi[i0: i1 + 1], self.backend, self.threads,
-        )
-        if self.step > 1:
-            medians = _interpolate(medians, local_samples, s1 - s0 + 1, self.interpolation,
-                                   np.dtype(np.float32))[first - s0: stop - s0]
+        with self.correct.watch("moving_median"):
+            medians = _run_moving_median(
+                frames.reshape(len(needed), -1), window, local_map, local_samples,
+                self.rank_lo[i0: i1 + 1], self.rank_hi[i0: i1 + 1], self.backend, self.threads,
+            )
+            if self.step > 1:
+                medians = _interpolate(medians, local_samples, s1 - s0 + 1, self.interpolation,
+                                       np.dtype(np.float32))[first - s0: stop - s0]
         background = medians.reshape((stop - first,) + self.frame_shape)
         own = int(np.searchsorted(needed, first))  # frames first..stop-1 follow each other
-        return frames[own: own + stop - first] - background, background
+        with self.correct.watch("subtract"):
+            result = frames[own: own + stop - first] - background
+        return result, background
 
 
-def _reuse_or_correct(needed: np.ndarray, cache: tuple, correct: "_Corrector") -> np.ndarray:
+def _reuse_or_correct(needed: np.ndarray, cache: tuple, correct: "_Corrector",
+                      watch: _Stopwatch) -> np.ndarray:
     """Corrected frames ``needed`` (sorted), taking those the previous chunk already
     corrected (the window overlap) from ``cache = (indices, frames)``."""
     cached_idx, cached = cache
     have = np.isin(needed, cached_idx)
     if not have.any():
         return correct(needed)
-    frames = np.empty((len(needed),) + cached.shape[1:], np.float32)
-    dst = np.flatnonzero(have)
-    src = np.searchsorted(cached_idx, needed[have])
-    if np.all(np.diff(dst) == 1) and np.all(np.diff(src) == 1):  # one block: plain copy
-        frames[dst[0]: dst[-1] + 1] = cached[src[0]: src[-1] + 1]
-    else:
-        frames[dst] = cached[src]
+    with watch("overlap_copy"):
+        frames = np.empty((len(needed),) + cached.shape[1:], np.float32)
+        dst = np.flatnonzero(have)
+        src = np.searchsorted(cached_idx, needed[have])
+        if np.all(np.diff(dst) == 1) and np.all(np.diff(src) == 1):  # one block: plain copy
+            frames[dst[0]: dst[-1] + 1] = cached[src[0]: src[-1] + 1]
+        else:
+            frames[dst] = cached[src]
     if not have.all():
         frames[~have] = correct(needed[~have])
     return frames
@@ -266,6 +294,7 @@ def preprocess(
     config: Union[PreprocessConfig, str, os.PathLike, Mapping],
     progress: bool = True,
     on_chunk: Optional[Callable[[int, int, int], None]] = None,
+    timings: Optional[dict] = None,
 ) -> PreprocessResult:
     """Run the DCT preprocessing of one volume (see the module notes).
 
@@ -278,6 +307,10 @@ def preprocess(
     on_chunk : callable, optional
         Called as ``on_chunk(index, first_frame, stop_frame)`` after each chunk is safely
         written (an exception raised there interrupts the run; it resumes later).
+    timings : dict, optional
+        If given, receives the wall seconds spent in each stage (``read``, ``correct``,
+        ``overlap_copy``, ``moving_median``, ``subtract``, ``median2d``, ``write``), summed
+        over chunks (profiling).
 
     Returns
     -------
@@ -314,7 +347,8 @@ def preprocess(
         if n_frames == 0:
             raise ValueError(f"preprocess.input: {cfg.input!r} holds no frames")
         frame_shape = tuple(stack.shape[1:])
-        correct = _Corrector(cfg, stack)
+        watch = _Stopwatch(timings)
+        correct = _Corrector(cfg, stack, watch)
         chunk = cfg.chunk_frames
         n_chunks = -(-n_frames // chunk)
         background_plan = None
@@ -339,15 +373,17 @@ def preprocess(
                     else:
                         result, background = background_plan.subtract(first, stop)
                     if mf.active:
-                        result = median_filter2d(result, tuple(mf.size) if isinstance(
-                            mf.size, list) else mf.size, mode=mf.mode, backend=cfg.backend,
-                            num_threads=threads)
-                    h5["/entry/preprocessed/data"][first:stop] = result
-                    if cfg.save_background:
-                        h5["/entry/background/data"][first:stop] = background
-                    h5.flush()
-                    done[index] = 1
-                    h5.flush()
+                        with watch("median2d"):
+                            result = median_filter2d(result, tuple(mf.size) if isinstance(
+                                mf.size, list) else mf.size, mode=mf.mode,
+                                backend=cfg.backend, num_threads=threads)
+                    with watch("write"):
+                        h5["/entry/preprocessed/data"][first:stop] = result
+                        if cfg.save_background:
+                            h5["/entry/background/data"][first:stop] = background
+                        h5.flush()
+                        done[index] = 1
+                        h5.flush()
                     computed += 1
                     bar.update(1)
                     if on_chunk is not None:
