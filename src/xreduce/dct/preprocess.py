@@ -123,6 +123,7 @@ class _Corrector:
     def __init__(self, cfg: PreprocessConfig, stack, watch: _Stopwatch):
         self.stack, self.watch = stack, watch
         self.threads = cfg.num_threads or 0
+        self.raw = None  # buffer of raw frames
         rows, cols = stack.shape[1:]
         self.dark = None
         if cfg.dark is not None:
@@ -182,7 +183,9 @@ class _Corrector:
     def into(self, indices: np.ndarray, out: np.ndarray, normalise: bool = True) -> np.ndarray:
         """Corrected frames ``indices`` written into ``out`` (C-contiguous float32)."""
         with self.watch("read"):
-            raw = np.ascontiguousarray(self.stack.read_frames(indices))
+            if self.raw is None or len(self.raw) < len(indices):  # reused from chunk to chunk
+                self.raw = np.empty((len(indices),) + self.stack.shape[1:], self.stack.dtype)
+            raw = self.stack.read_frames(indices, out=self.raw[:len(indices)])
         with self.watch("correct"):
             if self.box is None or not normalise:
                 self._fused(raw, out, slice(None), None)
