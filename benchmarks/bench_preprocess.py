@@ -78,24 +78,20 @@ def main() -> None:
             "moving_median": {"window": window}, "median_filter": {"size": 3},
             "chunk_frames": args.chunk, "num_threads": args.threads, "overwrite": True,
         }}
-        def run(timings=None) -> tuple[float, float]:
-            if os.path.exists(cfg["preprocess"]["output"]):  # unlinking is not timed
-                os.remove(cfg["preprocess"]["output"])
-            wall0, cpu0 = time.perf_counter(), time.process_time()
-            preprocess(cfg, progress=False, timings=timings)
-            return time.perf_counter() - wall0, time.process_time() - cpu0
-
-        # the stages, timed in a run without the writer thread (stages do not overlap)
         best = None
         for _ in range(args.repeat):  # best of several: the machine may be shared
+            if os.path.exists(cfg["preprocess"]["output"]):  # unlinking is not timed
+                os.remove(cfg["preprocess"]["output"])
             timings: dict = {}
-            wall, cpu = run(timings)
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            preprocess(cfg, progress=False, timings=timings)
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             if best is None or wall < best[0]:
                 best = (wall, cpu, timings)
         wall, cpu, timings = best
         print(f"xreduce preprocess, ({args.frames}, {args.size}, {args.size}) uint16, window "
               f"{window}, 3x3, chunk {args.chunk}, {args.threads} threads (best of "
-              f"{args.repeat} by wall time; stages timed with the writer thread off)")
+              f"{args.repeat} by wall time)")
         print(f"{'stage':>14} {'wall s':>8} {'CPU s':>8} {'wall ns/pf':>11} {'CPU ns/pf':>10}")
         for stage in STAGES + ("other", "total"):
             if stage == "other":
@@ -107,11 +103,6 @@ def main() -> None:
                 s_wall, s_cpu = timings.get(stage, (0.0, 0.0))
             print(f"{stage:>14} {s_wall:8.3f} {s_cpu:8.3f} {1e9 * s_wall / pixel_frames:11.2f} "
                   f"{1e9 * s_cpu / pixel_frames:10.2f}")
-        overlapped = min((run() for _ in range(args.repeat)), key=lambda t: t[0])
-        print(f"{'writer thread':>14} {overlapped[0]:8.3f} {overlapped[1]:8.3f} "
-              f"{1e9 * overlapped[0] / pixel_frames:11.2f} "
-              f"{1e9 * overlapped[1] / pixel_frames:10.2f}   (the default: writes overlap)")
-        wall, cpu = overlapped
         full_wall = wall / pixel_frames * FULL_PIXEL_FRAMES
         full_cpu = cpu / pixel_frames * FULL_PIXEL_FRAMES
         print(f"projected 3600 x 2048 x 2048: {full_wall:.0f} s wall here, {full_cpu:.0f} "

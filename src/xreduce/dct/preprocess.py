@@ -13,10 +13,9 @@ and writes one HDF5 file per volume (NeXus layout: ``/entry/preprocessed/data``,
 ``/entry/background/data``, provenance in ``/entry/process``). Results are identical to
 applying the same steps to the whole stack in memory, whatever ``chunk_frames``.
 
-Memory: about ``4 * rows * cols * (9 * chunk_frames + 3 * (window + 2 * step))`` bytes (the
-raw frames, the corrected frames a chunk's windows reach, those of the previous chunk kept for
-the overlap, two sets of background, result and filtered result: one computed while the other
-is written by a writer thread), stated in the result and by the command line.
+Memory: about ``4 * rows * cols * (6 * chunk_frames + 3 * (window + 2 * step))`` bytes (the
+corrected frames a chunk's windows reach, those of the previous chunk kept for the overlap,
+the background, result and filtered result), stated in the result and by the command line.
 
 Resuming: the file is written as ``.<name>.partial`` next to the output; each finished chunk is
 flagged in ``/entry/process/chunk_done``. Running the same configuration again skips the
@@ -36,7 +35,6 @@ import dataclasses
 import datetime
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Mapping, Optional, Union
 
 import numpy as np
@@ -67,10 +65,9 @@ class PreprocessResult:
 
 def memory_estimate_bytes(frame_shape: tuple, chunk_frames: int, window: Optional[int],
                           step: int = 1) -> int:
-    """Upper estimate of the working memory (float32 frames; two sets of buffers, one for
-    the chunk being computed, one for the chunk being written)."""
+    """Upper estimate of the working memory of one chunk (float32 frames)."""
     reach = window + 2 * step if window else 0
-    return int(4 * frame_shape[0] * frame_shape[1] * (9 * chunk_frames + 3 * reach))
+    return int(4 * frame_shape[0] * frame_shape[1] * (6 * chunk_frames + 3 * reach))
 
 
 def _as_config(config) -> tuple[PreprocessConfig, str]:
@@ -203,18 +200,12 @@ class _Corrector:
 
 
 class _Buffers:
-    """Float32 arrays reused from chunk to chunk (no new allocation, no page faults).
-
-    Two of each: chunk ``k`` uses set ``k % 2`` (``turn``), so the corrected frames of the
-    previous chunk (its window overlap) and its result (being written by the writer thread)
-    stay intact while the next chunk is computed.
-    """
+    """Float32 arrays reused from chunk to chunk (no new allocation, no page faults)."""
 
     def __init__(self, frame_shape: tuple):
-        self.frame_shape, self.arrays, self.turn = tuple(frame_shape), {}, 0
+        self.frame_shape, self.arrays = tuple(frame_shape), {}
 
     def get(self, name: str, n_frames: int) -> np.ndarray:
-        name = f"{name}{self.turn}"
         array = self.arrays.get(name)
         if array is None or len(array) < n_frames:
             array = self.arrays[name] = np.empty((n_frames,) + self.frame_shape, np.float32)
@@ -242,6 +233,7 @@ class _Background:
         self.samples = _sample_frames(n_frames, mm.step)
         self.rank_lo, self.rank_hi = _ranks(self.frame_map, self.samples, mm.window, "mean")
         self.cache = (np.zeros(0, np.int64), None)  # corrected frames of the last chunk
+        self.parity = 0  # the corrected frames alternate between two buffers
 
     def subtract(self, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Corrected frames first..stop-1 minus their background, and the background (the
@@ -254,7 +246,8 @@ class _Background:
         s0, s1 = int(samples[i0]), int(samples[i1])
         reach = self.frame_map[s0: s1 + window]
         needed = np.unique(reach[reach >= 0])
-        frames = self.buffers.get("corrected", len(needed))
+        self.parity ^= 1
+        frames = self.buffers.get(f"corrected{self.parity}", len(needed))
         _reuse_or_correct(needed, self.cache, self.correct, frames)
         self.cache = (needed, frames)
         local_map = np.where(reach >= 0, np.searchsorted(needed, reach), -1).astype(np.int32)
@@ -303,24 +296,6 @@ def _reuse_or_correct(needed: np.ndarray, cache: tuple, correct: "_Corrector",
         frames[missing] = correct.into(needed[missing], np.empty(
             (len(missing),) + frames.shape[1:], np.float32))
     return frames
-
-
-class _SerialExecutor:
-    """Runs submitted work at once, in the calling thread (the ThreadPoolExecutor API)."""
-
-    def __enter__(self) -> "_SerialExecutor":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-    def submit(self, work: Callable, *args) -> Future:
-        future = Future()
-        try:
-            future.set_result(work(*args))
-        except BaseException as error:  # handed to the caller by future.result()
-            future.set_exception(error)
-        return future
 
 
 def _write_frames(dataset, first: int, frames: np.ndarray) -> None:
@@ -458,42 +433,15 @@ def preprocess(
         h5, done = _open_output(cfg, config_yaml, source_text, n_frames, frame_shape,
                                 n_chunks)
         computed = skipped = 0
-
-        def write(index: int, first: int, result: np.ndarray, background) -> None:
-            with watch("write"):
-                _write_frames(h5["/entry/preprocessed/data"], first, result)
-                if cfg.save_background:
-                    _write_frames(h5["/entry/background/data"], first, background)
-                h5.flush()
-                done[index] = 1
-                h5.flush()
-
-        def finished(pending) -> None:
-            """Wait for a chunk's write; then count it and tell ``on_chunk``."""
-            nonlocal computed
-            if pending is None:
-                return
-            future, index, first, stop = pending
-            future.result()
-            computed += 1
-            bar.update(1)
-            if on_chunk is not None:
-                on_chunk(index, first, stop)
-
         try:
             flags = done[...]
             bar = tqdm(total=n_chunks, disable=not progress, unit="chunk",
                        desc="preprocess", initial=int(flags.sum()))
-            # A writer thread writes chunk k while chunk k + 1 is computed (the kernels
-            # release the GIL), except when profiling, so that stages do not overlap.
-            writer = _SerialExecutor() if timings is not None else ThreadPoolExecutor(1)
-            pending = None
-            with bar, writer:
+            with bar:
                 for index in range(n_chunks):
                     if flags[index]:
                         skipped += 1
                         continue
-                    buffers.turn ^= 1
                     first, stop = index * chunk, min(n_frames, (index + 1) * chunk)
                     if background_plan is None:
                         result = correct.into(np.arange(first, stop),
@@ -507,10 +455,17 @@ def preprocess(
                                 mf.size, list) else mf.size, mode=mf.mode,
                                 out=buffers.get("filtered", stop - first),
                                 backend=cfg.backend, num_threads=threads)
-                    finished(pending)
-                    pending = (writer.submit(write, index, first, result, background),
-                               index, first, stop)
-                finished(pending)
+                    with watch("write"):
+                        _write_frames(h5["/entry/preprocessed/data"], first, result)
+                        if cfg.save_background:
+                            _write_frames(h5["/entry/background/data"], first, background)
+                        h5.flush()
+                        done[index] = 1
+                        h5.flush()
+                    computed += 1
+                    bar.update(1)
+                    if on_chunk is not None:
+                        on_chunk(index, first, stop)
             h5["/entry/process"].attrs["completed"] = (
                 datetime.datetime.now(datetime.timezone.utc).isoformat())
         finally:
