@@ -255,3 +255,30 @@ def test_opencl_backend_gives_the_same_file(tmp_path, rng):
     other = dict(config["preprocess"], backend="opencl", output=str(tmp_path / "ocl.h5"))
     np.testing.assert_array_equal(read_output(preprocess({"preprocess": other},
                                                          progress=False).output), cython)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.uint32,
+                                   np.float32, np.float64])
+def test_fused_correction_equals_numpy_steps(rng, dtype):
+    """The compiled dark/offset/scale pass equals the NumPy steps bitwise, on a row range,
+    with or without dark, offset and scale."""
+    from xreduce.ext.frame_correction import correct_frames
+
+    raw = (rng.random((3, 6, 7)) * 120).astype(dtype)
+    dark = rng.normal(10, 3, (6, 7)).astype(np.float32)
+    scale = rng.uniform(0.5, 2, 3).astype(np.float32)
+    none = np.zeros(0, np.float32)
+    for use_dark, offset, use_scale in [(True, 2.5, True), (False, 0.0, False),
+                                        (True, 0.0, False), (False, -1.25, True)]:
+        want = raw.astype(np.float32)
+        if use_dark:
+            want = np.subtract(raw, dark, dtype=np.float32)
+        if offset:
+            want -= np.float32(offset)
+        if use_scale:
+            want *= scale[:, None, None]
+        out = np.full(raw.shape, np.nan, np.float32)
+        correct_frames(raw, dark if use_dark else none.reshape(0, 0), offset,
+                       scale if use_scale else none, out, 2, 5, 2)
+        np.testing.assert_array_equal(out[:, 2:5], want[:, 2:5])
+        assert np.isnan(out[:, :2]).all() and np.isnan(out[:, 5:]).all()
