@@ -61,3 +61,22 @@ def correct_frames(const raw_t[:, :, ::1] raw, const float[:, ::1] dark, float o
                     v = v * s
                 out[f, r, c] = v
     return out
+
+
+def subtract_frames(const float[:, ::1] a, const float[:, ::1] b, float[:, ::1] out,
+                    int num_threads=0):
+    """``out = a - b`` in float32 (``out`` may be ``b``), frame by frame over OpenMP threads.
+
+    ``a``, ``b`` and ``out``: (frames, pixels), C-contiguous, the same shape.
+    """
+    cdef Py_ssize_t n = a.shape[0], npix = a.shape[1], f, p
+    if (b.shape[0] != n or b.shape[1] != npix or out.shape[0] != n
+            or out.shape[1] != npix):
+        raise ValueError("a, b and out must have the same shape")
+    if num_threads <= 0:
+        num_threads = openmp.omp_get_max_threads()
+    with nogil:
+        for f in prange(n, num_threads=num_threads, schedule="static"):
+            for p in range(npix):
+                out[f, p] = a[f, p] - b[f, p]
+    return out

@@ -238,6 +238,7 @@ class _Background:
     def subtract(self, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Corrected frames first..stop-1 minus their background, and the background (the
         arrays are reused by the next call)."""
+        from xreduce.ext.frame_correction import subtract_frames
         from xreduce.median import _interpolate, _run_moving_median
 
         samples, window, watch = self.samples, self.window, self.correct.watch
@@ -270,8 +271,10 @@ class _Background:
             # for the next chunk's overlap
             out = (self.buffers.get("result", stop - first) if self.keep_background
                    else background)
-            result = np.subtract(frames[own: own + stop - first], background, out=out)
-        return result, background
+            shape = (stop - first, -1)  # float32 subtraction over OpenMP threads
+            subtract_frames(frames[own: own + stop - first].reshape(shape),
+                            background.reshape(shape), out.reshape(shape), self.threads)
+        return out, background
 
 
 def _reuse_or_correct(needed: np.ndarray, cache: tuple, correct: "_Corrector",
