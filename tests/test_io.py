@@ -42,6 +42,24 @@ def test_hdf5_selections(h5_stack):
             stack.read(5, 11)
 
 
+@pytest.mark.parametrize("selection, expected", [
+    ("[1:11]", np.s_[1:11]), ("[0:12:3, 1:5, ::2]", np.s_[0:12:3, 1:5, ::2]),
+    ("[:, 2, :]", np.s_[:, 2:3, :])])
+def test_read_frames_into_a_buffer(h5_stack, selection, expected):
+    """``read_frames(..., out=)`` (read directly into the buffer for plain selections)
+    gives what ``read`` gives, for runs and for scattered indices."""
+    path, data = h5_stack
+    with open_stack(f"{path}::/entry/data{selection}") as stack:
+        want = data[expected].reshape(stack.shape)
+        out = np.full((3,) + stack.shape[1:], 7, np.uint16)
+        assert stack.read_frames([1, 2, 3], out=out) is out
+        np.testing.assert_array_equal(out, want[1:4])
+        stack.read_frames([3, 0, 3], out=out)
+        np.testing.assert_array_equal(out, want[[3, 0, 3]])
+        with pytest.raises(ValueError, match="out"):
+            stack.read_frames([1, 2, 3], out=np.empty((3,) + stack.shape[1:], np.float32))
+
+
 def test_iter_chunks(h5_stack):
     path, data = h5_stack
     chunks = list(iter_chunks(f"{path}::/entry/data", 5))

@@ -132,3 +132,16 @@ def test_opencl_dtypes_and_nans(rng, dtype):
         stack[0, 5, 5] = np.nan
     for size in (3, 5):
         assert_bitwise(median_filter2d(stack, size, backend="opencl"), median_filter2d(stack, size))
+
+
+def test_out_written_directly_and_in_place(rng):
+    """A C-contiguous ``out`` is filled by the kernel itself; ``out`` being the input (in
+    place) still gives the out-of-place result (the kernel reads neighbours)."""
+    stack = rng.normal(size=(3, 17, 19)).astype(np.float32)
+    expected = median_filter2d(stack, 3)
+    out = np.full_like(stack, np.nan)
+    assert median_filter2d(stack, 3, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    in_place = stack.copy()
+    assert median_filter2d(in_place, 3, out=in_place) is in_place
+    np.testing.assert_array_equal(in_place, expected)

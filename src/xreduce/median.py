@@ -482,9 +482,13 @@ def median_filter2d(
     elif backend == "cython":
         from xreduce.ext import median_filter2d as ext
 
-        filtered = np.empty_like(stack)
+        direct = (out is not None and out.dtype == kernel_dtype and out.flags.c_contiguous
+                  and not np.shares_memory(out, stack))
+        filtered = out.reshape(stack.shape) if direct else np.empty_like(stack)
         ext.median_filter_frames(stack, size_r, size_c, FILTER_MODES.index(mode), cval_k[()],
                                  filtered, threads, isa)
+        if direct:
+            return out
         result = filtered.reshape(data.shape)
     else:
         result = _median_filter2d_opencl(stack, size_r, size_c, mode, cval_k, device)

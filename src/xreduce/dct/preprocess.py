@@ -30,9 +30,11 @@ Example
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
+import time
 from typing import Callable, Mapping, Optional, Union
 
 import numpy as np
@@ -86,11 +88,42 @@ def _as_config(config) -> tuple[PreprocessConfig, str]:
     return load_section(config, "preprocess"), source_text
 
 
-class _Corrector:
-    """Dark/offset subtraction and margin normalisation of raw frames, frame by frame."""
+class _Stopwatch:
+    """Accumulates ``[wall, CPU]`` seconds per pipeline stage into ``sink`` (a dict), if one
+    is given; CPU is that of the whole process (all threads)."""
 
-    def __init__(self, cfg: PreprocessConfig, stack):
-        self.stack = stack
+    def __init__(self, sink: Optional[dict] = None):
+        self.sink = sink
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        if self.sink is None:
+            yield
+            return
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            spent = self.sink.setdefault(stage, [0.0, 0.0])
+            spent[0] += time.perf_counter() - wall
+            spent[1] += time.process_time() - cpu
+
+
+_FUSED_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.int32,
+                                               np.uint32, np.float32, np.float64))
+
+
+class _Corrector:
+    """Dark/offset subtraction and margin normalisation of raw frames, into float32 buffers.
+
+    The arithmetic is that of the NumPy steps ``float32(raw) - dark``, ``- offset``,
+    ``* scale`` (each rounded to float32), done in one threaded pass by a compiled helper.
+    """
+
+    def __init__(self, cfg: PreprocessConfig, stack, watch: _Stopwatch):
+        self.stack, self.watch = stack, watch
+        self.threads = cfg.num_threads or 0
+        self.raw = None  # buffer of raw frames
         rows, cols = stack.shape[1:]
         self.dark = None
         if cfg.dark is not None:
@@ -101,7 +134,7 @@ class _Corrector:
                     f"frames {(rows, cols)}"
                 )
             reduce = np.mean if cfg.dark_reduction == "mean" else np.median
-            self.dark = reduce(dark, axis=0).astype(np.float32)
+            self.dark = np.ascontiguousarray(reduce(dark, axis=0), dtype=np.float32)
         self.offset = np.float32(cfg.offset)
         self.box = None
         if cfg.normalization == "margin":
@@ -112,8 +145,9 @@ class _Corrector:
                     f"{(rows, cols)}"
                 )
             self.box = (slice(r0, r1), slice(c0, c1))
-            self.reference = 1.0
-            self.reference = float(self._margin_means(self.corrected_plain(np.array([0])))[0])
+            first = self.into(np.array([0]), np.empty((1, rows, cols), np.float32),
+                              normalise=False)
+            self.reference = float(self._margin_means(first)[0])
 
     def _margin_means(self, frames: np.ndarray) -> np.ndarray:
         means = frames[(slice(None),) + self.box].mean(axis=(1, 2), dtype=np.float64)
@@ -124,22 +158,58 @@ class _Corrector:
             )
         return means
 
-    def corrected_plain(self, indices: np.ndarray) -> np.ndarray:
-        raw = self.stack.read_frames(indices)
-        if self.dark is not None:  # converts and subtracts in one pass
-            frames = np.subtract(raw, self.dark, dtype=np.float32)
-        else:
-            frames = raw.astype(np.float32)
-        if self.offset:
-            frames -= self.offset
-        return frames
+    def _fused(self, raw: np.ndarray, out: np.ndarray, rows: slice,
+               scale: Optional[np.ndarray]) -> None:
+        """out[:, rows] = ((float32(raw[:, rows]) - dark[rows]) - offset) * scale."""
+        if raw.dtype in _FUSED_DTYPES:
+            from xreduce.ext.frame_correction import correct_frames
 
-    def __call__(self, indices: np.ndarray) -> np.ndarray:
-        frames = self.corrected_plain(indices)
-        if self.box is not None:
-            scale = (self.reference / self._margin_means(frames)).astype(np.float32)
-            frames *= scale[:, None, None]
-        return frames
+            none = np.zeros(0, np.float32)
+            start, stop, _ = rows.indices(raw.shape[1])
+            correct_frames(raw, none.reshape(0, 0) if self.dark is None else self.dark,
+                           float(self.offset), none if scale is None else scale, out,
+                           start, max(start, stop), self.threads)
+            return
+        raw, out = raw[:, rows], out[:, rows]
+        if self.dark is not None:  # other dtypes: the same NumPy steps
+            np.subtract(raw, self.dark[rows], out=out, dtype=np.float32)
+        else:
+            out[...] = raw
+        if self.offset:
+            out -= self.offset
+        if scale is not None:
+            out *= scale[:, None, None]
+
+    def into(self, indices: np.ndarray, out: np.ndarray, normalise: bool = True) -> np.ndarray:
+        """Corrected frames ``indices`` written into ``out`` (C-contiguous float32)."""
+        with self.watch("read"):
+            if self.raw is None or len(self.raw) < len(indices):  # reused from chunk to chunk
+                self.raw = np.empty((len(indices),) + self.stack.shape[1:], self.stack.dtype)
+            raw = self.stack.read_frames(indices, out=self.raw[:len(indices)])
+        with self.watch("correct"):
+            if self.box is None or not normalise:
+                self._fused(raw, out, slice(None), None)
+                return out
+            rows = self.box[0]  # the margin rows first, for the scale; then the others
+            self._fused(raw, out, rows, None)
+            scale = (self.reference / self._margin_means(out)).astype(np.float32)
+            out[:, rows] *= scale[:, None, None]
+            self._fused(raw, out, slice(0, rows.start), scale)
+            self._fused(raw, out, slice(rows.stop, None), scale)
+        return out
+
+
+class _Buffers:
+    """Float32 arrays reused from chunk to chunk (no new allocation, no page faults)."""
+
+    def __init__(self, frame_shape: tuple):
+        self.frame_shape, self.arrays = tuple(frame_shape), {}
+
+    def get(self, name: str, n_frames: int) -> np.ndarray:
+        array = self.arrays.get(name)
+        if array is None or len(array) < n_frames:
+            array = self.arrays[name] = np.empty((n_frames,) + self.frame_shape, np.float32)
+        return array[:n_frames]
 
 
 class _Background:
@@ -151,61 +221,96 @@ class _Background:
     """
 
     def __init__(self, cfg: PreprocessConfig, n_frames: int, frame_shape: tuple,
-                 correct: "_Corrector"):
+                 correct: "_Corrector", buffers: _Buffers):
         from xreduce.median import _frame_map, _ranks, _sample_frames
 
         mm = cfg.moving_median
         self.window, self.step, self.interpolation = mm.window, mm.step, mm.interpolation
         self.backend, self.threads = cfg.backend, cfg.num_threads or 0
-        self.frame_shape, self.correct = frame_shape, correct
+        self.keep_background = cfg.save_background
+        self.frame_shape, self.correct, self.buffers = frame_shape, correct, buffers
         self.frame_map = _frame_map(n_frames, mm.window, mm.mode)
         self.samples = _sample_frames(n_frames, mm.step)
         self.rank_lo, self.rank_hi = _ranks(self.frame_map, self.samples, mm.window, "mean")
         self.cache = (np.zeros(0, np.int64), None)  # corrected frames of the last chunk
+        self.parity = 0  # the corrected frames alternate between two buffers
 
     def subtract(self, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Corrected frames first..stop-1 minus their background, and the background."""
+        """Corrected frames first..stop-1 minus their background, and the background (the
+        arrays are reused by the next call)."""
+        from xreduce.ext.frame_correction import subtract_frames
         from xreduce.median import _interpolate, _run_moving_median
 
-        samples, window = self.samples, self.window
+        samples, window, watch = self.samples, self.window, self.correct.watch
         i0 = int(np.searchsorted(samples, first, side="right")) - 1  # last sample <= first
         i1 = int(np.searchsorted(samples, stop - 1, side="left"))  # first sample >= stop-1
         s0, s1 = int(samples[i0]), int(samples[i1])
         reach = self.frame_map[s0: s1 + window]
         needed = np.unique(reach[reach >= 0])
-        frames = _reuse_or_correct(needed, self.cache, self.correct)
+        self.parity ^= 1
+        frames = self.buffers.get(f"corrected{self.parity}", len(needed))
+        _reuse_or_correct(needed, self.cache, self.correct, frames)
         self.cache = (needed, frames)
         local_map = np.where(reach >= 0, np.searchsorted(needed, reach), -1).astype(np.int32)
         local_samples = np.ascontiguousarray(samples[i0: i1 + 1] - s0, np.int32)
-        medians = _run_moving_median(
-            frames.reshape(len(needed), -1), window, local_map, local_samples,
-            self.rank_lo[i0: i1 + 1], self.rank_hi[i0: i1 + 1], self.backend, self.threads,
-        )
-        if self.step > 1:
-            medians = _interpolate(medians, local_samples, s1 - s0 + 1, self.interpolation,
-                                   np.dtype(np.float32))[first - s0: stop - s0]
+        direct = self.backend == "cython"
+        with watch("moving_median"):
+            medians = _run_moving_median(
+                frames.reshape(len(needed), -1), window, local_map, local_samples,
+                self.rank_lo[i0: i1 + 1], self.rank_hi[i0: i1 + 1], self.backend, self.threads,
+                out=(self.buffers.get("medians", len(local_samples)).reshape(
+                    len(local_samples), -1) if direct else None),
+            )
+            if self.step > 1:
+                medians = _interpolate(medians, local_samples, s1 - s0 + 1, self.interpolation,
+                                       np.dtype(np.float32))[first - s0: stop - s0]
         background = medians.reshape((stop - first,) + self.frame_shape)
         own = int(np.searchsorted(needed, first))  # frames first..stop-1 follow each other
-        return frames[own: own + stop - first] - background, background
+        with watch("subtract"):
+            # in place over the background unless it is saved; the corrected frames are kept
+            # for the next chunk's overlap
+            out = (self.buffers.get("result", stop - first) if self.keep_background
+                   else background)
+            shape = (stop - first, -1)  # float32 subtraction over OpenMP threads
+            subtract_frames(frames[own: own + stop - first].reshape(shape),
+                            background.reshape(shape), out.reshape(shape), self.threads)
+        return out, background
 
 
-def _reuse_or_correct(needed: np.ndarray, cache: tuple, correct: "_Corrector") -> np.ndarray:
-    """Corrected frames ``needed`` (sorted), taking those the previous chunk already
-    corrected (the window overlap) from ``cache = (indices, frames)``."""
+def _reuse_or_correct(needed: np.ndarray, cache: tuple, correct: "_Corrector",
+                      frames: np.ndarray) -> np.ndarray:
+    """Fill ``frames`` with the corrected frames ``needed`` (sorted), taking those the
+    previous chunk already corrected (the window overlap) from ``cache = (indices, frames)``."""
     cached_idx, cached = cache
     have = np.isin(needed, cached_idx)
     if not have.any():
-        return correct(needed)
-    frames = np.empty((len(needed),) + cached.shape[1:], np.float32)
-    dst = np.flatnonzero(have)
-    src = np.searchsorted(cached_idx, needed[have])
-    if np.all(np.diff(dst) == 1) and np.all(np.diff(src) == 1):  # one block: plain copy
-        frames[dst[0]: dst[-1] + 1] = cached[src[0]: src[-1] + 1]
-    else:
-        frames[dst] = cached[src]
-    if not have.all():
-        frames[~have] = correct(needed[~have])
+        return correct.into(needed, frames)
+    with correct.watch("overlap_copy"):
+        dst = np.flatnonzero(have)
+        src = np.searchsorted(cached_idx, needed[have])
+        if np.all(np.diff(dst) == 1) and np.all(np.diff(src) == 1):  # one block: plain copy
+            frames[dst[0]: dst[-1] + 1] = cached[src[0]: src[-1] + 1]
+        else:
+            frames[dst] = cached[src]
+    missing = np.flatnonzero(~have)
+    if len(missing) and np.all(np.diff(missing) == 1):  # one block: corrected in place
+        correct.into(needed[missing], frames[missing[0]: missing[-1] + 1])
+    elif len(missing):
+        frames[missing] = correct.into(needed[missing], np.empty(
+            (len(missing),) + frames.shape[1:], np.float32))
     return frames
+
+
+def _write_frames(dataset, first: int, frames: np.ndarray) -> None:
+    """Write float32 frames at ``first``: uncompressed, one HDF5 chunk per frame, each frame
+    is its chunk's bytes and goes to the file directly (no chunk cache, no conversion)."""
+    if (dataset.compression is not None or dataset.shuffle or dataset.fletcher32
+            or dataset.chunks != (1,) + frames.shape[1:] or frames.dtype != np.float32):
+        dataset[first: first + len(frames)] = frames
+        return
+    frames = np.ascontiguousarray(frames)
+    for k in range(len(frames)):
+        dataset.id.write_direct_chunk((first + k, 0, 0), frames[k])
 
 
 def _results_differ(a: PreprocessConfig, b: PreprocessConfig) -> bool:
@@ -266,6 +371,7 @@ def preprocess(
     config: Union[PreprocessConfig, str, os.PathLike, Mapping],
     progress: bool = True,
     on_chunk: Optional[Callable[[int, int, int], None]] = None,
+    timings: Optional[dict] = None,
 ) -> PreprocessResult:
     """Run the DCT preprocessing of one volume (see the module notes).
 
@@ -278,6 +384,10 @@ def preprocess(
     on_chunk : callable, optional
         Called as ``on_chunk(index, first_frame, stop_frame)`` after each chunk is safely
         written (an exception raised there interrupts the run; it resumes later).
+    timings : dict, optional
+        If given, receives ``[wall, CPU]`` seconds (CPU of all threads) spent in each stage (``read``, ``correct``,
+        ``overlap_copy``, ``moving_median``, ``subtract``, ``median2d``, ``write``), summed
+        over chunks (profiling).
 
     Returns
     -------
@@ -314,12 +424,14 @@ def preprocess(
         if n_frames == 0:
             raise ValueError(f"preprocess.input: {cfg.input!r} holds no frames")
         frame_shape = tuple(stack.shape[1:])
-        correct = _Corrector(cfg, stack)
+        watch = _Stopwatch(timings)
+        correct = _Corrector(cfg, stack, watch)
+        buffers = _Buffers(frame_shape)
         chunk = cfg.chunk_frames
         n_chunks = -(-n_frames // chunk)
         background_plan = None
         if mm.window is not None:
-            background_plan = _Background(cfg, n_frames, frame_shape, correct)
+            background_plan = _Background(cfg, n_frames, frame_shape, correct, buffers)
         memory = memory_estimate_bytes(frame_shape, chunk, mm.window, mm.step)
         h5, done = _open_output(cfg, config_yaml, source_text, n_frames, frame_shape,
                                 n_chunks)
@@ -335,19 +447,24 @@ def preprocess(
                         continue
                     first, stop = index * chunk, min(n_frames, (index + 1) * chunk)
                     if background_plan is None:
-                        result, background = correct(np.arange(first, stop)), None
+                        result = correct.into(np.arange(first, stop),
+                                              buffers.get("result", stop - first))
+                        background = None
                     else:
                         result, background = background_plan.subtract(first, stop)
                     if mf.active:
-                        result = median_filter2d(result, tuple(mf.size) if isinstance(
-                            mf.size, list) else mf.size, mode=mf.mode, backend=cfg.backend,
-                            num_threads=threads)
-                    h5["/entry/preprocessed/data"][first:stop] = result
-                    if cfg.save_background:
-                        h5["/entry/background/data"][first:stop] = background
-                    h5.flush()
-                    done[index] = 1
-                    h5.flush()
+                        with watch("median2d"):
+                            result = median_filter2d(result, tuple(mf.size) if isinstance(
+                                mf.size, list) else mf.size, mode=mf.mode,
+                                out=buffers.get("filtered", stop - first),
+                                backend=cfg.backend, num_threads=threads)
+                    with watch("write"):
+                        _write_frames(h5["/entry/preprocessed/data"], first, result)
+                        if cfg.save_background:
+                            _write_frames(h5["/entry/background/data"], first, background)
+                        h5.flush()
+                        done[index] = 1
+                        h5.flush()
                     computed += 1
                     bar.update(1)
                     if on_chunk is not None:

@@ -94,16 +94,29 @@ class FrameStack(abc.ABC):
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Frames ``start .. stop - 1`` as a (frames, rows, cols) array."""
 
-    def read_frames(self, indices: Sequence[int]) -> np.ndarray:
-        """Frames at the given indices (any order, repeats allowed), read in runs."""
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Frames ``start .. stop - 1`` written into ``out`` (C-contiguous, the stack's
+        shape and dtype); HDF5 stacks read them there directly."""
+        out[...] = self.read(start, stop)
+        return out
+
+    def read_frames(self, indices: Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
+        """Frames at the given indices (any order, repeats allowed), read in runs; into
+        ``out`` (C-contiguous (len(indices), rows, cols), the stack's dtype) if given."""
         indices = np.asarray(indices, dtype=np.int64)
-        out = np.empty((len(indices),) + tuple(self.shape[1:]), self.dtype)
+        shape = (len(indices),) + tuple(self.shape[1:])
+        if out is not None and (out.shape != shape or out.dtype != self.dtype
+                                or not out.flags.c_contiguous):
+            raise ValueError(f"out: expected a C-contiguous {self.dtype} array of shape "
+                             f"{shape}, got {out.dtype} {out.shape}")
+        if out is None:
+            out = np.empty(shape, self.dtype)
         if len(indices) == 0:
             return out
         if indices.min() < 0 or indices.max() >= len(self):
             raise IndexError(f"frame indices outside 0..{len(self) - 1}")
         if np.all(np.diff(indices) == 1):  # one run, the common case: no copy
-            return self.read(int(indices[0]), int(indices[-1]) + 1)
+            return self.read_into(int(indices[0]), int(indices[-1]) + 1, out)
         order = np.argsort(indices, kind="stable")
         sorted_idx = indices[order]
         unique, inverse = np.unique(sorted_idx, return_inverse=True)
@@ -186,6 +199,16 @@ class _Hdf5Stack(FrameStack):
         first_sel = slice(frames[0], frames[-1] + 1, frames.step)
         data = self._dataset[(first_sel,) + self._rest]
         return np.ascontiguousarray(data).reshape((len(frames),) + self.shape[1:])
+
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        start, stop = _check_range(self, start, stop)
+        frames = self._frames[start:stop]
+        plain = len(self._rest) == 2 and all(isinstance(s, slice) for s in self._rest)
+        if len(frames) == 0 or not plain or out.dtype != self.dtype:
+            return super().read_into(start, stop, out)
+        first_sel = slice(frames[0], frames[-1] + 1, frames.step)
+        self._dataset.read_direct(out, source_sel=(first_sel,) + self._rest)
+        return out
 
     def close(self) -> None:
         self._file.close()
