@@ -223,6 +223,42 @@ def test_explicit_corners_match_flat_detector():
     np.testing.assert_allclose(a.solid_angle_array(), b.solid_angle_array(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("orientation", [1, 2, 3, 4])
+@pytest.mark.parametrize("unit", ["2th_deg", "q_A^-1", "r_mm", "d*2_A^-2"])
+def test_radial_bounds_are_the_corner_extremes(orientation, unit):
+    """Geometry.radial_bounds (computed from the corner grid, without the corner array) equals
+    the min and max over each pixel's 4 corners of corner_array, bit for bit: both evaluate the
+    same row kernel at the same points. Cached and read-only."""
+    rng = np.random.default_rng(orientation)
+    geo = Geometry(**random_params(rng), detector=Detector(PIXEL, PIXEL, SHAPE,
+                                                           orientation=orientation))
+    radial = np.array(geo.corner_array(unit)[..., 0])
+    bounds = geo.radial_bounds(unit)
+    assert bounds.shape == SHAPE + (2,) and bounds.dtype == np.float64
+    np.testing.assert_array_equal(bounds[..., 0], radial.min(axis=-1))
+    np.testing.assert_array_equal(bounds[..., 1], radial.max(axis=-1))
+    assert geo.radial_bounds(unit) is bounds and not bounds.flags.writeable
+    with pytest.raises(ValueError, match="radial_bounds needs a radial unit"):
+        geo.radial_bounds("chi_deg")
+
+
+def test_radial_bounds_of_explicit_corners():
+    """For a detector given by explicit (non-flat) corners the bounds come from its corner
+    array."""
+    rows, cols = 6, 5
+    i, j = np.meshgrid(np.arange(rows + 1) * 1e-4, np.arange(cols + 1) * 1e-4, indexing="ij")
+    corners = np.zeros((rows, cols, 4, 3))
+    for k, (o1, o2) in enumerate([(0, 0), (1, 0), (1, 1), (0, 1)]):
+        corners[:, :, k, 0] = i[o1:rows + o1, o2:cols + o2]
+        corners[:, :, k, 1] = j[o1:rows + o1, o2:cols + o2]
+        corners[:, :, k, 2] = 1e-3 * i[o1:rows + o1, o2:cols + o2]   # not flat
+    geo = Geometry(0.1, 2e-4, 1e-4, 0.3, 0.1, -0.2, 1e-10,
+                   Detector(1e-4, 1e-4, (rows, cols), corners=corners))
+    radial = np.array(geo.corner_array("2th_deg")[..., 0])
+    expected = np.stack([radial.min(axis=-1), radial.max(axis=-1)], axis=-1)
+    np.testing.assert_array_equal(geo.radial_bounds("2th_deg"), expected)
+
+
 def test_explicit_corners_out_of_plane():
     """Moving every corner by h along the normal is the same as a distance dist + h."""
     rows, cols = 5, 4

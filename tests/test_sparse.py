@@ -241,6 +241,46 @@ def test_radial_bounds(detector):
         assert nvalid == len(corners) - 4
 
 
+def test_bounds_extent(detector):
+    """bounds_extent over (radial min, max) pairs gives what valid_extent gives over the corners
+    (NaN bounds and masked pixels left out), for 1 and 2 threads."""
+    corners, _ = detector
+    mask = np.zeros(len(corners), dtype=np.uint8)
+    mask[[0, 5, 200]] = 1
+    bounds = csr_builder.radial_bounds(corners, None)[0]
+    bounds[9] = np.nan
+    corners = corners.copy()
+    corners[9, 0, 0] = np.nan
+    expected = csr_builder.valid_extent(corners[:, :, 0], corners[:, :, 1], mask)
+    for threads in (1, 2):
+        assert csr_builder.bounds_extent(bounds, mask, threads) == expected
+    assert csr_builder.bounds_extent(bounds[:0], None) == (np.inf, -np.inf, 0)
+
+
+@pytest.mark.parametrize("ranged", [False, True])
+def test_1d_bbox_from_radial_bounds(detector, ranged):
+    """A 1D bbox matrix built from per-pixel radial bounds (mask applied by the builder, NaN
+    bounds left out) is identical to the one built from the corners."""
+    corners, centers = detector
+    mask = np.zeros(len(corners), dtype=np.uint8)
+    mask[[1, 2, 50, 301]] = 1
+    corners = corners.copy()
+    corners[77, 2, 0] = np.inf
+    bounds = csr_builder.radial_bounds(corners, None)[0]
+    radial_range = (3.0, 20.0) if ranged else None
+    from_corners = build_csr_from_arrays(corners, None, 40, split="bbox", mask=mask,
+                                         radial_range=radial_range)
+    from_bounds = build_csr_from_arrays(None, None, 40, split="bbox", mask=mask,
+                                        radial_range=radial_range, radial_bounds=bounds)
+    for name in ("indptr", "indices", "data", "radial_edges"):
+        np.testing.assert_array_equal(getattr(from_bounds, name), getattr(from_corners, name))
+    assert not np.isin([1, 2, 50, 77, 301], from_bounds.indices).any()
+    with pytest.raises(ValueError, match="radial_bounds must have shape"):
+        build_csr_from_arrays(None, None, 40, split="bbox", radial_bounds=bounds[:, :1])
+    with pytest.raises(ValueError, match="corners are needed"):   # 2D needs the corners
+        build_csr_from_arrays(None, None, 40, 8, split="bbox", radial_bounds=bounds)
+
+
 def test_full_split_analytic_square():
     """A unit square pixel over bins of width 0.25 in both directions: each bin holds 1/16."""
     corners = np.array([[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]])
@@ -375,7 +415,8 @@ def small_geometry(mask=None):
 
 
 @pytest.mark.parametrize("split", ["no", "bbox", "full"])
-def test_geometry_gives_the_same_matrix_as_its_arrays(detector, split):
+@pytest.mark.parametrize("npt_azim", [None, 12])
+def test_geometry_gives_the_same_matrix_as_its_arrays(detector, split, npt_azim):
     """build_csr(Geometry) uses the geometry's corner / centre / chi arrays and its detector
     mask (or-ed with the user mask): the matrix equals the one built from the test's own NumPy
     positions of the same geometry (PONI formulas) to 1e-9."""
@@ -385,10 +426,10 @@ def test_geometry_gives_the_same_matrix_as_its_arrays(detector, split):
     user_mask = np.zeros((24, 20), bool)
     user_mask[:, 7] = True
     geometry = small_geometry(detector_mask)
-    m = build_csr(geometry, 25, 12, unit="2th_deg", split=split, mask=user_mask,
+    m = build_csr(geometry, 25, npt_azim, unit="2th_deg", split=split, mask=user_mask,
                   dtype=np.float64, compact=False)
     both = (detector_mask.ravel() != 0) | user_mask.ravel()
-    expected = build_csr((corners, centers), 25, 12, split=split, mask=both,
+    expected = build_csr((corners, centers), 25, npt_azim, split=split, mask=both,
                          radial_range=(m.radial_edges[0], m.radial_edges[-1]),
                          dtype=np.float64, compact=False)
     np.testing.assert_allclose(m.radial_edges, expected.radial_edges, rtol=1e-12)

@@ -111,9 +111,15 @@ cdef inline void write_entry(int64_t* cursor, int32_t* indices, float* data32, d
 
 
 cdef inline void emit(Emitter* e, int b, double coef) noexcept nogil:
+    """Record that the current pixel puts `coef` of itself in bin `b`, unless `coef` is tiny."""
+    if coef > MIN_COEF:
+        emit_entry(e, b, coef)
+
+
+cdef inline void emit_entry(Emitter* e, int b, double coef) noexcept nogil:
     """Record that the current pixel puts `coef` of itself in bin `b`."""
     cdef Entry* grown
-    if coef <= MIN_COEF or e.failed:
+    if e.failed:
         return
     if e.mode == MODE_FILL:
         write_entry(e.cursor, e.indices, e.data32, e.data64, b, e.pixel, coef)
@@ -288,23 +294,52 @@ cdef bint is_bow_tie(const double* q) noexcept nogil:
 # Splitting schemes: one function each, producing the pixel's (bin, coefficient) list
 # ------------------------------------------------------------------------------------------
 
-cdef void split_radial_box(const Bins* g, double rlo, double rhi, Emitter* e) noexcept nogil:
-    """1D bbox over the full circle: [rlo, rhi] spread uniformly over the radial bins. (The
-    common case, kept lean: no chi, and a box inside one bin needs no division.)"""
+cdef inline bint radial_box_bins(const Bins* g, double rlo, double rhi, int* first,
+                                 int* last) noexcept nogil:
+    """Bins first..last that get a share > MIN_COEF of the radial box [rlo, rhi] (1D bbox over
+    the full circle); first = last + 1 when none does. False when the box misses the range, or
+    is NaN (a left-out pixel). Only the two end bins can get a tiny share, so the test needs no
+    loop and no branch; the count, fill and buffered passes all use it, so they agree."""
     cdef double f = (rlo - g.r0) * g.inv_dr
     cdef double l = (rhi - g.r0) * g.inv_dr
-    cdef int i, i0, i1
-    cdef double inv_r
-    if l < 0 or f >= g.nr:
-        return
-    i0 = <int>f if f > 0 else 0
+    cdef double width, tiny, blo, bhi, share_first, share_last
+    cdef int i0, i1
+    if not (l >= 0 and f < g.nr):
+        return False
+    i0 = <int>f if f > 0 else 0         # truncation is floor for f >= 0
     i1 = <int>l if l < g.nr - 1 else g.nr - 1
-    if i0 == i1 and f >= 0 and l < g.nr:   # the whole box is in bin i0
-        emit(e, i0, 1.0)
+    width = rhi - rlo
+    tiny = MIN_COEF * width
+    blo = g.r0 + i0 * g.dr
+    bhi = g.r0 + (i0 + 1) * g.dr
+    share_first = (rhi if rhi < bhi else bhi) - (rlo if rlo > blo else blo)
+    blo = g.r0 + i1 * g.dr
+    bhi = g.r0 + (i1 + 1) * g.dr
+    share_last = (rhi if rhi < bhi else bhi) - (rlo if rlo > blo else blo)
+    first[0] = i0 + <int>((share_first <= tiny) & (width > 0))
+    last[0] = i1 - <int>((i1 > i0) & (share_last <= tiny))
+    return True
+
+
+cdef inline double radial_box_share(const Bins* g, double rlo, double rhi, double inv_width,
+                                    int i) noexcept nogil:
+    """Fraction of the radial box [rlo, rhi] in bin i (1.0 exactly when the box is inside)."""
+    cdef double blo = g.r0 + i * g.dr
+    cdef double bhi = g.r0 + (i + 1) * g.dr
+    if rlo >= blo and rhi <= bhi:
+        return 1.0
+    return ((rhi if rhi < bhi else bhi) - (rlo if rlo > blo else blo)) * inv_width
+
+
+cdef void split_radial_box(const Bins* g, double rlo, double rhi, Emitter* e) noexcept nogil:
+    """1D bbox over the full circle: [rlo, rhi] spread uniformly over the radial bins."""
+    cdef int i, first, last
+    cdef double inv_r
+    if not radial_box_bins(g, rlo, rhi, &first, &last):
         return
     inv_r = inverse_width(rlo, rhi)
-    for i in range(i0, i1 + 1):
-        emit(e, i, axis_fraction(rlo, rhi, inv_r, g.r0 + i * g.dr, g.r0 + (i + 1) * g.dr))
+    for i in range(first, last + 1):
+        emit_entry(e, i, radial_box_share(g, rlo, rhi, inv_r, i))
 
 
 cdef void split_box(const Bins* g, double rlo, double rhi, double clo, double chi,
@@ -458,54 +493,45 @@ ctypedef struct Positions:
     const uint8_t* mask             # or NULL
 
 
-cdef void count_radial_boxes(const Bins* g, const double* bounds, int64_t start, int64_t stop,
-                             int32_t* counts) noexcept nogil:
-    """Count pass of 1D bbox: split_radial_box with MODE_COUNT, unrolled into one loop."""
+cdef void count_radial_boxes(const Bins* g, const double* bounds, const uint8_t* mask,
+                             int64_t start, int64_t stop, Emitter* e) noexcept nogil:
+    """Count pass of 1D bbox: each pixel adds +1 at its first bin and -1 after its last to a
+    difference array, whose running sum is then the count of each bin (no branch per bin)."""
     cdef int64_t p
-    cdef double rlo, rhi, f, l, inv_r
-    cdef int i, i0, i1
+    cdef int i, first, last, running = 0
+    cdef int32_t* diff = <int32_t*>calloc(g.nr + 1, sizeof(int32_t))
+    if diff == NULL:
+        e.failed = True
+        return
     for p in range(start, stop):
-        rlo = bounds[2 * p]
-        rhi = bounds[2 * p + 1]
-        f = (rlo - g.r0) * g.inv_dr
-        l = (rhi - g.r0) * g.inv_dr
-        if not (l >= 0 and f < g.nr):      # NaN (left-out pixel) or outside
+        if mask != NULL and mask[p]:
             continue
-        i0 = <int>f if f > 0 else 0
-        i1 = <int>l if l < g.nr - 1 else g.nr - 1
-        if i0 == i1 and f >= 0 and l < g.nr:
-            counts[i0] += 1
-            continue
-        inv_r = inverse_width(rlo, rhi)
-        for i in range(i0, i1 + 1):
-            if axis_fraction(rlo, rhi, inv_r, g.r0 + i * g.dr,
-                             g.r0 + (i + 1) * g.dr) > MIN_COEF:
-                counts[i] += 1
+        if radial_box_bins(g, bounds[2 * p], bounds[2 * p + 1], &first, &last):
+            diff[first] += 1
+            diff[last + 1] -= 1
+    for i in range(g.nr):
+        running = running + diff[i]
+        e.counts[i] += running
+    free(diff)
 
 
-cdef void fill_radial_boxes(const Bins* g, const double* bounds, int64_t start, int64_t stop,
-                            const Emitter* e) noexcept nogil:
-    """Fill pass of 1D bbox: split_radial_box with MODE_FILL, unrolled into one loop."""
+cdef void fill_radial_boxes(const Bins* g, const double* bounds, const uint8_t* mask,
+                            int64_t start, int64_t stop, const Emitter* e) noexcept nogil:
+    """Fill pass of 1D bbox: the entries that count_radial_boxes counted."""
     cdef int64_t p
-    cdef double rlo, rhi, f, l, inv_r, coef
-    cdef int i, i0, i1
+    cdef double rlo, rhi, inv_r
+    cdef int i, first, last
     for p in range(start, stop):
+        if mask != NULL and mask[p]:
+            continue
         rlo = bounds[2 * p]
         rhi = bounds[2 * p + 1]
-        f = (rlo - g.r0) * g.inv_dr
-        l = (rhi - g.r0) * g.inv_dr
-        if not (l >= 0 and f < g.nr):      # NaN (left-out pixel) or outside
-            continue
-        i0 = <int>f if f > 0 else 0
-        i1 = <int>l if l < g.nr - 1 else g.nr - 1
-        if i0 == i1 and f >= 0 and l < g.nr:
-            write_entry(e.cursor, e.indices, e.data32, e.data64, i0, <int32_t>p, 1.0)
+        if not radial_box_bins(g, rlo, rhi, &first, &last):
             continue
         inv_r = inverse_width(rlo, rhi)
-        for i in range(i0, i1 + 1):
-            coef = axis_fraction(rlo, rhi, inv_r, g.r0 + i * g.dr, g.r0 + (i + 1) * g.dr)
-            if coef > MIN_COEF:
-                write_entry(e.cursor, e.indices, e.data32, e.data64, i, <int32_t>p, coef)
+        for i in range(first, last + 1):
+            write_entry(e.cursor, e.indices, e.data32, e.data64, i, <int32_t>p,
+                        radial_box_share(g, rlo, rhi, inv_r, i))
 
 
 cdef void split_chunk(const Bins* g, int split, const Positions* pos, int64_t start,
@@ -539,12 +565,14 @@ cdef void split_chunk(const Bins* g, int split, const Positions* pos, int64_t st
         return
     if pos.bounds != NULL:                  # 1D bbox, radial extents already known
         if e.mode == MODE_COUNT:
-            count_radial_boxes(g, pos.bounds, start, stop, e.counts)
+            count_radial_boxes(g, pos.bounds, pos.mask, start, stop, e)
             return
         if e.mode == MODE_FILL:
-            fill_radial_boxes(g, pos.bounds, start, stop, e)
+            fill_radial_boxes(g, pos.bounds, pos.mask, start, stop, e)
             return
         for p in range(start, stop):
+            if pos.mask != NULL and pos.mask[p]:
+                continue
             if pos.bounds[2 * p] == pos.bounds[2 * p]:      # not NaN: a valid pixel
                 e.pixel = <int32_t>p
                 split_radial_box(g, pos.bounds[2 * p], pos.bounds[2 * p + 1], e)
@@ -697,9 +725,10 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
         16 bytes per entry); False: pass 3 recomputes the entries (no buffer). None: recompute
         for "no" and for 1D bbox over the full circle (cheapest geometry), buffer otherwise.
     bounds : ndarray (npix, 2) float64 or None
-        For 1D bbox over the full circle: the first result of :func:`radial_bounds` for these
-        corners and mask, if already computed (else computed here). Both passes then read these
-        16 bytes per pixel instead of the 64 of its corners.
+        For 1D bbox over the full circle: each pixel's radial (min, max) over its corners, NaN
+        for a pixel left out (:func:`radial_bounds`), if already computed (else computed here
+        from `corners`, which may then be None). Both passes read these 16 bytes per pixel
+        instead of the 64 of its corners; `mask` still applies.
 
     Returns
     -------
@@ -727,7 +756,9 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
     cdef const double[:, ::1] bounds_view
     cdef int32_t[::1] bin_view
 
-    if (corners if split_code != SPLIT_NO else centers) is None:
+    needs_corners = split_code != SPLIT_NO and not (split_code == SPLIT_BBOX and not azim_clip
+                                                    and bounds is not None)
+    if split_code == SPLIT_NO and centers is None or needs_corners and corners is None:
         raise ValueError(f"split {split!r} needs the pixel "
                          f"{'centres' if split_code == SPLIT_NO else 'corners'}, got None")
     pos.corners = pos.center_radial = pos.center_chi = NULL
@@ -748,6 +779,8 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
             pos.center_chi = &chi_view[0]
             pos.radial_stride = radial_view.strides[0] // sizeof(double)
             pos.chi_stride = chi_view.strides[0] // sizeof(double)
+    if not needs_corners and split_code == SPLIT_BBOX:
+        npix = bounds.shape[0]
     if mask is not None:
         mask_view = mask
         if mask_view.shape[0] != npix:
@@ -902,4 +935,62 @@ def valid_extent(radial, chi, mask, int num_threads=0):
                     hi = v if v > hi else hi
             lows[t] = lo
             highs[t] = hi
+    return float(np.min(lows)), float(np.max(highs)), int(np.sum(valid))
+
+
+def bounds_extent(bounds, mask, int num_threads=0):
+    """Smallest lower and largest upper radial bound over the valid pixels, in parallel.
+
+    Parameters
+    ----------
+    bounds : ndarray (npix, 2) float64, C-contiguous
+        Radial (min, max) per pixel, NaN for a pixel left out (see :func:`radial_bounds`).
+    mask : ndarray (npix,) uint8 or None
+        Non-zero: the pixel is left out.
+    num_threads : int
+        OpenMP threads; 0 for the OpenMP default.
+
+    Returns
+    -------
+    (float, float, int) : minimum, maximum, number of valid pixels.
+    """
+    cdef const double[:, ::1] b = bounds
+    cdef const uint8_t[::1] mask_view
+    cdef const uint8_t* mp = NULL
+    cdef int64_t npix = b.shape[0], p, start, stop, chunk
+    cdef int nthreads = num_threads if num_threads > 0 else openmp.omp_get_max_threads()
+    cdef int t
+    cdef double[::1] lows = np.full(nthreads, np.inf)
+    cdef double[::1] highs = np.full(nthreads, -np.inf)
+    cdef int64_t[::1] valid = np.zeros(nthreads, dtype=np.int64)
+    cdef double lo, hi, rlo, rhi
+    cdef int64_t count
+    if b.shape[1] != 2:
+        raise ValueError(f"bounds must have shape (npix, 2), got {bounds.shape}")
+    if mask is not None:
+        mask_view = mask
+        if mask_view.shape[0] != npix:
+            raise ValueError(f"mask: expected {npix} elements, got {mask_view.shape[0]}")
+        mp = &mask_view[0] if npix > 0 else NULL
+    if npix == 0:
+        return np.inf, -np.inf, 0
+    chunk = (npix + nthreads - 1) // nthreads
+    with nogil:
+        for t in prange(nthreads, schedule="static", num_threads=nthreads):
+            start = t * chunk
+            stop = min(start + chunk, npix)
+            lo = INFINITY
+            hi = -INFINITY
+            count = 0
+            for p in range(start, stop):
+                rlo = b[p, 0]
+                rhi = b[p, 1]
+                if (mp != NULL and mp[p]) or rlo != rlo:    # masked, or NaN: left out
+                    continue
+                count = count + 1
+                lo = rlo if rlo < lo else lo
+                hi = rhi if rhi > hi else hi
+            lows[t] = lo
+            highs[t] = hi
+            valid[t] = count
     return float(np.min(lows)), float(np.max(highs)), int(np.sum(valid))

@@ -15,7 +15,7 @@ All arithmetic is float64; outputs are float32 or float64. The row loops live in
 ``geometry_kernels_impl.h`` (vectorized, with an AVX2 variant chosen at run time).
 """
 from cython.parallel cimport parallel, prange
-from libc.math cimport cos, sin, sqrt, pow, M_PI
+from libc.math cimport cos, sin, sqrt, pow, M_PI, NAN
 from libc.stddef cimport ptrdiff_t
 from libc.stdlib cimport free, malloc
 
@@ -193,6 +193,47 @@ def grid_corners(double L, double rot1, double rot2, double rot3,
             out[i, j, 2, 1] = <real_out> ang[i + 1, j + 1]
             out[i, j, 3, 0] = <real_out> rad[i, j + 1]
             out[i, j, 3, 1] = <real_out> ang[i, j + 1]
+
+
+def grid_radial_bounds(double L, double rot1, double rot2, double rot3,
+                       const double[::1] e1, const double[::1] e2,
+                       int quantity, double scale, double wavelength, double[:, :, ::1] out):
+    """Each pixel's radial (min, max) over its 4 corners, for a flat detector.
+
+    ``e1`` (rows + 1) and ``e2`` (cols + 1) are the pixel-edge positions relative to the PONI;
+    ``out`` has shape (rows, cols, 2). The radial value of each corner point is computed once
+    (the same values as :func:`grid_corners`); a pixel with a non-finite corner gets NaN.
+    """
+    cdef Rotation r = _rotation(rot1, rot2, rot3)
+    cdef double qfactor = _check_quantity(quantity, wavelength)
+    cdef Py_ssize_t n1 = e1.shape[0], n2 = e2.shape[0], i, j
+    cdef double a, b, c, d, lo, hi
+    if out.shape[0] != n1 - 1 or out.shape[1] != n2 - 1 or out.shape[2] != 2:
+        raise ValueError("out: wrong shape")
+    import numpy
+    cdef double[:, ::1] rad = numpy.empty((n1, n2), numpy.float64)
+    cdef xr_row_function row = xr_select_row(_allow_simd)
+    for i in prange(n1, nogil=True, schedule="static"):
+        row(n2, &e2[0], e1[i] * r.a11 + L * r.a13, e1[i] * r.a21 + L * r.a23,
+            e1[i] * r.a31 + L * r.a33, r.a12, r.a22, r.a32, quantity, scale, qfactor,
+            &rad[i, 0], NULL)
+    for i in prange(n1 - 1, nogil=True, schedule="static"):
+        for j in range(n2 - 1):
+            a = rad[i, j]
+            b = rad[i + 1, j]
+            c = rad[i + 1, j + 1]
+            d = rad[i, j + 1]
+            if (a + b + c + d) - (a + b + c + d) != 0.0:     # some corner is not finite
+                out[i, j, 0] = out[i, j, 1] = NAN
+                continue
+            lo = a if a < b else b
+            lo = c if c < lo else lo
+            lo = d if d < lo else lo
+            hi = a if a > b else b
+            hi = c if c > hi else hi
+            hi = d if d > hi else hi
+            out[i, j, 0] = lo
+            out[i, j, 1] = hi
 
 
 def scattered_points(double rot1, double rot2, double rot3,

@@ -327,6 +327,46 @@ class Geometry:
             self._cache[key] = _readonly(out)
         return self._cache[key]
 
+    def radial_bounds(self, unit: str | Unit = "2th_deg") -> np.ndarray:
+        """Smallest and largest value of a radial ``unit`` over the 4 corners of every pixel.
+
+        What the 1D bounding-box split reads: 16 bytes per pixel instead of the 64 of the corner
+        array (which it does not compute for a flat detector).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (rows, cols, 2) float64: ``[..., 0]`` the minimum, ``[..., 1]`` the maximum
+            (in the unit's scale); NaN for a pixel with a non-finite corner. Read-only, cached.
+
+        Example
+        -------
+        >>> from xreduce.detectors import Detector
+        >>> g = Geometry(0.1, 0, 0, 0, 0, 0, 1e-10, Detector(1e-4, 1e-4, (3, 2)))
+        >>> g.radial_bounds("r_mm")[0, 0].round(4).tolist()
+        [0.0, 0.1414]
+        """
+        unit = get_unit(unit)
+        if unit.kind != "radial":
+            raise ValueError(f"unit: radial_bounds needs a radial unit, got {unit.name}")
+        key = ("radial_bounds", unit.name)
+        if key not in self._cache:
+            from xreduce.ext import csr_builder
+            from xreduce.ext import geometry_kernels as kernels
+
+            rows, cols = self.detector.shape
+            if self.detector.is_flat:
+                out = np.empty((rows, cols, 2), np.float64)
+                e1, e2 = self._grid(corners=True)
+                kernels.grid_radial_bounds(self.dist, self.rot1, self.rot2, self.rot3, e1, e2,
+                                           self._radial_code(unit), unit.scale,
+                                           self.wavelength or 0.0, out)
+            else:
+                corners = self.corner_array(unit).reshape(-1, 4, 2)
+                out = csr_builder.radial_bounds(corners, None)[0].reshape(rows, cols, 2)
+            self._cache[key] = _readonly(out)
+        return self._cache[key]
+
     def twotheta_array(self, dtype=np.float64) -> np.ndarray:
         """Scattering angle 2theta at pixel centres, radians."""
         return self.center_array("2th_rad", dtype)

@@ -146,6 +146,7 @@ def build_csr_from_arrays(
     dtype: Any = np.float32,
     compact: bool = True,
     num_threads: int = 0,
+    radial_bounds: np.ndarray | None = None,
 ) -> CsrMatrix:
     """Build a pixel-splitting matrix from per-pixel positions.
 
@@ -179,6 +180,10 @@ def build_csr_from_arrays(
         For ``split == "no"``: store no coefficients (``data`` None). False stores ones.
     num_threads : int
         OpenMP threads; 0 for the OpenMP default.
+    radial_bounds : ndarray (npix, 2) or (rows, cols, 2), or None
+        Each pixel's radial (min, max) over its corners (NaN for a pixel to leave out), as
+        :meth:`xreduce.geometry.Geometry.radial_bounds` gives. Used, instead of `corners`
+        (which may then be None), by the 1D bbox split over the full circle; ignored otherwise.
 
     Returns
     -------
@@ -203,11 +208,22 @@ def build_csr_from_arrays(
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
 
-    if split == "no":
+    if npt_azim is None and azimuth_range_rad is None and split == "bbox" \
+            and radial_bounds is not None:
+        corners = centers = None
+        radial_bounds = np.ascontiguousarray(radial_bounds, dtype=np.float64)
+        if radial_bounds.shape[-1:] != (2,):
+            raise ValueError("radial_bounds must have shape (npix, 2), got "
+                             f"{radial_bounds.shape}")
+        radial_bounds = radial_bounds.reshape(-1, 2)
+        points_radial = points_chi = radial_bounds
+    elif split == "no":
+        radial_bounds = None
         radial, chi = _center_columns(centers)
         corners, centers = None, (radial, chi)
         points_radial, points_chi = radial[:, None], chi[:, None]
     else:
+        radial_bounds = None
         if corners is None:
             raise ValueError(f"corners are needed for split={split!r}, got None")
         corners = np.ascontiguousarray(corners, dtype=np.float64)
@@ -248,8 +264,11 @@ def build_csr_from_arrays(
 
     # 1D bbox over the full circle: one pass over the corners gives each pixel's radial extent
     # (what the build reads) and the default range.
-    bounds = None
-    if split == "bbox" and not azim_clip:
+    bounds = radial_bounds
+    if bounds is not None:
+        if radial_range is None:
+            rmin, rmax, nvalid = csr_builder.bounds_extent(bounds, mask, num_threads)
+    elif split == "bbox" and not azim_clip:
         bounds, rmin, rmax, nvalid = csr_builder.radial_bounds(corners, mask, num_threads)
     elif radial_range is None:
         rmin, rmax, nvalid = csr_builder.valid_extent(points_radial, points_chi, mask,
@@ -331,9 +350,12 @@ def build_csr(
     """
     if hasattr(geometry_or_arrays, "corner_array"):
         geometry = geometry_or_arrays
-        corners = centers = None
-        if isinstance(split, str) and split.lower() == "no":
+        corners = centers = radial_bounds = None
+        split_name = split.lower() if isinstance(split, str) else split
+        if split_name == "no":
             centers = (geometry.center_array(unit), geometry.chi_array())
+        elif split_name == "bbox" and npt_azim is None and azimuth_range is None:
+            radial_bounds = geometry.radial_bounds(unit)    # all that a 1D bbox reads
         else:
             corners = geometry.corner_array(unit)
         detector_mask = getattr(geometry.detector, "mask", None)
@@ -347,6 +369,7 @@ def build_csr(
             else:
                 mask = detector_mask
     else:
+        radial_bounds = None
         try:
             corners, centers = geometry_or_arrays
         except (TypeError, ValueError):
@@ -357,4 +380,4 @@ def build_csr(
     return build_csr_from_arrays(
         corners, centers, npt_rad, npt_azim, split, radial_range, azimuth_range_rad, mask,
         chi_discontinuity_at_pi, unit=unit, dtype=dtype, compact=compact,
-        num_threads=num_threads)
+        num_threads=num_threads, radial_bounds=radial_bounds)
