@@ -559,6 +559,11 @@ def test_engine_cache(geometry):
     r = ai.integrate1d(img, 20, mask=mask)
     assert len(ai.engines) == 5
     np.testing.assert_allclose(r.count.sum(), img.size - 160, rtol=1e-9)
+    ai.reset_engines()
+    assert len(ai.engines) == 0
+    again = ai.integrate1d(img, 20, mask=mask)
+    assert len(ai.engines) == 1
+    np.testing.assert_array_equal(again.sum_signal, r.sum_signal)
 
 
 def test_thread_safety(geometry):

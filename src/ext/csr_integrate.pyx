@@ -163,30 +163,64 @@ cdef inline Py_ssize_t _fast_row(const raw_t* frame, const cnp.int32_t* indices,
     return j
 
 
+cdef inline void _static_row(const cnp.int32_t* indices, const cnp.float32_t* coef,
+                             bint has_coef, const double* norm, Py_ssize_t start,
+                             Py_ssize_t stop, double* sum_norm, double* sum_norm2,
+                             double* count) noexcept nogil:
+    """sum c*norm, sum (c*norm)^2 and sum c over the entries start..stop-1 of a row, in 4
+    independent lanes (no single dependency chain), added pairwise at the end."""
+    cdef double sn[4]
+    cdef double sn2[4]
+    cdef double sc[4]
+    cdef double c, w
+    cdef Py_ssize_t j, k
+    for k in range(4):
+        sn[k] = 0.0
+        sn2[k] = 0.0
+        sc[k] = 0.0
+    j = start
+    while j + 4 <= stop:
+        for k in range(4):
+            c = coef[j + k] if has_coef else 1.0
+            w = c * norm[indices[j + k]]
+            sn[k] += w
+            sn2[k] += w * w
+            sc[k] += c
+        j += 4
+    for k in range(stop - j):
+        c = coef[j + k] if has_coef else 1.0
+        w = c * norm[indices[j + k]]
+        sn[k] += w
+        sn2[k] += w * w
+        sc[k] += c
+    sum_norm[0] = (sn[0] + sn[1]) + (sn[2] + sn[3])
+    sum_norm2[0] = (sn2[0] + sn2[1]) + (sn2[2] + sn2[3])
+    count[0] = (sc[0] + sc[1]) + (sc[2] + sc[3])
+
+
 def static_sums(const cnp.int32_t[::1] indptr, const cnp.int32_t[::1] indices,
                 const cnp.float32_t[::1] coef, bint has_coef, const double[::1] norm,
-                double[::1] sum_norm, double[::1] sum_norm2, double[::1] count):
+                double[::1] sum_norm, double[::1] sum_norm2, double[::1] count, chunks=None):
     """Per-bin ``sum c*norm``, ``sum (c*norm)^2`` and ``sum c`` into the three output arrays.
 
-    ``coef`` is ignored (every coefficient is 1) when ``has_coef`` is false.
+    ``coef`` is ignored (every coefficient is 1) when ``has_coef`` is false. ``chunks``: bin
+    boundaries from :func:`balanced_chunks` (default: 16 chunks per OpenMP thread).
     """
     cdef Py_ssize_t nbins = indptr.shape[0] - 1
-    cdef Py_ssize_t b, j
-    cdef double c, w, sn, sn2, sc
+    cdef Py_ssize_t b, c, nchunks
+    if chunks is None:
+        chunks = balanced_chunks(indptr, 16 * openmp.omp_get_max_threads())
+    cdef const cnp.int32_t[::1] bounds = chunks
+    nchunks = bounds.shape[0] - 1
+    if nbins <= 0 or nchunks <= 0:
+        return
+    cdef const cnp.float32_t* coef_ptr = &coef[0] if has_coef else NULL
+    cdef const cnp.int32_t* index_ptr = &indices[0] if indices.shape[0] > 0 else NULL
     with nogil:
-        for b in prange(nbins, schedule="guided"):
-            sn = 0.0
-            sn2 = 0.0
-            sc = 0.0
-            for j in range(indptr[b], indptr[b + 1]):
-                c = coef[j] if has_coef else 1.0
-                w = c * norm[indices[j]]
-                sn = sn + w
-                sn2 = sn2 + w * w
-                sc = sc + c
-            sum_norm[b] = sn
-            sum_norm2[b] = sn2
-            count[b] = sc
+        for c in prange(nchunks, schedule="dynamic"):
+            for b in range(bounds[c], bounds[c + 1]):
+                _static_row(index_ptr, coef_ptr, has_coef, &norm[0], indptr[b],
+                            indptr[b + 1], &sum_norm[b], &sum_norm2[b], &count[b])
 
 
 @cython.boundscheck(False)

@@ -195,9 +195,9 @@ class CsrEngine:
                 indices = np.ascontiguousarray(indices[keep])
                 coef = None if coef is None else np.ascontiguousarray(coef[keep])
         sums = [np.empty(self.nbins) for _ in range(3)]
-        csr_integrate.static_sums(indptr, indices, _EMPTY_F32 if coef is None else coef,
-                                  coef is not None, norm.values, *sums)
         chunks = csr_integrate.balanced_chunks(indptr, 16 * max_threads())
+        csr_integrate.static_sums(indptr, indices, _EMPTY_F32 if coef is None else coef,
+                                  coef is not None, norm.values, *sums, chunks=chunks)
         return StaticSums(indptr, indices, coef, *sums, chunks)
 
     def integrate(self, args: FrameArgs, norm: Normalisation) -> Sums:

@@ -353,6 +353,11 @@ class AzimuthalIntegrator:
         """The cached (key, engine) pairs."""
         return self._engines.items()
 
+    def reset_engines(self) -> None:
+        """Forget every built engine (frees their matrices); the next call builds again. The
+        geometry's cached pixel arrays and the normalisations are kept."""
+        self._engines.clear()
+
     # ------------------------------------------------------------- integrate
     def _run(self, data, method, unit, npt_rad, npt_azim, radial_range, azimuth_range, mask,
              dummy, delta_dummy, dark, flat, variance, error_model, polarization_factor,
