@@ -147,6 +147,54 @@ def test_h5py_input(rng, tmp_path):
     assert_same(result, as_list(segment(stack, **PARAMS["chunks"])))
 
 
+class Interrupted(Exception):
+    pass
+
+
+class FlakyStack:
+    """A stack whose frame slices fail after ``fail_after`` reads (an interrupted run);
+    counts the reads."""
+
+    def __init__(self, stack, fail_after=None):
+        self.stack, self.fail_after, self.reads = stack, fail_after, 0
+        self.shape, self.dtype = stack.shape, stack.dtype
+
+    def __getitem__(self, frames):
+        if self.fail_after is not None and self.reads >= self.fail_after:
+            raise Interrupted
+        self.reads += 1
+        return self.stack[frames]
+
+
+def test_interrupted_run_resumes(rng, tmp_path):
+    """A run interrupted during the growth resumes from its checkpoint without labelling or
+    growing again what it saved, and gives the uninterrupted result voxel for voxel; a
+    checkpoint of other parameters or another stack is refused."""
+    stack = scenario("chunks", rng)
+    params = dict(PARAMS["chunks"], chunk_frames=3)
+    expected = as_list(segment(stack, **params))
+    full = FlakyStack(stack)
+    segment(full, **params, checkpoint=tmp_path / "full")
+    windows = full.reads - SHAPE[0] // 3                # reads of the growth phase
+    assert windows >= 3
+
+    cut = FlakyStack(stack, fail_after=SHAPE[0] // 3 + 2)     # labelling + 2 windows
+    with pytest.raises(Interrupted):
+        segment(cut, **params, checkpoint=tmp_path / "cp", source="scan.h5")
+    again = FlakyStack(stack)
+    assert_same(segment(again, **params, checkpoint=tmp_path / "cp", source="scan.h5"),
+                expected)
+    assert again.reads == windows - 2                  # no labelling, 2 windows skipped
+    done = FlakyStack(stack)                            # everything saved: nothing is read
+    assert_same(segment(done, **params, checkpoint=tmp_path / "cp", source="scan.h5"),
+                expected)
+    assert done.reads == 0
+    with pytest.raises(ValueError, match="checkpoint.*other parameters"):
+        segment(stack, **dict(params, tau=0.3), checkpoint=tmp_path / "cp", source="scan.h5")
+    with pytest.raises(ValueError, match="checkpoint"):
+        segment(stack, **params, checkpoint=tmp_path / "cp", source="other.h5")
+
+
 def test_no_spot_and_nan():
     """A stack with nothing above the seed threshold, or NaN, gives an empty result."""
     stack = np.zeros((5, 8, 8), np.float32)

@@ -65,6 +65,40 @@ def test_subcommand_writes_the_difspots(tmp_path, stack_file, capsys):
     assert len(result) == 0 and len(read_difspots(output)) == 0
 
 
+def test_interrupted_command_resumes(tmp_path, stack_file, monkeypatch):
+    """An interrupted run leaves no difspot file but a checkpoint; running the configuration
+    again completes it with the uninterrupted result and removes the checkpoint."""
+    import xreduce.dct.segment as segment_module
+    from xreduce.dct.segment_cli import checkpoint_path
+
+    stack, url = stack_file
+    output = tmp_path / "spots.h5"
+    config = tmp_path / "config.yml"
+    config.write_text(config_text(url, output, chunk_frames=4))
+    grow = segment_module._kernel.grow_blobs
+    calls = []
+
+    def failing_grow(*args):
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return grow(*args)
+
+    monkeypatch.setattr(segment_module._kernel, "grow_blobs", failing_grow)
+    with pytest.raises(KeyboardInterrupt):
+        run_segment(str(config), progress=False)
+    assert not output.exists() and (tmp_path / ".spots.h5.checkpoint").is_dir()
+    assert checkpoint_path(str(output)) == str(tmp_path / ".spots.h5.checkpoint")
+    monkeypatch.setattr(segment_module._kernel, "grow_blobs", grow)
+    result, _ = run_segment(str(config), progress=False)
+    expected = properties(segment(stack, 10.0, 0.2, (4, 6, 6)))
+    table = read_difspots(output)
+    assert len(result) == len(table) == 3
+    for name in expected.dtype.names:
+        np.testing.assert_array_equal(table[name], expected[name])
+    assert not (tmp_path / ".spots.h5.checkpoint").exists()
+
+
 def test_template_flag(capsys):
     parser = argparse.ArgumentParser(prog="xreduce-dct")
     run = add_parser(parser.add_subparsers(dest="command"))

@@ -24,9 +24,17 @@ The rules (see ``doc/segmentation.md``):
 6. Accepted spots are numbered 1..n in raster order of p.
 
 NaN voxels are never lit and never join a blob.
+
+Resuming: with ``checkpoint=<folder>``, the seeds (after the labelling pass over the stack) and
+the blobs of each finished window of frames are saved there, each file written under a
+temporary name and renamed when complete. Calling :func:`segment` again with the same folder,
+parameters and stack skips the work already saved; the result is identical to an uninterrupted
+run. The folder is the caller's to delete once the result is safely stored.
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,12 +118,61 @@ def _check_arguments(seed_threshold, tau, grow_limits, min_seed_voxels, min_size
         raise ValueError(f"max_size: expected None or an integer >= min_size ({min_size}), got {max_size!r}")
 
 
+class _Checkpoint:
+    """The saved state of one segmentation run in a folder (see the module notes)."""
+
+    def __init__(self, folder: str | os.PathLike, state: dict):
+        self.folder = os.fspath(folder)
+        os.makedirs(self.folder, exist_ok=True)
+        path = os.path.join(self.folder, "state.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                stored = json.load(f)
+            if stored != state:
+                raise ValueError(
+                    f"checkpoint: {self.folder!r} holds an unfinished run of another stack or "
+                    f"other parameters ({stored}); delete it to start again, or run with "
+                    "the same stack and parameters to resume it")
+        else:
+            self._write(path, lambda f: f.write(json.dumps(state).encode()))
+
+    @staticmethod
+    def _write(path: str, write) -> None:
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.folder, name)
+
+    def load_seeds(self) -> np.ndarray | None:
+        path = self._path("seeds.npy")
+        return np.load(path) if os.path.exists(path) else None
+
+    def save_seeds(self, seeds: np.ndarray) -> None:
+        self._write(self._path("seeds.npy"), lambda f: np.save(f, seeds))
+
+    def load_window(self, start: int) -> tuple | None:
+        path = self._path(f"window_{start:09d}.npz")
+        if not os.path.exists(path):
+            return None
+        with np.load(path) as saved:
+            return saved["sizes"], saved["voxels"], saved["values"]
+
+    def save_window(self, start: int, sizes: np.ndarray, voxels: np.ndarray,
+                    values: np.ndarray) -> None:
+        self._write(self._path(f"window_{start:09d}.npz"),
+                    lambda f: np.savez(f, sizes=sizes, voxels=voxels, values=values))
+
+
 def segment(stack: Any, seed_threshold: float, tau: float, bb_max: int | tuple[int, int, int],
             grow_limits: tuple[float, float] | None = None, min_seed_voxels: int = 1,
             min_size: int = 1, max_size: int | None = None, connectivity: int = 26,
             box_increment: int | tuple[int, int, int] | None = None,
             chunk_frames: int | None = None, num_threads: int = 0,
-            progress: bool = False) -> Segmentation:
+            progress: bool = False, checkpoint: str | os.PathLike | None = None,
+            source: str | None = None) -> Segmentation:
     """Segment a stack into difspots with the double threshold.
 
     Parameters
@@ -147,6 +204,12 @@ def segment(stack: Any, seed_threshold: float, tau: float, bb_max: int | tuple[i
         OpenMP threads for the growth (0: the OpenMP default).
     progress : bool
         Progress bars.
+    checkpoint : path, optional
+        Folder where the run saves its seeds and finished windows, and from which a run of the
+        same stack with the same parameters resumes (see the module notes).
+    source : str, optional
+        A name of the stack (e.g. its file URL), stored in the checkpoint and compared when
+        resuming, with its shape, dtype, the parameters and ``chunk_frames``.
 
     Returns
     -------
@@ -178,9 +241,19 @@ def segment(stack: Any, seed_threshold: float, tau: float, bb_max: int | tuple[i
                       max_size=None if max_size is None else int(max_size),
                       connectivity=connectivity, box_increment=increment.tolist())
 
+    saved = None
+    if checkpoint is not None:
+        saved = _Checkpoint(checkpoint, dict(parameters=parameters, shape=list(shape),
+                                             dtype=np.dtype(stack.dtype).str,
+                                             chunk_frames=int(chunk), source=source))
+
     # 1-3: seeds, their maxima and grow thresholds
-    seeds = label_statistics(stack, connectivity, chunk_frames=chunk, threshold=seed_threshold,
-                             progress=progress)
+    seeds = None if saved is None else saved.load_seeds()
+    if seeds is None:
+        seeds = label_statistics(stack, connectivity, chunk_frames=chunk,
+                                 threshold=seed_threshold, progress=progress)
+        if saved is not None:
+            saved.save_seeds(seeds)
     seeds = seeds[seeds["voxels"] >= min_seed_voxels]
     top = seeds["maximum"]
     peak_flat = seeds["argmax"]
@@ -204,12 +277,20 @@ def segment(stack: Any, seed_threshold: float, tau: float, bb_max: int | tuple[i
         mine = np.nonzero((peaks[:, 0] >= start) & (peaks[:, 0] < stop))[0]
         if len(mine) == 0:
             continue
-        lo, hi = max(start - int(bb[0]), 0), min(stop + int(bb[0]), shape[0])
-        slab = _value_block(stack[lo:hi])
-        offsets, voxels, values, _ = _kernel.grow_blobs(
-            slab, lo, shape[0], np.ascontiguousarray(peaks[mine]), np.ascontiguousarray(thresholds[mine]),
-            increment, bb, connectivity, num_threads)
-        sizes[mine] = np.diff(offsets)
+        grown = None if saved is None else saved.load_window(start)
+        if grown is None:
+            lo, hi = max(start - int(bb[0]), 0), min(stop + int(bb[0]), shape[0])
+            slab = _value_block(stack[lo:hi])
+            offsets, voxels, values, _ = _kernel.grow_blobs(
+                slab, lo, shape[0], np.ascontiguousarray(peaks[mine]),
+                np.ascontiguousarray(thresholds[mine]), increment, bb, connectivity, num_threads)
+            grown = np.diff(offsets), voxels, values
+            if saved is not None:
+                saved.save_window(start, *grown)
+        elif len(grown[0]) != len(mine):
+            raise ValueError(f"checkpoint: {saved.folder!r} is damaged (window {start} holds "
+                             f"{len(grown[0])} blobs, expected {len(mine)}); delete it")
+        sizes[mine], voxels, values = grown
         parts_vox.append(voxels)
         parts_val.append(values)
     # seeds are sorted by peak flat index, so the windows hold consecutive seeds, in order

@@ -6,12 +6,17 @@
 The ``segment:`` section (validated by :class:`SegmentConfig`) names the preprocessed stack
 (``input``, an HDF5 URL like ``scan_preprocessed.h5::/entry/data`` or any stack ``xreduce.io``
 opens) and the difspot file (``output``). The stack is read ``chunk_frames`` frames at a time;
-the output is written to a temporary name and renamed when complete.
+the output is written to a temporary name and renamed when complete. An interrupted run
+resumes: the seeds and the finished windows of frames are kept in ``.<output>.checkpoint``
+next to the output (deleted once the difspot file is complete), and running the same
+configuration again skips them.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import shutil
 from typing import Callable, Optional, Union
 
 from xreduce.cli.config_command import add_config_command
@@ -119,9 +124,10 @@ class _Frames:
 
 
 def run_segment(config, progress: bool = True):
-    """Segment the configured stack and write the difspot file; returns (Segmentation, path)."""
-    import os
+    """Segment the configured stack and write the difspot file; returns (Segmentation, path).
 
+    An interrupted run resumes from :func:`checkpoint_path` (see the module notes).
+    """
     from xreduce.dct.difspot import write_difspots
     from xreduce.dct.segment import segment
     from xreduce.io import open_stack
@@ -129,16 +135,24 @@ def run_segment(config, progress: bool = True):
     cfg = config if isinstance(config, SegmentConfig) else load_section(config, "segment")
     if not cfg.overwrite and os.path.exists(cfg.output):
         raise FileExistsError(f"segment.output: {cfg.output!r} exists (overwrite is off)")
+    checkpoint = checkpoint_path(cfg.output)
     with open_stack(cfg.input) as stack:
         result = segment(_Frames(stack), cfg.seed_threshold, cfg.tau, cfg.bb_max,
                          grow_limits=cfg.grow_limits, min_seed_voxels=cfg.min_seed_voxels,
                          min_size=cfg.min_size, max_size=cfg.max_size,
                          connectivity=cfg.connectivity, box_increment=cfg.box_increment,
                          chunk_frames=cfg.chunk_frames, num_threads=cfg.num_threads or 0,
-                         progress=progress)
+                         progress=progress, checkpoint=checkpoint, source=cfg.input)
     path = write_difspots(cfg.output, result, compression=cfg.compression,
                           overwrite=cfg.overwrite, progress=progress)
+    shutil.rmtree(checkpoint, ignore_errors=True)
     return result, path
+
+
+def checkpoint_path(output: str) -> str:
+    """The folder where a segment run writing ``output`` keeps what it has done so far."""
+    folder, name = os.path.split(os.fspath(output))
+    return os.path.join(folder, f".{name}.checkpoint")
 
 
 def _run_and_summarise(config: str, progress: bool) -> str:
