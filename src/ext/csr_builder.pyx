@@ -350,11 +350,10 @@ cdef void split_box(const Bins* g, double rlo, double rhi, double clo, double ch
     cdef double fa, blo
     cdef double inv_r = inverse_width(rlo, rhi), inv_c = inverse_width(clo, chi)
     cdef AzimSpan s
-    if not bin_span(rlo, rhi, g.r0, g.inv_dr, g.nr, &i0, &i1):
-        return
     if not g.azim_clip:
-        for i in range(i0, i1 + 1):
-            emit(e, i, axis_fraction(rlo, rhi, inv_r, g.r0 + i * g.dr, g.r0 + (i + 1) * g.dr))
+        split_radial_box(g, rlo, rhi, e)
+        return
+    if not bin_span(rlo, rhi, g.r0, g.inv_dr, g.nr, &i0, &i1):
         return
     azim_span(g, clo, chi, &s)
     for k in range(span_size(&s)):
