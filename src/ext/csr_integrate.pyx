@@ -214,12 +214,13 @@ def static_sums(const cnp.int32_t[::1] indptr, const cnp.int32_t[::1] indices,
     nchunks = bounds.shape[0] - 1
     if nbins <= 0 or nchunks <= 0:
         return
-    cdef const cnp.float32_t* coef_ptr = &coef[0] if has_coef else NULL
+    cdef const cnp.float32_t* coef_ptr = &coef[0] if has_coef and coef.shape[0] > 0 else NULL
     cdef const cnp.int32_t* index_ptr = &indices[0] if indices.shape[0] > 0 else NULL
+    cdef const double* norm_ptr = &norm[0] if norm.shape[0] > 0 else NULL
     with nogil:
         for c in prange(nchunks, schedule="dynamic"):
             for b in range(bounds[c], bounds[c + 1]):
-                _static_row(index_ptr, coef_ptr, has_coef, &norm[0], indptr[b],
+                _static_row(index_ptr, coef_ptr, has_coef, norm_ptr, indptr[b],
                             indptr[b + 1], &sum_norm[b], &sum_norm2[b], &count[b])
 
 
