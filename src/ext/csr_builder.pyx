@@ -655,6 +655,7 @@ def radial_bounds(corners, mask, int num_threads=0):
     cdef double[::1] highs = np.full(nthreads, -np.inf)
     cdef int64_t[::1] valid = np.zeros(nthreads, dtype=np.int64)
     cdef double total, lo, hi, rlo, rhi
+    cdef int64_t count
     cdef const double* q
     bounds_arr = np.empty((npix, 2), dtype=np.float64)
     cdef double[:, ::1] out = bounds_arr
@@ -674,6 +675,7 @@ def radial_bounds(corners, mask, int num_threads=0):
             stop = min(start + chunk, npix)
             lo = INFINITY
             hi = -INFINITY
+            count = 0                           # a local: no cache line shared by threads
             for p in range(start, stop):
                 q = &cv[p, 0, 0]
                 total = 0.0
@@ -682,7 +684,7 @@ def radial_bounds(corners, mask, int num_threads=0):
                 if (mp != NULL and mp[p]) or total - total != 0.0:  # masked, or not finite
                     out[p, 0] = out[p, 1] = NAN
                     continue
-                valid[t] += 1
+                count = count + 1
                 rlo = rhi = q[0]
                 for k in range(1, 4):
                     rlo = q[2 * k] if q[2 * k] < rlo else rlo
@@ -693,6 +695,7 @@ def radial_bounds(corners, mask, int num_threads=0):
                 hi = rhi if rhi > hi else hi
             lows[t] = lo
             highs[t] = hi
+            valid[t] = count
     return bounds_arr, float(np.min(lows)), float(np.max(highs)), int(np.sum(valid))
 
 
@@ -905,6 +908,7 @@ def valid_extent(radial, chi, mask, int num_threads=0):
     cdef double[::1] highs = np.full(nthreads, -np.inf)
     cdef int64_t[::1] valid = np.zeros(nthreads, dtype=np.int64)
     cdef double total, lo, hi, v
+    cdef int64_t count
     if azi.shape[0] != npix or azi.shape[1] != k:
         raise ValueError("radial and chi must have the same shape")
     if mask is not None:
@@ -919,6 +923,7 @@ def valid_extent(radial, chi, mask, int num_threads=0):
             stop = min(start + chunk, npix)
             lo = INFINITY
             hi = -INFINITY
+            count = 0                           # a local: no cache line shared by threads
             for p in range(start, stop):
                 if mp != NULL and mp[p]:
                     continue
@@ -927,13 +932,14 @@ def valid_extent(radial, chi, mask, int num_threads=0):
                     total = total + rad[p, j] + azi[p, j]
                 if total - total != 0.0:       # some value is infinite or NaN
                     continue
-                valid[t] += 1
+                count = count + 1
                 for j in range(k):
                     v = rad[p, j]
                     lo = v if v < lo else lo
                     hi = v if v > hi else hi
             lows[t] = lo
             highs[t] = hi
+            valid[t] = count
     return float(np.min(lows)), float(np.max(highs)), int(np.sum(valid))
 
 
