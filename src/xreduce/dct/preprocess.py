@@ -13,9 +13,11 @@ and writes one HDF5 file per volume (NeXus layout: ``/entry/preprocessed/data``,
 ``/entry/background/data``, provenance in ``/entry/process``). Results are identical to
 applying the same steps to the whole stack in memory, whatever ``chunk_frames``.
 
-Memory: about ``4 * rows * cols * (6 * chunk_frames + 3 * (window + 2 * step))`` bytes (the
+Memory: about ``4 * rows * cols * (9 * chunk_frames + 3 * (window + 2 * step))`` bytes (the
 corrected frames a chunk's windows reach, those of the previous chunk kept for the overlap,
-the background, result and filtered result), stated in the result and by the command line.
+the background, result and filtered result, and a second copy of the frames to write: a
+writer thread writes chunk k while chunk k + 1 is computed), stated in the result and by the
+command line.
 
 Resuming: the file is written as ``.<name>.partial`` next to the output; each finished chunk is
 flagged in ``/entry/process/chunk_done``. Running the same configuration again skips the
@@ -65,9 +67,10 @@ class PreprocessResult:
 
 def memory_estimate_bytes(frame_shape: tuple, chunk_frames: int, window: Optional[int],
                           step: int = 1) -> int:
-    """Upper estimate of the working memory of one chunk (float32 frames)."""
+    """Upper estimate of the working memory of one chunk (float32 frames), the second copy
+    of the written frames (being written while the next chunk is computed) included."""
     reach = window + 2 * step if window else 0
-    return int(4 * frame_shape[0] * frame_shape[1] * (6 * chunk_frames + 3 * reach))
+    return int(4 * frame_shape[0] * frame_shape[1] * (9 * chunk_frames + 3 * reach))
 
 
 def _as_config(config) -> tuple[PreprocessConfig, str]:
@@ -90,23 +93,25 @@ def _as_config(config) -> tuple[PreprocessConfig, str]:
 
 class _Stopwatch:
     """Accumulates ``[wall, CPU]`` seconds per pipeline stage into ``sink`` (a dict), if one
-    is given; CPU is that of the whole process (all threads)."""
+    is given; CPU is that of the whole process (all threads), or with ``this_thread`` that of
+    the calling thread (the writer thread, which runs beside the computation)."""
 
     def __init__(self, sink: Optional[dict] = None):
         self.sink = sink
 
     @contextlib.contextmanager
-    def __call__(self, stage: str):
+    def __call__(self, stage: str, this_thread: bool = False):
         if self.sink is None:
             yield
             return
-        wall, cpu = time.perf_counter(), time.process_time()
+        cpu_clock = time.thread_time if this_thread else time.process_time
+        wall, cpu = time.perf_counter(), cpu_clock()
         try:
             yield
         finally:
             spent = self.sink.setdefault(stage, [0.0, 0.0])
             spent[0] += time.perf_counter() - wall
-            spent[1] += time.process_time() - cpu
+            spent[1] += cpu_clock() - cpu
 
 
 _FUSED_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.int32,
@@ -200,16 +205,25 @@ class _Corrector:
 
 
 class _Buffers:
-    """Float32 arrays reused from chunk to chunk (no new allocation, no page faults)."""
+    """Float32 arrays reused from chunk to chunk (no new allocation, no page faults).
+
+    Arrays that are written to the file come in two copies (``get_output``), used by
+    alternate chunks: the writer thread writes one while the next chunk fills the other.
+    """
 
     def __init__(self, frame_shape: tuple):
         self.frame_shape, self.arrays = tuple(frame_shape), {}
+        self.slot = 0
 
     def get(self, name: str, n_frames: int) -> np.ndarray:
         array = self.arrays.get(name)
         if array is None or len(array) < n_frames:
             array = self.arrays[name] = np.empty((n_frames,) + self.frame_shape, np.float32)
         return array[:n_frames]
+
+    def get_output(self, name: str, n_frames: int) -> np.ndarray:
+        """The current chunk's copy of an array that will be written."""
+        return self.get(f"{name}{self.slot}", n_frames)
 
 
 class _Background:
@@ -258,7 +272,7 @@ class _Background:
             medians = _run_moving_median(
                 frames.reshape(len(needed), -1), window, local_map, local_samples,
                 self.rank_lo[i0: i1 + 1], self.rank_hi[i0: i1 + 1], self.backend, self.threads,
-                out=(self.buffers.get("medians", len(local_samples)).reshape(
+                out=(self.buffers.get_output("medians", len(local_samples)).reshape(
                     len(local_samples), -1) if direct else None),
             )
             if self.step > 1:
@@ -269,7 +283,7 @@ class _Background:
         with watch("subtract"):
             # in place over the background unless it is saved; the corrected frames are kept
             # for the next chunk's overlap
-            out = (self.buffers.get("result", stop - first) if self.keep_background
+            out = (self.buffers.get_output("result", stop - first) if self.keep_background
                    else background)
             shape = (stop - first, -1)  # float32 subtraction over OpenMP threads
             subtract_frames(frames[own: own + stop - first].reshape(shape),
@@ -311,6 +325,62 @@ def _write_frames(dataset, first: int, frames: np.ndarray) -> None:
     frames = np.ascontiguousarray(frames)
     for k in range(len(frames)):
         dataset.id.write_direct_chunk((first + k, 0, 0), frames[k])
+
+
+class _ChunkWriter:
+    """Writes finished chunks in a background thread while the next chunk is computed (the
+    kernels and HDF5 release the GIL, so writing to a slow disk overlaps the computation).
+    At most one chunk is in flight; its ``chunk_done`` flag is set once it is written."""
+
+    def __init__(self, h5, done, save_background: bool, watch: _Stopwatch):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.h5, self.done, self.save_background, self.watch = h5, done, save_background, watch
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xreduce-writer")
+        self.pending = None
+
+    def _write(self, index: int, first: int, result: np.ndarray, background) -> None:
+        with self.watch("write", this_thread=True):
+            _write_frames(self.h5["/entry/preprocessed/data"], first, result)
+            if self.save_background:
+                _write_frames(self.h5["/entry/background/data"], first, background)
+            self.h5.flush()
+            self.done[index] = 1
+            self.h5.flush()
+
+    def submit(self, index: int, first: int, stop: int, result: np.ndarray,
+               background) -> None:
+        """Start writing chunk ``index`` (after :meth:`drain`: one chunk in flight at most)."""
+        if self.pending is not None:
+            raise RuntimeError("a chunk is still being written")
+        self.pending = (self.pool.submit(self._write, index, first, result, background),
+                        (index, first, stop))
+
+    def drain(self) -> list:
+        """Wait for the chunk in flight; returns its (index, first, stop) (or nothing)."""
+        if self.pending is None:
+            return []
+        future, chunk = self.pending
+        self.pending = None
+        with self.watch("write_wait"):
+            future.result()                     # re-raises an error of the write
+        return [chunk]
+
+    def close(self) -> None:
+        """Let a chunk in flight finish (the file stays consistent), then stop the thread."""
+        if self.pending is not None:
+            self.pending[0].exception()         # waits; an error is not raised twice
+            self.pending = None
+        self.pool.shutdown(wait=True)
+
+
+def _report(written: list, bar, on_chunk) -> int:
+    """Advance the progress bar and call ``on_chunk`` for each written chunk; their number."""
+    for chunk in written:
+        bar.update(1)
+        if on_chunk is not None:
+            on_chunk(*chunk)
+    return len(written)
 
 
 def _results_differ(a: PreprocessConfig, b: PreprocessConfig) -> bool:
@@ -386,8 +456,10 @@ def preprocess(
         written (an exception raised there interrupts the run; it resumes later).
     timings : dict, optional
         If given, receives ``[wall, CPU]`` seconds (CPU of all threads) spent in each stage (``read``, ``correct``,
-        ``overlap_copy``, ``moving_median``, ``subtract``, ``median2d``, ``write``), summed
-        over chunks (profiling).
+        ``overlap_copy``, ``moving_median``, ``subtract``, ``median2d``), summed over chunks
+        (profiling); ``write`` is timed in the writer thread (its own CPU), beside the
+        computation of the next chunk, and ``write_wait`` is the time the computation waited
+        for it.
 
     Returns
     -------
@@ -436,6 +508,7 @@ def preprocess(
         h5, done = _open_output(cfg, config_yaml, source_text, n_frames, frame_shape,
                                 n_chunks)
         computed = skipped = 0
+        writer = _ChunkWriter(h5, done, cfg.save_background, watch)
         try:
             flags = done[...]
             bar = tqdm(total=n_chunks, disable=not progress, unit="chunk",
@@ -446,9 +519,10 @@ def preprocess(
                         skipped += 1
                         continue
                     first, stop = index * chunk, min(n_frames, (index + 1) * chunk)
+                    buffers.slot ^= 1            # the writer may still hold the other slot
                     if background_plan is None:
                         result = correct.into(np.arange(first, stop),
-                                              buffers.get("result", stop - first))
+                                              buffers.get_output("result", stop - first))
                         background = None
                     else:
                         result, background = background_plan.subtract(first, stop)
@@ -456,22 +530,15 @@ def preprocess(
                         with watch("median2d"):
                             result = median_filter2d(result, tuple(mf.size) if isinstance(
                                 mf.size, list) else mf.size, mode=mf.mode,
-                                out=buffers.get("filtered", stop - first),
+                                out=buffers.get_output("filtered", stop - first),
                                 backend=cfg.backend, num_threads=threads)
-                    with watch("write"):
-                        _write_frames(h5["/entry/preprocessed/data"], first, result)
-                        if cfg.save_background:
-                            _write_frames(h5["/entry/background/data"], first, background)
-                        h5.flush()
-                        done[index] = 1
-                        h5.flush()
-                    computed += 1
-                    bar.update(1)
-                    if on_chunk is not None:
-                        on_chunk(index, first, stop)
+                    computed += _report(writer.drain(), bar, on_chunk)  # previous chunk
+                    writer.submit(index, first, stop, result, background)
+                computed += _report(writer.drain(), bar, on_chunk)
             h5["/entry/process"].attrs["completed"] = (
                 datetime.datetime.now(datetime.timezone.utc).isoformat())
         finally:
+            writer.close()
             h5.close()
     os.replace(partial_path(cfg.output), cfg.output)
     return PreprocessResult(
