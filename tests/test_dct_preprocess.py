@@ -173,6 +173,38 @@ def test_interrupted_run_resumes_to_identical_file(tmp_path, rng):
     assert not (tmp_path / partial_path("out.h5")).exists()
 
 
+def test_failed_write_stops_the_run_and_resumes(tmp_path, rng, monkeypatch):
+    """A write that fails in the writer thread stops the run with its error; the chunks
+    written before it are flagged done, and the next run completes an identical file."""
+    import importlib
+
+    # (the package attribute xreduce.dct.preprocess is the function: import the module)
+    module = importlib.import_module("xreduce.dct.preprocess")
+    config, *_ = make_config(tmp_path, rng, noise=1.0)
+    reference = preprocess(dict(config, preprocess=dict(config["preprocess"],
+                                output=str(tmp_path / "ref.h5"))), progress=False)
+    write = module._write_frames
+    calls = []
+
+    def failing_write(dataset, first, frames):
+        calls.append(first)
+        if len(calls) == 4:
+            raise OSError("disk full (simulated)")
+        write(dataset, first, frames)
+
+    monkeypatch.setattr(module, "_write_frames", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        preprocess(config, progress=False)
+    output = config["preprocess"]["output"]
+    with h5py.File(partial_path(output)) as h5:
+        np.testing.assert_array_equal(h5["/entry/process/chunk_done"][()],
+                                      [1, 1, 1, 0, 0, 0, 0, 0, 0])
+    monkeypatch.setattr(module, "_write_frames", write)
+    result = preprocess(config, progress=False)
+    assert (result.chunks_computed, result.chunks_skipped) == (6, 3)
+    np.testing.assert_array_equal(read_output(output), read_output(reference.output))
+
+
 def test_resume_with_other_config_refused_and_no_overwrite(tmp_path, rng):
     config, *_ = make_config(tmp_path, rng)
 
