@@ -390,8 +390,9 @@ def finish(const double[::1] signal, const double[::1] variance, const double[::
     """
     cdef Py_ssize_t i, n = signal.shape[0]
     cdef double sn
+    cdef int threads = 1 if n < 65536 else openmp.omp_get_max_threads()  # 2D cakes: threads
     with nogil:
-        for i in range(n):
+        for i in prange(n, schedule="static", num_threads=threads):
             sn = norm[i]
             if sn > 0.0:
                 intensity[i] = signal[i] / sn
