@@ -163,27 +163,28 @@ class _Corrector:
             )
         return means
 
-    def _fused(self, raw: np.ndarray, out: np.ndarray, rows: slice,
-               scale: Optional[np.ndarray]) -> None:
-        """out[:, rows] = ((float32(raw[:, rows]) - dark[rows]) - offset) * scale."""
+    def _fused(self, raw: np.ndarray, out: np.ndarray, scale: Optional[np.ndarray]) -> None:
+        """out = ((float32(raw) - dark) - offset) * scale, frame by frame."""
         if raw.dtype in _FUSED_DTYPES:
             from xreduce.ext.frame_correction import correct_frames
 
             none = np.zeros(0, np.float32)
-            start, stop, _ = rows.indices(raw.shape[1])
             correct_frames(raw, none.reshape(0, 0) if self.dark is None else self.dark,
                            float(self.offset), none if scale is None else scale, out,
-                           start, max(start, stop), self.threads)
+                           0, raw.shape[1], self.threads)
             return
-        raw, out = raw[:, rows], out[:, rows]
-        if self.dark is not None:  # other dtypes: the same NumPy steps
-            np.subtract(raw, self.dark[rows], out=out, dtype=np.float32)
+        self._numpy_steps(raw, out, (slice(None), slice(None)))  # other dtypes
+        if scale is not None:
+            out *= scale[:, None, None]
+
+    def _numpy_steps(self, raw: np.ndarray, out: np.ndarray, box: tuple) -> None:
+        """out = (float32(raw) - dark[box]) - offset, with NumPy (views of a box allowed)."""
+        if self.dark is not None:
+            np.subtract(raw, self.dark[box], out=out, dtype=np.float32)
         else:
             out[...] = raw
         if self.offset:
             out -= self.offset
-        if scale is not None:
-            out *= scale[:, None, None]
 
     def into(self, indices: np.ndarray, out: np.ndarray, normalise: bool = True) -> np.ndarray:
         """Corrected frames ``indices`` written into ``out`` (C-contiguous float32)."""
@@ -192,15 +193,14 @@ class _Corrector:
                 self.raw = np.empty((len(indices),) + self.stack.shape[1:], self.stack.dtype)
             raw = self.stack.read_frames(indices, out=self.raw[:len(indices)])
         with self.watch("correct"):
-            if self.box is None or not normalise:
-                self._fused(raw, out, slice(None), None)
-                return out
-            rows = self.box[0]  # the margin rows first, for the scale; then the others
-            self._fused(raw, out, rows, None)
-            scale = (self.reference / self._margin_means(out)).astype(np.float32)
-            out[:, rows] *= scale[:, None, None]
-            self._fused(raw, out, slice(0, rows.start), scale)
-            self._fused(raw, out, slice(rows.stop, None), scale)
+            scale = None
+            if self.box is not None and normalise:
+                # the margin box first (the same float32 steps), for the scale; then one pass
+                # over every pixel overwrites it with the scaled values
+                box = (slice(None),) + self.box
+                self._numpy_steps(raw[box], out[box], self.box)
+                scale = (self.reference / self._margin_means(out)).astype(np.float32)
+            self._fused(raw, out, scale)
         return out
 
 
