@@ -98,6 +98,34 @@ def test_every_simd_path(rng, isa, dtype):
                        expected_for(stack, window, mode="reflect"))
 
 
+@pytest.mark.parametrize("isa", ext.supported_isas())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_subtraction_in_the_median_pass(rng, isa, dtype):
+    """With ``subtract_from`` the kernel gives frame - median, bitwise what NumPy's
+    subtraction of the medians gives (NaNs, even windows, a partial tile, every SIMD path);
+    bad frame indices and integer stacks are refused."""
+    from xreduce.median import _frame_map, _ranks, _sample_frames
+
+    stack = random_stack(rng, shape=(40, 7, 19), dtype=dtype, nans=True).reshape(40, -1)
+    for window in (1, 6, 31):
+        vmap = _frame_map(40, window, "reflect")
+        samples = _sample_frames(40, 1)
+        lo, hi = _ranks(vmap, samples, window, "mean")
+        medians = ext.moving_median_frames(stack, window, vmap, samples, lo, hi,
+                                           np.empty_like(stack), isa=isa)
+        sub = rng.permutation(40).astype(np.int32)
+        got = ext.moving_median_frames(stack, window, vmap, samples, lo, hi,
+                                       np.empty_like(stack), isa=isa, subtract_from=sub)
+        assert_bitwise(got, stack[sub] - medians)
+    with pytest.raises(ValueError, match="subtract_from"):
+        ext.moving_median_frames(stack, 3, vmap, samples, lo, hi, np.empty_like(stack),
+                                 subtract_from=np.full(40, 40, np.int32))
+    ints = np.zeros(stack.shape, np.int32)
+    with pytest.raises(TypeError, match="float stack"):
+        ext.moving_median_frames(ints, 3, vmap, samples, lo, hi, np.empty_like(ints),
+                                 subtract_from=sub)
+
+
 @pytest.mark.parametrize("step", [2, 7, 40, 100])
 @pytest.mark.parametrize("interpolation", ["nearest", "linear"])
 def test_step_interpolation(rng, step, interpolation):

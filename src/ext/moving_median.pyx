@@ -15,13 +15,13 @@ cdef extern from "moving_median_impl.h" nogil:
     int mm_best_isa()
     int mm_run_f32(const float *stack, int64_t npix, int w, const int *vmap,
                    const int *samples, const int *rank_lo, const int *rank_hi, int ns,
-                   float *out, int num_threads, int isa)
+                   const int *sub, float *out, int num_threads, int isa)
     int mm_run_f64(const double *stack, int64_t npix, int w, const int *vmap,
                    const int *samples, const int *rank_lo, const int *rank_hi, int ns,
-                   double *out, int num_threads, int isa)
+                   const int *sub, double *out, int num_threads, int isa)
     int mm_run_i32(const int32_t *stack, int64_t npix, int w, const int *vmap,
                    const int *samples, const int *rank_lo, const int *rank_hi, int ns,
-                   int32_t *out, int num_threads, int isa)
+                   const int *sub, int32_t *out, int num_threads, int isa)
 
 ISA_NAMES = ("sse2", "avx2", "avx512")
 
@@ -38,9 +38,11 @@ def supported_isas():
 
 def moving_median_frames(stack, int window, const int[::1] vmap, const int[::1] samples,
                          const int[::1] rank_lo, const int[::1] rank_hi, out,
-                         int num_threads=0, isa=None):
+                         int num_threads=0, isa=None, subtract_from=None):
     """Fill ``out[k]`` with the ranks ``rank_lo[k]``/``rank_hi[k]`` (mean if different) of
-    the sorted window ``stack[vmap[samples[k] : samples[k] + window]]`` of every pixel.
+    the sorted window ``stack[vmap[samples[k] : samples[k] + window]]`` of every pixel, or,
+    with ``subtract_from`` (int32, one frame index per sample; float stacks), with
+    ``stack[subtract_from[k]] - median`` (rounded to the dtype, as NumPy subtracts).
 
     ``stack`` (n_frames, npix) and ``out`` (len(samples), npix): C-contiguous, same dtype,
     one of float32, float64, int32. ``vmap[v] == -1`` marks a missing frame (sorts last).
@@ -59,26 +61,37 @@ def moving_median_frames(stack, int window, const int[::1] vmap, const int[::1] 
         raise ValueError("out must have shape (len(samples), npix) and the stack's dtype")
     if ns and (samples[0] < 0 or samples[ns - 1] + window > vmap.shape[0]):
         raise ValueError("vmap does not cover the sample windows")
+    cdef const int[::1] sub_view
+    cdef const int* sub = NULL
+    if subtract_from is not None:
+        if stack.dtype.kind != "f":
+            raise TypeError(f"subtract_from needs a float stack, got {stack.dtype}")
+        sub_view = subtract_from
+        if sub_view.shape[0] != ns:
+            raise ValueError("subtract_from must have one frame index per sample")
+        if ns and (min(subtract_from) < 0 or max(subtract_from) >= stack.shape[0]):
+            raise ValueError("subtract_from: frame indices outside the stack")
+        sub = &sub_view[0] if ns else NULL
     if stack.dtype == np.float32:
         sf = stack
         of = out
         with nogil:
             status = mm_run_f32(&sf[0, 0] if sf.shape[0] else NULL, npix, window, &vmap[0],
-                                &samples[0], &rank_lo[0], &rank_hi[0], ns, &of[0, 0],
+                                &samples[0], &rank_lo[0], &rank_hi[0], ns, sub, &of[0, 0],
                                 num_threads, isa_id)
     elif stack.dtype == np.float64:
         sd = stack
         od = out
         with nogil:
             status = mm_run_f64(&sd[0, 0] if sd.shape[0] else NULL, npix, window, &vmap[0],
-                                &samples[0], &rank_lo[0], &rank_hi[0], ns, &od[0, 0],
+                                &samples[0], &rank_lo[0], &rank_hi[0], ns, sub, &od[0, 0],
                                 num_threads, isa_id)
     elif stack.dtype == np.int32:
         si = stack
         oi = out
         with nogil:
             status = mm_run_i32(&si[0, 0] if si.shape[0] else NULL, npix, window, &vmap[0],
-                                &samples[0], &rank_lo[0], &rank_hi[0], ns, &oi[0, 0],
+                                &samples[0], &rank_lo[0], &rank_hi[0], ns, sub, &oi[0, 0],
                                 num_threads, isa_id)
     else:
         raise TypeError(f"stack: expected float32, float64 or int32, got {stack.dtype}")

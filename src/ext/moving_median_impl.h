@@ -10,6 +10,9 @@
  * so the compiler turns the lane loop into compare/blend/min/max vector instructions. The
  * state of a tile (w + 1 rows of TL values) stays in L1/L2 while all frames stream through.
  *
+ * Optionally the output is minuend - median instead of the median (``sub``: a frame of the
+ * stack per sample, e.g. the frame itself: background subtraction in the same pass).
+ *
  * NaNs: counted per lane and stored as +inf (so they sort last and are removed consistently);
  * an output whose window holds one is NaN. Missing frames ("shrink" edges) are +inf sentinels
  * (INT32_MAX for int32), which sort last and never reach the ranks asked for.
@@ -135,8 +138,8 @@ static int mm_best_isa(void)
     ATTR static void mm_tile_##SUF(const T *restrict stack, int64_t npix, int64_t p0, int nl,  \
                                    int w, const int *restrict vmap,                            \
                                    const int *restrict samples, const int *restrict rank_lo,   \
-                                   const int *restrict rank_hi, int ns, T *restrict out,       \
-                                   T *restrict S)                                              \
+                                   const int *restrict rank_hi, int ns,                        \
+                                   const int *restrict sub, T *restrict out, T *restrict S)    \
     {                                                                                          \
         enum { TL = mm_tl_##SUF };                                                             \
         T xi[TL], xo[TL];                                                                      \
@@ -172,7 +175,14 @@ static int mm_best_isa(void)
             const T *restrict hi = S + (int64_t)rank_hi[k] * TL;                               \
             const T half = (T)0.5;                                                             \
             const T nan_value = IS_FLOAT ? (T)NAN : (T)0;                                      \
-            if (nl == TL && rank_lo[k] == rank_hi[k]) {                                        \
+            if (sub != NULL) { /* minuend - median, each rounded to T */                     \
+                const T *restrict x = stack + (int64_t)sub[k] * npix + p0;                     \
+                for (int l = 0; l < nl; l++) {                                                 \
+                    T v = rank_lo[k] == rank_hi[k] ? lo[l] : (T)((lo[l] + hi[l]) * half);      \
+                    v = (IS_FLOAT && nanc[l] > 0) ? nan_value : v;                             \
+                    o[l] = (T)(x[l] - v);                                                      \
+                }                                                                              \
+            } else if (nl == TL && rank_lo[k] == rank_hi[k]) {                                 \
                 for (int l = 0; l < TL; l++)                                                   \
                     o[l] = (IS_FLOAT && nanc[l] > 0) ? nan_value : lo[l];                      \
             } else if (nl == TL) {                                                             \
@@ -203,13 +213,15 @@ static int mm_best_isa(void)
     MM_DEFINE_TILE(NAME##_basew, T, IS_FLOAT, SENT, LOWEST, MM_ATTR_BASE, 2 * MM_TILE_BYTES_0) \
                                                                                                \
     typedef void (*mm_tile_fn_##NAME)(const T *, int64_t, int64_t, int, int, const int *,      \
-                                      const int *, const int *, const int *, int, T *, T *);   \
+                                      const int *, const int *, const int *, int, const int *, \
+                                      T *, T *);                                               \
                                                                                                \
-    /* Moving median of a (n_frames, npix) stack; out is (ns, npix). isa < 0: best present.    \
+    /* Moving median of a (n_frames, npix) stack; out is (ns, npix), or with sub != NULL       \
+     * stack[sub[k]] - median. isa < 0: best present.                                          \
      * Returns 0, -1 when memory is short, -2 when the asked isa is not supported. */          \
     static int mm_run_##NAME(const T *stack, int64_t npix, int w, const int *vmap,             \
                              const int *samples, const int *rank_lo, const int *rank_hi,       \
-                             int ns, T *out, int num_threads, int isa)                         \
+                             int ns, const int *sub, T *out, int num_threads, int isa)         \
     {                                                                                          \
         int best = mm_best_isa();                                                              \
         if (isa < 0)                                                                           \
@@ -251,7 +263,7 @@ static int mm_best_isa(void)
                     continue;                                                                  \
                 int64_t p0 = t * tl;                                                           \
                 int nl = (int)(npix - p0 < tl ? npix - p0 : tl);                               \
-                fn(stack, npix, p0, nl, w, vmap, samples, rank_lo, rank_hi, ns, out, S);       \
+                fn(stack, npix, p0, nl, w, vmap, samples, rank_lo, rank_hi, ns, sub, out, S);  \
             }                                                                                  \
             free(S);                                                                           \
         }                                                                                      \

@@ -307,20 +307,27 @@ def moving_median(
 
 
 def _run_moving_median(flat, window, frame_map, samples, rank_lo, rank_hi, backend="cython",
-                       num_threads=0, device=None, out=None):
+                       num_threads=0, device=None, out=None, subtract_from=None):
     """Medians at ``samples`` of a frames-major (n, npix) array with a given frame map.
 
     The building block of :func:`moving_median` and of chunked pipelines, which pass a
-    frame map into a block of frames they hold. Returns (len(samples), npix).
+    frame map into a block of frames they hold. Returns (len(samples), npix); with
+    ``subtract_from`` (a frame index of ``flat`` per sample), ``flat[subtract_from] - medians``
+    instead (in the same pass for the Cython back end).
     """
     if backend == "opencl":
-        return _moving_median_opencl(flat, window, frame_map, samples, rank_lo, rank_hi, device)
+        medians = _moving_median_opencl(flat, window, frame_map, samples, rank_lo, rank_hi,
+                                        device)
+        if subtract_from is None:
+            return medians
+        return np.subtract(flat[subtract_from], medians, out=out)
     from xreduce.ext import moving_median as ext
 
     if out is None:
         out = np.empty((len(samples), flat.shape[1]), flat.dtype)
+    sub = None if subtract_from is None else np.ascontiguousarray(subtract_from, np.int32)
     return ext.moving_median_frames(flat, window, frame_map, samples, rank_lo, rank_hi, out,
-                                    num_threads)
+                                    num_threads, subtract_from=sub)
 
 
 _OPENCL_WINDOW_MAX = 4096

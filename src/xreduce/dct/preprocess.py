@@ -249,9 +249,10 @@ class _Background:
         self.cache = (np.zeros(0, np.int64), None)  # corrected frames of the last chunk
         self.parity = 0  # the corrected frames alternate between two buffers
 
-    def subtract(self, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Corrected frames first..stop-1 minus their background, and the background (the
-        arrays are reused by the next call)."""
+    def subtract(self, first: int, stop: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Corrected frames first..stop-1 minus their background, and the background (None
+        when it is not saved and was subtracted in the median pass; the arrays are reused by
+        the next call but one)."""
         from xreduce.ext.frame_correction import subtract_frames
         from xreduce.median import _interpolate, _run_moving_median
 
@@ -268,18 +269,24 @@ class _Background:
         local_map = np.where(reach >= 0, np.searchsorted(needed, reach), -1).astype(np.int32)
         local_samples = np.ascontiguousarray(samples[i0: i1 + 1] - s0, np.int32)
         direct = self.backend == "cython"
+        own = int(np.searchsorted(needed, first))  # frames first..stop-1 follow each other
+        # every frame a sample and the background not kept: each frame minus its median comes
+        # straight out of the median pass (step 1: the samples are frames first..stop-1)
+        fused = self.step == 1 and not self.keep_background
         with watch("moving_median"):
             medians = _run_moving_median(
                 frames.reshape(len(needed), -1), window, local_map, local_samples,
                 self.rank_lo[i0: i1 + 1], self.rank_hi[i0: i1 + 1], self.backend, self.threads,
                 out=(self.buffers.get_output("medians", len(local_samples)).reshape(
                     len(local_samples), -1) if direct else None),
+                subtract_from=own + np.arange(stop - first) if fused else None,
             )
             if self.step > 1:
                 medians = _interpolate(medians, local_samples, s1 - s0 + 1, self.interpolation,
                                        np.dtype(np.float32))[first - s0: stop - s0]
+        if fused:
+            return medians.reshape((stop - first,) + self.frame_shape), None
         background = medians.reshape((stop - first,) + self.frame_shape)
-        own = int(np.searchsorted(needed, first))  # frames first..stop-1 follow each other
         with watch("subtract"):
             # in place over the background unless it is saved; the corrected frames are kept
             # for the next chunk's overlap
