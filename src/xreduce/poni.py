@@ -6,8 +6,9 @@ A PONI file has one ``key: value`` per line; keys are case-insensitive and lines
 it; 3 adds ``Parallax`` and a ``sensor`` entry in the detector configuration.
 
 Keys this library does not interpret are kept in ``geometry.extra`` (and written back) and
-reported with :func:`warnings.warn`; so are a spline file or parallax correction, which
-xreduce does not apply.
+reported with :func:`warnings.warn`; so are parallax correction, which xreduce does not apply,
+and a spline file that cannot be found. A spline file that is found (as named, or next to the
+PONI file) gives the detector its distorted pixel corners (:mod:`xreduce.spline`).
 
 Example
 -------
@@ -119,10 +120,13 @@ def read_poni(path: str | os.PathLike, shape: tuple | None = None):
             config["pixel" + key[-1]] = number(key)
     spline = entries.get("splinefile", (0, "", "none"))[2]
     spline = config.pop("splinefile", None) or (None if spline.lower() == "none" else spline)
+    spline_file = None
     if spline:
         extra["SplineFile"] = spline
-        warnings.warn(f"{path}: spline file {spline!r} kept but not applied (xreduce does not "
-                      "correct spline distortion)", stacklevel=2)
+        spline_file = _find_spline(spline, path)
+        if spline_file is None:
+            warnings.warn(f"{path}: spline file {spline!r} not found (looked in the current "
+                          "folder and the PONI file's); kept but not applied", stacklevel=2)
     if "sensor" in config:
         extra["sensor"] = config.pop("sensor")
     if "parallax" in entries:
@@ -140,7 +144,10 @@ def read_poni(path: str | os.PathLike, shape: tuple | None = None):
         warnings.warn(f"{path}: unknown PONI keys kept in geometry.extra: {', '.join(unknown)}",
                       stacklevel=2)
     name = entries.get("detector", (0, "", "Detector"))[2]
-    detector = _detector(name, config, shape, path, entries)
+    if spline_file is not None:
+        detector = _spline_detector(name, config, shape, spline_file)
+    else:
+        detector = _detector(name, config, shape, path, entries)
     params = {attr: number(key, required=key != "wavelength") for key, attr in _GEOMETRY_KEYS.items()}
     return Geometry(**params, detector=detector, extra=extra)
 
@@ -177,6 +184,41 @@ def _detector(name: str, config: dict, shape, path: str, entries: dict) -> Detec
         detector = Detector(pixel1, pixel2, detector.shape, detector.mask, detector.name,
                             detector.binning, None, detector.orientation)
     return detector
+
+
+def _find_spline(spline: str, poni_path: str) -> str | None:
+    """The spline file named in a PONI file: as given, else next to the PONI file."""
+    for candidate in (spline, os.path.join(os.path.dirname(os.fspath(poni_path)), spline)):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _spline_detector(name: str, config: dict, shape, spline_file: str) -> Detector:
+    """The detector of a PONI file with a spline file: pixel sizes and corners from the spline,
+    the shape from ``shape``, the configuration or the spline, the mask from the named
+    detector when its shape matches."""
+    from .spline import read_spline, spline_detector
+
+    if tuple(config.get("binning") or (1, 1)) != (1, 1):
+        raise ValueError(f"{spline_file}: a binned detector with a spline file is not supported")
+    if int(config.get("orientation") or 3) != 3:
+        raise ValueError(f"{spline_file}: a spline file with a detector orientation other "
+                         "than 3 is not supported")
+    spline = read_spline(spline_file)
+    if shape is None and config.get("max_shape"):
+        shape = tuple(int(n) for n in config["max_shape"])
+    shape = spline.shape if shape is None else tuple(shape)
+    mask, label = None, None
+    if name.lower() not in _GENERIC_NAMES:
+        try:
+            named = get_detector(name)
+        except KeyError:
+            named = None
+        if named is not None:
+            label = named.name
+            mask = named.mask if named.shape == shape else None
+    return spline_detector(spline, shape, mask=mask, name=label)
 
 
 def poni_text(geometry) -> str:
