@@ -585,14 +585,15 @@ def nf_misorientation_brute(R1, R2, sym_mats):
 def nf_spots_brute(U, g, wavelength, lsd, omega_ranges, box_sizes, exclude_pole=0.0, wedge=0.0):
     """Spots by the textbook route, one orientation and reflection at a time.
 
-    Diffraction condition for lab G = Ry(wedge) Rz(w) U g written as a cos w + b sin w = c and
+    Diffraction condition for lab G = Ry(-wedge) Rz(w) U g (MIDAS's sign of Wedge; Ry the
+    right-handed rotation about +Y) written as a cos w + b sin w = c and
     solved as a quadratic in cos w (sin w from the linear equation). eta = acos(z / |(y, z)|),
     negative when y > 0; spot y = -R sin(eta), z = R cos(eta), R = Lsd tan(2 theta) with theta
     from Bragg's law. Windows: omega (or omega +- 360) in an OmegaRange whose BoxSize holds
     (y, z). Returns a list of (orientation, reflection, omega_deg, eta_deg, y, z).
     """
     out = []
-    cw, sw = np.cos(np.radians(wedge)), np.sin(np.radians(wedge))
+    cw, sw = np.cos(np.radians(-wedge)), np.sin(np.radians(-wedge))
     for i, Ui in enumerate(U):
         for m, gm in enumerate(g):
             G = Ui @ gm

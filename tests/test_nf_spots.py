@@ -59,6 +59,44 @@ def test_spots_match_textbook_solution(rng, wedge):
     np.testing.assert_array_equal(spots.frame, np.floor((spots.omega_deg - 180.0) / -0.25))
 
 
+def test_wedge_sign_matches_midas_omega_correction(rng):
+    """Our Wedge agrees with MIDAS's omega correction (NF SharedFuncsFit.c CorrectWedge, FF
+    FitWedge.c): take the lab scattering vector of the spot predicted without wedge, rotate it
+    by Ry(+Wedge), find the small rotation w' about Z that puts it back on the Bragg cone, and
+    subtract w' from the omega. That rule is first order in the wedge; our solution is exact,
+    so they agree to second order (below 0.01 deg at a 0.5 deg wedge) where w' stays small
+    (|w'| <= 1 deg: near the rotation axis the first-order rule breaks down); the opposite sign
+    is off by 2 w' (0.5 deg typically, up to 2 deg)."""
+    wedge = 0.5
+    refl = reflection_list(225, AU, WL, 6000.0, 2000.0)
+    flat, tilted = _geometry(), _geometry(wedge_deg=wedge)
+    U = _random_U(rng, 6)
+    s0, s1 = predict_spots(U, refl, flat), predict_spots(U, refl, tilted)
+    Ry = np.array([[np.cos(np.radians(wedge)), 0, np.sin(np.radians(wedge))], [0, 1, 0],
+                   [-np.sin(np.radians(wedge)), 0, np.cos(np.radians(wedge))]])
+    shifts, errors = [], []
+    for k in range(len(s0)):
+        i, m, w0 = s0.orientation[k], s0.reflection[k], np.radians(s0.omega_deg[k])
+        G = U[i] @ refl.g[m]
+        c, s = np.cos(w0), np.sin(w0)
+        g_wedged = Ry @ (np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ G)
+        # Rz(w') g_wedged has x = -|G| sin(theta) = -|G|^2 lambda / 2: a cos w' + b sin w' = t
+        a, b, t = g_wedged[0], -g_wedged[1], -G @ G * WL / 2
+        phase, amp = np.arctan2(b, a), np.hypot(a, b)
+        candidates = phase + np.array([1, -1]) * np.arccos(np.clip(t / amp, -1, 1))
+        w_small = np.degrees((candidates + np.pi) % (2 * np.pi) - np.pi)
+        w_small = w_small[np.argmin(np.abs(w_small))]
+        same = (s1.orientation == i) & (s1.reflection == m)
+        if abs(w_small) > 1.0 or not same.any():
+            continue
+        midas = s0.omega_deg[k] - w_small
+        diff = (s1.omega_deg[same] - midas + 180.0) % 360.0 - 180.0
+        shifts.append(abs(w_small))
+        errors.append(np.min(np.abs(diff)))
+    assert len(errors) > 1000 and np.median(shifts) > 0.1   # the wedge moves spots visibly
+    assert np.max(errors) < 0.02
+
+
 def test_bragg_and_diffraction_condition(rng):
     """|k_in + G| = |k_in| and the scattering angle is 2 theta of Bragg's law, to 1e-9;
     the spot lies on the diffracted beam at every distance."""

@@ -2,7 +2,8 @@
 """NF-HEDM spot prediction, ray projection onto tilted detectors, and footprint rasterisation.
 
 Frames (MIDAS): beam along lab +X, rotation omega about +Z (stage tilted by the wedge angle
-about lab +Y: lab = Ry(wedge) Rz(omega) sample), detector distances along +X.
+about lab +Y, with MIDAS's sign: lab = Ry(-wedge) Rz(omega) sample), detector distances
+along +X.
 All loops over orientations / spots run in OpenMP ``prange``. Spots are written into a buffer of
 2 m rows per orientation (m reflections: at most two omegas each), chunk by chunk, then
 compacted; footprints are written in two passes (count, then fill at prefix-sum offsets).
@@ -195,7 +196,7 @@ def predict_spots(const double[:, :, ::1] U, const double[:, ::1] g, double wave
         raise ValueError(f"exclude_pole_deg: expected 0 <= value < 90, got {exclude_pole_deg}")
     if omega_step_deg == 0:
         raise ValueError("omega_step_deg: expected non-zero")
-    cdef double cw = cos(wedge_deg * RAD), sw = sin(wedge_deg * RAD)
+    cdef double cw = cos(wedge_deg * RAD), sw = -sin(wedge_deg * RAD)  # Ry(-wedge)
     cdef double tan_pole = np.tan(np.radians(exclude_pole_deg))
     g_arr = np.asarray(g)
     glen = np.sqrt((g_arr * g_arr).sum(axis=1))
@@ -273,7 +274,7 @@ cdef inline void _project(double a, double b, double c, double s, double dy, dou
     detector at distance lsd (MIDAS tilt convention: the ray is rotated by Rt about the beam
     centre (lsd, 0, 0) and met with the untilted plane X = lsd). c, s: cos and sin of omega."""
     cdef double xa = a * c - b * s, ya = a * s + b * c
-    # stage wedge: lab = Ry(wedge) Rz(omega) sample
+    # stage wedge: lab = Ry(-wedge) Rz(omega) sample (sw = -sin(wedge))
     cdef double px0 = cw * xa - lsd, py0 = ya, pz0 = -sw * xa
     cdef double qx, qy, qz, ex, ey, ez, t
     # rotate point (relative to the beam centre) and direction by Rt
@@ -297,7 +298,7 @@ def project_points(const double[::1] a_um, const double[::1] b_um, const double[
     cdef Py_ssize_t n = a_um.shape[0], nd = lsd_um.shape[0], i, d
     out = np.empty((n, nd, 2), dtype=np.float64)
     cdef double[:, :, ::1] o = out
-    cdef double cw = cos(wedge_deg * RAD), sw = sin(wedge_deg * RAD)
+    cdef double cw = cos(wedge_deg * RAD), sw = -sin(wedge_deg * RAD)  # Ry(-wedge)
     if num_threads == 0 and n * nd < SMALL_WORK:
         num_threads = 1
     for i in prange(n, nogil=True, schedule="static", num_threads=num_threads):
@@ -416,7 +417,7 @@ def footprints(const int[::1] voxel, const double[:, :, ::1] verts,
     if verts.shape[1] < 3 or verts.shape[1] > 8 or verts.shape[2] != 2:
         raise ValueError("verts: expected (nvoxels, 3..8, 2)")
     cdef int nv = verts.shape[1]
-    cdef double cw = cos(wedge_deg * RAD), sw = sin(wedge_deg * RAD)
+    cdef double cw = cos(wedge_deg * RAD), sw = -sin(wedge_deg * RAD)  # Ry(-wedge)
     if n == 0:
         return np.zeros(1, np.int64), np.empty(0, np.int32), np.empty(0, np.int32)
     if verts.shape[0] == 0 or nd == 0:

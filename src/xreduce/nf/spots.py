@@ -7,10 +7,11 @@ from +Z, negative towards +Y; the spot of a voxel at the origin lies at
 ``y = -R sin(eta), z = R cos(eta)``, ``R = Lsd tan(2 theta)``. A voxel at sample (a, b) is seen
 through the ray from ``Rz(w) (a, b, 0)`` along the diffracted beam.
 
-Extensions, each 0 by default: ``Wedge`` tilts the rotation stage about lab +Y
-(``lab = Ry(Wedge) Rz(w) sample``); detector tilts ``Rt = Rz(tz) Ry(ty) Rx(tx)`` act as in MIDAS:
-the ray is rotated by ``Rt`` about the beam centre ``(Lsd, 0, 0)`` and met with the plane
-``X = Lsd``; pixel ``Y = y / px + BCy``, ``Z = z / px + BCz`` (pixel centres at integer values).
+Extensions, each 0 by default: ``Wedge`` tilts the rotation stage about lab +Y with MIDAS's
+sign (``lab = Ry(-Wedge) Rz(w) sample``, Ry right-handed: the sign MIDAS's NF and FF codes
+use when they correct omega for the wedge); detector tilts ``Rt = Rz(tz) Ry(ty) Rx(tx)`` act
+as in MIDAS: the ray is rotated by ``Rt`` about the beam centre ``(Lsd, 0, 0)`` and met with
+the plane ``X = Lsd``; pixel ``Y = y / px + BCy``, ``Z = z / px + BCz`` (pixel centres at integer values).
 Frame number ``floor((w - OmegaStart) / OmegaStep)``.
 
 Example
