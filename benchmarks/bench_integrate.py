@@ -5,7 +5,11 @@ Eiger 4M, 1000 radial bins in 2theta (degrees), Poisson errors, solid angle and 
 frames as the detector writes them. For each case:
 
 - per-frame time: median over ``--frames`` different frames, after one warm-up call, the two
-  tools timed alternately frame by frame (both see the same load on a shared machine);
+  tools timed alternately frame by frame (both see the same load on a shared machine), with a
+  pause of ``PAUSE_S`` after every call: each tool brings its own OpenMP runtime, whose threads
+  keep spinning for a while after a parallel region; without the pause the one tool's
+  spinning threads take the cores the other's next call needs (measured: xreduce's 1D bbox
+  frame 9.2 ms right after a pyFAI call, 6.4 ms after a pause; pyFAI's unaffected);
 - matrix build time: first call after ``reset_engines()`` (each tool keeps its cached pixel
   arrays and corrections, and builds its sparse engine again) minus the per-frame time, best
   of 3;
@@ -37,15 +41,19 @@ OPTIONS = dict(unit="2th_deg", error_model="poisson", polarization_factor=0.99)
 PONI = dict(dist=0.15, poni1=0.09, poni2=0.08, rot1=0.02, rot2=-0.015, rot3=0.0, wavelength=0.7e-10)
 
 
+PAUSE_S = 0.2  # after each timed call: lets the OpenMP threads of the tool just timed go idle
+
+
 def _median_times(call_a, call_b, frames) -> tuple[float, float]:
     """Median seconds per frame of two calls, timed alternately frame by frame so that both
-    see the same machine load."""
+    see the same machine load, each after a pause (see the module notes)."""
     times_a, times_b = [], []
     for frame in frames:
         for call, times in ((call_a, times_a), (call_b, times_b)):
             t0 = time.perf_counter()
             call(frame)
             times.append(time.perf_counter() - t0)
+            time.sleep(PAUSE_S)
     return statistics.median(times_a), statistics.median(times_b)
 
 
@@ -120,6 +128,7 @@ def run(nframes: int = 7, quick: bool = False) -> list[dict]:
                 t0 = time.perf_counter()
                 call(frames[0])
                 first = time.perf_counter() - t0
+                time.sleep(PAUSE_S)
                 if ai is ours:
                     first_ours = min(first_ours, first)
                 else:

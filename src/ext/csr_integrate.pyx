@@ -165,10 +165,11 @@ cdef inline Py_ssize_t _fast_row(const raw_t* frame, const cnp.int32_t* indices,
 
 cdef inline void _static_row(const cnp.int32_t* indices, const cnp.float32_t* coef,
                              bint has_coef, const double* norm, Py_ssize_t start,
-                             Py_ssize_t stop, double* sum_norm, double* sum_norm2,
-                             double* count) noexcept nogil:
+                             Py_ssize_t stop, Py_ssize_t nnz, double* sum_norm,
+                             double* sum_norm2, double* count) noexcept nogil:
     """sum c*norm, sum (c*norm)^2 and sum c over the entries start..stop-1 of a row, in 4
-    independent lanes (no single dependency chain), added pairwise at the end."""
+    independent lanes (no single dependency chain), added pairwise at the end; the
+    normalisation of the pixels PREFETCH_AHEAD entries on is prefetched, as in the frame pass."""
     cdef double sn[4]
     cdef double sn2[4]
     cdef double sc[4]
@@ -180,6 +181,9 @@ cdef inline void _static_row(const cnp.int32_t* indices, const cnp.float32_t* co
         sc[k] = 0.0
     j = start
     while j + 4 <= stop:
+        if j + PREFETCH_AHEAD + 4 <= nnz:
+            for k in range(4):
+                XR_PREFETCH(norm + indices[j + PREFETCH_AHEAD + k])
         for k in range(4):
             c = coef[j + k] if has_coef else 1.0
             w = c * norm[indices[j + k]]
@@ -221,7 +225,8 @@ def static_sums(const cnp.int32_t[::1] indptr, const cnp.int32_t[::1] indices,
         for c in prange(nchunks, schedule="dynamic"):
             for b in range(bounds[c], bounds[c + 1]):
                 _static_row(index_ptr, coef_ptr, has_coef, norm_ptr, indptr[b],
-                            indptr[b + 1], &sum_norm[b], &sum_norm2[b], &count[b])
+                            indptr[b + 1], indices.shape[0], &sum_norm[b], &sum_norm2[b],
+                            &count[b])
 
 
 @cython.boundscheck(False)

@@ -388,8 +388,10 @@ class AzimuthalIntegrator:
         arrays = [np.ascontiguousarray(a, dtype=np.float64)
                   for a in (sums.signal, sums.variance, sums.norm, sums.norm2)]
         with_errors = model is not None
-        intensity = np.empty(arrays[0].shape)
-        sigma, std = (np.empty(intensity.shape) for _ in range(2)) if with_errors else (None, None)
+        if with_errors:  # one allocation for the three (see CsrEngine.integrate)
+            intensity, sigma, std = np.empty((3,) + arrays[0].shape)
+        else:
+            intensity, sigma, std = np.empty(arrays[0].shape), None, None
         flat = [a.reshape(-1) for a in arrays]
         unused = np.empty(0)
         csr_integrate.finish(*flat, float(empty), with_errors, intensity.reshape(-1),
