@@ -37,11 +37,17 @@ CASES = [("no", 1000, None), ("bbox", 1000, None), ("full", 1000, None),
          ("bbox", 500, 360), ("full", 500, 360)]
 
 
+PAUSE_S = 0.2  # before each timed call: the OpenMP threads of the last call go idle
+
+
 def best_time(func, repeat: int):
     """Best wall time of `repeat` calls, the CPU time (all threads) of that call, and the last
-    result. On a shared machine the CPU time is the steadier measure of the work done."""
+    result. On a shared machine the CPU time is the steadier measure of the work done. Each
+    call follows a pause: both tools bring their own OpenMP runtime, whose threads keep
+    spinning for a while after a parallel region and would take the other's cores."""
     best, best_cpu = np.inf, np.inf
     for _ in range(repeat):
+        time.sleep(PAUSE_S)
         start, start_cpu = time.perf_counter(), time.process_time()
         result = func()
         wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
