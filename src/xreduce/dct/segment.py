@@ -138,10 +138,10 @@ class _Checkpoint:
 
     @staticmethod
     def _write(path: str, write) -> None:
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
+        from xreduce.io.writers import atomic_output
+
+        with atomic_output(path) as tmp, open(tmp, "wb") as f:
             write(f)
-        os.replace(tmp, path)
 
     def _path(self, name: str) -> str:
         return os.path.join(self.folder, name)

@@ -151,8 +151,9 @@ def run_segment(config, progress: bool = True):
 
 def checkpoint_path(output: str) -> str:
     """The folder where a segment run writing ``output`` keeps what it has done so far."""
-    folder, name = os.path.split(os.fspath(output))
-    return os.path.join(folder, f".{name}.checkpoint")
+    from xreduce.io import partial_path
+
+    return partial_path(output, suffix="checkpoint")
 
 
 def _run_and_summarise(config: str, progress: bool) -> str:

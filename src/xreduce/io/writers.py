@@ -25,11 +25,12 @@ import numpy as np
 __all__ = ["partial_path", "atomic_output", "write_hdf5"]
 
 
-def partial_path(path: str | os.PathLike) -> str:
-    """The temporary name used while ``path`` is being written: ``dir/.name.partial``."""
+def partial_path(path: str | os.PathLike, suffix: str = "partial") -> str:
+    """The temporary name used while ``path`` is being written: ``dir/.name.partial`` (or
+    another ``suffix``, e.g. for a folder of work in progress)."""
     path = os.fspath(path)
     folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}.partial")
+    return os.path.join(folder, f".{name}.{suffix}")
 
 
 @contextlib.contextmanager
