@@ -77,6 +77,42 @@ def balanced_chunks(const cnp.int32_t[::1] indptr, int nchunks):
     return np.unique(np.concatenate([[0], cuts, [max(nbins, 0)]])).astype(np.int32)
 
 
+cdef inline bint _add_block(const raw_t* frame, const cnp.int32_t* indices,
+                            const cnp.float32_t* coef, const cnp.float32_t* dark,
+                            const cnp.float32_t* variance, Py_ssize_t j, int m, bint use_coef,
+                            bint use_dark, int error_mode, bint check_values, bint has_dummy,
+                            double dummy, double delta_dummy, double* s,
+                            double* v) noexcept nogil:
+    """Add entries j..j+m-1 (m <= LANES) to lanes 0..m-1 of s and v; False, adding nothing,
+    if one of their values is invalid. Called with m = LANES for whole blocks, so that the
+    compiler unrolls those."""
+    cdef cnp.int32_t i[LANES]
+    cdef raw_t r[LANES]
+    cdef double c = 1.0, x
+    cdef bint bad = False
+    cdef int k
+    for k in range(m):
+        i[k] = indices[j + k]
+        r[k] = frame[i[k]]
+        if check_values:
+            bad = bad | _invalid(r[k], has_dummy, dummy, delta_dummy)
+    if bad:
+        return False
+    for k in range(m):
+        if use_coef:
+            c = coef[j + k]
+        x = <double> r[k]
+        if use_dark:
+            s[k] = s[k] + c * (x - dark[i[k]])
+        else:
+            s[k] = s[k] + c * x
+        if error_mode == 1:
+            v[k] = v[k] + c * c * (x if x > 1.0 else 1.0)
+        elif error_mode == 2:
+            v[k] = v[k] + c * c * variance[i[k]]
+    return True
+
+
 cdef inline Py_ssize_t _fast_row(const raw_t* frame, const cnp.int32_t* indices,
                                  const cnp.float32_t* coef, const cnp.float32_t* dark,
                                  const cnp.float32_t* variance, Py_ssize_t j, Py_ssize_t stop,
@@ -95,17 +131,11 @@ cdef inline Py_ssize_t _fast_row(const raw_t* frame, const cnp.int32_t* indices,
     """
     cdef double s[LANES]
     cdef double v[LANES]
-    cdef double c[LANES]
-    cdef double x[LANES]
-    cdef cnp.int32_t i[LANES]
-    cdef raw_t r[LANES]
     cdef int k
     cdef Py_ssize_t n
-    cdef bint bad
     for k in range(LANES):
         s[k] = 0.0
         v[k] = 0.0
-        c[k] = 1.0
     if raw_t is cnp.uint32_t or raw_t is cnp.int32_t:
         if simd and not use_dark and error_mode < 2 and not has_dummy:
             j = xr_row_i32_avx2(<const cnp.int32_t*> frame, indices,
@@ -115,48 +145,14 @@ cdef inline Py_ssize_t _fast_row(const raw_t* frame, const cnp.int32_t* indices,
         if j + PREFETCH_AHEAD + LANES <= nnz:
             for k in range(LANES):
                 XR_PREFETCH(frame + indices[j + PREFETCH_AHEAD + k])
-        bad = False
-        for k in range(LANES):
-            i[k] = indices[j + k]
-            r[k] = frame[i[k]]
-            if check_values:
-                bad = bad | _invalid(r[k], has_dummy, dummy, delta_dummy)
-        if bad:
+        if not _add_block(frame, indices, coef, dark, variance, j, LANES, use_coef, use_dark,
+                          error_mode, check_values, has_dummy, dummy, delta_dummy, s, v):
             break
-        for k in range(LANES):
-            if use_coef:
-                c[k] = coef[j + k]
-            x[k] = <double> r[k]
-            if use_dark:
-                s[k] = s[k] + c[k] * (x[k] - dark[i[k]])
-            else:
-                s[k] = s[k] + c[k] * x[k]
-            if error_mode == 1:
-                v[k] = v[k] + c[k] * c[k] * (x[k] if x[k] > 1.0 else 1.0)
-            elif error_mode == 2:
-                v[k] = v[k] + c[k] * c[k] * variance[i[k]]
         j = j + LANES
     n = stop - j
     if 0 < n < LANES:  # the last, partial block (unless an invalid value stopped us)
-        bad = False
-        for k in range(n):
-            i[k] = indices[j + k]
-            r[k] = frame[i[k]]
-            if check_values:
-                bad = bad | _invalid(r[k], has_dummy, dummy, delta_dummy)
-        if not bad:
-            for k in range(n):
-                if use_coef:
-                    c[k] = coef[j + k]
-                x[k] = <double> r[k]
-                if use_dark:
-                    s[k] = s[k] + c[k] * (x[k] - dark[i[k]])
-                else:
-                    s[k] = s[k] + c[k] * x[k]
-                if error_mode == 1:
-                    v[k] = v[k] + c[k] * c[k] * (x[k] if x[k] > 1.0 else 1.0)
-                elif error_mode == 2:
-                    v[k] = v[k] + c[k] * c[k] * variance[i[k]]
+        if _add_block(frame, indices, coef, dark, variance, j, n, use_coef, use_dark,
+                      error_mode, check_values, has_dummy, dummy, delta_dummy, s, v):
             j = stop
     sig_out[0] = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
     var_out[0] = ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))
