@@ -18,6 +18,31 @@ static int xr_has_avx2(void) {
     return __builtin_cpu_supports("avx2");
 }
 
+/* Lanes k of a block: sig += c*x and, when poisson, var += c*c*max(x, 1); x from the 8
+ * int32 values r, c the 8 coefficients, or all ones when c is NULL (no multiplications). */
+__attribute__((target("avx2")))
+static inline void xr_add8(const __m256 *c, __m256i r, int poisson, __m256d *s0, __m256d *s1,
+                           __m256d *v0, __m256d *v1) {
+    const __m256d one = _mm256_set1_pd(1.0);
+    __m256d x0 = _mm256_cvtepi32_pd(_mm256_castsi256_si128(r));
+    __m256d x1 = _mm256_cvtepi32_pd(_mm256_extracti128_si256(r, 1));
+    __m256d p0 = _mm256_max_pd(x0, one), p1 = _mm256_max_pd(x1, one);
+    if (c) {
+        __m256d c0 = _mm256_cvtps_pd(_mm256_castps256_ps128(*c));
+        __m256d c1 = _mm256_cvtps_pd(_mm256_extractf128_ps(*c, 1));
+        x0 = _mm256_mul_pd(c0, x0);
+        x1 = _mm256_mul_pd(c1, x1);
+        p0 = _mm256_mul_pd(_mm256_mul_pd(c0, c0), p0);
+        p1 = _mm256_mul_pd(_mm256_mul_pd(c1, c1), p1);
+    }
+    *s0 = _mm256_add_pd(*s0, x0);
+    *s1 = _mm256_add_pd(*s1, x1);
+    if (poisson) {
+        *v0 = _mm256_add_pd(*v0, p0);
+        *v1 = _mm256_add_pd(*v1, p1);
+    }
+}
+
 /* Entries j..stop of a row (blocks of 8, then a partial block): sig[k] += c*x and, when
  * poisson, var[k] += c*c*max(x, 1) (coef NULL: c = 1). Stops before the first block holding
  * a value with the sign bit set (negative int32, uint32 >= 2^31 including the 0xFFFFFFFF mark) or, when is_signed,
@@ -30,7 +55,6 @@ static ptrdiff_t xr_row_i32_avx2(const int32_t *frame, const int32_t *indices,
                                  double *sig, double *var) {
     __m256d s0 = _mm256_loadu_pd(sig), s1 = _mm256_loadu_pd(sig + 4);
     __m256d v0 = _mm256_loadu_pd(var), v1 = _mm256_loadu_pd(var + 4);
-    const __m256d one = _mm256_set1_pd(1.0);
     const __m256i top = _mm256_set1_epi32(0x7FFFFFFF);
     for (; j + 8 <= stop; j += 8) {
         if (j + ahead + 8 <= nnz) {
@@ -42,28 +66,8 @@ static ptrdiff_t xr_row_i32_avx2(const int32_t *frame, const int32_t *indices,
         __m256i bad = is_signed ? _mm256_or_si256(r, _mm256_cmpeq_epi32(r, top)) : r;
         if (_mm256_movemask_ps(_mm256_castsi256_ps(bad)))
             break;
-        __m256d x0 = _mm256_cvtepi32_pd(_mm256_castsi256_si128(r));
-        __m256d x1 = _mm256_cvtepi32_pd(_mm256_extracti128_si256(r, 1));
-        if (coef) {
-            __m256 c = _mm256_loadu_ps(coef + j);
-            __m256d c0 = _mm256_cvtps_pd(_mm256_castps256_ps128(c));
-            __m256d c1 = _mm256_cvtps_pd(_mm256_extractf128_ps(c, 1));
-            s0 = _mm256_add_pd(s0, _mm256_mul_pd(c0, x0));
-            s1 = _mm256_add_pd(s1, _mm256_mul_pd(c1, x1));
-            if (poisson) {
-                v0 = _mm256_add_pd(v0, _mm256_mul_pd(_mm256_mul_pd(c0, c0),
-                                                     _mm256_max_pd(x0, one)));
-                v1 = _mm256_add_pd(v1, _mm256_mul_pd(_mm256_mul_pd(c1, c1),
-                                                     _mm256_max_pd(x1, one)));
-            }
-        } else {
-            s0 = _mm256_add_pd(s0, x0);
-            s1 = _mm256_add_pd(s1, x1);
-            if (poisson) {
-                v0 = _mm256_add_pd(v0, _mm256_max_pd(x0, one));
-                v1 = _mm256_add_pd(v1, _mm256_max_pd(x1, one));
-            }
-        }
+        __m256 c = coef ? _mm256_loadu_ps(coef + j) : _mm256_setzero_ps();
+        xr_add8(coef ? &c : NULL, r, poisson, &s0, &s1, &v0, &v1);
     }
     if (j < stop && j + 8 > stop) {
         /* The last, partial block: lanes at or beyond stop read nothing and add zeros
@@ -75,20 +79,9 @@ static ptrdiff_t xr_row_i32_avx2(const int32_t *frame, const int32_t *indices,
                                                 idx, live, 4);
         __m256i bad = is_signed ? _mm256_or_si256(r, _mm256_cmpeq_epi32(r, top)) : r;
         if (!_mm256_movemask_ps(_mm256_castsi256_ps(bad))) {
-            __m256d x0 = _mm256_cvtepi32_pd(_mm256_castsi256_si128(r));
-            __m256d x1 = _mm256_cvtepi32_pd(_mm256_extracti128_si256(r, 1));
             __m256 c = coef ? _mm256_maskload_ps(coef + j, live)
                             : _mm256_and_ps(_mm256_castsi256_ps(live), _mm256_set1_ps(1.0f));
-            __m256d c0 = _mm256_cvtps_pd(_mm256_castps256_ps128(c));
-            __m256d c1 = _mm256_cvtps_pd(_mm256_extractf128_ps(c, 1));
-            s0 = _mm256_add_pd(s0, _mm256_mul_pd(c0, x0));
-            s1 = _mm256_add_pd(s1, _mm256_mul_pd(c1, x1));
-            if (poisson) {
-                v0 = _mm256_add_pd(v0, _mm256_mul_pd(_mm256_mul_pd(c0, c0),
-                                                     _mm256_max_pd(x0, one)));
-                v1 = _mm256_add_pd(v1, _mm256_mul_pd(_mm256_mul_pd(c1, c1),
-                                                     _mm256_max_pd(x1, one)));
-            }
+            xr_add8(&c, r, poisson, &s0, &s1, &v0, &v1);   /* zeros beyond stop */
             j = stop;
         }
     }
