@@ -254,3 +254,22 @@ def test_read_pyfai_detector_file(tmp_path, name, pyfai_name):
     path = tmp_path / "pyfai_detector.h5"
     detectors.detector_factory(pyfai_name).save(str(path))
     assert Detector.read_nexus(path) == get_detector(name)
+
+
+def test_largest_integer_value_is_invalid_only_for_dectris_detectors():
+    from xreduce.detectors import Detector, get_detector
+    assert get_detector("Pilatus 1M").max_value_invalid
+    assert get_detector("Eiger2 CdTe 4M").max_value_invalid
+    assert not get_detector("Perkin Elmer").max_value_invalid
+    assert not Detector(1e-4, 1e-4, (4, 4)).max_value_invalid
+    assert Detector(1e-4, 1e-4, (4, 4), max_value_invalid=True).max_value_invalid
+    assert get_detector("Pilatus 1M").binned(2).max_value_invalid
+    with pytest.raises(TypeError, match="max_value_invalid"):
+        Detector(1e-4, 1e-4, (4, 4), max_value_invalid="yes")
+
+
+def test_max_value_invalid_survives_nexus(tmp_path):
+    from xreduce.detectors import Detector
+    det = Detector(1e-4, 1e-4, (4, 4), name="Eiger 1M", max_value_invalid=False)
+    det.write_nexus(tmp_path / "d.h5")
+    assert Detector.read_nexus(tmp_path / "d.h5") == det

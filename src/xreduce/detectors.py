@@ -29,6 +29,10 @@ __all__ = ["Detector", "get_detector", "detector_names", "module_gap_mask"]
 _ORIENTATIONS = (1, 2, 3, 4)
 
 
+# Dectris detectors mark dead and overflowing pixels with the largest value of the frame type.
+_DECTRIS_NAME = re.compile(r"\s*(pilatus|eiger|mythen)", re.IGNORECASE)
+
+
 def _as_readonly(array: np.ndarray) -> np.ndarray:
     array.setflags(write=False)
     return array
@@ -59,6 +63,11 @@ class Detector:
     orientation : int
         EXIF orientation 1-4 of the image (3 = native, origin at the bottom-left seen from the
         sample). 1 flips both axes, 2 flips the slow axis, 4 flips the fast axis.
+    max_value_invalid : bool, optional
+        True when the largest value of an integer frame type marks an invalid pixel (the Dectris
+        convention: 2**32-1 in uint32 for dead or overflowing pixels). None (default) derives it
+        from the name: True for the Dectris families (Pilatus, Eiger, Mythen), False otherwise,
+        so that a saturated 255 of an 8-bit camera stays a valid count (doc/integration.md).
 
     Example
     -------
@@ -75,6 +84,7 @@ class Detector:
     binning: tuple = (1, 1)
     corners: np.ndarray | None = None
     orientation: int = 3
+    max_value_invalid: bool | None = None
 
     def __post_init__(self):
         for label in ("pixel1", "pixel2"):
@@ -97,6 +107,13 @@ class Detector:
         object.__setattr__(self, "orientation", int(self.orientation))
         if self.name is not None and not isinstance(self.name, str):
             raise TypeError(f"name: expected a str or None, got {type(self.name).__name__}")
+        if self.max_value_invalid is None:
+            derived = bool(self.name and _DECTRIS_NAME.match(self.name))
+            object.__setattr__(self, "max_value_invalid", derived)
+        elif not isinstance(self.max_value_invalid, (bool, np.bool_)):
+            raise TypeError(f"max_value_invalid: expected True, False or None, got "
+                            f"{self.max_value_invalid!r}")
+        object.__setattr__(self, "max_value_invalid", bool(self.max_value_invalid))
         if self.mask is not None:
             mask = np.asarray(self.mask)
             if mask.shape != shape:
@@ -117,8 +134,10 @@ class Detector:
         if not isinstance(other, Detector):
             return NotImplemented
         return (
-            (self.pixel1, self.pixel2, self.shape, self.name, self.binning, self.orientation)
-            == (other.pixel1, other.pixel2, other.shape, other.name, other.binning, other.orientation)
+            (self.pixel1, self.pixel2, self.shape, self.name, self.binning, self.orientation,
+             self.max_value_invalid)
+            == (other.pixel1, other.pixel2, other.shape, other.name, other.binning, other.orientation,
+                other.max_value_invalid)
             and np.array_equal(self.mask, other.mask)
             and (self.corners is None) == (other.corners is None)
             and (self.corners is None or np.array_equal(self.corners, other.corners))
@@ -170,12 +189,13 @@ class Detector:
         return Detector(
             self.pixel1 * b1, self.pixel2 * b2, (rows, cols), mask, self.name,
             (self.binning[0] * b1, self.binning[1] * b2), None, self.orientation,
+            self.max_value_invalid,
         )
 
     def with_mask(self, mask) -> "Detector":
         """Return a copy with another mask (array of shape ``shape``, non-zero = masked)."""
         return Detector(self.pixel1, self.pixel2, self.shape, mask, self.name, self.binning,
-                        self.corners, self.orientation)
+                        self.corners, self.orientation, self.max_value_invalid)
 
     # -- NeXus ---------------------------------------------------------------------------------
     def write_nexus(self, target, name: str = "detector") -> None:
@@ -232,6 +252,8 @@ class Detector:
         group["pixel_mask"].attrs["doc"] = "1 = masked (module gap or invalid pixel)"
         group["binning"] = np.array(self.binning, dtype=np.int32)
         group["orientation"] = np.int32(self.orientation)
+        group["max_value_invalid"] = np.int8(self.max_value_invalid)
+        group["max_value_invalid"].attrs["doc"] = "1 = the largest value of an integer frame type marks an invalid pixel"
         if self.corners is not None:
             group.create_dataset("pixel_corners", data=self.corners, compression="gzip")
             group["pixel_corners"].attrs["units"] = "m"
@@ -294,7 +316,10 @@ class Detector:
             name = model.name if model is not None else None
         binning = tuple(int(b) for b in group["binning"][()]) if "binning" in group else (1, 1)
         orientation = int(group["orientation"][()]) if "orientation" in group else 3
-        return cls(pixel1, pixel2, shape, mask, name, binning, corners, orientation)
+        max_value_invalid = (bool(group["max_value_invalid"][()]) if "max_value_invalid" in group
+                             else None)
+        return cls(pixel1, pixel2, shape, mask, name, binning, corners, orientation,
+                   max_value_invalid)
 
 
 def _find_nxdetector(group):

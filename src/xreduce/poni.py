@@ -182,7 +182,8 @@ def _detector(name: str, config: dict, shape, path: str, entries: dict) -> Detec
     pixel2 = float(config.get("pixel2", detector.pixel2))
     if (pixel1, pixel2) != (detector.pixel1, detector.pixel2):
         detector = Detector(pixel1, pixel2, detector.shape, detector.mask, detector.name,
-                            detector.binning, None, detector.orientation)
+                            detector.binning, None, detector.orientation,
+                            detector.max_value_invalid)
     return detector
 
 
