@@ -671,3 +671,38 @@ def nf_misorientation_brute_quaternion(q1, q2, sym_q):
                 best = min(best, 2 * np.arccos(min(1.0, abs(w))))
         out[i] = best
     return out
+
+
+# =====================================================================================
+# NF-HEDM image processing (MIDAS's ProcessImagesCombined rules, doc/nf.md)
+# =====================================================================================
+
+def nf_process_images_reference(frames, blanket=0.0, med_filt_radius=1, do_log=False,
+                                log_mask_radius=4, gauss_filt_radius=1.0):
+    """Lit pixels (n_frames, NrPixelsY, NrPixelsZ) of one distance's raw frames
+    (n_frames, NrPixelsZ rows, NrPixelsY columns), written plainly with NumPy/SciPy:
+    per-pixel lower median of the sorted frames, I' = max(I - median - blanket, 0), a
+    (2r+1)^2 median with the border of width r unchanged, I'' != 0 or the filled negative-LoG
+    mask, then y = NrPixelsY - 1 - column, z = NrPixelsZ - 1 - row."""
+    from scipy import ndimage
+
+    frames = np.asarray(frames, dtype=np.float64)
+    n, nz, ny = frames.shape
+    background = np.sort(frames, axis=0)[(n - 1) // 2]
+    out = np.zeros((n, ny, nz), bool)
+    r = med_filt_radius
+    for j in range(n):
+        sig = np.maximum(frames[j] - background - blanket, 0.0)
+        if r > 0:
+            windows = np.lib.stride_tricks.sliding_window_view(sig, (2 * r + 1, 2 * r + 1))
+            sig = sig.copy()
+            sig[r:nz - r, r:ny - r] = np.median(windows, axis=(-2, -1))
+        if do_log:
+            resp = ndimage.gaussian_laplace(sig, gauss_filt_radius, mode="constant",
+                                            truncate=log_mask_radius / gauss_filt_radius)
+            lit = ndimage.binary_fill_holes(resp < 0)
+        else:
+            lit = sig != 0
+        for row, col in zip(*np.nonzero(lit)):
+            out[j, ny - 1 - col, nz - 1 - row] = True
+    return out

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xreduce.limits import check_allocation
+
 __all__ = ["Grid", "hexagonal_grid", "square_grid", "read_grid", "write_grid",
            "apply_grid_mask", "apply_tomo_mask", "grid_from_parameters"]
 
@@ -123,7 +125,12 @@ def hexagonal_grid(rsample_um: float, grid_size_um: float,
     if not gs > 0:
         raise ValueError(f"grid_size_um: expected > 0, got {grid_size_um}")
     edge = gs if edge_length_um is None else float(edge_length_um)
+    if not (np.isfinite(r) and np.isfinite(gs)):
+        raise ValueError(f"rsample_um, grid_size_um: expected finite numbers, got {r}, {gs}")
     n_hex = int(np.ceil(2 * r / (_SQ3 * gs) - 1e-12))
+    # 2 n rows of up to 4 n + 1 triangles; x, y (float64) and ud (int8), built in pieces
+    check_allocation(2 * n_hex * (4 * n_hex + 1) * 17 * 2, "rsample_um (Rsample), "
+                     "grid_size_um (GridSize)", f"a grid of about {8 * n_hex ** 2} triangles")
     height = _SQ3 / 2 * gs
     xs, ys, uds = [], [], []
     for i in list(range(-n_hex, 0)) + list(range(1, n_hex + 1)):
@@ -180,16 +187,25 @@ def write_grid(grid: Grid, path: str | os.PathLike) -> None:
 
 def read_grid(path: str | os.PathLike) -> Grid:
     """Read a MIDAS ``grid.txt`` (ours or MakeHexGrid's) into a triangle :class:`Grid`."""
-    with open(path) as f:
-        first = f.readline().split()
+    name = os.fspath(path)
     try:
-        count = int(first[0])
-    except (IndexError, ValueError):
-        raise ValueError(f"path: {str(path)!r} does not start with the number of grid points")
-    data = np.loadtxt(path, skiprows=1, ndmin=2)
+        with open(path, encoding="utf-8") as f:
+            first = f.readline().split()
+            count = int(first[0])
+            if not 1 <= count <= 2**31 - 1:
+                raise ValueError
+            check_allocation(count * 5 * 8 * 4, "path", f"{count} grid points")
+            data = np.loadtxt(f, ndmin=2, dtype=np.float64)
+    except UnicodeDecodeError:
+        raise ValueError(f"{name}: grid file is not UTF-8 text") from None
+    except (IndexError, ValueError) as exc:
+        raise ValueError(f"{name}: expected the number of grid points on the first line, then "
+                         f"5 numbers per line ({exc})") from None
     if data.shape != (count, 5):
-        raise ValueError(f"path: expected {count} lines of 5 numbers after the header, got "
+        raise ValueError(f"{name}: expected {count} lines of 5 numbers after the header, got "
                          f"array of shape {data.shape}")
+    if not np.isfinite(data).all() or not (data[:, 4] > 0).all():
+        raise ValueError(f"{name}: grid values must be finite with a positive half edge")
     outer, inner, x, y, half_edge = data.T
     sign_y = np.where(y >= 0, 1, -1)
     ud = np.where(outer > inner, 1, -1) * sign_y

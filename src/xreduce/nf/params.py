@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 import re
 import warnings
@@ -47,7 +48,9 @@ __all__ = [
     "load_yaml",
     "save_yaml",
     "KEYS",
+    "ALIASES",
     "REQUIRED_KEYS",
+    "MANUAL_REQUIRED_KEYS",
     "GEOMETRY_KEYS",
 ]
 
@@ -117,22 +120,68 @@ KEYS: dict[str, _Key] = {
         _k("GridMask", "grid_mask_um", float, 4),
         _k("GrainsFile", "grains_file", str),
         _k("GridFileName", "grid_file_name", str),
-        _k("GridPoints", "grid_points", float, 12),
+        _k("GridPoints", "grid_points", float, 12, True),
         # geometry keys read by the MIDAS NF programs
         _k("Rsample", "rsample_um", float),
         _k("EdgeLength", "edge_length_um", float),
         _k("NrPixels", "nr_pixels", int),
         _k("NrPixelsY", "nr_pixels_y", int),
         _k("NrPixelsZ", "nr_pixels_z", int),
+        # raw images and image processing (MIDAS's ProcessImagesCombined, doc/nf.md)
+        _k("OrigFileName", "orig_file_name", str),
+        _k("RawStartNr", "raw_start_nr", int),
+        _k("NrFilesPerDistance", "nr_files_per_distance", int),
+        _k("WFImages", "wf_images", int),
+        _k("extOrig", "ext_orig", str),
+        _k("extReduced", "ext_reduced", str),
+        _k("BlanketSubtraction", "blanket_subtraction", float),
+        _k("MedFiltRadius", "med_filt_radius", int),
+        _k("GaussFiltRadius", "gauss_filt_radius", float),
+        _k("LoGMaskRadius", "log_mask_radius", int),
+        _k("DoLoGFilter", "do_log_filter", int),
+        _k("WriteFinImage", "write_fin_image", int),
+        _k("PrecomputedSpotsInfo", "precomputed_spots_info", int),
+        _k("OnlySpotsInfo", "only_spots_info", int),
+        _k("WriteImage", "write_image", int),
+        # xreduce: raw frames as HDF5 stacks, one URL (file.h5::/path) per distance
+        _k("RawDataURL", "raw_data_urls", str, 1, True),
+        # sample position, seeds and phases
+        _k("GlobalPositionFirstLayer", "global_position_first_layer_um", float),
+        _k("GlobalPosition", "global_position_um", float),
+        _k("LayerThickness", "layer_thickness_um", float),
+        _k("NrOrientations", "nr_orientations", int),
+        _k("NumPhases", "num_phases", int),
+        _k("PhaseNr", "phase_nr", int),
+        # detector calibration tolerances (read and kept; the calibration is not part of xreduce)
+        _k("LsdTol", "lsd_tol_um", float),
+        _k("LsdRelativeTol", "lsd_relative_tol_um", float),
+        _k("BCTol", "bc_tol_px", float, 2),
+        _k("TiltsTol", "tilts_tol_deg", float),
+        _k("NumIterations", "num_iterations", int),
     ]
 }
 
+#: Other names MIDAS's programs accept for a key (alias -> key).
+ALIASES: dict[str, str] = {"LatticeConstant": "LatticeParameter", "RhoD": "MaxRingRad"}
+
+#: Largest absolute value of an integer key (MIDAS reads them as C ``int``).
+_INT_LIMIT = 2**31 - 1
+
 #: Keys the seed manual lists as required ("Core Parameters (Required)").
-REQUIRED_KEYS: tuple[str, ...] = (
+MANUAL_REQUIRED_KEYS: tuple[str, ...] = (
     "DataDirectory", "ReducedFileName", "StartNr", "EndNr", "nDistances", "Lsd", "BC", "px",
     "Wavelength", "SpaceGroup", "LatticeParameter", "OmegaStart", "OmegaStep", "OmegaRange",
     "BoxSize", "ExcludePoleAngle", "GridSize", "MaxRingRad", "OrientTol", "MinFracAccept",
     "MicFileBinary", "MicFileText", "SeedOrientations", "tx", "ty", "tz",
+)
+
+#: Keys required by default: the manual's list less the three that MIDAS's own example
+#: (``NF_HEDM/Example/ps_au.txt``) leaves out and the programs default (``DataDirectory``: the
+#: working folder, ``ReducedFileName``, ``SeedOrientations``: needed only by a seeded fit,
+#: which checks it).
+REQUIRED_KEYS: tuple[str, ...] = tuple(
+    k for k in MANUAL_REQUIRED_KEYS
+    if k not in ("DataDirectory", "ReducedFileName", "SeedOrientations")
 )
 
 #: The subset the forward model (reflections, spots, images) needs.
@@ -203,12 +252,39 @@ class NFParameters:
     grid_mask_um: tuple[float, float, float, float] | None = None
     grains_file: str | None = None
     grid_file_name: str | None = None
-    grid_points: tuple[float, ...] | None = None
+    grid_points: tuple[tuple[float, ...], ...] = ()
     rsample_um: float | None = None
     edge_length_um: float | None = None
     nr_pixels: int | None = None
     nr_pixels_y: int | None = None
     nr_pixels_z: int | None = None
+    orig_file_name: str | None = None
+    raw_start_nr: int | None = None
+    nr_files_per_distance: int | None = None
+    wf_images: int | None = None
+    ext_orig: str | None = None
+    ext_reduced: str | None = None
+    blanket_subtraction: float | None = None
+    med_filt_radius: int | None = None
+    gauss_filt_radius: float | None = None
+    log_mask_radius: int | None = None
+    do_log_filter: int | None = None
+    write_fin_image: int | None = None
+    precomputed_spots_info: int | None = None
+    only_spots_info: int | None = None
+    write_image: int | None = None
+    raw_data_urls: tuple[str, ...] = ()
+    global_position_first_layer_um: float | None = None
+    global_position_um: float | None = None
+    layer_thickness_um: float | None = None
+    nr_orientations: int | None = None
+    num_phases: int | None = None
+    phase_nr: int | None = None
+    lsd_tol_um: float | None = None
+    lsd_relative_tol_um: float | None = None
+    bc_tol_px: tuple[float, float] | None = None
+    tilts_tol_deg: float | None = None
+    num_iterations: int | None = None
     extra: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     # ---- conveniences used by the forward model -------------------------------------------
@@ -235,6 +311,11 @@ class NFParameters:
         if ny is None or nz is None:
             return None
         return (ny, nz)
+
+    @property
+    def frames_per_distance(self) -> int | None:
+        """NrFilesPerDistance, else EndNr - StartNr + 1, else None."""
+        return self.nr_files_per_distance or self.n_frames
 
     @property
     def n_frames(self) -> int | None:
@@ -300,6 +381,29 @@ def _coerce_value(key: _Key, value):
     return tuple(key.kind(x) for x in value)
 
 
+def _parse_number(key: _Key, tok: str, lineno: int, source: str):
+    """One int or float value: finite, integers in C ``int`` range."""
+    try:
+        value = float(tok)
+    except ValueError:
+        value = None
+    if value is not None and not (value == value and abs(value) != float("inf")):
+        raise ValueError(f"{source}:{lineno}: key {key.name!r} expects a finite number, "
+                         f"got {tok!r}")
+    if key.kind is float:
+        if value is None:
+            raise ValueError(f"{source}:{lineno}: key {key.name!r} expects float value(s), "
+                             f"got {tok!r}")
+        return value
+    if value is None or not value.is_integer():
+        raise ValueError(f"{source}:{lineno}: key {key.name!r} expects int value(s), "
+                         f"got {tok!r}")
+    if abs(value) > _INT_LIMIT:
+        raise ValueError(f"{source}:{lineno}: key {key.name!r} expects an integer of at most "
+                         f"{_INT_LIMIT} in size, got {tok!r}")
+    return int(value)
+
+
 def _parse_tokens(key: _Key, tokens: list[str], lineno: int, source: str):
     """Convert the values on one line; errors name the key and the line."""
     if key.kind is bool:
@@ -309,24 +413,42 @@ def _parse_tokens(key: _Key, tokens: list[str], lineno: int, source: str):
             f"{source}:{lineno}: key {key.name!r} expects {key.count} value(s), "
             f"got {len(tokens)}: {' '.join(tokens)!r}"
         )
-    values = []
-    for tok in tokens[: key.count]:
-        try:
-            values.append(key.kind(float(tok)) if key.kind is int and _is_intlike(tok)
-                          else key.kind(tok))
-        except ValueError:
-            raise ValueError(
-                f"{source}:{lineno}: key {key.name!r} expects {key.kind.__name__} value(s), "
-                f"got {tok!r}"
-            ) from None
+    if key.kind is str:
+        values = list(tokens[: key.count])
+    else:
+        values = [_parse_number(key, tok, lineno, source) for tok in tokens[: key.count]]
     return values[0] if key.count == 1 else tuple(values)
 
 
-def _is_intlike(tok: str) -> bool:
+def _read_text(source) -> tuple[str, str]:
+    """The text of a file or stream and its name for messages; bytes must be UTF-8."""
+    if hasattr(source, "read"):
+        name = str(getattr(source, "name", "<stream>"))
+        try:
+            text = source.read()
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{name}: parameter file is not UTF-8 text ({exc.reason} at byte "
+                             f"{exc.start})") from None
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{name}: parameter file is not UTF-8 text ({exc.reason} at "
+                                 f"byte {exc.start})") from None
+        return text, name
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source: expected a path or a text stream, got "
+                        f"{type(source).__name__}")
+    path = Path(source)
+    name = str(path)
+    if not path.is_file():
+        raise ValueError(f"source: parameter file {name!r} does not exist")
+    data = path.read_bytes()
     try:
-        return float(tok).is_integer()
-    except ValueError:
-        return False
+        return data.decode("utf-8"), name
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{name}: parameter file is not UTF-8 text ({exc.reason} at byte "
+                         f"{exc.start})") from None
 
 
 def read_parameters(
@@ -335,13 +457,17 @@ def read_parameters(
 ) -> NFParameters:
     """Read a MIDAS NF-HEDM parameter file into a validated :class:`NFParameters`.
 
+    Reads files as MIDAS's programs do: ``#`` comments, a trailing ``;`` on a line ignored,
+    the aliases of :data:`ALIASES` (``LatticeConstant``, ``RhoD``), repeated keys in order.
+
     Parameters
     ----------
     source : str, path-like or text stream
-        The parameter file.
+        The parameter file (UTF-8 text).
     required : iterable of str
-        MIDAS keys that must be present. Default: every key the manual marks as required;
-        pass :data:`GEOMETRY_KEYS` to read a file meant only for simulation.
+        MIDAS keys that must be present. Default :data:`REQUIRED_KEYS` (what MIDAS's own
+        example file has); :data:`MANUAL_REQUIRED_KEYS` is the manual's stricter list; pass
+        :data:`GEOMETRY_KEYS` to read a file meant only for simulation.
 
     Returns
     -------
@@ -350,9 +476,11 @@ def read_parameters(
     Raises
     ------
     ValueError
-        A value that does not parse, a missing required key, a non-repeatable key given twice,
-        or inconsistent counts (``nDistances`` vs the ``Lsd`` and ``BC`` lines, ``OmegaRange``
-        vs ``BoxSize``); the message names the key and the line number.
+        A value that does not parse or is out of range (NaN, infinity, an integer beyond C
+        ``int``, a negative pixel size...), a missing required key, a non-repeatable key given
+        twice, inconsistent counts (``nDistances`` vs the ``Lsd`` and ``BC`` lines,
+        ``OmegaRange`` vs ``BoxSize``), a file that is not UTF-8; the message names the file,
+        the line and the key.
 
     Warns
     -----
@@ -364,26 +492,18 @@ def read_parameters(
     >>> p = read_parameters("ps.txt")                        # doctest: +SKIP
     >>> p.lsd_um, p.omega_ranges_deg                         # doctest: +SKIP
     """
-    if hasattr(source, "read"):
-        text = source.read()
-        name = getattr(source, "name", "<stream>")
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ValueError(f"source: parameter file {str(path)!r} does not exist")
-        text = path.read_text()
-        name = str(path)
+    text, name = _read_text(source)
     values: dict[str, Any] = {}
     lines: dict[str, int] = {}
     extra: dict[str, tuple[str, ...]] = {}
     extra_lines: dict[str, int] = {}
     for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = _COMMENT.sub("", raw).strip()
+        line = _COMMENT.sub("", raw).strip().rstrip(";").strip()
         if not line:
             continue
         tokens = line.split()
         name_tok, rest = tokens[0], tokens[1:]
-        key = KEYS.get(name_tok)
+        key = KEYS.get(ALIASES.get(name_tok, name_tok))
         if key is None:
             extra[name_tok] = tuple(rest)
             extra_lines[name_tok] = lineno
@@ -396,7 +516,7 @@ def read_parameters(
         else:
             if key.field in values:
                 raise ValueError(
-                    f"{name}:{lineno}: key {key.name!r} given twice "
+                    f"{name}:{lineno}: key {name_tok!r} given twice "
                     f"(first on line {lines[key.name]}); it is not a repeatable key"
                 )
             values[key.field] = value
@@ -420,16 +540,71 @@ def read_parameters(
     return params
 
 
+#: Range rules of single-valued keys: key -> (lowest, highest, lowest included, highest
+#: included); None leaves a side open.
+_RANGES: dict[str, tuple] = {
+    "px": (0, None, False, True), "Wavelength": (0, None, False, True),
+    "GridSize": (0, None, False, True), "MaxRingRad": (0, None, False, True),
+    "Rsample": (0, None, False, True), "EdgeLength": (0, None, False, True),
+    "TomoPixelSize": (0, None, False, True), "OrientTol": (0, 180, False, True),
+    "ExcludePoleAngle": (0, 90, True, False), "MinFracAccept": (0, 1, True, True),
+    "MinConfidence": (0, 1, True, True), "MaxAngle": (0, 180, False, True),
+    "StartNr": (0, None, True, True), "EndNr": (0, None, True, True),
+    "RawStartNr": (0, None, True, True), "nDistances": (1, 64, True, True),
+    "NrPixels": (1, 1 << 20, True, True), "NrPixelsY": (1, 1 << 20, True, True),
+    "NrPixelsZ": (1, 1 << 20, True, True), "NrFilesPerDistance": (1, None, True, True),
+    "WFImages": (0, None, True, True), "BlanketSubtraction": (0, None, True, True),
+    "MedFiltRadius": (0, 2, True, True), "GaussFiltRadius": (0, 100, False, True),
+    "LoGMaskRadius": (1, 1000, True, True), "DoLoGFilter": (0, 1, True, True),
+    "SaveNSolutions": (1, 1000, True, True), "NrOrientations": (1, None, True, True),
+    "NumPhases": (1, None, True, True), "PhaseNr": (1, None, True, True),
+    "Wedge": (-90, 90, False, False), "tx": (-90, 90, False, False),
+    "ty": (-90, 90, False, False), "tz": (-180, 180, True, True),
+    "SpaceGroup": (1, 230, True, True), "LayerThickness": (0, None, True, True),
+}
+
+
+def _check_range(key_name: str, value, where: str) -> None:
+    lo, hi, lo_in, hi_in = _RANGES[key_name]
+    bad = ((lo is not None and (value < lo or (value == lo and not lo_in)))
+           or (hi is not None and (value > hi or (value == hi and not hi_in))))
+    if bad:
+        left = "-inf" if lo is None else f"{lo}"
+        right = "inf" if hi is None else f"{hi}"
+        interval = f"{'[' if lo_in and lo is not None else '('}{left}, {right}" \
+                   f"{']' if hi_in and hi is not None else ')'}"
+        raise ValueError(f"{where}{key_name} must be in {interval}, got {value}")
+
+
 def _validate(p: NFParameters, lines: dict[str, int], source: str = "<parameters>") -> None:
-    """Cross-key consistency; messages name the key and, where known, its line."""
+    """Types, ranges and cross-key consistency; messages name the key and, where known, its
+    line."""
 
     def where(key):
         return f"{source}:{lines[key]}: " if key in lines else f"{source}: "
 
+    for key in KEYS.values():  # types (fields set directly or from YAML are checked too)
+        value = getattr(p, key.field)
+        if value is None or value == () or key.kind is bool:
+            continue
+        items = value if key.repeated else (value,)
+        for item in items:
+            for v in (item if key.count > 1 else (item,)):
+                if key.kind is str:
+                    ok = isinstance(v, str)
+                elif key.kind is int:
+                    ok = (isinstance(v, int) and not isinstance(v, bool)
+                          and abs(v) <= _INT_LIMIT)
+                else:
+                    ok = isinstance(v, (int, float)) and not isinstance(v, bool) \
+                        and math.isfinite(v)
+                if not ok:
+                    raise ValueError(f"{where(key.name)}{key.name} expects finite "
+                                     f"{key.kind.__name__} value(s), got {v!r}")
+        if key.name in _RANGES:
+            _check_range(key.name, value, where(key.name))
     n_lsd, n_bc = len(p.lsd_um), len(p.bc_px)
     if p.n_distances is not None:
-        if p.n_distances < 1:
-            raise ValueError(f"{where('nDistances')}nDistances must be >= 1, got {p.n_distances}")
         if n_lsd != p.n_distances:
             raise ValueError(
                 f"{where('nDistances')}nDistances is {p.n_distances} but {n_lsd} 'Lsd' line(s) "
@@ -442,6 +617,9 @@ def _validate(p: NFParameters, lines: dict[str, int], source: str = "<parameters
             )
     elif n_lsd != n_bc:
         raise ValueError(f"{where('BC')}{n_lsd} 'Lsd' line(s) but {n_bc} 'BC' line(s)")
+    if p.raw_data_urls and len(p.raw_data_urls) != n_lsd:
+        raise ValueError(f"{where('RawDataURL')}{len(p.raw_data_urls)} 'RawDataURL' line(s) "
+                         f"but {n_lsd} distance(s); give one HDF5 URL per distance")
     if len(p.omega_ranges_deg) != len(p.box_sizes_um):
         last = {k: lines.get(k + "#last") for k in ("OmegaRange", "BoxSize")}
         raise ValueError(
@@ -452,16 +630,11 @@ def _validate(p: NFParameters, lines: dict[str, int], source: str = "<parameters
     for i, lsd in enumerate(p.lsd_um):
         if not lsd > 0:
             raise ValueError(f"{where('Lsd')}Lsd must be > 0 um, got {lsd} (distance {i})")
-    for key_name, fld in (("px", "px_um"), ("Wavelength", "wavelength_A"),
-                          ("GridSize", "grid_size_um"), ("MaxRingRad", "max_ring_rad_um"),
-                          ("Rsample", "rsample_um")):
-        v = getattr(p, fld)
-        if v is not None and not v > 0:
-            raise ValueError(f"{where(key_name)}{key_name} must be > 0, got {v}")
     if p.omega_step_deg is not None and p.omega_step_deg == 0:
         raise ValueError(f"{where('OmegaStep')}OmegaStep must be non-zero")
-    if p.space_group is not None and not 1 <= p.space_group <= 230:
-        raise ValueError(f"{where('SpaceGroup')}SpaceGroup must be in 1..230, got {p.space_group}")
+    if p.start_nr is not None and p.end_nr is not None and p.end_nr < p.start_nr:
+        raise ValueError(f"{where('EndNr')}EndNr ({p.end_nr}) must be >= StartNr "
+                         f"({p.start_nr})")
     if p.lattice_parameter is not None:
         a, b, c, al, be, ga = p.lattice_parameter
         if min(a, b, c) <= 0 or not all(0 < x < 180 for x in (al, be, ga)):
@@ -477,6 +650,19 @@ def _validate(p: NFParameters, lines: dict[str, int], source: str = "<parameters
         if not (y1 > y0 and z1 > z0):
             raise ValueError(f"{where('BoxSize')}BoxSize {j} must be ymin ymax zmin zmax with "
                              f"max > min, got ({y0}, {y1}, {z0}, {z1})")
+    for ring in p.rings_to_use:
+        if ring < 1:
+            raise ValueError(f"{where('RingsToUse')}RingsToUse must be ring numbers >= 1, "
+                             f"got {ring}")
+    if p.grid_refactor is not None:
+        start, scale, loops = p.grid_refactor
+        if not (start > 0 and scale > 0 and loops >= 1 and float(loops).is_integer()
+                and loops <= 64):
+            raise ValueError(f"{where('GridRefactor')}GridRefactor expects StartingGridSize > 0, "
+                             f"ScalingFactor > 0 and a whole NumLoops in 1..64, got "
+                             f"{p.grid_refactor}")
+    if p.bc_tol_px is not None and min(p.bc_tol_px) < 0:
+        raise ValueError(f"{where('BCTol')}BCTol must be >= 0, got {p.bc_tol_px}")
 
 
 def _format_value(v) -> str:
@@ -516,9 +702,11 @@ def write_parameters(params: NFParameters, path: str | os.PathLike) -> None:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from xreduce.io.writers import atomic_output
+
+    with atomic_output(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
 
 
 def save_yaml(params: NFParameters, path: str | os.PathLike) -> None:

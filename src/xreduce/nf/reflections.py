@@ -22,6 +22,8 @@ from typing import Iterable
 
 import numpy as np
 
+from xreduce.limits import check_allocation
+
 from .crystal import b_matrix, direct_matrix, is_allowed
 
 __all__ = ["ReflectionList", "reflection_list", "reflections_from_parameters", "read_hkls_csv",
@@ -149,7 +151,11 @@ def reflection_list(space_group: int, lattice_parameter, wavelength_A: float, ls
     d_min = wavelength_A / (2 * np.sin(np.arctan(max_ring_rad_um / lsd_um) / 2))
     # |h| = |a . g| <= |a| / d_min for every reflection with d >= d_min
     lengths = np.linalg.norm(direct_matrix(lattice_parameter), axis=0)
-    hmax = np.floor(lengths / d_min + 1e-9).astype(int)
+    hmax = [int(np.floor(x / d_min + 1e-9)) for x in lengths]
+    n_hkl = (2 * hmax[0] + 1) * (2 * hmax[1] + 1) * (2 * hmax[2] + 1)  # Python int: no overflow
+    # about 12 numbers of 8 bytes per candidate hkl on the way (hkl, g, d, masks, sort)
+    check_allocation(n_hkl * 96, "wavelength_A (Wavelength), max_ring_rad_um (MaxRingRad)",
+                     f"{n_hkl} candidate hkl down to d = {d_min:.3g} A")
     axes = [np.arange(-m, m + 1) for m in hmax]
     hkl = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     hkl = hkl[np.any(hkl != 0, axis=1)]

@@ -4,14 +4,16 @@ Every voxel diffracts along the spots of its orientation; each spot lights the v
 (triangle) projected through the diffracted ray onto every detector distance (see
 :mod:`xreduce.nf.spots`), in the frame of its omega.
 
-Binary images (what the orientation fit reads) are bit-packed:
-``packed[d, frame, y, z // 8]``, bit ``7 - z % 8`` (``numpy.packbits(image, axis=-1)``, big
-bit order), shape ``(n_distances, n_frames, NrPixelsY, ceil(NrPixelsZ / 8))``, so a pixel's
-bits are indexed like MIDAS's ``y * NrPixelsZ + z`` (z the fast axis). :func:`unpack_image`
-undoes it for one frame.
+Binary images (what the orientation fit reads) are lit-pixel stacks in MIDAS's SpotsInfo.bin
+layout (:mod:`xreduce.nf.spotsinfo`): uint32 words, bit
+``((distance * n_frames + frame) * NrPixelsY + y) * NrPixelsZ + z`` set (LSB first) where pixel
+``(y, z)`` of that frame is lit. :func:`unpack_image` gives one frame.
 
-Intensity frames are written in the detector's raw orientation, rows along Z and columns along Y
-(``frame[z, y]``), as TIFF (fabio) or HDF5 (one dataset per distance, frames first).
+Intensity frames are written in MIDAS's raw-frame orientation: pixel ``(y, z)`` is at row
+``NrPixelsZ - 1 - z`` and column ``NrPixelsY - 1 - y`` of the image (what MIDAS's image
+processing undoes), as TIFF series named ``{OrigFileName}_{nr:06d}.{extOrig}`` with
+``nr = distance * NrFilesPerDistance + RawStartNr + frame`` (as MIDAS opens them) or as a
+NeXus/HDF5 file (one NXdata per distance, frames first).
 
 Example
 -------
@@ -25,9 +27,11 @@ Example
 ...                  box_sizes_um=((-500.0, 500.0, -500.0, 500.0),), detector_shape=(256, 256))
 >>> refl = reflection_list(225, (4.08,) * 3 + (90.0,) * 3, 0.172979, 3000.0, 300.0)
 >>> micro = voronoi_microstructure(hexagonal_grid(20.0, 5.0), 3, seed=0)
->>> packed = simulate_binary_images(micro, refl, geo, n_frames=360)
->>> packed.shape
-(1, 360, 256, 32)
+>>> words = simulate_binary_images(micro, refl, geo, n_frames=360)
+>>> words.dtype, words.size == 360 * 256 * 256 // 32
+(dtype('uint32'), True)
+>>> unpack_image(words, (1, 360, 256, 256), 0, 10).shape
+(256, 256)
 """
 from __future__ import annotations
 
@@ -37,6 +41,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from xreduce.limits import check_allocation
 
 from .crystal import euler_to_matrix
 from .microstructure import Microstructure
@@ -129,32 +135,59 @@ def simulate_binary_images(micro: Microstructure, reflections: ReflectionList,
                            geometry: NFGeometry, n_frames: int | None = None,
                            conservative: bool = False, progress: bool = False,
                            num_threads: int = 0) -> np.ndarray:
-    """Bit-packed binary spot images of a microstructure at every distance.
+    """Binary spot images of a microstructure at every distance, as SpotsInfo.bin words.
 
     Returns
     -------
-    numpy.ndarray uint8, shape (n_distances, n_frames, NrPixelsY, ceil(NrPixelsZ / 8))
-        ``packed[d, f, y, z >> 3] >> (7 - (z & 7)) & 1`` is pixel (y, z) of frame f on
-        distance d. Spots in frames outside ``0..n_frames-1`` are left out.
+    numpy.ndarray of little-endian uint32, 1D
+        The lit-pixel stack of shape ``(n_distances, n_frames, NrPixelsY, NrPixelsZ)`` in
+        MIDAS's SpotsInfo.bin layout (:mod:`xreduce.nf.spotsinfo`; write it with
+        :func:`~xreduce.nf.spotsinfo.write_spots_info`). Spots in frames outside
+        ``0..n_frames-1`` and pixels off the detector are left out.
     """
-    from xreduce.ext import nf_spots as _ext
+    from .spotsinfo import n_words, set_lit
 
     nf = default_n_frames(geometry) if n_frames is None else int(n_frames)
     if nf < 1:
         raise ValueError(f"n_frames: expected >= 1, got {nf}")
     ny, nz = geometry.detector_shape
-    packed = np.zeros((geometry.n_distances, nf, ny, (nz + 7) // 8), dtype=np.uint8)
+    shape = (geometry.n_distances, nf, ny, nz)
+    check_allocation(n_words(shape) * 4, "n_frames", f"lit-pixel stack {shape}")
+    words = np.zeros(n_words(shape), dtype="<u4")
     lit = lit_pixels(micro, reflections, geometry, conservative, progress=progress,
                      num_threads=num_threads)
-    _ext.set_bits(packed, np.ascontiguousarray(lit.distance), np.ascontiguousarray(lit.frame),
-                  np.ascontiguousarray(lit.y, dtype=np.int32),
-                  np.ascontiguousarray(lit.z, dtype=np.int32))
-    return packed
+    keep = ((lit.frame >= 0) & (lit.frame < nf) & (lit.y >= 0) & (lit.y < ny)
+            & (lit.z >= 0) & (lit.z < nz))
+    set_lit(words, shape, lit.distance[keep], lit.frame[keep], lit.y[keep], lit.z[keep])
+    return words
 
 
-def unpack_image(packed: np.ndarray, distance: int, frame: int, nz: int) -> np.ndarray:
-    """One binary image (NrPixelsY, NrPixelsZ) of uint8 0/1 from the packed stack."""
-    return np.unpackbits(packed[distance, frame], axis=-1, count=nz)
+def unpack_image(words: np.ndarray, shape, distance: int, frame: int) -> np.ndarray:
+    """One binary image ``(NrPixelsY, NrPixelsZ)`` (bool) of a lit-pixel stack of ``shape``.
+
+    Example
+    -------
+    >>> from xreduce.nf.spotsinfo import pack_lit
+    >>> lit = np.zeros((1, 2, 3, 4), bool); lit[0, 1, 2, 3] = True
+    >>> unpack_image(pack_lit(lit), lit.shape, 0, 1)[2, 3]
+    np.True_
+    """
+    from .spotsinfo import _check_shape, n_words
+
+    nd, nf, ny, nz = _check_shape(shape)
+    if not (0 <= int(distance) < nd and 0 <= int(frame) < nf):
+        raise ValueError(f"distance, frame: expected indices inside {shape}, got "
+                         f"({distance}, {frame})")
+    words = np.asarray(words)
+    if words.ndim != 1 or words.size != n_words(shape):
+        raise ValueError(f"words: expected {n_words(shape)} uint32 words for shape {shape}, "
+                         f"got {words.shape}")
+    k0 = (int(distance) * nf + int(frame)) * ny * nz
+    first, last = k0 // 32, (k0 + ny * nz - 1) // 32
+    bits = np.unpackbits(np.ascontiguousarray(words[first:last + 1], dtype="<u4")
+                         .view(np.uint8), bitorder="little")
+    start = k0 - first * 32
+    return bits[start:start + ny * nz].astype(bool).reshape(ny, nz)
 
 
 def simulate_frames(micro: Microstructure, reflections: ReflectionList, geometry: NFGeometry,
@@ -162,12 +195,13 @@ def simulate_frames(micro: Microstructure, reflections: ReflectionList, geometry
                     background: float = 100.0, poisson: bool = True, seed=None,
                     dtype=np.uint16, num_threads: int = 0
                     ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Realistic intensity frames, one at a time: ``(distance, frame, image[z, y])``.
+    """Realistic intensity frames, one at a time: ``(distance, frame, raw_image)``.
 
     Each lit footprint pixel receives ``spot_counts``, the image is blurred by a Gaussian spot
     profile of ``spot_sigma_px``, a flat ``background`` is added and, if ``poisson``, every
-    pixel is drawn from a Poisson law of that mean. Images are in raw orientation (rows Z,
-    columns Y), clipped to ``dtype``.
+    pixel is drawn from a Poisson law of that mean. Images are in MIDAS's raw orientation
+    (shape ``(NrPixelsZ, NrPixelsY)``, pixel ``(y, z)`` at row ``NrPixelsZ - 1 - z``, column
+    ``NrPixelsY - 1 - y``), clipped to ``dtype``.
 
     Parameters
     ----------
@@ -193,7 +227,7 @@ def simulate_frames(micro: Microstructure, reflections: ReflectionList, geometry
             lo, hi = np.searchsorted(key_sorted, [k, k + 1])
             sel = order[lo:hi]
             img = np.zeros((nz, ny), dtype=np.float64)
-            np.add.at(img, (lit.z[sel], lit.y[sel]), spot_counts)
+            np.add.at(img, (nz - 1 - lit.z[sel], ny - 1 - lit.y[sel]), spot_counts)
             if spot_sigma_px > 0:
                 img = gaussian_filter(img, spot_sigma_px, mode="constant")
             img += background
@@ -204,46 +238,78 @@ def simulate_frames(micro: Microstructure, reflections: ReflectionList, geometry
             yield d, f, img.astype(dtype)
 
 
-def write_frames_tiff(directory: str | os.PathLike, stem: str, frames_iter,
-                      first_number: int = 0) -> list[Path]:
-    """Write frames from :func:`simulate_frames` as TIFF files
-    ``{stem}_d{distance}_{first_number + frame:06d}.tif`` (each via a temporary name)."""
+def write_frames_tiff(directory: str | os.PathLike, orig_file_name: str, frames_iter,
+                      frames_per_distance: int, raw_start_nr: int = 0,
+                      ext: str = "tif") -> list[Path]:
+    """Write frames from :func:`simulate_frames` as MIDAS's raw TIFF series.
+
+    Frame ``f`` of distance ``d`` goes to
+    ``{orig_file_name}_{d * frames_per_distance + raw_start_nr + f:06d}.{ext}`` (MIDAS's
+    ``OrigFileName``, ``NrFilesPerDistance``, ``RawStartNr``, ``extOrig``), each file through
+    the atomic writer.
+
+    Example
+    -------
+    >>> write_frames_tiff("raw", "Au", simulate_frames(micro, refl, geo), 1440)  # doctest: +SKIP
+    """
     import fabio.tifimage
 
+    from xreduce.io.writers import atomic_output
+
+    if int(frames_per_distance) < 1 or int(raw_start_nr) < 0:
+        raise ValueError(f"frames_per_distance, raw_start_nr: expected >= 1 and >= 0, got "
+                         f"{frames_per_distance}, {raw_start_nr}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for d, f, img in frames_iter:
-        path = directory / f"{stem}_d{d}_{first_number + f:06d}.tif"
-        tmp = path.with_name(path.name + ".part")
-        fabio.tifimage.TifImage(data=img).write(str(tmp))
-        os.replace(tmp, path)
+        if not 0 <= f < frames_per_distance:
+            raise ValueError(f"frames_iter: frame {f} is outside 0..{frames_per_distance - 1}")
+        nr = d * int(frames_per_distance) + int(raw_start_nr) + f
+        path = directory / f"{orig_file_name}_{nr:06d}.{ext}"
+        with atomic_output(path) as tmp:
+            fabio.tifimage.TifImage(data=img).write(tmp)
         written.append(path)
     return written
 
 
 def write_frames_hdf5(path: str | os.PathLike, frames_iter, geometry: NFGeometry,
                       n_frames: int | None = None, compression: str | None = "gzip") -> Path:
-    """Write frames from :func:`simulate_frames` to HDF5: dataset ``/distance_{d}/data`` of
-    shape (n_frames, NrPixelsZ, NrPixelsY) per distance, with ``omega_deg`` of each frame start.
-    Written to a temporary name and renamed when complete."""
+    """Write frames from :func:`simulate_frames` as a NeXus/HDF5 file.
+
+    ``/entry/distance_{d}`` (NXdata, ``@signal`` ``data``) holds ``data`` of shape
+    (n_frames, NrPixelsZ, NrPixelsY) in raw orientation and ``omega_deg`` (each frame's start)
+    as its axis; the ``@default`` chain leads to distance 0. Read a distance back with the URL
+    ``file.h5::/entry/distance_{d}/data`` (``RawDataURL`` of a parameter file). Written through
+    the atomic writer.
+    """
     import h5py
+
+    from xreduce.io.writers import atomic_output
 
     nf = default_n_frames(geometry) if n_frames is None else int(n_frames)
     ny, nz = geometry.detector_shape
     path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    with h5py.File(tmp, "w") as h5:
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs["NX_class"] = "NXroot"
+        h5.attrs["default"] = "entry"
+        entry = h5.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        entry.attrs["default"] = "distance_0"
         dsets = {}
         for d, f, img in frames_iter:
             if d not in dsets:
-                grp = h5.require_group(f"distance_{d}")
+                grp = entry.require_group(f"distance_{d}")
+                grp.attrs["NX_class"] = "NXdata"
+                grp.attrs["signal"] = "data"
+                grp.attrs["axes"] = ["omega_deg", ".", "."]
                 grp.attrs["lsd_um"] = geometry.lsd_um[d]
                 grp.attrs["bc_px"] = geometry.bc_px[d]
-                grp["omega_deg"] = (geometry.omega_start_deg
-                                    + geometry.omega_step_deg * np.arange(nf))
+                omega = grp.create_dataset("omega_deg", data=geometry.omega_start_deg
+                                           + geometry.omega_step_deg * np.arange(nf))
+                omega.attrs["units"] = "deg"
                 dsets[d] = grp.create_dataset("data", shape=(nf, nz, ny), dtype=img.dtype,
                                               chunks=(1, nz, ny), compression=compression)
+                dsets[d].attrs["interpretation"] = "image"
             dsets[d][f] = img
-    os.replace(tmp, path)
     return path

@@ -21,7 +21,8 @@ import numpy as np
 
 from xreduce.limits import check_allocation
 
-__all__ = ["n_words", "pack_lit", "unpack_lit", "lit_bit", "read_spots_info", "write_spots_info"]
+__all__ = ["n_words", "pack_lit", "unpack_lit", "lit_bit", "set_lit", "read_spots_info",
+           "write_spots_info"]
 
 
 def _check_shape(shape) -> tuple[int, int, int, int]:
@@ -69,6 +70,21 @@ def lit_bit(words: np.ndarray, shape, distance: int, frame: int, y: int, z: int)
     nd, nf, ny, nz = _check_shape(shape)
     k = ((int(distance) * nf + int(frame)) * ny + int(y)) * nz + int(z)
     return bool((int(words[k // 32]) >> (k % 32)) & 1)
+
+
+def set_lit(words: np.ndarray, shape, distance, frame, y, z) -> None:
+    """Set the bits of pixels ``(distance, frame, y, z)`` (arrays, repeats allowed) in
+    ``words`` in place; every index must lie inside ``shape``."""
+    nd, nf, ny, nz = _check_shape(shape)
+    if words.dtype != np.dtype("<u4") or words.ndim != 1 or words.size != n_words(shape):
+        raise ValueError(f"words: expected {n_words(shape)} little-endian uint32 words, got "
+                         f"{words.dtype} {words.shape}")
+    idx = [np.asarray(a, dtype=np.int64).ravel() for a in (distance, frame, y, z)]
+    for name, a, n in zip(("distance", "frame", "y", "z"), idx, (nd, nf, ny, nz)):
+        if a.size and (a.min() < 0 or a.max() >= n):
+            raise ValueError(f"{name}: indices must lie in 0..{n - 1}")
+    k = np.unique(((idx[0] * nf + idx[1]) * ny + idx[2]) * nz + idx[3])
+    np.bitwise_or.at(words, k >> 5, np.left_shift(1, k & 31).astype(np.uint32))
 
 
 def read_spots_info(path: str | os.PathLike, shape) -> np.ndarray:

@@ -1,0 +1,441 @@
+"""NF image processing: raw frames to the lit-pixel stack (MIDAS's SpotsInfo.bin).
+
+For every detector distance, as MIDAS's ProcessImagesCombined (doc/nf.md, "Image processing"):
+
+1. background: the per-pixel median over all frames of the distance (the lower middle value
+   for an even count);
+2. ``I' = max(I - background - BlanketSubtraction, 0)``;
+3. a spatial median of ``(2 MedFiltRadius + 1)^2`` pixels (3x3, 5x5), the border of that width
+   left unchanged (0: no filter);
+4. lit pixels: ``I'' != 0``, or with ``DoLoGFilter 1`` the pixels of negative
+   Laplacian-of-Gaussian response (``GaussFiltRadius`` the sigma, ``LoGMaskRadius`` the kernel
+   radius) with their holes filled;
+5. the raw frame (rows along Z, columns along Y, both reversed) is turned to detector
+   coordinates, ``y = NrPixelsY - 1 - column``, ``z = NrPixelsZ - 1 - row``, and its bits set in
+   the SpotsInfo.bin layout of :mod:`xreduce.nf.spotsinfo`.
+
+Frames stream: the background is computed in bands of detector rows (every frame's rows of
+the band in memory, at most ``memory_bytes``), then the frames are read again one by one for
+steps 2-5. The lit-pixel stack itself (one bit per pixel and frame) is the only large array:
+for 2 x 1440 frames of 2048 x 2048 pixels it is 1.5 GB, the band buffer 256 MB by default.
+
+Inputs: MIDAS's TIFF series ``{OrigFileName}_{nr:06d}.{extOrig}`` in DataDirectory with
+``nr = distance * NrFilesPerDistance + RawStartNr + frame``, or one HDF5 stack per distance
+(``RawDataURL file.h5::/entry/distance_0/data`` lines, frames first, raw orientation).
+
+Example
+-------
+>>> from xreduce.nf.params import read_parameters
+>>> from xreduce.nf import images
+>>> p = read_parameters("ps.txt")                                  # doctest: +SKIP
+>>> words = images.process_images(p)                              # doctest: +SKIP
+>>> images.write("SpotsInfo.bin", words)                           # doctest: +SKIP
+>>> images.read("SpotsInfo.bin", p).size == words.size             # doctest: +SKIP
+True
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from xreduce.limits import check_allocation, check_num_threads
+
+from .params import NFParameters
+from .spotsinfo import n_words, read_spots_info, set_lit, write_spots_info
+
+__all__ = ["ImageProcessing", "process_images", "stack_shape", "raw_sources", "frame_background",
+           "binarize_frame", "write", "read", "MIDAS_C_DEFAULTS"]
+
+#: Defaults of MIDAS's C program (ProcessImagesCombined) where the parameter file is silent;
+#: the manual's suggested values differ (BlanketSubtraction 4, LoGMaskRadius 10,
+#: DoLoGFilter 0). We follow the program, as a MIDAS run does.
+MIDAS_C_DEFAULTS = {"BlanketSubtraction": 0.0, "MedFiltRadius": 1, "DoLoGFilter": 1,
+                    "LoGMaskRadius": 4, "GaussFiltRadius": 1.0}
+
+
+@dataclass(frozen=True)
+class ImageProcessing:
+    """The image-processing settings (MIDAS keys in brackets).
+
+    Attributes
+    ----------
+    blanket_subtraction : float
+        Subtracted after the median background (BlanketSubtraction), >= 0.
+    med_filt_radius : int
+        0 (none), 1 (3x3) or 2 (5x5) spatial median (MedFiltRadius).
+    do_log_filter : bool
+        Binarise with the Laplacian-of-Gaussian mask (DoLoGFilter).
+    log_mask_radius : int
+        LoG kernel radius in pixels (LoGMaskRadius).
+    gauss_filt_radius : float
+        LoG Gaussian sigma in pixels (GaussFiltRadius).
+    """
+
+    blanket_subtraction: float = MIDAS_C_DEFAULTS["BlanketSubtraction"]
+    med_filt_radius: int = MIDAS_C_DEFAULTS["MedFiltRadius"]
+    do_log_filter: bool = bool(MIDAS_C_DEFAULTS["DoLoGFilter"])
+    log_mask_radius: int = MIDAS_C_DEFAULTS["LoGMaskRadius"]
+    gauss_filt_radius: float = MIDAS_C_DEFAULTS["GaussFiltRadius"]
+
+    def __post_init__(self):
+        if not (np.isfinite(self.blanket_subtraction) and self.blanket_subtraction >= 0):
+            raise ValueError(f"blanket_subtraction: expected a finite number >= 0, got "
+                             f"{self.blanket_subtraction}")
+        if self.med_filt_radius not in (0, 1, 2):
+            raise ValueError(f"med_filt_radius: expected 0, 1 or 2, got {self.med_filt_radius}")
+        if not 1 <= int(self.log_mask_radius) <= 1000:
+            raise ValueError(f"log_mask_radius: expected 1..1000, got {self.log_mask_radius}")
+        if not (np.isfinite(self.gauss_filt_radius) and self.gauss_filt_radius > 0):
+            raise ValueError(f"gauss_filt_radius: expected a number > 0, got "
+                             f"{self.gauss_filt_radius}")
+
+    @classmethod
+    def from_parameters(cls, params: NFParameters) -> "ImageProcessing":
+        """The settings of a parameter file, MIDAS's C defaults where it is silent."""
+        def pick(value, key):
+            return MIDAS_C_DEFAULTS[key] if value is None else value
+
+        return cls(blanket_subtraction=float(pick(params.blanket_subtraction,
+                                                  "BlanketSubtraction")),
+                   med_filt_radius=int(pick(params.med_filt_radius, "MedFiltRadius")),
+                   do_log_filter=bool(pick(params.do_log_filter, "DoLoGFilter")),
+                   log_mask_radius=int(pick(params.log_mask_radius, "LoGMaskRadius")),
+                   gauss_filt_radius=float(pick(params.gauss_filt_radius, "GaussFiltRadius")))
+
+
+def stack_shape(params: NFParameters) -> tuple[int, int, int, int]:
+    """``(n_distances, n_frames, NrPixelsY, NrPixelsZ)`` of the lit-pixel stack of ``params``.
+
+    Frames per distance: NrFilesPerDistance, else EndNr - StartNr + 1; both given, they must
+    agree.
+    """
+    if not isinstance(params, NFParameters):
+        raise TypeError(f"params: expected NFParameters, got {type(params).__name__}")
+    if params.detector_shape is None:
+        raise ValueError("params: NrPixels (or NrPixelsY and NrPixelsZ) is needed for the "
+                         "image size")
+    if (params.nr_files_per_distance is not None and params.n_frames is not None
+            and params.nr_files_per_distance != params.n_frames):
+        raise ValueError(f"params: NrFilesPerDistance is {params.nr_files_per_distance} but "
+                         f"EndNr - StartNr + 1 is {params.n_frames}")
+    nf = params.frames_per_distance
+    if nf is None:
+        raise ValueError("params: NrFilesPerDistance (or StartNr and EndNr) is needed for the "
+                         "number of frames")
+    nd = len(params.lsd_um)
+    if nd < 1:
+        raise ValueError("params: at least one 'Lsd' line is needed")
+    return (nd, int(nf), *params.detector_shape)
+
+
+# ---- frame sources ------------------------------------------------------------------------
+
+class _TiffSeries:
+    """One distance's frames as a list of image files (fabio; uncompressed TIFF row bands are
+    read through tifffile's memory map, without reading whole frames)."""
+
+    def __init__(self, files: Sequence[str]):
+        self.files = list(files)
+        self.description = f"{self.files[0]} .. {os.path.basename(self.files[-1])}"
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def frame(self, j: int) -> np.ndarray:
+        import fabio
+
+        try:
+            with fabio.open(self.files[j]) as img:
+                data = np.asarray(img.data)
+        except Exception as exc:  # fabio raises many types for broken files
+            raise ValueError(f"{self.files[j]}: cannot read this image ({exc})") from None
+        return data
+
+    def rows(self, j: int, r0: int, r1: int) -> np.ndarray:
+        try:
+            import tifffile
+
+            mapped = tifffile.memmap(self.files[j], mode="r")
+            return np.array(mapped[r0:r1])
+        except Exception:  # compressed or not a TIFF: read the whole frame
+            return self.frame(j)[r0:r1]
+
+    def close(self) -> None:
+        pass
+
+
+class _Hdf5Stack:
+    """One distance's frames as an HDF5 dataset ``file.h5::/path[first:last]``."""
+
+    def __init__(self, url: str):
+        import h5py
+
+        from xreduce.io.stacks import parse_hdf5_url
+
+        filename, dset_path, selection = parse_hdf5_url(url)
+        if len(selection) > 1 or (selection and not isinstance(selection[0], slice)):
+            raise ValueError(f"RawDataURL: only a frame range [first:last] can follow the "
+                             f"dataset, got {url!r}")
+        if not os.path.isfile(filename):
+            raise ValueError(f"RawDataURL: no file {filename!r}")
+        self.file = h5py.File(filename, "r")
+        if dset_path not in self.file or not isinstance(self.file[dset_path], h5py.Dataset):
+            self.file.close()
+            raise ValueError(f"RawDataURL: {filename!r} has no dataset {dset_path!r}")
+        self.dataset = self.file[dset_path]
+        if self.dataset.ndim != 3:
+            self.file.close()
+            raise ValueError(f"RawDataURL: {url!r} has {self.dataset.ndim} dimensions, expected "
+                             f"3 (frames, rows, columns)")
+        frames = range(self.dataset.shape[0])
+        if selection:
+            frames = frames[selection[0]]
+        if frames.step != 1:
+            self.file.close()
+            raise ValueError(f"RawDataURL: a frame step is not supported, got {url!r}")
+        self.first, self.n = frames.start, len(frames)
+        self.description = url
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return tuple(self.dataset.shape[1:])
+
+    def frame(self, j: int) -> np.ndarray:
+        return self.dataset[self.first + j]
+
+    def rows(self, j: int, r0: int, r1: int) -> np.ndarray:
+        return self.dataset[self.first + j, r0:r1]
+
+    def band(self, r0: int, r1: int, out: np.ndarray) -> None:
+        self.dataset.read_direct(out, np.s_[self.first:self.first + self.n, r0:r1])
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def raw_sources(params: NFParameters) -> list:
+    """The raw frames of each distance that ``params`` names, checked before any work.
+
+    HDF5 stacks when the file has ``RawDataURL`` lines (one per distance), else MIDAS's TIFF
+    series ``{DataDirectory}/{OrigFileName}_{nr:06d}.{extOrig}`` with
+    ``nr = distance * NrFilesPerDistance + RawStartNr + frame`` (RawStartNr defaults to
+    StartNr, then 0; extOrig to ``tif``).
+
+    Raises
+    ------
+    ValueError
+        Missing or empty files, a frame count or frame size that disagrees with the
+        parameters; the message names the file.
+    """
+    nd, nf, ny, nz = stack_shape(params)
+    sources: list = []
+    if params.raw_data_urls:
+        try:
+            for url in params.raw_data_urls:
+                src = _Hdf5Stack(url)
+                sources.append(src)
+                if len(src) != nf:
+                    raise ValueError(f"RawDataURL: {url!r} holds {len(src)} frames but the "
+                                     f"parameters give {nf} per distance")
+                if src.frame_shape != (nz, ny):
+                    raise ValueError(f"RawDataURL: frames of {url!r} are {src.frame_shape} "
+                                     f"(rows, columns) but NrPixelsZ, NrPixelsY are "
+                                     f"({nz}, {ny})")
+        except BaseException:
+            for src in sources:
+                src.close()
+            raise
+        return sources
+    if not params.orig_file_name:
+        raise ValueError("params: OrigFileName (TIFF series) or RawDataURL lines (HDF5) are "
+                         "needed to find the raw frames")
+    folder = Path(params.data_directory or ".")
+    ext = params.ext_orig or "tif"
+    start = params.raw_start_nr if params.raw_start_nr is not None else (params.start_nr or 0)
+    for d in range(nd):
+        files = [str(folder / f"{params.orig_file_name}_{d * nf + start + j:06d}.{ext}")
+                 for j in range(nf)]
+        missing = [f for f in files if not os.path.isfile(f)]
+        if missing:
+            raise ValueError(f"raw frames: {len(missing)} of the {nf} files of distance {d} are "
+                             f"missing, first {missing[0]!r} (OrigFileName, RawStartNr, "
+                             f"NrFilesPerDistance, extOrig, DataDirectory)")
+        empty = [f for f in files if os.path.getsize(f) == 0]
+        if empty:
+            raise ValueError(f"raw frames: {empty[0]!r} is empty ({len(empty)} empty files)")
+        series = _TiffSeries(files)
+        first = series.frame(0)
+        if first.shape != (nz, ny):
+            raise ValueError(f"raw frames: {files[0]!r} is {first.shape} (rows, columns) but "
+                             f"NrPixelsZ, NrPixelsY are ({nz}, {ny})")
+        sources.append(series)
+    return sources
+
+
+# ---- the processing rules ------------------------------------------------------------------
+
+def _lower_median(band: np.ndarray, out: np.ndarray, num_threads: int) -> None:
+    """Per-pixel lower median over axis 0 of ``band`` (frames, rows, cols) into ``out``."""
+    n, rows, cols = band.shape
+    k = (n - 1) // 2
+    flat = band.reshape(n, rows * cols)
+    res = out.reshape(rows * cols)
+    step = max(1, min(4096, -(-rows * cols // max(1, num_threads))))
+
+    def work(c0: int) -> None:
+        part = np.ascontiguousarray(flat[:, c0:c0 + step].T)  # pixels x frames
+        res[c0:c0 + step] = np.partition(part, k, axis=1)[:, k]
+
+    with ThreadPoolExecutor(max_workers=num_threads) as pool:
+        list(pool.map(work, range(0, rows * cols, step)))
+
+
+def frame_background(source, *, memory_bytes: int = 256 << 20, num_threads: int = 0,
+                     progress=None) -> np.ndarray:
+    """The per-pixel median over all frames of one distance (lower middle value for an even
+    count), in raw orientation, computed in bands of rows of at most ``memory_bytes``."""
+    threads = check_num_threads(num_threads)
+    first = source.frame(0)
+    nz, ny = first.shape
+    n = len(source)
+    row_bytes = n * ny * first.itemsize
+    rows = int(max(1, min(nz, memory_bytes // max(row_bytes, 1))))
+    check_allocation(rows * row_bytes, "memory_bytes", f"a band of {rows} rows of {n} frames")
+    background = np.empty((nz, ny), first.dtype)
+    band = np.empty((n, rows, ny), first.dtype)
+    for r0 in range(0, nz, rows):
+        r1 = min(nz, r0 + rows)
+        view = band[:, : r1 - r0]
+        if hasattr(source, "band"):
+            source.band(r0, r1, view)
+        else:
+            for j in range(n):
+                part = source.rows(j, r0, r1)
+                if part.shape != (r1 - r0, ny):
+                    raise ValueError(f"raw frames: frame {j} of {source.description} has a "
+                                     f"different size from the first")
+                view[j] = part
+        _lower_median(view, background[r0:r1], threads)
+        if progress is not None:
+            progress.update(r1 - r0)
+    return background
+
+
+def binarize_frame(frame: np.ndarray, background: np.ndarray, settings: ImageProcessing,
+                   num_threads: int = 0) -> np.ndarray:
+    """Lit pixels (bool, raw orientation) of one raw frame after background subtraction,
+    spatial median and binarisation (steps 2-4 of the module notes)."""
+    from scipy import ndimage
+
+    from xreduce.median import median_filter2d
+
+    signal = np.maximum(frame.astype(np.float64) - background.astype(np.float64)
+                        - settings.blanket_subtraction, 0.0)
+    r = settings.med_filt_radius
+    if r > 0:
+        filtered = median_filter2d(signal, 2 * r + 1, num_threads=num_threads)
+        inner = (slice(r, -r), slice(r, -r))
+        signal[inner] = filtered[inner]  # MIDAS leaves a border of width r unchanged
+    if not settings.do_log_filter:
+        return signal != 0
+    truncate = settings.log_mask_radius / settings.gauss_filt_radius
+    response = ndimage.gaussian_laplace(signal, settings.gauss_filt_radius, mode="constant",
+                                        truncate=truncate)
+    return ndimage.binary_fill_holes(response < 0)
+
+
+def _set_frame(words: np.ndarray, shape, d: int, j: int, lit_raw: np.ndarray) -> None:
+    """Store one raw-orientation binary frame as bits of frame j of distance d."""
+    nd, nf, ny, nz = shape
+    lit_yz = lit_raw[::-1, ::-1].T  # raw (row, col) -> (y, z) = (ny-1-col, nz-1-row)
+    k0 = (d * nf + j) * ny * nz
+    if k0 % 8 == 0 and (ny * nz) % 8 == 0:
+        packed = np.packbits(np.ascontiguousarray(lit_yz).ravel(), bitorder="little")
+        words.view(np.uint8)[k0 // 8: k0 // 8 + packed.size] = packed
+    else:
+        y, z = np.nonzero(lit_yz)
+        set_lit(words, shape, np.full(y.size, d), np.full(y.size, j), y, z)
+
+
+def process_images(params: NFParameters, *, progress: bool = True, num_threads: int = 0,
+                   memory_bytes: int = 256 << 20,
+                   settings: ImageProcessing | None = None) -> np.ndarray:
+    """Raw NF frames of every distance to the lit-pixel stack (SpotsInfo.bin words).
+
+    Parameters
+    ----------
+    params : NFParameters
+        Names the frames (:func:`raw_sources`), their count and size, and the settings
+        (:meth:`ImageProcessing.from_parameters`).
+    progress : bool
+        A tqdm progress bar (rows of background, then frames).
+    num_threads : int
+        Threads (0: all cores), see :func:`xreduce.limits.check_num_threads`.
+    memory_bytes : int
+        Largest band of raw rows held for the background median.
+    settings : ImageProcessing, optional
+        Override the parameter file's settings.
+
+    Returns
+    -------
+    numpy.ndarray of little-endian uint32
+        The stack of shape :func:`stack_shape` in the layout of :mod:`xreduce.nf.spotsinfo`.
+
+    Example
+    -------
+    >>> words = process_images(read_parameters("ps.txt"), num_threads=2)   # doctest: +SKIP
+    """
+    threads = check_num_threads(num_threads)
+    if isinstance(memory_bytes, bool) or not isinstance(memory_bytes, (int, np.integer)) \
+            or memory_bytes < 1:
+        raise ValueError(f"memory_bytes: expected a positive integer, got {memory_bytes!r}")
+    settings = ImageProcessing.from_parameters(params) if settings is None else settings
+    if not isinstance(settings, ImageProcessing):
+        raise TypeError(f"settings: expected ImageProcessing, got {type(settings).__name__}")
+    shape = stack_shape(params)
+    nd, nf, ny, nz = shape
+    check_allocation(n_words(shape) * 4, "params", f"lit-pixel stack {shape}")
+    sources = raw_sources(params)
+    words = np.zeros(n_words(shape), dtype="<u4")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=nd * (nz + nf), desc="NF image processing", unit="step")
+    try:
+        for d, source in enumerate(sources):
+            background = frame_background(source, memory_bytes=int(memory_bytes),
+                                          num_threads=threads, progress=bar)
+            for j in range(nf):
+                frame = source.frame(j)
+                if frame.shape != (nz, ny):
+                    raise ValueError(f"raw frames: frame {j} of {source.description} is "
+                                     f"{frame.shape}, expected ({nz}, {ny})")
+                _set_frame(words, shape, d, j,
+                           binarize_frame(frame, background, settings, threads))
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        for source in sources:
+            source.close()
+        if bar is not None:
+            bar.close()
+    return words
+
+
+def write(path: str | os.PathLike, words: np.ndarray) -> None:
+    """Write the lit-pixel stack as MIDAS's ``SpotsInfo.bin`` (atomically)."""
+    write_spots_info(path, words)
+
+
+def read(path: str | os.PathLike, params: NFParameters) -> np.ndarray:
+    """Read ``SpotsInfo.bin`` for the stack of ``params``; its size must match exactly."""
+    return read_spots_info(path, stack_shape(params))
