@@ -49,7 +49,7 @@ from .params import NFParameters
 from .spotsinfo import n_words, read_spots_info, set_lit, write_spots_info
 
 __all__ = ["ImageProcessing", "process_images", "stack_shape", "raw_sources", "frame_background",
-           "binarize_frame", "write", "read", "MIDAS_C_DEFAULTS"]
+           "binarize_frame", "binarize_frames", "write", "read", "MIDAS_C_DEFAULTS"]
 
 #: Defaults of MIDAS's C program (ProcessImagesCombined) where the parameter file is silent;
 #: the manual's suggested values differ (BlanketSubtraction 4, LoGMaskRadius 10,
@@ -310,10 +310,10 @@ def frame_background(source, *, memory_bytes: int = 256 << 20, num_threads: int 
     rows = int(max(1, min(nz, memory_bytes // max(row_bytes, 1))))
     check_allocation(rows * row_bytes, "memory_bytes", f"a band of {rows} rows of {n} frames")
     background = np.empty((nz, ny), first.dtype)
-    band = np.empty((n, rows, ny), first.dtype)
+    buffer = np.empty(n * rows * ny, first.dtype)
     for r0 in range(0, nz, rows):
         r1 = min(nz, r0 + rows)
-        view = band[:, : r1 - r0]
+        view = buffer[: n * (r1 - r0) * ny].reshape(n, r1 - r0, ny)  # C-contiguous
         if hasattr(source, "band"):
             source.band(r0, r1, view)
         else:
@@ -329,27 +329,45 @@ def frame_background(source, *, memory_bytes: int = 256 << 20, num_threads: int 
     return background
 
 
-def binarize_frame(frame: np.ndarray, background: np.ndarray, settings: ImageProcessing,
-                   num_threads: int = 0) -> np.ndarray:
-    """Lit pixels (bool, raw orientation) of one raw frame after background subtraction,
-    spatial median and binarisation (steps 2-4 of the module notes)."""
+def _signal(frames: np.ndarray, background: np.ndarray, blanket: float) -> np.ndarray:
+    """``max(I - background - blanket, 0)``, exact: uint16 for 8/16-bit unsigned frames and a
+    whole-number blanket (the fast median kernel), float64 otherwise."""
+    if (frames.dtype.kind == "u" and frames.dtype.itemsize <= 2
+            and background.dtype == frames.dtype and float(blanket).is_integer()):
+        s = frames.astype(np.int32) - background.astype(np.int32) - int(blanket)
+        return np.maximum(s, 0).astype(np.uint16)
+    return np.maximum(frames.astype(np.float64) - background.astype(np.float64) - blanket, 0.0)
+
+
+def binarize_frames(frames: np.ndarray, background: np.ndarray, settings: ImageProcessing,
+                    num_threads: int = 0) -> np.ndarray:
+    """Lit pixels (bool, raw orientation) of raw frames ``(n, rows, cols)`` after background
+    subtraction, spatial median and binarisation (steps 2-4 of the module notes)."""
     from scipy import ndimage
 
     from xreduce.median import median_filter2d
 
-    signal = np.maximum(frame.astype(np.float64) - background.astype(np.float64)
-                        - settings.blanket_subtraction, 0.0)
+    signal = _signal(np.asarray(frames), np.asarray(background), settings.blanket_subtraction)
     r = settings.med_filt_radius
     if r > 0:
         filtered = median_filter2d(signal, 2 * r + 1, num_threads=num_threads)
-        inner = (slice(r, -r), slice(r, -r))
+        inner = (slice(None), slice(r, -r), slice(r, -r))
         signal[inner] = filtered[inner]  # MIDAS leaves a border of width r unchanged
     if not settings.do_log_filter:
         return signal != 0
     truncate = settings.log_mask_radius / settings.gauss_filt_radius
-    response = ndimage.gaussian_laplace(signal, settings.gauss_filt_radius, mode="constant",
-                                        truncate=truncate)
-    return ndimage.binary_fill_holes(response < 0)
+    lit = np.empty(signal.shape, bool)
+    for i, sig in enumerate(signal):
+        response = ndimage.gaussian_laplace(sig.astype(np.float64), settings.gauss_filt_radius,
+                                            mode="constant", truncate=truncate)
+        lit[i] = ndimage.binary_fill_holes(response < 0)
+    return lit
+
+
+def binarize_frame(frame: np.ndarray, background: np.ndarray, settings: ImageProcessing,
+                   num_threads: int = 0) -> np.ndarray:
+    """:func:`binarize_frames` of one frame ``(rows, cols)``."""
+    return binarize_frames(np.asarray(frame)[None], background, settings, num_threads)[0]
 
 
 def _set_frame(words: np.ndarray, shape, d: int, j: int, lit_raw: np.ndarray) -> None:
@@ -414,15 +432,22 @@ def process_images(params: NFParameters, *, progress: bool = True, num_threads: 
         for d, source in enumerate(sources):
             background = frame_background(source, memory_bytes=int(memory_bytes),
                                           num_threads=threads, progress=bar)
-            for j in range(nf):
+            # frames in parallel, one per thread (a single-threaded filter per frame: no
+            # thread team to wait for on a busy machine), results stored in order
+            def one(j: int, source=source, background=background) -> np.ndarray:
                 frame = source.frame(j)
                 if frame.shape != (nz, ny):
                     raise ValueError(f"raw frames: frame {j} of {source.description} is "
                                      f"{frame.shape}, expected ({nz}, {ny})")
-                _set_frame(words, shape, d, j,
-                           binarize_frame(frame, background, settings, threads))
-                if bar is not None:
-                    bar.update(1)
+                return binarize_frame(frame, background, settings, num_threads=1)
+
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                for j0 in range(0, nf, 4 * threads):
+                    js = range(j0, min(nf, j0 + 4 * threads))
+                    for j, lit_raw in zip(js, pool.map(one, js)):
+                        _set_frame(words, shape, d, j, lit_raw)
+                    if bar is not None:
+                        bar.update(len(js))
     finally:
         for source in sources:
             source.close()
