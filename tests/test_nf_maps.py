@@ -64,7 +64,10 @@ def test_map_hdf5_is_nexus_with_default(tmp_path, rng):
     m = voronoi_microstructure(g, 4, seed=rng)
     conf = rng.uniform(0, 1, len(g))
     p = read_parameters(io.StringIO("nDistances 1\nLsd 6000\nBC 1 2\nSpaceGroup 225\n"
-                                    "LatticeParameter 4.08 4.08 4.08 90 90 90\n"), required=())
+                                    "LatticeParameter 4.08 4.08 4.08 90 90 90\nIce9Input\n"
+                                    "RawDataURL a.h5::/data\nOmegaRange -180 180\n"
+                                    "BoxSize -1 1 -1 1\nGridPoints" + " 1" * 12 + "\n"),
+                        required=())
     write_map_hdf5(tmp_path / "map.h5", g.x_um, g.y_um, g.edge_um, g.ud, m.euler_rad, conf,
                    row=np.arange(len(g)), orientation_id=2, time=0.5, params=p,
                    provenance={"seeds": "seeds.txt", "threads": 2})
@@ -77,6 +80,8 @@ def test_map_hdf5_is_nexus_with_default(tmp_path, rng):
         assert h5["entry/map/euler_rad"].attrs["units"] == "rad"
         np.testing.assert_allclose(h5["entry/map/ipf_rgb"][()], ipf_colors(m.euler_rad, 225))
         assert h5["entry/parameters/SpaceGroup"][()] == 225
+        assert h5["entry/parameters/RawDataURL"][0] == b"a.h5::/data"
+        assert h5["entry/parameters/GridPoints"].shape == (1, 12)
         assert b"LatticeParameter 4.08" in h5["entry/parameters/parameter_file"][()]
         assert h5["entry/provenance/seeds"][()] == b"seeds.txt"
         assert h5["entry"].attrs["NX_class"] == "NXentry"

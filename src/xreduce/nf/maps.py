@@ -225,7 +225,9 @@ def write_map_hdf5(path: str | os.PathLike, x_um, y_um, edge_um, ud, euler_rad,
             for key, value in params.to_dict().items():
                 if key == "extra":
                     continue
-                par[key] = np.asarray(value) if not isinstance(value, str) else value
+                if isinstance(value, list) and value and isinstance(value[0], str):
+                    value = np.array(value, dtype=h5py.string_dtype())
+                par[key] = value
         note = entry.create_group("provenance")
         note.attrs["NX_class"] = "NXnote"
         note["program"] = "xreduce"
