@@ -70,9 +70,13 @@ def _triangle(space_group: int, lattice_parameter) -> np.ndarray:
     return M
 
 
-_DEFAULT_LATTICE = {"cubic": (1, 1, 1, 90, 90, 90), "hexagonal": (1, 1, 1.6, 90, 90, 120),
-                    "tetragonal": (1, 1, 1.4, 90, 90, 90),
-                    "orthorhombic": (1, 1.2, 1.4, 90, 90, 90)}
+def _lattice(space_group: int, lattice_parameter):
+    """The given lattice, or the standard one of the space group's crystal system."""
+    if lattice_parameter is not None:
+        return lattice_parameter
+    from .crystal import _DEFAULT_LATTICE, space_group as _space_group
+
+    return _DEFAULT_LATTICE[_space_group(space_group).crystal_system_str()]
 
 
 def ipf_colors(euler_rad, space_group: int, lattice_parameter=None,
@@ -106,9 +110,7 @@ def ipf_colors(euler_rad, space_group: int, lattice_parameter=None,
     v = np.asarray(direction, dtype=np.float64)
     if v.shape != (3,) or not np.isfinite(v).all() or not np.linalg.norm(v) > 0:
         raise ValueError(f"direction: expected a non-zero 3-vector, got {direction!r}")
-    if lattice_parameter is None:
-        system = laue_class(space_group)[0].split()[0]
-        lattice_parameter = _DEFAULT_LATTICE.get(system, (1, 1, 1, 90, 90, 90))
+    lattice_parameter = _lattice(space_group, lattice_parameter)
     M = _triangle(space_group, lattice_parameter)
     M_inv = np.linalg.inv(M)
     rots = np.asarray(laue_rotations(space_group, lattice_parameter))
@@ -266,24 +268,34 @@ def _triangles(x, y, edge, ud) -> np.ndarray:
     return verts
 
 
-def _key_image(space_group: int, lattice_parameter, size: int = 120):
-    """The colour key: the standard triangle in stereographic projection, RGBA image."""
+_CORNER_LABELS = {"cubic high": ("001", "101", "111"),
+                  "hexagonal high": ("0001", "2-1-10", "10-10"),
+                  "tetragonal high": ("001", "100", "110"),
+                  "orthorhombic": ("001", "100", "010")}
+
+
+def _draw_key(ax, space_group: int, lattice_parameter, size: int = 160) -> None:
+    """Draw the colour key on ``ax``: the standard triangle in stereographic projection
+    (``X, Y = x / (1 + z), y / (1 + z)``), its corners labelled."""
     M = _triangle(space_group, lattice_parameter)
-    # stereographic projection of directions of the upper hemisphere, around the red corner
-    u = np.linspace(-1, 1, size)
-    X, Y = np.meshgrid(u, u)
+    corners = M.T / (1 + M[2])[:, None]  # projected corners (3, 3): X, Y in columns 0, 1
+    lo, hi = corners[:, :2].min(0), corners[:, :2].max(0)
+    pad = 0.05 * (hi - lo).max()
+    X, Y = np.meshgrid(np.linspace(lo[0] - pad, hi[0] + pad, size),
+                       np.linspace(lo[1] - pad, hi[1] + pad, size))
     r2 = X ** 2 + Y ** 2
     dirs = np.stack([2 * X, 2 * Y, 1 - r2], -1) / (1 + r2)[..., None]
     w = dirs @ np.linalg.inv(M).T
-    inside = (w.min(-1) >= 0) & (r2 <= 1)
     rgba = np.zeros((size, size, 4))
     wc = np.clip(w, 0, None)
     rgba[..., :3] = wc / np.maximum(wc.max(-1, keepdims=True), 1e-300)
-    rgba[..., 3] = inside
-    ys, xs = np.nonzero(inside)
-    if len(ys):
-        rgba = rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-    return rgba
+    rgba[..., 3] = w.min(-1) >= -1e-9
+    ax.imshow(rgba, origin="lower", extent=(lo[0] - pad, hi[0] + pad, lo[1] - pad, hi[1] + pad))
+    for (cx, cy, _), label in zip(corners, _CORNER_LABELS[laue_class(space_group)[0]]):
+        ax.annotate(label, (cx, cy), fontsize=7, ha="center", va="center",
+                    xytext=(0, -8 if cy <= corners[:, 1].mean() else 8),
+                    textcoords="offset points")
+    ax.axis("off")
 
 
 def plot_map(path_png: str | os.PathLike, x_um, y_um, edge_um, ud, euler_rad, confidence,
@@ -320,11 +332,8 @@ def plot_map(path_png: str | os.PathLike, x_um, y_um, edge_um, ud, euler_rad, co
     ax.add_collection(PolyCollection(verts, facecolors=rgb, edgecolors="none"))
     dstr = "".join(f"{c:g}," for c in direction)[:-1]
     ax.set_title(f"IPF colours, sample direction [{dstr}]")
-    inset = ax.inset_axes([0.78, 0.0, 0.22, 0.22])
-    inset.imshow(_key_image(space_group, lattice_parameter or
-                            _DEFAULT_LATTICE.get(laue_class(space_group)[0].split()[0])),
-                 origin="lower")
-    inset.axis("off")
+    _draw_key(ax.inset_axes([0.76, 0.02, 0.22, 0.22]), space_group,
+              _lattice(space_group, lattice_parameter))
     ax2 = axes[1]
     coll = PolyCollection(verts, array=conf, cmap="viridis", edgecolors="none")
     coll.set_clim(0, 1)
