@@ -26,6 +26,9 @@ _JUNK = ["nan", "inf", "-inf", "1e400", "-1", "0", "1e20", "-1e20", "2147483648"
          "1e5", "-0", ";", "#", "\t", "9" * 400]
 
 
+_KEY_NAMES = list(KEYS) + list(ALIASES)
+
+
 class _Named(io.StringIO):
     name = "fuzz.txt"
 
@@ -87,7 +90,10 @@ def test_fuzz_parameter_files(monkeypatch):
             try:
                 p = read_parameters(source, required=())
             except EXPECTED as exc:
-                assert "fuzz.txt" in str(exc), (case, text, exc)
+                message = str(exc)
+                assert "fuzz.txt" in message, (case, text, exc)
+                assert "not UTF-8" in message or any(
+                    f"'{k}'" in message or f"{k} " in message for k in _KEY_NAMES), message
                 outcomes["error"] += 1
                 continue
         outcomes["read"] += 1
