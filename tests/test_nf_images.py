@@ -12,6 +12,7 @@ from xreduce.nf.params import GEOMETRY_KEYS, read_parameters
 from xreduce.nf.reflections import reflections_from_parameters
 from xreduce.nf.simulate import (
     simulate_binary_images, simulate_frames, unpack_image, write_frames_hdf5, write_frames_tiff,
+    write_raw_frames,
 )
 from xreduce.nf.spots import NFGeometry
 from xreduce.nf.spotsinfo import unpack_lit
@@ -105,7 +106,8 @@ def test_noiseless_frames_give_the_simulated_binary_images(tmp_path):
     simulated binary images: file names, raw orientation and bit layout all agree."""
     p = _params(tmp_path, 24, "MedFiltRadius 0\nDoLoGFilter 0")
     micro, refl, geo, frames = _frames(p, poisson=False, spot_sigma_px=0.0, background=100.0)
-    write_frames_tiff(tmp_path, "raw", iter(frames), 24, raw_start_nr=3)
+    files = write_raw_frames(p, iter(frames))  # where the parameter file says
+    assert files[0] == tmp_path / "raw_000003.tif" and files[-1] == tmp_path / "raw_000050.tif"
     words = images.process_images(p, progress=False)
     want = simulate_binary_images(micro, refl, geo, n_frames=24)
     assert np.count_nonzero(unpack_lit(want, images.stack_shape(p))) > 50
@@ -149,6 +151,8 @@ def test_bad_raw_frames_fail_before_processing(tmp_path):
         images.process_images(p.replace(end_nr=12), progress=False)
     with pytest.raises(ValueError, match=r"is \(80, 96\) \(rows, columns\) but NrPixelsZ"):
         images.process_images(p.replace(nr_pixels_z=NY, nr_pixels_y=NZ), progress=False)
+    with pytest.raises(ValueError, match="WFImages is 2"):
+        images.process_images(p.replace(wf_images=2), progress=False)
     with pytest.raises(ValueError, match="OrigFileName"):
         images.process_images(p.replace(orig_file_name=None), progress=False)
     with pytest.raises(ValueError, match="med_filt_radius"):

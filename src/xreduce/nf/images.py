@@ -36,6 +36,7 @@ True
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,8 @@ from xreduce.limits import check_allocation, check_num_threads
 from .params import NFParameters
 from .spotsinfo import n_words, read_spots_info, set_lit, write_spots_info
 
-__all__ = ["ImageProcessing", "process_images", "stack_shape", "raw_sources", "frame_background",
+__all__ = ["ImageProcessing", "process_images", "stack_shape", "raw_frame_path", "raw_sources",
+           "frame_background",
            "binarize_frame", "binarize_frames", "write", "read", "MIDAS_C_DEFAULTS"]
 
 #: Defaults of MIDAS's C program (ProcessImagesCombined) where the parameter file is silent;
@@ -221,6 +223,34 @@ class _Hdf5Stack:
         self.file.close()
 
 
+def raw_frame_path(params: NFParameters, distance: int, frame: int) -> Path:
+    r"""The TIFF file MIDAS opens for ``frame`` of ``distance``:
+    ``{DataDirectory}/{OrigFileName}_{nr:06d}.{extOrig}``,
+    ``nr = distance * NrFilesPerDistance + RawStartNr + frame`` (RawStartNr defaults to
+    StartNr, then 0; extOrig to ``tif``; DataDirectory to the working folder).
+
+    Example
+    -------
+    >>> import io
+    >>> from xreduce.nf.params import read_parameters
+    >>> p = read_parameters(io.StringIO("OrigFileName Au\nNrFilesPerDistance 1440\n"
+    ...                                 "RawStartNr 5\nDataDirectory /data"), required=())
+    >>> str(raw_frame_path(p, 1, 2))
+    '/data/Au_001447.tif'
+    """
+    if not params.orig_file_name:
+        raise ValueError("params: OrigFileName (TIFF series) or RawDataURL lines (HDF5) are "
+                         "needed to find the raw frames")
+    nf = params.frames_per_distance
+    if nf is None:
+        raise ValueError("params: NrFilesPerDistance (or StartNr and EndNr) is needed to "
+                         "number the raw frames")
+    start = params.raw_start_nr if params.raw_start_nr is not None else (params.start_nr or 0)
+    nr = int(distance) * nf + start + int(frame)
+    ext = params.ext_orig or "tif"
+    return Path(params.data_directory or ".") / f"{params.orig_file_name}_{nr:06d}.{ext}"
+
+
 def raw_sources(params: NFParameters) -> list:
     """The raw frames of each distance that ``params`` names, checked before any work.
 
@@ -236,6 +266,12 @@ def raw_sources(params: NFParameters) -> list:
         parameters; the message names the file.
     """
     nd, nf, ny, nz = stack_shape(params)
+    if params.wf_images:
+        raise ValueError(f"params: WFImages is {params.wf_images}; wide-field images between "
+                         f"the NF frames are not supported (set WFImages 0)")
+    if params.write_fin_image:
+        warnings.warn("params: WriteFinImage is set, but xreduce writes no per-frame reduced "
+                      "images (only SpotsInfo.bin)", stacklevel=2)
     sources: list = []
     if params.raw_data_urls:
         try:
@@ -254,15 +290,8 @@ def raw_sources(params: NFParameters) -> list:
                 src.close()
             raise
         return sources
-    if not params.orig_file_name:
-        raise ValueError("params: OrigFileName (TIFF series) or RawDataURL lines (HDF5) are "
-                         "needed to find the raw frames")
-    folder = Path(params.data_directory or ".")
-    ext = params.ext_orig or "tif"
-    start = params.raw_start_nr if params.raw_start_nr is not None else (params.start_nr or 0)
     for d in range(nd):
-        files = [str(folder / f"{params.orig_file_name}_{d * nf + start + j:06d}.{ext}")
-                 for j in range(nf)]
+        files = [str(raw_frame_path(params, d, j)) for j in range(nf)]
         missing = [f for f in files if not os.path.isfile(f)]
         if missing:
             raise ValueError(f"raw frames: {len(missing)} of the {nf} files of distance {d} are "

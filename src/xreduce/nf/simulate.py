@@ -50,7 +50,8 @@ from .reflections import ReflectionList
 from .spots import NFGeometry, predict_spots, spot_footprints
 
 __all__ = ["LitPixels", "lit_pixels", "simulate_binary_images", "unpack_image",
-           "simulate_frames", "write_frames_tiff", "write_frames_hdf5", "default_n_frames"]
+           "simulate_frames", "write_frames_tiff", "write_raw_frames", "write_frames_hdf5",
+           "default_n_frames"]
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,34 @@ def write_frames_tiff(directory: str | os.PathLike, orig_file_name: str, frames_
             raise ValueError(f"frames_iter: frame {f} is outside 0..{frames_per_distance - 1}")
         nr = d * int(frames_per_distance) + int(raw_start_nr) + f
         path = directory / f"{orig_file_name}_{nr:06d}.{ext}"
+        with atomic_output(path) as tmp:
+            fabio.tifimage.TifImage(data=img).write(tmp)
+        written.append(path)
+    return written
+
+
+def write_raw_frames(params, frames_iter) -> list[Path]:
+    """Write frames from :func:`simulate_frames` where a parameter file says its raw frames
+    are (:func:`xreduce.nf.images.raw_frame_path`: DataDirectory, OrigFileName, RawStartNr,
+    NrFilesPerDistance, extOrig), so that ``images.process_images(params)`` reads them.
+
+    Example
+    -------
+    >>> write_raw_frames(p, simulate_frames(micro, refl, geo, seed=1))   # doctest: +SKIP
+    """
+    import fabio.tifimage
+
+    from xreduce.io.writers import atomic_output
+
+    from .images import raw_frame_path
+
+    nf = params.frames_per_distance
+    written = []
+    for d, f, img in frames_iter:
+        if nf is not None and not 0 <= f < nf:
+            raise ValueError(f"frames_iter: frame {f} is outside 0..{nf - 1}")
+        path = raw_frame_path(params, d, f)
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path) as tmp:
             fabio.tifimage.TifImage(data=img).write(tmp)
         written.append(path)
