@@ -682,8 +682,10 @@ def nf_process_images_reference(frames, blanket=0.0, med_filt_radius=1, do_log=F
     """Lit pixels (n_frames, NrPixelsY, NrPixelsZ) of one distance's raw frames
     (n_frames, NrPixelsZ rows, NrPixelsY columns), written plainly with NumPy/SciPy:
     per-pixel lower median of the sorted frames, I' = max(I - median - blanket, 0), a
-    (2r+1)^2 median with the border of width r unchanged, I'' != 0 or the filled negative-LoG
-    mask, then y = NrPixelsY - 1 - column, z = NrPixelsZ - 1 - row."""
+    (2r+1)^2 median with the border of width r unchanged, I'' != 0 or MIDAS's LoG mask
+    (integer kernel summed where it fits, edge = non-zero pixel with a response sign change in
+    its 3x3 neighbourhood, edges filled), then y = NrPixelsY - 1 - column,
+    z = NrPixelsZ - 1 - row."""
     from scipy import ndimage
 
     frames = np.asarray(frames, dtype=np.float64)
@@ -698,9 +700,25 @@ def nf_process_images_reference(frames, blanket=0.0, med_filt_radius=1, do_log=F
             sig = sig.copy()
             sig[r:nz - r, r:ny - r] = np.median(windows, axis=(-2, -1))
         if do_log:
-            resp = ndimage.gaussian_laplace(sig, gauss_filt_radius, mode="constant",
-                                            truncate=log_mask_radius / gauss_filt_radius)
-            lit = ndimage.binary_fill_holes(resp < 0)
+            R, s = log_mask_radius, gauss_filt_radius
+            kern = np.zeros((2 * R + 1, 2 * R + 1))
+            for a in range(-R, R + 1):
+                for b in range(-R, R + 1):
+                    r2 = a * a + b * b
+                    kern[a + R, b + R] = int(79720 * (-1 / (np.pi * s ** 4))
+                                             * (1 - r2 / (2 * s * s)) * np.exp(-r2 / (2 * s * s)))
+            resp = np.zeros_like(sig)
+            win = np.lib.stride_tricks.sliding_window_view(sig, kern.shape)
+            resp[R:nz - R, R:ny - R] = np.einsum("ijab,ab->ij", win, kern)
+            edge = np.zeros(sig.shape, bool)
+            for row in range(1, nz - 1):
+                for col in range(1, ny - 1):
+                    if sig[row, col] == 0:
+                        continue
+                    me = resp[row, col] < 0
+                    nb = resp[row - 1:row + 2, col - 1:col + 2] < 0
+                    edge[row, col] = bool(np.any(nb != me))
+            lit = ndimage.binary_fill_holes(edge)
         else:
             lit = sig != 0
         for row, col in zip(*np.nonzero(lit)):

@@ -7,9 +7,11 @@ For every detector distance, as MIDAS's ProcessImagesCombined (doc/nf.md, "Image
 2. ``I' = max(I - background - BlanketSubtraction, 0)``;
 3. a spatial median of ``(2 MedFiltRadius + 1)^2`` pixels (3x3, 5x5), the border of that width
    left unchanged (0: no filter);
-4. lit pixels: ``I'' != 0``, or with ``DoLoGFilter 1`` the pixels of negative
-   Laplacian-of-Gaussian response (``GaussFiltRadius`` the sigma, ``LoGMaskRadius`` the kernel
-   radius) with their holes filled;
+4. lit pixels: ``I'' != 0``, or with ``DoLoGFilter 1`` MIDAS's spot mask: the
+   Laplacian-of-Gaussian response with MIDAS's integer kernel (:func:`log_kernel`,
+   ``GaussFiltRadius`` the sigma, ``LoGMaskRadius`` the radius; 0 where the kernel does not
+   fit in the frame), edge pixels (``I'' != 0`` and a sign change of the response towards
+   one of the 8 neighbours), then everything the edges enclose filled;
 5. the raw frame (rows along Z, columns along Y, both reversed) is turned to detector
    coordinates, ``y = NrPixelsY - 1 - column``, ``z = NrPixelsZ - 1 - row``, and its bits set in
    the SpotsInfo.bin layout of :mod:`xreduce.nf.spotsinfo`.
@@ -51,7 +53,8 @@ from .spotsinfo import n_words, read_spots_info, set_lit, write_spots_info
 
 __all__ = ["ImageProcessing", "process_images", "stack_shape", "raw_frame_path", "raw_sources",
            "frame_background",
-           "binarize_frame", "binarize_frames", "write", "read", "MIDAS_C_DEFAULTS"]
+           "binarize_frame", "binarize_frames", "log_kernel", "write", "read",
+           "MIDAS_C_DEFAULTS"]
 
 #: Defaults of MIDAS's C program (ProcessImagesCombined) where the parameter file is silent;
 #: the manual's suggested values differ (BlanketSubtraction 4, LoGMaskRadius 10,
@@ -384,13 +387,43 @@ def binarize_frames(frames: np.ndarray, background: np.ndarray, settings: ImageP
         signal[inner] = filtered[inner]  # MIDAS leaves a border of width r unchanged
     if not settings.do_log_filter:
         return signal != 0
-    truncate = settings.log_mask_radius / settings.gauss_filt_radius
-    lit = np.empty(signal.shape, bool)
-    for i, sig in enumerate(signal):
-        response = ndimage.gaussian_laplace(sig.astype(np.float64), settings.gauss_filt_radius,
-                                            mode="constant", truncate=truncate)
-        lit[i] = ndimage.binary_fill_holes(response < 0)
-    return lit
+    kernel = log_kernel(settings.log_mask_radius, settings.gauss_filt_radius)
+    return np.stack([_log_spot_mask(sig, kernel) for sig in signal])
+
+
+def log_kernel(radius: int, sigma: float) -> np.ndarray:
+    """MIDAS's integer Laplacian-of-Gaussian kernel, ``(2 radius + 1)^2``, int64:
+    ``trunc(79720 (-1 / (pi sigma^4)) (1 - r^2 / (2 sigma^2)) exp(-r^2 / (2 sigma^2)))``
+    (doc/nf.md, "Image processing"); negative at the centre."""
+    offsets = np.arange(-int(radius), int(radius) + 1, dtype=np.float64)
+    r2 = offsets[:, None] ** 2 + offsets[None, :] ** 2
+    s2 = sigma * sigma
+    values = (79720 * (-1 / (np.pi * (sigma * sigma * sigma * sigma)))
+              * (1 - r2 / (2 * s2)) * np.exp(-r2 / (2 * s2)))
+    return np.trunc(values).astype(np.int64)
+
+
+def _log_spot_mask(signal: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Lit pixels of one filtered frame by MIDAS's LoG rule (step 4 of the module notes)."""
+    from scipy import ndimage
+
+    radius = kernel.shape[0] // 2
+    rows, cols = signal.shape
+    # exact: integer signal and kernel, sums far below 2**53
+    response = ndimage.correlate(signal.astype(np.float64), kernel.astype(np.float64),
+                                 mode="constant")
+    inside = np.zeros(signal.shape, bool)
+    inside[radius:rows - radius, radius:cols - radius] = True
+    negative = (response < 0) & inside  # the response is 0 where the kernel does not fit
+    edges = np.zeros(signal.shape, bool)
+    centre = (slice(1, -1), slice(1, -1))
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr or dc:
+                neighbour = negative[1 + dr:rows - 1 + dr, 1 + dc:cols - 1 + dc]
+                edges[centre] |= neighbour != negative[centre]
+    edges &= signal != 0
+    return ndimage.binary_fill_holes(edges)
 
 
 def binarize_frame(frame: np.ndarray, background: np.ndarray, settings: ImageProcessing,
