@@ -686,8 +686,6 @@ def nf_process_images_reference(frames, blanket=0.0, med_filt_radius=1, do_log=F
     (integer kernel summed where it fits, edge = non-zero pixel with a response sign change in
     its 3x3 neighbourhood, edges filled), then y = NrPixelsY - 1 - column,
     z = NrPixelsZ - 1 - row."""
-    from scipy import ndimage
-
     frames = np.asarray(frames, dtype=np.float64)
     n, nz, ny = frames.shape
     background = np.sort(frames, axis=0)[(n - 1) // 2]
@@ -700,27 +698,35 @@ def nf_process_images_reference(frames, blanket=0.0, med_filt_radius=1, do_log=F
             sig = sig.copy()
             sig[r:nz - r, r:ny - r] = np.median(windows, axis=(-2, -1))
         if do_log:
-            R, s = log_mask_radius, gauss_filt_radius
-            kern = np.zeros((2 * R + 1, 2 * R + 1))
-            for a in range(-R, R + 1):
-                for b in range(-R, R + 1):
-                    r2 = a * a + b * b
-                    kern[a + R, b + R] = int(79720 * (-1 / (np.pi * s ** 4))
-                                             * (1 - r2 / (2 * s * s)) * np.exp(-r2 / (2 * s * s)))
-            resp = np.zeros_like(sig)
-            win = np.lib.stride_tricks.sliding_window_view(sig, kern.shape)
-            resp[R:nz - R, R:ny - R] = np.einsum("ijab,ab->ij", win, kern)
-            edge = np.zeros(sig.shape, bool)
-            for row in range(1, nz - 1):
-                for col in range(1, ny - 1):
-                    if sig[row, col] == 0:
-                        continue
-                    me = resp[row, col] < 0
-                    nb = resp[row - 1:row + 2, col - 1:col + 2] < 0
-                    edge[row, col] = bool(np.any(nb != me))
-            lit = ndimage.binary_fill_holes(edge)
+            lit = (_nf_log_mask_reference(sig, log_mask_radius, gauss_filt_radius)
+                   | _nf_log_mask_reference(sig, 4, 1.0))  # MIDAS adds the (4, 1) mask
         else:
             lit = sig != 0
         for row, col in zip(*np.nonzero(lit)):
             out[j, ny - 1 - col, nz - 1 - row] = True
     return out
+
+
+def _nf_log_mask_reference(sig, R, s):
+    """MIDAS's LoG spot mask of one frame, written plainly."""
+    from scipy import ndimage
+
+    nz, ny = sig.shape
+    kern = np.zeros((2 * R + 1, 2 * R + 1))
+    for a in range(-R, R + 1):
+        for b in range(-R, R + 1):
+            r2 = a * a + b * b
+            kern[a + R, b + R] = int(79720 * (-1 / (np.pi * s ** 4))
+                                     * (1 - r2 / (2 * s * s)) * np.exp(-r2 / (2 * s * s)))
+    resp = np.zeros_like(sig)
+    win = np.lib.stride_tricks.sliding_window_view(sig, kern.shape)
+    resp[R:nz - R, R:ny - R] = np.einsum("ijab,ab->ij", win, kern)
+    edge = np.zeros(sig.shape, bool)
+    for row in range(1, nz - 1):
+        for col in range(1, ny - 1):
+            if sig[row, col] == 0:
+                continue
+            me = resp[row, col] < 0
+            nb = resp[row - 1:row + 2, col - 1:col + 2] < 0
+            edge[row, col] = bool(np.any(nb != me))
+    return ndimage.binary_fill_holes(edge)

@@ -11,7 +11,8 @@ For every detector distance, as MIDAS's ProcessImagesCombined (doc/nf.md, "Image
    Laplacian-of-Gaussian response with MIDAS's integer kernel (:func:`log_kernel`,
    ``GaussFiltRadius`` the sigma, ``LoGMaskRadius`` the radius; 0 where the kernel does not
    fit in the frame), edge pixels (``I'' != 0`` and a sign change of the response towards
-   one of the 8 neighbours), then everything the edges enclose filled;
+   one of the 8 neighbours), then everything the edges enclose filled; as MIDAS, the union of
+   that mask and the one of LoGMaskRadius 4, GaussFiltRadius 1;
 5. the raw frame (rows along Z, columns along Y, both reversed) is turned to detector
    coordinates, ``y = NrPixelsY - 1 - column``, ``z = NrPixelsZ - 1 - row``, and its bits set in
    the SpotsInfo.bin layout of :mod:`xreduce.nf.spotsinfo`.
@@ -61,6 +62,8 @@ __all__ = ["ImageProcessing", "process_images", "stack_shape", "raw_frame_path",
 #: DoLoGFilter 0). We follow the program, as a MIDAS run does.
 MIDAS_C_DEFAULTS = {"BlanketSubtraction": 0.0, "MedFiltRadius": 1, "DoLoGFilter": 1,
                     "LoGMaskRadius": 4, "GaussFiltRadius": 1.0}
+#: (LoGMaskRadius, GaussFiltRadius) of the second LoG mask MIDAS always adds (union).
+MIDAS_SECOND_LOG = (4, 1.0)
 
 
 @dataclass(frozen=True)
@@ -387,8 +390,12 @@ def binarize_frames(frames: np.ndarray, background: np.ndarray, settings: ImageP
         signal[inner] = filtered[inner]  # MIDAS leaves a border of width r unchanged
     if not settings.do_log_filter:
         return signal != 0
-    kernel = log_kernel(settings.log_mask_radius, settings.gauss_filt_radius)
-    return np.stack([_log_spot_mask(sig, kernel) for sig in signal])
+    # MIDAS takes the union of the mask of the file's LoG settings and of LoGMaskRadius 4,
+    # GaussFiltRadius 1 (doc/nf.md)
+    kernels = [log_kernel(settings.log_mask_radius, settings.gauss_filt_radius),
+               log_kernel(*MIDAS_SECOND_LOG)]
+    return np.stack([_log_spot_mask(sig, kernels[0]) | _log_spot_mask(sig, kernels[1])
+                     for sig in signal])
 
 
 def log_kernel(radius: int, sigma: float) -> np.ndarray:
