@@ -94,3 +94,19 @@ def test_square_grid_and_masks(tmp_path):
     fabio.tifimage.TifImage(data=tomo_y).write(str(tmp_path / "tomo.tif"))
     ty = apply_tomo_mask(g, tmp_path / "tomo.tif", 1.0)
     assert len(ty) > 0 and np.all(np.hypot(ty.x_um, ty.y_um - 15) < 21)
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("abc\n1 2 3 4 5\n", "number of grid points on the first line"),
+    ("2\n1 2 3 4 5\n", r"expected 2 lines of 5 numbers"),
+    ("1\n1 2 nan 4 5\n", "finite"),
+    ("1\n1 2 3 4 x\n", "5 numbers per line"),
+    ("99999999999\n1 2 3 4 5\n", "number of grid points"),
+])
+def test_crafted_grid_file_is_refused_naming_the_file(tmp_path, text, pattern):
+    from xreduce.nf.grid import read_grid
+
+    (tmp_path / "grid.txt").write_text(text)
+    with pytest.raises(ValueError, match=pattern) as info:
+        read_grid(tmp_path / "grid.txt")
+    assert "grid.txt" in str(info.value)

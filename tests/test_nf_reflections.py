@@ -122,3 +122,21 @@ def test_from_parameters():
     refl = reflections_from_parameters(p)
     assert refl.lsd_um == 7000.0
     assert set(refl.ring_nr.tolist()) == {1, 3}
+
+
+@pytest.mark.parametrize("body, pattern", [
+    ("x y z\n", "does not start with the hkls.csv header"),
+    ("{h}\n1 1 1 2.3 1 0.1 0.1 0.1 2 4 200\n1 1 1 nan 1 0 0 0 0 0 0\n", "NaN or infinite"),
+    ("{h}\n1 1 1 2.3 1 0.1 0.1 0.1 2 4\n", "expected 11 columns"),
+    ("{h}\n1 1 1.5 2.3 1 0.1 0.1 0.1 2 4 200\n", "whole numbers"),
+    ("{h}\n1 1 1 -2.3 1 0.1 0.1 0.1 2 4 200\n", "D-spacing must be > 0"),
+    ("{h}\n1 1 1 abc 1 0.1 0.1 0.1 2 4 200\n", "rows must be numbers"),
+])
+def test_crafted_hkls_csv_is_refused_naming_the_file(tmp_path, body, pattern):
+    from xreduce.nf.reflections import HKLS_CSV_HEADER
+
+    path = tmp_path / "hkls.csv"
+    path.write_text(body.format(h=HKLS_CSV_HEADER))
+    with pytest.raises(ValueError, match=pattern) as info:
+        read_hkls_csv(path)
+    assert "hkls.csv" in str(info.value)

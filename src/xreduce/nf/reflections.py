@@ -199,15 +199,37 @@ def reflections_from_parameters(params) -> ReflectionList:
 
 def read_hkls_csv(path: str | os.PathLike, wavelength_A: float = float("nan"),
                   lsd_um: float = float("nan")) -> ReflectionList:
-    """Read an ``hkls.csv`` (ours or MIDAS's) back into a :class:`ReflectionList`."""
-    with open(path) as f:
-        header = f.readline().split()
-        if header[:5] != ["h", "k", "l", "D-spacing", "RingNr"] or len(header) < 11:
-            raise ValueError(f"path: {str(path)!r} does not start with the hkls.csv header "
-                             f"{HKLS_CSV_HEADER!r}")
-    data = np.loadtxt(path, skiprows=1, ndmin=2)
+    """Read an ``hkls.csv`` (ours or MIDAS's) back into a :class:`ReflectionList`.
+
+    Raises ValueError naming the file for a wrong header, a non-numeric or non-finite value,
+    fewer than 11 columns, non-integer hkl or ring numbers, or d-spacings that are not > 0.
+    """
+    name = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().split()
+            if header[:5] != ["h", "k", "l", "D-spacing", "RingNr"] or len(header) < 11:
+                raise ValueError(f"{name}: does not start with the hkls.csv header "
+                                 f"{HKLS_CSV_HEADER!r}")
+            check_allocation(os.path.getsize(path) * 8, "path", "hkls.csv rows")
+            data = np.loadtxt(f, ndmin=2, dtype=np.float64)
+    except UnicodeDecodeError:
+        raise ValueError(f"{name}: hkls.csv is not UTF-8 text") from None
+    except ValueError as exc:
+        if str(exc).startswith(name):
+            raise
+        raise ValueError(f"{name}: hkls.csv rows must be numbers ({exc})") from None
+    if data.size == 0:
+        data = data.reshape(0, 11)
     if data.shape[1] < 11:
-        raise ValueError(f"path: expected 11 columns, got {data.shape[1]}")
+        raise ValueError(f"{name}: expected 11 columns, got {data.shape[1]}")
+    if not np.isfinite(data[:, :11]).all():
+        raise ValueError(f"{name}: hkls.csv holds NaN or infinite values")
+    whole = data[:, [0, 1, 2, 4]]
+    if (whole != np.rint(whole)).any() or np.abs(whole).max(initial=0) > 2**31 - 1:
+        raise ValueError(f"{name}: h, k, l and RingNr must be whole numbers")
+    if not (data[:, 3] > 0).all():
+        raise ValueError(f"{name}: D-spacing must be > 0")
     return ReflectionList(
         hkl=np.rint(data[:, 0:3]).astype(np.int64), d_A=data[:, 3],
         ring_nr=np.rint(data[:, 4]).astype(np.int64), g=data[:, 5:8], theta_deg=data[:, 8],
