@@ -154,3 +154,20 @@ def test_pipeline_from_midas_parameter_file(tmp_path):
     s = predict_spots(euler_to_matrix([[0.3, 0.6, 0.9]]), refl, geo)
     assert len(s) > 10 and np.all((s.frame >= 0) & (s.frame <= 1440))
     assert np.all(s.y_um[:, 0] >= -1500) and np.all(s.z_um[:, 0] >= -100)
+
+
+def test_microstructure_from_grid_points():
+    import io
+
+    from xreduce.nf.microstructure import microstructure_from_grid_points
+    from xreduce.nf.params import read_parameters
+
+    text = ("GridSize 2.5\n"
+            "GridPoints 0 0 0 1.0 2.0 2.5 1 0.1 0.2 0.3 1 1\n"
+            "GridPoints 0 0 0 -1.0 2.0 2.5 -1 0.4 0.5 0.6 1 1;\n")
+    m = microstructure_from_grid_points(read_parameters(io.StringIO(text), required=()))
+    assert m.grid.x_um.tolist() == [1.0, -1.0] and m.grid.ud.tolist() == [1, -1]
+    assert m.grid.edge_um == 2.5 and m.euler_rad[1].tolist() == [0.4, 0.5, 0.6]
+    bad = text.replace(" 1 0.1", " 3 0.1")
+    with pytest.raises(ValueError, match="UpDown"):
+        microstructure_from_grid_points(read_parameters(io.StringIO(bad), required=()))

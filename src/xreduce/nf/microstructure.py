@@ -24,7 +24,7 @@ from .grid import Grid
 from .mic import read_mic, write_mic
 
 __all__ = ["Microstructure", "voronoi_microstructure", "microstructure_from_mic",
-           "random_orientations"]
+           "microstructure_from_grid_points", "random_orientations"]
 
 
 @dataclass(frozen=True)
@@ -116,3 +116,34 @@ def microstructure_from_mic(path: str | os.PathLike, min_confidence: float = 0.0
     grid = Grid(mic.x_um[keep], mic.y_um[keep], ud, edge,
                 "triangle" if np.all(ud != 0) else "square")
     return Microstructure(grid, mic.euler_rad[keep], mic.confidence[keep], mic.row[keep])
+
+
+def microstructure_from_grid_points(params) -> Microstructure:
+    r"""The voxels of a parameter file's ``GridPoints`` lines (MIDAS's simulateNF input).
+
+    Each ``GridPoints`` line holds the 12 columns of a text-mic row (doc/nf.md, "Orientation
+    maps"): X, Y (um) in columns 3-4, UpDown in 6, Euler angles (radians) in 7-9; as MIDAS,
+    the triangles have the edge ``GridSize``.
+
+    Example
+    -------
+    >>> import io
+    >>> from xreduce.nf.params import read_parameters
+    >>> p = read_parameters(io.StringIO(
+    ...     "GridSize 2.5\nGridPoints 0 0 0 1.0 2.0 2.5 1 0.1 0.2 0.3 1 1\n"), required=())
+    >>> microstructure_from_grid_points(p).euler_rad.tolist()
+    [[0.1, 0.2, 0.3]]
+    """
+    rows = np.asarray(params.grid_points, dtype=np.float64).reshape(-1, 12)
+    if len(rows) == 0:
+        raise ValueError("params: no 'GridPoints' lines")
+    if params.grid_size_um is None:
+        raise ValueError("params: 'GridPoints' need 'GridSize' (the triangle edge)")
+    ud = rows[:, 6]
+    if not np.isin(ud, (-1, 1)).all():
+        raise ValueError(f"params: GridPoints UpDown (8th value) must be +1 or -1, got "
+                         f"{ud[~np.isin(ud, (-1, 1))][0]}")
+    grid = Grid(rows[:, 3].copy(), rows[:, 4].copy(), ud.astype(np.int8),
+                float(params.grid_size_um), "triangle")
+    return Microstructure(grid, rows[:, 7:10].copy(), np.ones(len(rows)),
+                          np.arange(len(rows), dtype=np.int64))
