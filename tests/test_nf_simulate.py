@@ -4,7 +4,7 @@ import pytest
 
 from xreduce.nf.crystal import euler_to_matrix
 from xreduce.nf.grid import hexagonal_grid
-from xreduce.nf.mic import read_mic, write_mic
+from xreduce.nf.mic import read_mic
 from xreduce.nf.microstructure import microstructure_from_mic, voronoi_microstructure
 from xreduce.nf.reflections import reflection_list
 from xreduce.nf.simulate import (
