@@ -180,3 +180,20 @@ def test_log_mask_follows_midas_kernel_and_fills_spots():
     want = np.zeros_like(lit)
     want[10:17, 20:27] = True
     np.testing.assert_array_equal(lit, want)
+
+
+def test_tiff_row_bands_memory_mapped_or_read_whole(tmp_path):
+    """Uncompressed TIFFs are read band by band through a memory map, compressed ones whole
+    and cut: both give the same rows."""
+    import tifffile
+
+    frame = np.arange(80 * 96, dtype=np.uint16).reshape(80, 96)
+    tifffile.imwrite(tmp_path / "plain.tif", frame)
+    tifffile.imwrite(tmp_path / "packed.tif", frame, compression="zlib")
+    series = images._TiffSeries([str(tmp_path / "plain.tif"), str(tmp_path / "packed.tif")])
+    for j in range(2):
+        np.testing.assert_array_equal(series.rows(j, 7, 19), frame[7:19])
+        np.testing.assert_array_equal(series.frame(j), frame)
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
+    with pytest.raises(ValueError, match="broken.tif: cannot read this image"):
+        images._TiffSeries([str(tmp_path / "broken.tif")]).rows(0, 0, 3)

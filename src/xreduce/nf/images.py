@@ -165,12 +165,12 @@ class _TiffSeries:
         return data
 
     def rows(self, j: int, r0: int, r1: int) -> np.ndarray:
-        try:
-            import tifffile
+        import tifffile
 
+        try:
             mapped = tifffile.memmap(self.files[j], mode="r")
             return np.array(mapped[r0:r1])
-        except Exception:  # compressed or not a TIFF: read the whole frame
+        except Exception:  # compressed or not a TIFF: read the whole frame (fabio)
             return self.frame(j)[r0:r1]
 
     def close(self) -> None:
