@@ -132,6 +132,10 @@ def test_hdf5_stacks_equal_tiff_series(tmp_path):
         images.read(tmp_path / "SpotsInfo.bin", p.replace(nr_pixels_y=NY + 1))
     with pytest.raises(ValueError, match="holds 20 frames but the parameters give 21"):
         images.process_images(q.replace(nr_files_per_distance=21, end_nr=20), progress=False)
+    (tmp_path / "fake.h5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(ValueError, match="fake.h5' is not a readable HDF5 file"):
+        images.process_images(q.replace(raw_data_urls=(f"{tmp_path}/fake.h5::/d",) * 2),
+                              progress=False)
     with pytest.raises(ValueError, match="no dataset"):
         images.process_images(q.replace(raw_data_urls=(f"{h5}::/nope", f"{h5}::/nope")),
                               progress=False)

@@ -189,9 +189,15 @@ class _Hdf5Stack:
         if len(selection) > 1 or (selection and not isinstance(selection[0], slice)):
             raise ValueError(f"RawDataURL: only a frame range [first:last] can follow the "
                              f"dataset, got {url!r}")
+        import hdf5plugin  # noqa: F401  (registers the compression filters of detectors)
+
         if not os.path.isfile(filename):
             raise ValueError(f"RawDataURL: no file {filename!r}")
-        self.file = h5py.File(filename, "r")
+        try:
+            self.file = h5py.File(filename, "r")
+        except OSError as exc:
+            raise ValueError(f"RawDataURL: {filename!r} is not a readable HDF5 file "
+                             f"({exc})") from None
         if dset_path not in self.file or not isinstance(self.file[dset_path], h5py.Dataset):
             self.file.close()
             raise ValueError(f"RawDataURL: {filename!r} has no dataset {dset_path!r}")
