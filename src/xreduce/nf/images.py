@@ -222,14 +222,23 @@ class _Hdf5Stack:
     def frame_shape(self) -> tuple[int, int]:
         return tuple(self.dataset.shape[1:])
 
+    def _read(self, selection, out=None):
+        try:
+            if out is None:
+                return self.dataset[selection]
+            self.dataset.read_direct(out, selection)
+            return out
+        except OSError as exc:  # a damaged chunk or a missing filter
+            raise ValueError(f"RawDataURL: cannot read {self.description!r} ({exc})") from None
+
     def frame(self, j: int) -> np.ndarray:
-        return self.dataset[self.first + j]
+        return self._read(np.s_[self.first + j])
 
     def rows(self, j: int, r0: int, r1: int) -> np.ndarray:
-        return self.dataset[self.first + j, r0:r1]
+        return self._read(np.s_[self.first + j, r0:r1])
 
     def band(self, r0: int, r1: int, out: np.ndarray) -> None:
-        self.dataset.read_direct(out, np.s_[self.first:self.first + self.n, r0:r1])
+        self._read(np.s_[self.first:self.first + self.n, r0:r1], out)
 
     def close(self) -> None:
         self.file.close()
