@@ -201,3 +201,38 @@ def test_tiff_row_bands_memory_mapped_or_read_whole(tmp_path):
     (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
     with pytest.raises(ValueError, match="broken.tif: cannot read this image"):
         images._TiffSeries([str(tmp_path / "broken.tif")]).rows(0, 0, 3)
+
+
+def test_interrupted_processing_resumes_from_checkpoints(tmp_path, monkeypatch):
+    """Stopped in the middle of distance 1, a run started again with the same checkpoint
+    folder redoes only the unfinished piece and gives the uninterrupted result."""
+    p = _params(tmp_path, 24, "DoLoGFilter 0\nBlanketSubtraction 20")
+    micro, refl, geo, frames = _frames(p, seed=3, background=50.0, spot_counts=400.0)
+    write_raw_frames(p, iter(frames))
+    want = images.process_images(p, progress=False)
+    calls = []
+    real = images.binarize_frame
+
+    def failing(frame, background, settings, num_threads=0):
+        calls.append(1)
+        if len(calls) == 24 + 13:  # the 13th frame (12) of distance 1
+            raise KeyboardInterrupt
+        return real(frame, background, settings, num_threads)
+
+    monkeypatch.setattr(images, "binarize_frame", failing)
+    ckpt = tmp_path / "images.partial"
+    with pytest.raises(KeyboardInterrupt):
+        images.process_images(p, progress=False, num_threads=1, checkpoint_dir=ckpt,
+                              checkpoint_frames=8)
+    names = sorted(f.name for f in ckpt.iterdir())
+    assert names == ["background_0.npy", "background_1.npy", "lit_0_000000.npy",
+                     "lit_0_000008.npy", "lit_0_000016.npy", "lit_1_000000.npy",
+                     "state.json"]
+    calls.clear()
+    got = images.process_images(p, progress=False, num_threads=1, checkpoint_dir=ckpt,
+                                checkpoint_frames=8)
+    assert len(calls) == 16  # frames 8..23 of distance 1 only
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="holds the work of another image processing"):
+        images.process_images(p.replace(blanket_subtraction=5.0), progress=False,
+                              checkpoint_dir=ckpt)

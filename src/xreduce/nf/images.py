@@ -467,9 +467,93 @@ def _set_frame(words: np.ndarray, shape, d: int, j: int, lit_raw: np.ndarray) ->
         set_lit(words, shape, np.full(y.size, d), np.full(y.size, j), y, z)
 
 
+class _Checkpoints:
+    """Finished work of an interrupted :func:`process_images`, one file per piece in a folder:
+    ``state.json`` (what the run is: shape, settings, inputs), ``background_{d}.npy`` and
+    ``lit_{d}_{first:06d}.npy`` (lit frames ``first..`` of distance d in raw orientation, one
+    packed row each). Every file goes
+    through the atomic writer, so a piece is there whole or not at all."""
+
+    def __init__(self, folder, shape, settings: ImageProcessing, sources):
+        import dataclasses
+        import json
+
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        state = {"shape": list(shape), "settings": dataclasses.asdict(settings),
+                 "inputs": [s.description for s in sources]}
+        path = self.folder / "state.json"
+        if path.exists():
+            try:
+                saved = json.loads(path.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                saved = None
+            if saved != json.loads(json.dumps(state)):
+                raise ValueError(f"checkpoint_dir: {str(self.folder)!r} holds the work of "
+                                 f"another image processing (other shape, settings or "
+                                 f"inputs); remove it or choose another folder")
+        else:
+            self._save_text(path, json.dumps(state, indent=1))
+
+    @staticmethod
+    def _save_text(path: Path, text: str) -> None:
+        from xreduce.io.writers import atomic_output
+
+        with atomic_output(path) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+
+    def _save(self, name: str, array: np.ndarray) -> None:
+        from xreduce.io.writers import atomic_output
+
+        with atomic_output(self.folder / name) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, array)
+
+    def _load(self, name: str):
+        path = self.folder / name
+        if not path.is_file():
+            return None
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"checkpoint_dir: {str(path)!r} is damaged ({exc}); remove "
+                             f"it") from None
+
+    def background(self, d: int):
+        return self._load(f"background_{d}.npy")
+
+    def save_background(self, d: int, background: np.ndarray) -> None:
+        self._save(f"background_{d}.npy", background)
+
+    def lit(self, d: int, first: int, count: int, frame_shape):
+        """The saved frames ``first .. first + count - 1`` (packed rows), or None."""
+        packed = self._load(f"lit_{d}_{first:06d}.npy")
+        if packed is None:
+            return None
+        size = frame_shape[0] * frame_shape[1]
+        if packed.dtype != np.uint8 or packed.shape != (count, -(-size // 8)):
+            raise ValueError(f"checkpoint_dir: lit_{d}_{first:06d}.npy does not hold "
+                             f"{count} frames of {frame_shape}; remove it")
+        return packed
+
+    def save_lit(self, d: int, first: int, packed: np.ndarray) -> None:
+        self._save(f"lit_{d}_{first:06d}.npy", packed)
+
+
+def _pack_frame(lit_raw: np.ndarray) -> np.ndarray:
+    return np.packbits(lit_raw.ravel(), bitorder="little")
+
+
+def _unpack_frame(packed: np.ndarray, frame_shape) -> np.ndarray:
+    size = frame_shape[0] * frame_shape[1]
+    return np.unpackbits(packed, count=size, bitorder="little").astype(bool).reshape(frame_shape)
+
+
 def process_images(params: NFParameters, *, progress: bool = True, num_threads: int = 0,
-                   memory_bytes: int = 256 << 20,
-                   settings: ImageProcessing | None = None) -> np.ndarray:
+                   memory_bytes: int = 256 << 20, settings: ImageProcessing | None = None,
+                   checkpoint_dir: str | os.PathLike | None = None,
+                   checkpoint_frames: int = 64) -> np.ndarray:
     """Raw NF frames of every distance to the lit-pixel stack (SpotsInfo.bin words).
 
     Parameters
@@ -485,6 +569,14 @@ def process_images(params: NFParameters, *, progress: bool = True, num_threads: 
         Largest band of raw rows held for the background median.
     settings : ImageProcessing, optional
         Override the parameter file's settings.
+    checkpoint_dir : str or path, optional
+        Keep finished work there (each distance's background, lit frames in pieces of
+        ``checkpoint_frames``): a run interrupted and started again with the same folder
+        resumes after the last finished piece, with the same result. The folder is left in
+        place (remove it once SpotsInfo.bin is written); a folder holding another run's work
+        is refused.
+    checkpoint_frames : int
+        Frames per saved piece.
 
     Returns
     -------
@@ -493,12 +585,13 @@ def process_images(params: NFParameters, *, progress: bool = True, num_threads: 
 
     Example
     -------
-    >>> words = process_images(read_parameters("ps.txt"), num_threads=2)   # doctest: +SKIP
+    >>> words = process_images(read_parameters("ps.txt"), num_threads=2,
+    ...                        checkpoint_dir="images.partial")      # doctest: +SKIP
     """
     threads = check_num_threads(num_threads)
-    if isinstance(memory_bytes, bool) or not isinstance(memory_bytes, (int, np.integer)) \
-            or memory_bytes < 1:
-        raise ValueError(f"memory_bytes: expected a positive integer, got {memory_bytes!r}")
+    for name, value in (("memory_bytes", memory_bytes), ("checkpoint_frames", checkpoint_frames)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
     settings = ImageProcessing.from_parameters(params) if settings is None else settings
     if not isinstance(settings, ImageProcessing):
         raise TypeError(f"settings: expected ImageProcessing, got {type(settings).__name__}")
@@ -508,14 +601,24 @@ def process_images(params: NFParameters, *, progress: bool = True, num_threads: 
     sources = raw_sources(params)
     words = np.zeros(n_words(shape), dtype="<u4")
     bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=nd * (nz + nf), desc="NF image processing", unit="step")
     try:
+        saved = (_Checkpoints(checkpoint_dir, shape, settings, sources)
+                 if checkpoint_dir is not None else None)
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=nd * (nz + nf), desc="NF image processing", unit="step")
+        piece = int(checkpoint_frames) if saved is not None else nf
         for d, source in enumerate(sources):
-            background = frame_background(source, memory_bytes=int(memory_bytes),
-                                          num_threads=threads, progress=bar)
+            background = saved.background(d) if saved is not None else None
+            if background is None:
+                background = frame_background(source, memory_bytes=int(memory_bytes),
+                                              num_threads=threads, progress=bar)
+                if saved is not None:
+                    saved.save_background(d, background)
+            elif bar is not None:
+                bar.update(nz)
+
             # frames in parallel, one per thread (a single-threaded filter per frame: no
             # thread team to wait for on a busy machine), results stored in order
             def one(j: int, source=source, background=background) -> np.ndarray:
@@ -526,12 +629,27 @@ def process_images(params: NFParameters, *, progress: bool = True, num_threads: 
                 return binarize_frame(frame, background, settings, num_threads=1)
 
             with ThreadPoolExecutor(max_workers=threads) as pool:
-                for j0 in range(0, nf, 4 * threads):
-                    js = range(j0, min(nf, j0 + 4 * threads))
-                    for j, lit_raw in zip(js, pool.map(one, js)):
-                        _set_frame(words, shape, d, j, lit_raw)
-                    if bar is not None:
-                        bar.update(len(js))
+                for first in range(0, nf, piece):
+                    count = min(nf, first + piece) - first
+                    packed = (saved.lit(d, first, count, (nz, ny)) if saved is not None
+                              else None)
+                    if packed is not None:  # finished before an interruption
+                        for i, row in enumerate(packed):
+                            _set_frame(words, shape, d, first + i, _unpack_frame(row, (nz, ny)))
+                        if bar is not None:
+                            bar.update(count)
+                        continue
+                    rows = []
+                    for j0 in range(first, first + count, 4 * threads):  # a few frames held
+                        js = range(j0, min(first + count, j0 + 4 * threads))
+                        for j, lit_raw in zip(js, pool.map(one, js)):
+                            _set_frame(words, shape, d, j, lit_raw)
+                            if saved is not None:
+                                rows.append(_pack_frame(lit_raw))
+                        if bar is not None:
+                            bar.update(len(js))
+                    if saved is not None:
+                        saved.save_lit(d, first, np.stack(rows))
     finally:
         for source in sources:
             source.close()
