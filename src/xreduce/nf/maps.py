@@ -13,8 +13,8 @@ the Laue group's rotations and the inversion into the standard triangle of the c
 coloured by its coefficients on the triangle's corners (red, green, blue), scaled so the
 largest is 1. Standard triangles: cubic 001-101-111, hexagonal 0001-2-1-10-10-10, tetragonal
 001-100-110, orthorhombic 001-100-010. These are the high-symmetry (holohedral) Laue classes;
-other classes raise ValueError. orix (the established library) was not used: it needs numba
-and is far heavier than the few lines here.
+other classes raise ValueError. orix (the established library) was not used: its wheel
+requires numba, diffpy-structure, pycifrw, pooch and dask, far heavier than the few lines here.
 
 Example
 -------
