@@ -21,6 +21,7 @@ Frames stream: the background is computed in bands of detector rows (every frame
 the band in memory, at most ``memory_bytes``), then the frames are read again one by one for
 steps 2-5. The lit-pixel stack itself (one bit per pixel and frame) is the only large array:
 for 2 x 1440 frames of 2048 x 2048 pixels it is 1.5 GB, the band buffer 256 MB by default.
+With ``checkpoint_dir`` finished work is kept as it comes and an interrupted run resumes.
 
 Inputs: MIDAS's TIFF series ``{OrigFileName}_{nr:06d}.{extOrig}`` in DataDirectory with
 ``nr = distance * NrFilesPerDistance + RawStartNr + frame``, or one HDF5 stack per distance
@@ -53,9 +54,8 @@ from .params import NFParameters
 from .spotsinfo import n_words, read_spots_info, set_lit, write_spots_info
 
 __all__ = ["ImageProcessing", "process_images", "stack_shape", "raw_frame_path", "raw_sources",
-           "frame_background",
-           "binarize_frame", "binarize_frames", "log_kernel", "write", "read",
-           "MIDAS_C_DEFAULTS"]
+           "frame_background", "binarize_frame", "binarize_frames", "log_kernel", "write",
+           "read", "MIDAS_C_DEFAULTS", "MIDAS_SECOND_LOG"]
 
 #: Defaults of MIDAS's C program (ProcessImagesCombined) where the parameter file is silent;
 #: the manual's suggested values differ (BlanketSubtraction 4, LoGMaskRadius 10,
@@ -393,8 +393,6 @@ def binarize_frames(frames: np.ndarray, background: np.ndarray, settings: ImageP
                     num_threads: int = 0) -> np.ndarray:
     """Lit pixels (bool, raw orientation) of raw frames ``(n, rows, cols)`` after background
     subtraction, spatial median and binarisation (steps 2-4 of the module notes)."""
-    from scipy import ndimage
-
     from xreduce.median import median_filter2d
 
     signal = _signal(np.asarray(frames), np.asarray(background), settings.blanket_subtraction)
