@@ -143,7 +143,7 @@ def test_wavelength_that_would_allocate_too_much_is_refused(monkeypatch):
 def test_text_and_yaml_round_trip(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name in ("ps_au.txt", "ps_multires.txt"):
+        for name in ("ps_au.txt", "ps_multires.txt", "midas_example_keys.txt"):
             p = read_parameters(DATA / name)
             save_yaml(p, tmp_path / "p.yaml")
             assert load_yaml(tmp_path / "p.yaml") == p
