@@ -129,7 +129,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         ai = AzimuthalIntegrator.load_engine(args.engine_file)
     options = dict(
-        npt_azim=args.npt_azim, unit=args.unit, method=args.method,
+        npt_azim=args.npt_azim, unit=args.unit,
+        method=tuple(args.method.split(",")) if "," in args.method else args.method,
         radial_range=None if args.radial_range is None else tuple(args.radial_range),
         azimuth_range=None if args.azimuth_range is None else tuple(args.azimuth_range),
         mask=_image(args.mask, "mask"), dark=_image(args.dark, "dark"),
