@@ -41,6 +41,8 @@ from typing import Iterator, Sequence, Union
 
 import numpy as np
 
+from .chunks import direct_read_plan, read_frames_direct
+
 __all__ = ["FrameStack", "open_stack", "read_stack", "iter_chunks", "parse_hdf5_url"]
 
 StackUrl = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
@@ -249,6 +251,11 @@ class _Hdf5Stack(FrameStack):
         self.dtype = node.dtype
         chunks = node.chunks
         self.chunk_frames = int(chunks[0]) if chunks and self._frames.step == 1 else 1
+        full = all(isinstance(s, slice) and s.indices(n) == (0, n, 1)
+                   for s, n in zip(self._rest, ds_shape[1:]))
+        # bitshuffle-LZ4 frames read by our GIL-free kernel (xreduce.io.chunks)
+        self.direct_chunks = (full and len(self._rest) == 2 and self._frames.step == 1
+                              and direct_read_plan(node))
 
     @property
     def files(self) -> list[str]:
@@ -264,6 +271,9 @@ class _Hdf5Stack(FrameStack):
         return sorted(names)
 
     def _read(self, selection: tuple, out: np.ndarray | None = None) -> np.ndarray:
+        if self.direct_chunks:
+            first = selection[0]
+            return read_frames_direct(self._dataset, first.start, first.stop, out)
         try:
             if out is not None:
                 self._dataset.read_direct(out, source_sel=selection)
