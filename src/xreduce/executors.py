@@ -11,8 +11,9 @@ A job is a picklable object with four members (see :class:`ChunkJob` and ``doc/s
 
 :func:`run_chunks` yields ``(chunk, result)`` pairs, or ``(chunk, exception)`` for a chunk that
 failed, so one bad chunk does not stop the others. With ``executor=None`` the loads run ahead in
-a reader thread while the calling thread computes with every core (OpenMP); elsewhere a chunk is
-one task (load then compute), not pinned to a worker, so dask re-runs the tasks of a lost worker.
+reader threads (one OpenMP thread each) while the calling thread computes with every core;
+elsewhere a chunk is one task (load then compute), not pinned to a worker, so dask re-runs the
+tasks of a lost worker.
 Tasks return results to the caller, who alone writes them.
 
 The DCT preprocessing (frame windows) and the NF fit (voxel blocks) can use the same layer by
@@ -149,18 +150,27 @@ def run_chunks(job: ChunkJob, chunks: Iterable[Any], executor: Any = None, *,
                         f"dask.distributed.Client, got {type(executor).__name__}")
 
 
+def _load_one_thread(job: ChunkJob, state: Any, chunk: Any) -> Any:
+    """A load in a reader thread: its kernels (decompression) on one OpenMP thread, so that
+    readers work on different chunks side by side instead of waiting on each other."""
+    with _openmp_threads(1):
+        return job.load(state, chunk)
+
+
 def _run_local(job: ChunkJob, chunks: Iterable[Any], num_threads: int
                ) -> Iterator[tuple[Any, Any]]:
-    """Loads run ahead in a reader thread; the calling thread computes, in chunk order."""
+    """Loads run ahead in reader threads; the calling thread computes, in chunk order."""
     state = worker_state(job)
     chunks = list(chunks)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xreduce-read") as pool:
+    readers = min(2, cpu_count())
+    with concurrent.futures.ThreadPoolExecutor(readers, thread_name_prefix="xreduce-read") as pool:
         pending: list[concurrent.futures.Future] = []
-        ahead = 2
+        ahead = readers + 1
         try:
             for i, chunk in enumerate(chunks):
                 while len(pending) < ahead and i + len(pending) < len(chunks):
-                    pending.append(pool.submit(job.load, state, chunks[i + len(pending)]))
+                    pending.append(pool.submit(_load_one_thread, job, state,
+                                               chunks[i + len(pending)]))
                 future = pending.pop(0)
                 try:
                     loaded = future.result()
