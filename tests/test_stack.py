@@ -286,3 +286,34 @@ def test_sinogram_zigzag_rule():
     cube = sinogram(frames, (3, 4), zigzag=True)[..., 0]
     np.testing.assert_array_equal(cube, [[0, 1, 2, 3], [7, 6, 5, 4], [8, 9, 10, 11]])
     np.testing.assert_array_equal(sinogram(frames, (3, 4))[..., 0], np.arange(12).reshape(3, 4))
+
+
+def test_2d_and_saved_engine(data, tmp_path):
+    """2D cakes through the stack path, and workers loading a saved matrix, give the
+    integrator's own results bit for bit."""
+    source = data["h5"] + "[0:30]"
+    ai = make_ai()
+    ref = ai.integrate2d(data["frames"][:30], NPT, 36, unit="2th_deg", error_model="poisson")
+    out = tmp_path / "cake.h5"
+    integrate_stack(source, make_ai(), NPT, out, npt_azim=36, unit="2th_deg",
+                    error_model="poisson", chunk_frames=7, progress=False)
+    with h5py.File(out) as h5:
+        group = h5["/entry/integrated"]
+        assert list(group.attrs["axes"]) == ["frame", "chi", "2theta"]
+        assert np.array_equal(group["intensity"][()], ref.intensity, equal_nan=True)
+        assert np.array_equal(group["chi"][()], ref.azimuthal)
+    ai.save_engine(str(tmp_path / "engine.h5"))
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        integrate_stack(source, make_ai(), NPT, tmp_path / "engine_out.h5", npt_azim=36,
+                        unit="2th_deg", error_model="poisson", chunk_frames=7, executor=pool,
+                        engine_file=str(tmp_path / "engine.h5"), progress=False)
+    with h5py.File(tmp_path / "engine_out.h5") as h5:
+        assert np.array_equal(h5["/entry/integrated/intensity"][()], ref.intensity,
+                              equal_nan=True)
+
+
+def test_local_run_closes_its_files(data, tmp_path):
+    from xreduce import executors
+
+    integrate_stack(data["h5"] + "[0:20]", make_ai(), NPT, tmp_path / "c.h5", progress=False)
+    assert not executors._STATES

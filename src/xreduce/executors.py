@@ -7,7 +7,8 @@ A job is a picklable object with four members (see :class:`ChunkJob` and ``doc/s
 - ``setup()``: builds that state (open files, build a matrix...) once per worker process, on
   the worker; it is cached there under ``key``, never rebuilt per chunk;
 - ``load(state, chunk)``: the input part of a chunk (reading frames);
-- ``compute(state, loaded)``: the work on it, returning the chunk's result.
+- ``compute(state, loaded)``: the work on it, returning the chunk's result;
+- optionally ``teardown(state)``: releases the state (closes files) when this process is done.
 
 :func:`run_chunks` yields ``(chunk, result)`` pairs, or ``(chunk, exception)`` for a chunk that
 failed, so one bad chunk does not stop the others. With ``executor=None`` the loads run ahead in
@@ -135,19 +136,33 @@ def run_chunks(job: ChunkJob, chunks: Iterable[Any], executor: Any = None, *,
         SystemExit stop the run (pending tasks are cancelled).
     """
     if executor is None:
-        yield from _run_local(job, chunks, check_num_threads(num_threads))
+        try:
+            yield from _run_local(job, chunks, check_num_threads(num_threads))
+        finally:
+            release_state(job)
         return
     threads = None if num_threads is None else check_num_threads(num_threads)
     if is_dask_client(executor):
         yield from _run_dask(job, chunks, executor, threads, max_in_flight)
     elif isinstance(executor, concurrent.futures.Executor):
         workers = getattr(executor, "_max_workers", None) or cpu_count()
-        yield from _run_windowed(
-            lambda chunk: executor.submit(run_on_worker, job, chunk, threads), chunks,
-            max_in_flight or 4 * workers, _wait_futures)
+        try:
+            yield from _run_windowed(
+                lambda chunk: executor.submit(run_on_worker, job, chunk, threads), chunks,
+                max_in_flight or 4 * workers, _wait_futures)
+        finally:
+            release_state(job)  # a thread pool's state lives in this process
     else:
         raise TypeError(f"executor: expected None, a concurrent.futures.Executor or a "
                         f"dask.distributed.Client, got {type(executor).__name__}")
+
+
+def release_state(job: ChunkJob) -> None:
+    """Drop the job's state in this process (``job.teardown(state)`` first, if it has one)."""
+    with _STATES_LOCK:
+        state = _STATES.pop(job.key, _END)
+    if state is not _END and hasattr(job, "teardown"):
+        job.teardown(state)
 
 
 def _load_one_thread(job: ChunkJob, state: Any, chunk: Any) -> Any:

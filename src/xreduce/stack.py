@@ -101,6 +101,9 @@ class _IntegrateJob:
             ai = AzimuthalIntegrator.load_engine(self.engine_file)
         return {"stack": open_stack(self.source), "ai": ai}
 
+    def teardown(self, state: dict) -> None:
+        state["stack"].close()
+
     def load(self, state: dict, chunk: tuple[int, int]) -> np.ndarray:
         start, stop = chunk
         return state["stack"].read(start, stop)
