@@ -2,7 +2,8 @@
    elements and each group g of 8 elements, the 8 bytes x_k = row (8 j + k)[g] form an 8x8
    bit matrix (bit m of x_k = bit k of byte j of element 8 g + m); its transpose, by three
    stages of bit-block swaps, gives byte j of the 8 elements. Eight groups are handled at
-   once in 64-bit words (the masks keep every swap inside its byte). */
+   once in 64-bit words (the masks keep every swap inside its byte). ``planes`` is scratch of
+   n * size bytes. */
 #include <stdint.h>
 #include <string.h>
 
@@ -17,13 +18,14 @@ static inline uint64_t xr_load8(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8)
 static inline void xr_store8(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 
 static void xr_bitunshuffle(const uint8_t *restrict src, uint8_t *restrict dst, int64_t n,
-                            int64_t size, uint8_t *restrict tmp)
+                            int64_t size, uint8_t *restrict planes)
 {
     const int64_t row = n / 8;
     const uint64_t m1 = 0x5555555555555555ULL, m2 = 0x3333333333333333ULL,
                    m4 = 0x0F0F0F0F0F0F0F0FULL;
     for (int64_t j = 0; j < size; j++) {
         const uint8_t *restrict r = src + j * 8 * row;
+        uint8_t *restrict tmp = planes + j * n;
         int64_t g = 0;
         for (; g + 8 <= row; g += 8) {
             uint64_t x0 = xr_load8(r + g), x1 = xr_load8(r + row + g);
@@ -52,8 +54,33 @@ static void xr_bitunshuffle(const uint8_t *restrict src, uint8_t *restrict dst, 
             XR_SWAP(x[2], x[6], 4, m4); XR_SWAP(x[3], x[7], 4, m4);
             for (int m = 0; m < 8; m++) tmp[m * row + g] = (uint8_t)x[m];
         }
-        for (g = 0; g < row; g++)
-            for (int m = 0; m < 8; m++)
-                dst[(g * 8 + m) * size + j] = tmp[m * row + g];
     }
+    /* planes[j * n + m * row + g] is byte j of element 8 g + m: put the bytes together */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (size == 4) {
+        const uint8_t *p0 = planes, *p1 = planes + n, *p2 = planes + 2 * n, *p3 = planes + 3 * n;
+        for (int m = 0; m < 8; m++)
+            for (int64_t g = 0; g < row; g++) {
+                const int64_t i = m * row + g;
+                const uint32_t v = (uint32_t)p0[i] | ((uint32_t)p1[i] << 8) |
+                                   ((uint32_t)p2[i] << 16) | ((uint32_t)p3[i] << 24);
+                memcpy(dst + (g * 8 + m) * 4, &v, 4);
+            }
+        return;
+    }
+    if (size == 2) {
+        const uint8_t *p0 = planes, *p1 = planes + n;
+        for (int m = 0; m < 8; m++)
+            for (int64_t g = 0; g < row; g++) {
+                const int64_t i = m * row + g;
+                const uint16_t v = (uint16_t)(p0[i] | (p1[i] << 8));
+                memcpy(dst + (g * 8 + m) * 2, &v, 2);
+            }
+        return;
+    }
+#endif
+    for (int64_t j = 0; j < size; j++)
+        for (int m = 0; m < 8; m++)
+            for (int64_t g = 0; g < row; g++)
+                dst[(g * 8 + m) * size + j] = planes[j * n + m * row + g];
 }
