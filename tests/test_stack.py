@@ -112,7 +112,7 @@ def test_dask_local_cluster_bit_identical_and_survives_a_killed_worker(data, tmp
         def run():
             try:
                 outcome["report"] = integrate_stack(
-                    data["h5"], make_ai(), NPT, out, error_model="poisson", chunk_frames=2,
+                    data["h5"], make_ai(), NPT, out, error_model="poisson", chunk_frames=5,
                     executor=client, progress=False)
             except BaseException as exc:  # reported below
                 outcome["error"] = exc
@@ -126,10 +126,10 @@ def test_dask_local_cluster_bit_identical_and_survives_a_killed_worker(data, tmp
             time.sleep(0.005)
         finished_before_kill = sum(1 for n in os.listdir(parts) if n.endswith(".npz"))
         os.kill(pids[0], signal.SIGKILL)
-        thread.join(30)
+        thread.join(90)
         assert not thread.is_alive()
         assert "error" not in outcome, outcome.get("error")
-        assert finished_before_kill < N_FRAMES // 2  # the kill came mid-run
+        assert finished_before_kill < N_FRAMES // 5 // 2  # the kill came mid-run
         check_identical(out, data)
 
 

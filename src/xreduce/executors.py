@@ -87,13 +87,18 @@ def _openmp_threads(num_threads: int | None) -> Iterator[None]:
 
 
 def _dask_worker_threads() -> int | None:
-    """OpenMP threads for a task on a dask worker: its cores shared by its task threads."""
+    """OpenMP threads for a task on a dask worker: ``OMP_NUM_THREADS`` where the worker's
+    environment sets it (dask's nannies and :func:`open_cluster` do), else the worker's cores
+    shared by its task threads; None outside a dask worker."""
     try:
         from distributed import get_worker
 
         worker = get_worker()
     except (ImportError, ValueError):
         return None
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     return max(1, cpu_count() // max(1, int(worker.state.nthreads)))
 
 
@@ -204,6 +209,12 @@ def _wait_futures(pending: set) -> tuple[set, set]:
     return set(done), set(rest)
 
 
+def _collect_future(future: Any) -> Any:
+    """The result of a finished concurrent.futures task, or its exception."""
+    error = future.exception()
+    return error if error is not None else future.result()
+
+
 def _run_windowed(submit, chunks: Iterable[Any], window: int, wait
                   ) -> Iterator[tuple[Any, Any]]:
     """Submit up to ``window`` tasks ahead; yield each as it finishes."""
@@ -222,9 +233,7 @@ def _run_windowed(submit, chunks: Iterable[Any], window: int, wait
                 return
             done, _ = wait(set(pending))
             for future in done:
-                chunk = pending.pop(future)
-                error = future.exception()
-                yield chunk, (error if error is not None else future.result())
+                yield pending.pop(future), _collect_future(future)
     finally:
         for future in pending:
             future.cancel()
@@ -235,20 +244,39 @@ _END = object()
 
 def _run_dask(job: ChunkJob, chunks: Iterable[Any], client: Any, num_threads: int | None,
               max_in_flight: int | None) -> Iterator[tuple[Any, Any]]:
-    from distributed import wait
+    """Tasks through ``distributed.as_completed`` (results fetched in batches as they come),
+    at most ``max_in_flight`` ahead; a task lost with its worker is re-run by dask."""
+    from distributed import as_completed
 
     # the job travels once to every worker; tasks refer to it
     job_future = client.scatter(job, broadcast=True, hash=False)
     workers = sum(client.nthreads().values()) or 1
+    window = max_in_flight or 8 * workers
+    iterator = iter(chunks)
+    chunk_of: dict[Any, Any] = {}
 
-    def submit(chunk):
-        return client.submit(run_on_worker, job_future, chunk, num_threads, pure=False)
+    def submit() -> Any:
+        chunk = next(iterator, _END)
+        if chunk is _END:
+            return None
+        future = client.submit(run_on_worker, job_future, chunk, num_threads, pure=False)
+        chunk_of[future] = chunk
+        return future
 
-    def wait_first(pending):
-        done, rest = wait(list(pending), return_when="FIRST_COMPLETED")
-        return set(done), set(rest)
-
-    yield from _run_windowed(submit, chunks, max_in_flight or 4 * workers, wait_first)
+    first = [f for f in (submit() for _ in range(window)) if f is not None]
+    running = as_completed(first, with_results=True, raise_errors=False)
+    try:
+        for future, result in running:
+            chunk = chunk_of.pop(future)
+            if future.status == "error":
+                result = future.exception()
+            yield chunk, result
+            following = submit()
+            if following is not None:
+                running.add(following)
+    finally:
+        for future in chunk_of:
+            future.cancel()
 
 
 @contextlib.contextmanager
