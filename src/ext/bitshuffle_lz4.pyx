@@ -142,7 +142,7 @@ def decompress_chunk(const uint8_t[::1] raw, uint8_t[::1] out, int elem_size,
         threads = 1
     with nogil, parallel(num_threads=threads):
         scratch = <uint8_t*>malloc(<size_t>(2 * block_bytes))
-        for b in prange(n_blocks, schedule="static"):
+        for b in prange(n_blocks, schedule="dynamic", chunksize=8):  # a stalled thread holds 8 blocks, not half
             if scratch == NULL:
                 bad[b] = 3
                 continue

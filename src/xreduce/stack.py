@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -84,8 +85,10 @@ class _IntegrateJob:
     """Read and integrate frame ranges (the :class:`xreduce.executors.ChunkJob` of a stack)."""
 
     def __init__(self, key: str, source: StackUrl, integrator: Any, engine_file: str | None,
-                 npt: int, npt_azim: int | None, options: dict, arrays: dict):
+                 npt: int, npt_azim: int | None, options: dict, arrays: dict,
+                 chunk_frames: int):
         self.key = key
+        self.chunk_frames = chunk_frames
         self.source = source
         self.integrator = integrator
         self.engine_file = engine_file
@@ -99,17 +102,36 @@ class _IntegrateJob:
             from xreduce.integrator import AzimuthalIntegrator
 
             ai = AzimuthalIntegrator.load_engine(self.engine_file)
-        return {"stack": open_stack(self.source), "ai": ai}
+        # frame buffers handed from load to compute and back: fresh memory for every chunk
+        # costs page faults that take longer than decompressing into memory already used
+        return {"stack": open_stack(self.source), "ai": ai, "buffers": queue.SimpleQueue()}
 
     def teardown(self, state: dict) -> None:
         state["stack"].close()
 
-    def load(self, state: dict, chunk: tuple[int, int]) -> np.ndarray:
+    def load(self, state: dict, chunk: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         start, stop = chunk
-        return state["stack"].read(start, stop)
+        stack = state["stack"]
+        try:
+            buffer = state["buffers"].get_nowait()
+        except queue.Empty:
+            buffer = np.empty((self.chunk_frames,) + tuple(stack.shape[1:]), stack.dtype)
+        if len(buffer) < stop - start:  # a chunk larger than planned: no reuse
+            buffer = np.empty((stop - start,) + tuple(stack.shape[1:]), stack.dtype)
+        try:
+            return buffer, stack.read_into(start, stop, buffer[:stop - start])
+        except BaseException:
+            state["buffers"].put(buffer)
+            raise
 
-    def compute(self, state: dict, frames: np.ndarray) -> dict:
-        ai = state["ai"]
+    def compute(self, state: dict, loaded: tuple[np.ndarray, np.ndarray]) -> dict:
+        buffer, frames = loaded
+        try:
+            return self._integrate(state["ai"], frames)
+        finally:
+            state["buffers"].put(buffer)
+
+    def _integrate(self, ai: Any, frames: np.ndarray) -> dict:
         kwargs = dict(self.options, **self.arrays)
         if self.npt_azim is None:
             res = ai.integrate1d(frames, self.npt, **kwargs)
@@ -518,7 +540,8 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
     todo = [c for c in chunks if c not in done]
     job = _IntegrateJob(config_hash + input_hash[:16], source, integrator, engine_file,
                         int(npt), None if npt_azim is None else int(npt_azim), options,
-                        {k: None if v is None else np.asarray(v) for k, v in arrays.items()})
+                        {k: None if v is None else np.asarray(v) for k, v in arrays.items()},
+                        max(b - a for a, b in chunks))
     failed: list[tuple[int, int, str]] = []
     from tqdm import tqdm
 
