@@ -11,8 +11,9 @@ Resume: every finished chunk is kept as a small fragment file in a folder next t
 writes the same file once), with a manifest holding a hash of the configuration and of the
 input (paths, sizes, modification times and a checksum of sample frames). ``resume=True``
 integrates only the chunks without a fragment and refuses a manifest made with other options
-or another input. The NeXus file is written from the fragments at the end, atomically; the
-folder is removed once it exists.
+or another input (except files of a series that were replaced, e.g. a broken frame: the chunks
+of their frames are redone). The NeXus file is written from the fragments at the end,
+atomically; the folder is removed once it exists.
 
 Example
 -------
@@ -248,19 +249,43 @@ def _read_fragment(folder: str, chunk: tuple[int, int]) -> dict | None:
     return out if len(out["intensity"]) == chunk[1] - chunk[0] else None
 
 
-def _prepare_folder(folder: str, manifest: dict, resume: bool) -> None:
+def _changed_frames(old: dict, new: dict, frames_of_files) -> np.ndarray | None:
+    """Frames to integrate again when only some files of a file series changed (same
+    source, same files, same frames): those read from the changed files. None otherwise."""
+    same = all(old.get(k) == new.get(k) for k in ("source", "frames", "frame_shape", "dtype"))
+    old_files = {f["path"]: f for f in old.get("files", [])}
+    new_files = {f["path"]: f for f in new["files"]}
+    if not same or set(old_files) != set(new_files):
+        return None
+    changed = [p for p, f in new_files.items() if old_files[p] != f]
+    return frames_of_files(changed) if changed else None
+
+
+def _prepare_folder(folder: str, manifest: dict, resume: bool, frames_of_files,
+                    chunks: list[tuple[int, int]]) -> None:
+    """Start a record, or check the one to resume. Where only some files of a series changed
+    (a broken frame replaced), the fragments of their frames are dropped, to be redone."""
     path = os.path.join(folder, "manifest.json")
     if resume and os.path.exists(path):
         with open(path) as handle:
             old = json.load(handle)
-        for part, what in (("config", "options"), ("input", "input")):
-            if old.get(part + "_sha256") != manifest[part + "_sha256"]:
-                diffs = _differences(old.get(part, {}), manifest[part])
-                raise ValueError(
-                    f"resume: the record in {folder!r} was made with other {what}: "
-                    + "; ".join(diffs[:6]) + " (run without resume to start again)")
-        return
-    if os.path.isdir(folder):  # a previous record, not resumed: start again
+        if old.get("config_sha256") != manifest["config_sha256"]:
+            diffs = _differences(old.get("config", {}), manifest["config"])
+            raise ValueError(f"resume: the record in {folder!r} was made with other options: "
+                             + "; ".join(diffs[:6]) + " (run without resume to start again)")
+        if old.get("input_sha256") == manifest["input_sha256"]:
+            return
+        redo = _changed_frames(old.get("input", {}), manifest["input"], frames_of_files)
+        if redo is None:
+            diffs = _differences(old.get("input", {}), manifest["input"])
+            raise ValueError(f"resume: the record in {folder!r} was made with other input: "
+                             + "; ".join(diffs[:6]) + " (run without resume to start again)")
+        for start, stop in chunks:
+            if np.any((redo >= start) & (redo < stop)):
+                fragment = os.path.join(folder, _fragment_name((start, stop)))
+                if os.path.exists(fragment):
+                    os.remove(fragment)
+    elif os.path.isdir(folder):  # a previous record, not resumed: start again
         for name in os.listdir(folder):
             if name == "manifest.json" or name.startswith(("chunk_", ".chunk_")):
                 os.remove(os.path.join(folder, name))
@@ -510,6 +535,11 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
         scan_t = _check_scan(scan, frames, npt_azim)
         chunks = _chunks(frames, chunk_frames, stack)
         input_record = _input_record(stack)
+        frames_of_files = stack.frames_of_files  # works on a closed stack too
+        input_dtype = stack.dtype
+    frame_bytes = int(np.prod(shape)) * np.dtype(input_dtype).itemsize
+    check_allocation(max(b - a for a, b in chunks) * frame_bytes, "chunk_frames",
+                     "one chunk of frames")
     bins = npt * (npt_azim or 1)
     check_allocation(frames * bins * 8 * 3, "npt", "the integrated stack (3 float64 arrays)")
 
@@ -534,7 +564,7 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
     manifest = {"config": config, "config_sha256": config_hash,
                 "input": input_record, "input_sha256": input_hash}
     parts = partial_path(output if not text_output else os.path.join(folder, "frames"), "parts")
-    _prepare_folder(parts, manifest, resume)
+    _prepare_folder(parts, manifest, resume, frames_of_files, chunks)
 
     done = {c for c in chunks if os.path.exists(os.path.join(parts, _fragment_name(c)))}
     todo = [c for c in chunks if c not in done]

@@ -115,6 +115,11 @@ class FrameStack(abc.ABC):
         """Absolute paths of every file the frames are read from."""
         return []
 
+    def frames_of_files(self, paths: Sequence[str]) -> np.ndarray | None:
+        """Indices of the frames read from any of these files (absolute paths), or None
+        where the stack cannot tell (an HDF5 dataset: every frame may depend on the file)."""
+        return None
+
     @abc.abstractmethod
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Frames ``start .. stop - 1`` as a (frames, rows, cols) array."""
@@ -325,6 +330,17 @@ class _ConcatStack(FrameStack):
     def files(self) -> list[str]:
         return sorted({f for p in self._parts for f in p.files})
 
+    def frames_of_files(self, paths: Sequence[str]) -> np.ndarray | None:
+        found = []
+        for k, part in enumerate(self._parts):
+            if not set(part.files) & {os.path.abspath(p) for p in paths}:
+                continue
+            frames = part.frames_of_files(paths)
+            if frames is None:
+                return None
+            found.append(frames + int(self._offsets[k]))
+        return np.concatenate(found) if found else np.empty(0, np.int64)
+
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         start, stop = _check_range(self, start, stop)
         out = np.empty((stop - start,) + self.shape[1:], self.dtype)
@@ -378,6 +394,12 @@ class _FabioStack(FrameStack):
     @property
     def files(self) -> list[str]:
         return [os.path.abspath(f) for f in self._files]
+
+    def frames_of_files(self, paths: Sequence[str]) -> np.ndarray | None:
+        wanted = {os.path.abspath(p) for p in paths}
+        numbers = {k for k, name in enumerate(self._files) if os.path.abspath(name) in wanted}
+        return np.array([i for i, (number, _) in enumerate(self._index) if number in numbers],
+                        dtype=np.int64)
 
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         start, stop = _check_range(self, start, stop)
