@@ -33,6 +33,8 @@ def scan(tmp_path, frames):
     ("silx:{p}::/entry/data/data[1:9:2]", np.s_[1:9:2]),
     ("silx://{p}?path=/entry/data/data&slice=3", np.s_[3:4]),
     ("{p}?/entry/data/data", np.s_[:]),
+    ("silx://{p}?/entry/data/data", np.s_[:]),
+    ("silx://{p}?path=/entry/data/data&slice=1:4,2", np.s_[1:4, 2:3]),
     ("{p}", np.s_[:]),  # the file alone: its only 3D dataset
 ])
 def test_url_forms(scan, frames, form, selection):

@@ -424,7 +424,7 @@ class _FabioStack(FrameStack):
         return out
 
 
-_SCHEMES = ("silx:", "fabio:", "h5py:")
+_SCHEMES = ("silx:", "fabio:")
 _PRINTF = re.compile(r"%(0?)(\d*)d")
 
 
