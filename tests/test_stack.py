@@ -65,6 +65,7 @@ def test_serial_and_threads_bit_identical(data, tmp_path, source):
     report = integrate_stack(data[source], make_ai(), NPT, out, error_model="poisson",
                              chunk_frames=40, progress=False)
     assert report.frames == N_FRAMES and report.chunks == 13
+    assert report.frames_computed == N_FRAMES and report.frames_per_s > 0
     check_identical(out, data)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         integrate_stack(data[source], make_ai(), NPT, tmp_path / "threads.h5",

@@ -71,14 +71,15 @@ class StackReport:
     chunks: int
     chunks_computed: int
     chunks_resumed: int
+    frames_computed: int
     seconds: float
     previews: list[str] = field(default_factory=list)
 
     @property
     def frames_per_s(self) -> float:
-        """Frames integrated in this run per second of wall time."""
-        return 0.0 if self.seconds <= 0 else self.frames * self.chunks_computed / max(
-            1, self.chunks) / self.seconds
+        """Frames integrated in this run per second of wall time (all of it: checks,
+        reading, integration, writing)."""
+        return 0.0 if self.seconds <= 0 else self.frames_computed / self.seconds
 
 
 # ----------------------------------------------------------------------- the worker's job
@@ -608,7 +609,7 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
                                        rotation_range_deg))
     shutil.rmtree(parts, ignore_errors=True)
     return StackReport(output, frames, len(chunks), len(todo), len(done),
-                       time.perf_counter() - started, previews)
+                       sum(b - a for a, b in todo), time.perf_counter() - started, previews)
 
 
 def _assemble(folder: str, chunks: list[tuple[int, int]]) -> dict:

@@ -160,7 +160,8 @@ def _run(args: argparse.Namespace) -> int:
             report = integrate_stack(source, ai, args.npt, args.output, executor=client,
                                      **options)
     print(f"{report.frames} frames -> {report.output} ({report.chunks_computed} chunks "
-          f"integrated, {report.chunks_resumed} resumed, {report.seconds:.1f} s)")
+          f"integrated, {report.chunks_resumed} resumed, {report.seconds:.1f} s, "
+          f"{report.frames_per_s:.1f} frames/s)")
     for png in report.previews:
         print(f"preview: {png}")
     return EXIT_DONE
