@@ -179,6 +179,9 @@ def main() -> None:
           f"   (target >= 250)")
     print(f"end to end, xreduce integrate_stack        : {rate(n, t_end):7.1f} frames/s"
           f"   = {rate(n, t_end) / slower:.2f} of the slower stage (target >= 0.80)")
+    shared = 1.0 / (1.0 / rate(n, t_pipeline) + 1.0 / rate(n, t_integrate))
+    print(f"  (both stages on the same cores, perfectly overlapped, reach at most "
+          f"{shared:.1f} frames/s = {shared / slower:.2f} of the slower stage)")
     if t_pyfai is not None:
         print(f"end to end, pyFAI Worker (h5py reads)      : {rate(n, t_pyfai):7.1f} frames/s"
               f"   xreduce / pyFAI = {t_pyfai / t_end:.2f}")

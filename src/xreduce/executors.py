@@ -281,7 +281,7 @@ def _run_dask(job: ChunkJob, chunks: Iterable[Any], client: Any, num_threads: in
 
 @contextlib.contextmanager
 def open_cluster(workers: int | None = None, scheduler: str | None = None,
-                 timeout_s: float = 10.0, threads_per_worker: int = 1) -> Iterator[Any]:
+                 timeout_s: float = 6.0, threads_per_worker: int = 1) -> Iterator[Any]:
     """A ``dask.distributed.Client``: connected to ``scheduler`` (an address such as
     ``"tcp://host:8786"`` or a scheduler file), else on a new ``LocalCluster`` of ``workers``
     processes (0 or None: one per core), closed at the end of the block.
