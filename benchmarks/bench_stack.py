@@ -30,6 +30,7 @@ import numpy as np
 
 SHAPE = (1679, 1475)
 NPT = 1000
+CHUNK = 3  # frames per task: integrate_stack's default for Pilatus 2M frames (~32 MiB)
 UNIT = "q_nm^-1"
 PONI = dict(dist=0.2, poni1=0.12, poni2=0.11, rot1=0.0, rot2=0.0, rot3=0.0, wavelength=1e-10)
 
@@ -121,7 +122,7 @@ def main() -> None:
             stack.close()
 
     def read_pipeline() -> None:
-        chunks = [(a, min(n, a + 10)) for a in range(0, n, 10)]
+        chunks = [(a, min(n, a + CHUNK)) for a in range(0, n, CHUNK)]
         for _ in run_chunks(ReadOnly(), chunks):
             pass
 
@@ -144,7 +145,7 @@ def main() -> None:
 
     # end to end
     t0 = time.perf_counter()
-    integrate_stack(url, ai, NPT, os.path.join(folder, "out.h5"), chunk_frames=10,
+    integrate_stack(url, ai, NPT, os.path.join(folder, "out.h5"), chunk_frames=CHUNK,
                     progress=False, **options)
     t_end = time.perf_counter() - t0
 
