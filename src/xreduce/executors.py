@@ -40,7 +40,8 @@ from typing import Any, Iterable, Iterator, Protocol
 
 from xreduce.limits import check_num_threads, cpu_count
 
-__all__ = ["ChunkJob", "run_chunks", "open_cluster", "is_dask_client"]
+__all__ = ["ChunkJob", "run_chunks", "open_cluster", "is_dask_client", "worker_state",
+           "release_state", "run_on_worker"]
 
 
 class ChunkJob(Protocol):
@@ -55,19 +56,25 @@ class ChunkJob(Protocol):
     def compute(self, state: Any, loaded: Any) -> Any: ...
 
 
-_STATES: dict[str, Any] = {}
+_STATES: dict[str, tuple[Any, Any]] = {}  # key -> (job, state)
 _STATES_LOCK = threading.Lock()
 _MAX_STATES = 4
 
 
 def worker_state(job: ChunkJob) -> Any:
-    """The job's state in this process, built by ``job.setup()`` the first time."""
+    """The job's state in this process, built by ``job.setup()`` the first time (the oldest
+    of more than ``_MAX_STATES`` states is released)."""
+    evicted = []
     with _STATES_LOCK:
         if job.key not in _STATES:
             while len(_STATES) >= _MAX_STATES:
-                _STATES.pop(next(iter(_STATES)))
-            _STATES[job.key] = job.setup()
-        return _STATES[job.key]
+                evicted.append(_STATES.pop(next(iter(_STATES))))
+            _STATES[job.key] = (job, job.setup())
+        state = _STATES[job.key][1]
+    for old_job, old_state in evicted:
+        if hasattr(old_job, "teardown"):
+            old_job.teardown(old_state)
+    return state
 
 
 @contextlib.contextmanager
@@ -165,9 +172,9 @@ def run_chunks(job: ChunkJob, chunks: Iterable[Any], executor: Any = None, *,
 def release_state(job: ChunkJob) -> None:
     """Drop the job's state in this process (``job.teardown(state)`` first, if it has one)."""
     with _STATES_LOCK:
-        state = _STATES.pop(job.key, _END)
-    if state is not _END and hasattr(job, "teardown"):
-        job.teardown(state)
+        entry = _STATES.pop(job.key, None)
+    if entry is not None and hasattr(job, "teardown"):
+        job.teardown(entry[1])
 
 
 def _load_one_thread(job: ChunkJob, state: Any, chunk: Any) -> Any:
