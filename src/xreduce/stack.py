@@ -528,7 +528,7 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
         shape = tuple(int(s) for s in integrator.detector.shape)
         if tuple(stack.shape[1:]) != shape:
             raise ValueError(f"source: frames of shape {tuple(stack.shape[1:])}, but the "
-                             f"integrator's detector ({integrator.detector.name}) has shape "
+                             f"integrator's detector ({integrator.detector.name or 'unnamed'}) has shape "
                              f"{shape}; is this the right PONI file?")
         if len(stack) == 0:
             raise ValueError(f"source: {source!r} has no frames")

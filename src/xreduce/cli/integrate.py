@@ -156,6 +156,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers is None and args.scheduler is None:
         report = integrate_stack(source, ai, args.npt, args.output, **options)
     else:
+        with open_stack(source) as stack:  # bad input fails before a cluster starts
+            if tuple(stack.shape[1:]) != tuple(ai.detector.shape):
+                raise ValueError(f"source: frames of shape {tuple(stack.shape[1:])}, but the "
+                                 f"detector ({ai.detector.name or 'unnamed'}) has shape "
+                                 f"{tuple(ai.detector.shape)}; is this the right PONI file?")
         with open_cluster(workers=args.workers, scheduler=args.scheduler) as client:
             report = integrate_stack(source, ai, args.npt, args.output, executor=client,
                                      **options)
