@@ -527,9 +527,10 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
     with open_stack(source) as stack:
         shape = tuple(int(s) for s in integrator.detector.shape)
         if tuple(stack.shape[1:]) != shape:
+            name = integrator.detector.name or "unnamed"
             raise ValueError(f"source: frames of shape {tuple(stack.shape[1:])}, but the "
-                             f"integrator's detector ({integrator.detector.name or 'unnamed'}) has shape "
-                             f"{shape}; is this the right PONI file?")
+                             f"integrator's detector ({name}) has shape {shape}; is this the "
+                             f"right PONI file?")
         if len(stack) == 0:
             raise ValueError(f"source: {source!r} has no frames")
         frames = len(stack)
