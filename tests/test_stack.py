@@ -318,6 +318,11 @@ def test_2d_and_saved_engine(data, tmp_path):
     with h5py.File(tmp_path / "engine_out.h5") as h5:
         assert np.array_equal(h5["/entry/integrated/intensity"][()], ref.intensity,
                               equal_nan=True)
+    other = AzimuthalIntegrator(Geometry(0.06, 30 * 172e-6, 28 * 172e-6, 0.02, -0.01, 0.0,
+                                         1e-10, make_ai().detector))
+    with pytest.raises(ValueError, match="engine_file: .* another geometry"):
+        integrate_stack(source, other, NPT, tmp_path / "x.h5", npt_azim=36, unit="2th_deg",
+                        engine_file=str(tmp_path / "engine.h5"), progress=False)
 
 
 def test_local_run_closes_its_files(data, tmp_path):

@@ -216,6 +216,30 @@ def _check_scan(scan: Any, frames: int, npt_azim: int | None) -> tuple[int, int]
     return nrot, ntrans
 
 
+def _check_engine_file(path: str, geometry: Any) -> None:
+    """The saved engine's geometry must be the integrator's: the provenance records the
+    integrator's PONI while the workers integrate with the file's matrix."""
+    import h5py
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"engine_file: no file {path!r}")
+    try:
+        with h5py.File(path, "r") as h5:
+            saved = {k: float(h5["geometry"].attrs[k]) for k in
+                     ("dist", "poni1", "poni2", "rot1", "rot2", "rot3")}
+            detector = h5["geometry/detector"]
+            saved_shape = tuple(detector["pixel_mask"].shape) if "pixel_mask" in detector \
+                else ()
+    except (OSError, KeyError) as exc:
+        raise ValueError(f"engine_file: {path!r} is not a file of "
+                         f"AzimuthalIntegrator.save_engine ({exc})") from None
+    current = {k: float(getattr(geometry, k)) for k in saved}
+    if saved != current or (saved_shape and saved_shape != tuple(geometry.detector.shape)):
+        raise ValueError(f"engine_file: {path!r} holds another geometry ({saved}, detector "
+                         f"{saved_shape}) than the integrator ({current}, detector "
+                         f"{tuple(geometry.detector.shape)})")
+
+
 def _chunks(frames: int, chunk_frames: int | None, stack: Any) -> list[tuple[int, int]]:
     aligned = max(1, int(getattr(stack, "chunk_frames", 1)))
     if chunk_frames is None:
@@ -521,6 +545,9 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
 
     from xreduce.integrator import parse_method
     from xreduce.units import get_unit
+
+    if engine_file is not None:
+        _check_engine_file(os.fspath(engine_file), integrator.geometry)
 
     method_t = parse_method(method)
     radial_unit = get_unit(unit).name
