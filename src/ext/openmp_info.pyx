@@ -34,3 +34,11 @@ def threads_used(int num_threads=0) -> int:
     for i in range(256):
         n += seen[i]
     return n
+
+
+def set_max_threads(int num_threads) -> None:
+    """Threads of the parallel regions started later from the calling thread
+    (``omp_set_num_threads``; each Python thread has its own setting)."""
+    if num_threads < 1:
+        raise ValueError(f"num_threads: expected an integer >= 1, got {num_threads}")
+    openmp.omp_set_num_threads(num_threads)

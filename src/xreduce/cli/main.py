@@ -12,6 +12,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("info", help="print the version and the OpenMP threads available")
     sub.add_parser("demo", help="run the main job on built-in demo data")
+    sub.add_parser("integrate", add_help=False,
+                   help="integrate stacks of frames (same as xreduce-integrate)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["integrate"]:
+        from xreduce.cli.integrate import main as integrate_main
+
+        return integrate_main(argv[1:], prog="xreduce integrate")
     args = parser.parse_args(argv)
     if args.version or args.command == "info":
         import xreduce

@@ -1,0 +1,196 @@
+"""Stack integration end to end: xreduce against pyFAI's own batch path, in one run.
+
+A Pilatus 2M stack (1679 x 1475 int32 Poisson frames, one frame per chunk as the detector
+writes them, bitshuffle-LZ4) is generated in /tmp. Frames per second of:
+
+- decompression alone: xreduce's direct chunk reads (``xreduce.io.chunks``, GIL-free kernel)
+  in one call, then the way the end-to-end run reads (its reader threads, nothing else), and
+  HDF5's own filter path (h5py + hdf5plugin) for comparison; the "slower stage" of the target
+  is the reader threads' rate or the integration's;
+- integration alone: ``integrate1d`` of frames already in memory (1000 bins in q, Poisson
+  errors, bbox CSR), the matrix built beforehand;
+- end to end: ``xreduce.stack.integrate_stack`` from the file to the NeXus output (reading
+  overlapping integration, fragments and the final file included);
+- pyFAI's batch path: ``pyFAI.worker.Worker.process`` on each frame read by h5py, the way
+  pyFAI's own batch tools loop (same geometry, bins, unit, method and error model).
+
+Targets (issue #12): end to end >= 80 % of the slower of decompression and integration;
+>= 250 frames/s for the integration alone on 2 cores.
+
+Run: ``python benchmarks/bench_stack.py [--frames 100] [--quick]``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+
+SHAPE = (1679, 1475)
+NPT = 1000
+CHUNK = 3  # frames per task: integrate_stack's default for Pilatus 2M frames (~32 MiB)
+UNIT = "q_nm^-1"
+PONI = dict(dist=0.2, poni1=0.12, poni2=0.11, rot1=0.0, rot2=0.0, rot3=0.0, wavelength=1e-10)
+
+
+def make_stack(path: str, frames: int) -> None:
+    import h5py
+    import hdf5plugin
+
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as h5:
+        ds = h5.create_dataset("/entry/data/data", shape=(frames,) + SHAPE, dtype=np.int32,
+                               chunks=(1,) + SHAPE, **hdf5plugin.Bitshuffle(cname="lz4"))
+        base = rng.poisson(3.0, SHAPE).astype(np.int32)
+        for i in range(frames):  # different frames, cheap to make
+            ds[i] = np.roll(base, i * 7, axis=1)
+
+
+def rate(frames: int, seconds: float) -> float:
+    return frames / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--quick", action="store_true", help="20 frames")
+    args = parser.parse_args()
+    n = 20 if args.quick else args.frames
+
+    import h5py
+
+    from xreduce.detectors import get_detector
+    from xreduce.executors import run_chunks
+    from xreduce.geometry import Geometry
+    from xreduce.integrator import AzimuthalIntegrator
+    from xreduce.io import open_stack
+    from xreduce.stack import integrate_stack
+
+    folder = tempfile.mkdtemp(prefix="bench_stack_", dir="/tmp")
+    path = os.path.join(folder, "pilatus2m.h5")
+    url = f"{path}::/entry/data/data"
+    make_stack(path, n)
+    print(f"stack: {n} frames of Pilatus 2M {SHAPE} int32, bitshuffle-LZ4, "
+          f"{os.path.getsize(path) / n / 1e6:.2f} MB/frame on disk; load: "
+          f"{os.getloadavg()[0]:.1f}")
+
+    det = get_detector("Pilatus 2M")
+    ai = AzimuthalIntegrator(Geometry(detector=det, **PONI))
+    options = dict(unit=UNIT, error_model="poisson")
+
+    # decompression alone (xreduce's direct chunk reads, then HDF5's path): best of 2 runs,
+    # after an untimed pass that brings the file into the page cache for both
+    out = np.empty((10,) + SHAPE, np.int32)
+
+    def read_direct() -> None:
+        with open_stack(url) as stack:
+            assert stack.direct_chunks
+            for start in range(0, n, 10):
+                stack.read_into(start, min(n, start + 10), out[:min(n, start + 10) - start])
+
+    def read_hdf5() -> None:
+        with h5py.File(path) as h5:
+            ds = h5["/entry/data/data"]
+            for start in range(0, n, 10):
+                ds.read_direct(out[:min(n, start + 10) - start],
+                               source_sel=np.s_[start:min(n, start + 10)])
+
+    def best(call, tries: int = 2) -> float:
+        times = []
+        for _ in range(tries):
+            t0 = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    class ReadOnly:
+        """The end-to-end run's reading alone: the same reader threads, no integration."""
+        key = "bench-read-only"
+
+        def setup(self):
+            return open_stack(url)
+
+        def load(self, stack, chunk):
+            return stack.read(*chunk)
+
+        def compute(self, stack, frames):
+            return None
+
+        def teardown(self, stack):
+            stack.close()
+
+    def read_pipeline() -> None:
+        chunks = [(a, min(n, a + CHUNK)) for a in range(0, n, CHUNK)]
+        for _ in run_chunks(ReadOnly(), chunks):
+            pass
+
+    read_hdf5()
+    t_direct = best(read_direct)
+    t_pipeline = best(read_pipeline)
+    t_hdf5 = best(read_hdf5)
+    with h5py.File(path) as h5:
+        memory = h5["/entry/data/data"][:min(n, 20)]
+
+    # integration alone (frames in memory, matrix built first)
+    ai.integrate1d(memory[:1], NPT, **options)
+    t0 = time.perf_counter()
+    done = 0
+    while done < n:
+        k = min(10, n - done)
+        ai.integrate1d(memory[done % len(memory):done % len(memory) + k], NPT, **options)
+        done += k
+    t_integrate = time.perf_counter() - t0
+
+    # end to end
+    t0 = time.perf_counter()
+    integrate_stack(url, ai, NPT, os.path.join(folder, "out.h5"), chunk_frames=CHUNK,
+                    progress=False, **options)
+    t_end = time.perf_counter() - t0
+
+    # pyFAI's batch path
+    t_pyfai = None
+    try:
+        import pyFAI
+        from pyFAI.worker import Worker
+
+        pai = pyFAI.load({"dist": PONI["dist"], "poni1": PONI["poni1"],
+                          "poni2": PONI["poni2"], "rot1": 0, "rot2": 0, "rot3": 0,
+                          "wavelength": PONI["wavelength"], "detector": "Pilatus2M"})
+        worker = Worker(pai, shapeOut=(1, NPT), unit=UNIT, method=("bbox", "csr", "cython"),
+                        extra_options={"error_model": "poisson"})
+        with h5py.File(path) as h5:
+            ds = h5["/entry/data/data"]
+            worker.process(ds[0])  # builds its matrix
+            t0 = time.perf_counter()
+            for i in range(n):
+                worker.process(ds[i])
+            t_pyfai = time.perf_counter() - t0
+    except ImportError:
+        pass
+
+    slower = min(rate(n, t_pipeline), rate(n, t_integrate))
+    print(f"decompression alone, xreduce direct chunks : {rate(n, t_direct):7.1f} frames/s"
+          f"   (one reader, OpenMP over the blocks)")
+    print(f"decompression alone, xreduce reader threads: {rate(n, t_pipeline):7.1f} frames/s"
+          f"   (as end to end reads: 2 readers, 1 thread each)")
+    print(f"decompression alone, HDF5 + hdf5plugin     : {rate(n, t_hdf5):7.1f} frames/s")
+    print(f"integration alone (1D {NPT} bins, Poisson) : {rate(n, t_integrate):7.1f} frames/s"
+          f"   (target >= 250)")
+    print(f"end to end, xreduce integrate_stack        : {rate(n, t_end):7.1f} frames/s"
+          f"   = {rate(n, t_end) / slower:.2f} of the slower stage (target >= 0.80)")
+    shared = 1.0 / (1.0 / rate(n, t_pipeline) + 1.0 / rate(n, t_integrate))
+    print(f"  (both stages on the same cores, perfectly overlapped, reach at most "
+          f"{shared:.1f} frames/s = {shared / slower:.2f} of the slower stage)")
+    if t_pyfai is not None:
+        print(f"end to end, pyFAI Worker (h5py reads)      : {rate(n, t_pyfai):7.1f} frames/s"
+              f"   xreduce / pyFAI = {t_pyfai / t_end:.2f}")
+    print(f"load after: {os.getloadavg()[0]:.1f}")
+    for name in os.listdir(folder):
+        os.remove(os.path.join(folder, name))
+    os.rmdir(folder)
+
+
+if __name__ == "__main__":
+    main()

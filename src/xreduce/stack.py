@@ -1,0 +1,659 @@
+"""Integrate a stack of frames chunk by chunk into one NeXus file, resumably, on this machine
+or on a dask.distributed cluster (see ``doc/stack.md``).
+
+:func:`integrate_stack` reads the frames of a source (any stack URL of :mod:`xreduce.io`) in
+chunks aligned to the HDF5 chunking, integrates them with an
+:class:`~xreduce.integrator.AzimuthalIntegrator` (1D, or 2D with ``npt_azim``) through the
+executor layer of :mod:`xreduce.executors`, and writes the results in frame order.
+
+Resume: every finished chunk is kept as a small fragment file in a folder next to the output
+(``.out.h5.parts/``, each fragment renamed into place when whole, so a chunk that runs twice
+writes the same file once), with a manifest holding a hash of the configuration and of the
+input (paths, sizes, modification times and a checksum of sample frames). ``resume=True``
+integrates only the chunks without a fragment and refuses a manifest made with other options
+or another input (except files of a series that were replaced, e.g. a broken frame: the chunks
+of their frames are redone). The NeXus file is written from the fragments at the end,
+atomically; the folder is removed once it exists.
+
+Example
+-------
+>>> from xreduce.stack import integrate_stack
+>>> report = integrate_stack("scan.h5::/entry/data", ai, 1000, "scan_q.h5",
+...                          unit="q_nm^-1", error_model="poisson")      # doctest: +SKIP
+>>> report.frames, report.frames_per_s                                   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from xreduce.executors import run_chunks
+from xreduce.io.stacks import StackUrl, open_stack
+from xreduce.io.writers import atomic_output, partial_path
+from xreduce.limits import check_allocation
+
+__all__ = ["integrate_stack", "StackReport", "StackIntegrationError", "sinogram",
+           "NEXUS_UNITS"]
+
+#: NeXus ``units`` of the axes we write, by xreduce unit name.
+NEXUS_UNITS = {"q_nm^-1": "1/nm", "q_A^-1": "1/angstrom", "2th_deg": "degrees",
+               "2th_rad": "radians", "r_mm": "mm", "r_m": "m", "d*2_A^-2": "1/angstrom^2",
+               "chi_deg": "degrees", "chi_rad": "radians"}
+
+#: Raw bytes per chunk aimed at when ``chunk_frames`` is not given.
+_CHUNK_BYTES = 32 * 2**20
+_FORMAT_VERSION = 1
+
+
+class StackIntegrationError(RuntimeError):
+    """Some chunks failed; ``failed`` lists ``(first_frame, stop_frame, message)``. The chunks
+    that succeeded are kept: fix the cause and run again with ``resume=True``."""
+
+    def __init__(self, message: str, failed: list[tuple[int, int, str]]):
+        super().__init__(message)
+        self.failed = failed
+
+
+@dataclass
+class StackReport:
+    """What :func:`integrate_stack` did."""
+
+    output: str
+    frames: int
+    chunks: int
+    chunks_computed: int
+    chunks_resumed: int
+    frames_computed: int
+    seconds: float
+    previews: list[str] = field(default_factory=list)
+
+    @property
+    def frames_per_s(self) -> float:
+        """Frames integrated in this run per second of wall time (all of it: checks,
+        reading, integration, writing)."""
+        return 0.0 if self.seconds <= 0 else self.frames_computed / self.seconds
+
+
+# ----------------------------------------------------------------------- the worker's job
+class _IntegrateJob:
+    """Read and integrate frame ranges (the :class:`xreduce.executors.ChunkJob` of a stack)."""
+
+    def __init__(self, key: str, source: StackUrl, integrator: Any, engine_file: str | None,
+                 npt: int, npt_azim: int | None, options: dict, arrays: dict,
+                 chunk_frames: int):
+        self.key = key
+        self.chunk_frames = chunk_frames
+        self.source = source
+        self.integrator = integrator
+        self.engine_file = engine_file
+        self.npt, self.npt_azim = npt, npt_azim
+        self.options = options
+        self.arrays = arrays
+
+    def setup(self) -> dict:
+        ai = self.integrator
+        if self.engine_file is not None:
+            from xreduce.integrator import AzimuthalIntegrator
+
+            ai = AzimuthalIntegrator.load_engine(self.engine_file)
+        # frame buffers handed from load to compute and back: fresh memory for every chunk
+        # costs page faults that take longer than decompressing into memory already used
+        return {"stack": open_stack(self.source), "ai": ai, "buffers": queue.SimpleQueue()}
+
+    def teardown(self, state: dict) -> None:
+        state["stack"].close()
+
+    def load(self, state: dict, chunk: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        start, stop = chunk
+        stack = state["stack"]
+        try:
+            buffer = state["buffers"].get_nowait()
+        except queue.Empty:
+            buffer = np.empty((self.chunk_frames,) + tuple(stack.shape[1:]), stack.dtype)
+        if len(buffer) < stop - start:  # a chunk larger than planned: no reuse
+            buffer = np.empty((stop - start,) + tuple(stack.shape[1:]), stack.dtype)
+        try:
+            return buffer, stack.read_into(start, stop, buffer[:stop - start])
+        except BaseException:
+            state["buffers"].put(buffer)
+            raise
+
+    def compute(self, state: dict, loaded: tuple[np.ndarray, np.ndarray]) -> dict:
+        buffer, frames = loaded
+        try:
+            return self._integrate(state["ai"], frames)
+        finally:
+            state["buffers"].put(buffer)
+
+    def _integrate(self, ai: Any, frames: np.ndarray) -> dict:
+        kwargs = dict(self.options, **self.arrays)
+        if self.npt_azim is None:
+            res = ai.integrate1d(frames, self.npt, **kwargs)
+        else:
+            res = ai.integrate2d(frames, self.npt, self.npt_azim, **kwargs)
+        out = {"intensity": res.intensity, "count": res.count}
+        if res.sigma is not None:
+            out["sigma"] = res.sigma
+        if self.npt_azim is not None:
+            out["azimuthal"] = res.azimuthal
+        out["radial"] = res.radial
+        return out
+
+
+# ----------------------------------------------------------------------- hashes
+def _digest(array: Any) -> str | None:
+    if array is None:
+        return None
+    arr = np.ascontiguousarray(array)
+    h = hashlib.sha256(str((arr.dtype.str, arr.shape)).encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _geometry_config(geometry: Any) -> dict:
+    det = geometry.detector
+    config = {name: float(getattr(geometry, name)) for name in
+              ("dist", "poni1", "poni2", "rot1", "rot2", "rot3")}
+    config["wavelength"] = None if geometry.wavelength is None else float(geometry.wavelength)
+    config["detector"] = {"name": det.name, "pixel1": float(det.pixel1),
+                          "pixel2": float(det.pixel2), "shape": [int(s) for s in det.shape],
+                          "mask_sha256": _digest(det.mask)}
+    return config
+
+
+def _input_record(stack: Any) -> dict:
+    """Paths, sizes, modification times and a checksum of sample frames of the input."""
+    files = []
+    for name in stack.files:
+        info = os.stat(name)
+        files.append({"path": name, "size": info.st_size, "mtime_ns": info.st_mtime_ns})
+    n = len(stack)
+    h = hashlib.sha256()
+    for index in sorted({0, n // 2, n - 1}) if n else []:
+        h.update(np.ascontiguousarray(stack.read(index, index + 1)).tobytes())
+    return {"source": stack.source if isinstance(stack.source, str) else list(stack.source),
+            "frames": n, "frame_shape": list(stack.shape[1:]), "dtype": np.dtype(stack.dtype).str,
+            "files": files, "sample_sha256": h.hexdigest()}
+
+
+def _hash(record: dict) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(old) | set(new))
+    found = []
+    for key in keys:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key}: {a!r} then, {b!r} now")
+    return found
+
+
+# ----------------------------------------------------------------------- checks
+def _check_scan(scan: Any, frames: int, npt_azim: int | None) -> tuple[int, int] | None:
+    if scan is None:
+        return None
+    try:
+        nrot, ntrans = (int(v) for v in scan)
+    except (TypeError, ValueError):
+        raise ValueError(f"scan: expected (n_rotations, n_translations), got {scan!r}") from None
+    if nrot < 1 or ntrans < 1 or nrot * ntrans != frames:
+        raise ValueError(f"scan: {nrot} rotations x {ntrans} translations = {nrot * ntrans} "
+                         f"frames, but the source has {frames} frames")
+    if npt_azim is not None:
+        raise ValueError("scan: sinograms are made of 1D profiles; leave npt_azim unset")
+    return nrot, ntrans
+
+
+def _check_engine_file(path: str, geometry: Any) -> None:
+    """The saved engine's geometry must be the integrator's: the provenance records the
+    integrator's PONI while the workers integrate with the file's matrix."""
+    import h5py
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"engine_file: no file {path!r}")
+    try:
+        with h5py.File(path, "r") as h5:
+            saved = {k: float(h5["geometry"].attrs[k]) for k in
+                     ("dist", "poni1", "poni2", "rot1", "rot2", "rot3")}
+            detector = h5["geometry/detector"]
+            saved_shape = tuple(detector["pixel_mask"].shape) if "pixel_mask" in detector \
+                else ()
+    except (OSError, KeyError) as exc:
+        raise ValueError(f"engine_file: {path!r} is not a file of "
+                         f"AzimuthalIntegrator.save_engine ({exc})") from None
+    current = {k: float(getattr(geometry, k)) for k in saved}
+    if saved != current or (saved_shape and saved_shape != tuple(geometry.detector.shape)):
+        raise ValueError(f"engine_file: {path!r} holds another geometry ({saved}, detector "
+                         f"{saved_shape}) than the integrator ({current}, detector "
+                         f"{tuple(geometry.detector.shape)})")
+
+
+def _chunks(frames: int, chunk_frames: int | None, stack: Any) -> list[tuple[int, int]]:
+    aligned = max(1, int(getattr(stack, "chunk_frames", 1)))
+    if chunk_frames is None:
+        frame_bytes = int(np.prod(stack.shape[1:])) * np.dtype(stack.dtype).itemsize
+        want = max(1, _CHUNK_BYTES // max(1, frame_bytes))
+        chunk_frames = max(aligned, want // aligned * aligned)
+    elif isinstance(chunk_frames, bool) or not isinstance(chunk_frames, (int, np.integer)) \
+            or chunk_frames < 1:
+        raise ValueError(f"chunk_frames: expected an integer >= 1, got {chunk_frames!r}")
+    size = int(chunk_frames)
+    return [(start, min(start + size, frames)) for start in range(0, frames, size)]
+
+
+# ----------------------------------------------------------------------- fragments
+def _fragment_name(chunk: tuple[int, int]) -> str:
+    return f"chunk_{chunk[0]:012d}_{chunk[1]:012d}.npz"
+
+
+def _write_fragment(folder: str, chunk: tuple[int, int], result: dict) -> None:
+    with atomic_output(os.path.join(folder, _fragment_name(chunk))) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **result)
+
+
+def _read_fragment(folder: str, chunk: tuple[int, int]) -> dict | None:
+    path = os.path.join(folder, _fragment_name(chunk))
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            out = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError):  # absent, or not whole (never renamed in place)
+        return None
+    return out if len(out["intensity"]) == chunk[1] - chunk[0] else None
+
+
+def _changed_frames(old: dict, new: dict, frames_of_files) -> np.ndarray | None:
+    """Frames to integrate again when only some files of a file series changed (same
+    source, same files, same frames): those read from the changed files. None otherwise."""
+    same = all(old.get(k) == new.get(k) for k in ("source", "frames", "frame_shape", "dtype"))
+    old_files = {f["path"]: f for f in old.get("files", [])}
+    new_files = {f["path"]: f for f in new["files"]}
+    if not same or set(old_files) != set(new_files):
+        return None
+    changed = [p for p, f in new_files.items() if old_files[p] != f]
+    return frames_of_files(changed) if changed else None
+
+
+def _prepare_folder(folder: str, manifest: dict, resume: bool, frames_of_files,
+                    chunks: list[tuple[int, int]]) -> None:
+    """Start a record, or check the one to resume. Where only some files of a series changed
+    (a broken frame replaced), the fragments of their frames are dropped, to be redone."""
+    path = os.path.join(folder, "manifest.json")
+    if resume and os.path.exists(path):
+        with open(path) as handle:
+            old = json.load(handle)
+        if old.get("config_sha256") != manifest["config_sha256"]:
+            diffs = _differences(old.get("config", {}), manifest["config"])
+            raise ValueError(f"resume: the record in {folder!r} was made with other options: "
+                             + "; ".join(diffs[:6]) + " (run without resume to start again)")
+        if old.get("input_sha256") == manifest["input_sha256"]:
+            return
+        redo = _changed_frames(old.get("input", {}), manifest["input"], frames_of_files)
+        if redo is None:
+            diffs = _differences(old.get("input", {}), manifest["input"])
+            raise ValueError(f"resume: the record in {folder!r} was made with other input: "
+                             + "; ".join(diffs[:6]) + " (run without resume to start again)")
+        for start, stop in chunks:
+            if np.any((redo >= start) & (redo < stop)):
+                fragment = os.path.join(folder, _fragment_name((start, stop)))
+                if os.path.exists(fragment):
+                    os.remove(fragment)
+    elif os.path.isdir(folder):  # a previous record, not resumed: start again
+        for name in os.listdir(folder):
+            if name == "manifest.json" or name.startswith(("chunk_", ".chunk_")):
+                os.remove(os.path.join(folder, name))
+    os.makedirs(folder, exist_ok=True)
+    with atomic_output(path) as tmp:
+        with open(tmp, "w") as handle:
+            json.dump(manifest, handle, indent=1, sort_keys=True)
+
+
+# ----------------------------------------------------------------------- outputs
+def sinogram(intensity: np.ndarray, scan: tuple[int, int], zigzag: bool = False) -> np.ndarray:
+    """Frames of an XRD-CT scan as a (rotation, translation, npt) cube.
+
+    Frames run translation-fastest; with ``zigzag`` every second translation line was scanned
+    backwards and is flipped.
+
+    Example
+    -------
+    >>> sinogram(np.arange(6)[:, None], (2, 3), zigzag=True)[..., 0]
+    array([[0, 1, 2],
+           [5, 4, 3]])
+    """
+    nrot, ntrans = scan
+    cube = np.array(intensity).reshape((nrot, ntrans) + intensity.shape[1:])
+    if zigzag:
+        cube[1::2] = cube[1::2, ::-1]
+    return cube
+
+
+def _write_preview(path: str, cube: np.ndarray, radial: np.ndarray, unit: str,
+                   preview: Sequence[float], rotation_range_deg: float) -> str:
+    """Filtered back-projection (scikit-image ``iradon``) of the sinogram at chosen radial
+    values, one panel each, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from skimage.transform import iradon
+
+    angles = np.linspace(0.0, rotation_range_deg, cube.shape[0], endpoint=False)
+    fig, axes = plt.subplots(1, len(preview), figsize=(4 * len(preview), 4), squeeze=False)
+    for ax, value in zip(axes[0], preview):
+        index = int(np.argmin(np.abs(radial - value)))
+        sino = np.nan_to_num(cube[:, :, index].T.astype(np.float64))
+        image = iradon(sino, theta=angles, filter_name="ramp", circle=True)
+        ax.imshow(image, cmap="viridis")
+        ax.set_title(f"{unit} = {radial[index]:.4g}")
+        ax.set_axis_off()
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _write_nexus(tmp: str, results: dict, radial_unit: str, config: dict, input_record: dict,
+                 poni: str, scan: tuple[int, int] | None, zigzag: bool,
+                 rotation_range_deg: float) -> None:
+    import h5py
+
+    import xreduce
+
+    intensity = results["intensity"]
+    radial_name = radial_unit.split("_")[0].replace("2th", "2theta").replace("d*2", "dstar2")
+    with h5py.File(tmp, "w") as h5:
+        h5.attrs["NX_class"] = "NXroot"
+        h5.attrs["creator"] = "xreduce"
+        h5.attrs["default"] = "entry"
+        entry = h5.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        entry.attrs["default"] = "sinogram" if scan else "integrated"
+        entry["program_name"] = "xreduce"
+        entry["program_name"].attrs["version"] = xreduce.__version__
+        process = entry.create_group("process")
+        process.attrs["NX_class"] = "NXprocess"
+        process["program"] = "xreduce.stack.integrate_stack"
+        process["version"] = xreduce.__version__
+        process["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        process["configuration"] = json.dumps(config, sort_keys=True)
+        process["input"] = json.dumps(input_record, sort_keys=True)
+        process["poni"] = poni
+        data = entry.create_group("integrated")
+        data.attrs["NX_class"] = "NXdata"
+        data.attrs["signal"] = "intensity"
+        n = intensity.shape[0]
+        kw = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+        chunk_rows = max(1, min(n, 2**20 // max(1, intensity[0].nbytes)))
+        data.create_dataset("intensity", data=intensity,
+                            chunks=(chunk_rows,) + intensity.shape[1:], **kw)
+        data["intensity"].attrs["long_name"] = "intensity (a.u.)"
+        if "sigma" in results:
+            data.create_dataset("intensity_errors", data=results["sigma"],
+                                chunks=(chunk_rows,) + intensity.shape[1:], **kw)
+        data.create_dataset("count", data=results["count"],
+                            chunks=(chunk_rows,) + intensity.shape[1:], **kw)
+        data["frame"] = np.arange(n)
+        data[radial_name] = results["radial"]
+        data[radial_name].attrs["units"] = NEXUS_UNITS.get(radial_unit, radial_unit)
+        data[radial_name].attrs["long_name"] = f"{radial_unit}"
+        axes = ["frame", radial_name]
+        if "azimuthal" in results:
+            data["chi"] = results["azimuthal"]
+            data["chi"].attrs["units"] = "degrees"
+            axes = ["frame", "chi", radial_name]
+        data.attrs["axes"] = axes
+        if scan:
+            cube = sinogram(intensity, scan, zigzag)
+            sino = entry.create_group("sinogram")
+            sino.attrs["NX_class"] = "NXdata"
+            sino.attrs["signal"] = "intensity"
+            sino.create_dataset("intensity", data=cube, chunks=(1,) + cube.shape[1:], **kw)
+            sino["rotation_angle"] = np.linspace(0.0, rotation_range_deg, scan[0],
+                                                 endpoint=False)
+            sino["rotation_angle"].attrs["units"] = "degrees"
+            sino["translation"] = np.arange(scan[1])
+            sino[radial_name] = results["radial"]
+            sino[radial_name].attrs["units"] = NEXUS_UNITS.get(radial_unit, radial_unit)
+            sino.attrs["axes"] = ["rotation_angle", "translation", radial_name]
+
+
+def _write_text_files(pattern: str, results: dict, radial_unit: str, config: dict) -> None:
+    header = f"xreduce integrate_stack {json.dumps(config, sort_keys=True)}\n" \
+             f"{radial_unit} intensity" + (" sigma" if "sigma" in results else "")
+    for frame in range(results["intensity"].shape[0]):
+        columns = [results["radial"], results["intensity"][frame]]
+        if "sigma" in results:
+            columns.append(results["sigma"][frame])
+        with atomic_output(pattern % frame) as tmp:
+            np.savetxt(tmp, np.column_stack(columns), header=header)
+
+
+# ----------------------------------------------------------------------- the entry point
+def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | os.PathLike, *,
+                    npt_azim: int | None = None, unit: str = "q_nm^-1",
+                    method: str | Sequence[str] = ("bbox", "csr", "cython"),
+                    radial_range: tuple[float, float] | None = None,
+                    azimuth_range: tuple[float, float] | None = None,
+                    mask: Any = None, dark: Any = None, flat: Any = None,
+                    error_model: str | None = None, polarization_factor: float | None = None,
+                    correct_solid_angle: bool = True, dummy: float | None = None,
+                    delta_dummy: float | None = None, normalization_factor: float = 1.0,
+                    chunk_frames: int | None = None, executor: Any = None,
+                    num_threads: int | None = None, engine_file: str | None = None,
+                    resume: bool = False, overwrite: bool = True,
+                    scan: tuple[int, int] | None = None, zigzag: bool = False,
+                    preview: Sequence[float] | None = None, rotation_range_deg: float = 180.0,
+                    progress: bool = True) -> StackReport:
+    """Integrate every frame of ``source`` and write the results, in frame order, to ``output``.
+
+    Parameters
+    ----------
+    source : stack URL (see :func:`xreduce.io.open_stack`)
+        ``"scan.h5::/entry/data"``, ``"master.h5"``, ``"frames_%05d.cbf"``, a list...
+    integrator : AzimuthalIntegrator
+        Its detector must have the frames' shape. Sent once to each worker.
+    npt : int
+        Radial bins.
+    output : path
+        ``.h5``/``.nxs``/``.hdf5``: one NeXus file (NXentry/NXprocess with the PONI and all
+        options, NXdata ``integrated`` (frame, [chi,] radial), and with ``scan`` the NXdata
+        ``sinogram``); a pattern with ``%d`` (``"out/frame_%05d.dat"``): one text file per frame.
+    npt_azim : int, optional
+        Azimuthal bins: 2D integration (``integrate2d``) instead of 1D.
+    unit, method, radial_range, azimuth_range, mask, dark, flat, error_model,
+    polarization_factor, correct_solid_angle, dummy, delta_dummy, normalization_factor
+        As in :meth:`AzimuthalIntegrator.integrate1d`.
+    chunk_frames : int, optional
+        Frames per task; default: a multiple of the HDF5 chunking near 32 MiB of raw frames.
+    executor : None, concurrent.futures.Executor or dask.distributed.Client
+        Where chunks run (:func:`xreduce.executors.run_chunks`); see
+        :func:`xreduce.executors.open_cluster` for a local or remote dask cluster.
+    num_threads : int, optional
+        OpenMP threads per task (0/None: all cores locally; a dask worker's share there).
+    engine_file : path, optional
+        A file of :meth:`AzimuthalIntegrator.save_engine`: workers load the matrix from it
+        instead of building it (the file must be readable from every worker).
+    resume : bool
+        Integrate only the chunks a previous run with the same options and input did not
+        finish; refuse a record made with other options.
+    overwrite : bool
+        Replace an existing output (else FileExistsError before any work).
+    scan : (n_rotations, n_translations), optional
+        XRD-CT: also write the (rotation, translation, npt) sinogram cube.
+    zigzag : bool
+        Every second translation line of the scan runs backwards.
+    preview : list of float, optional
+        Radial values (in ``unit``) of which a filtered back-projection is saved as PNG
+        (``output`` with ``_fbp.png``); needs ``scan``.
+    rotation_range_deg : float
+        Rotation covered by the scan's ``n_rotations`` steps (180 or 360).
+    progress : bool
+        Show a progress bar (frames/s, ETA).
+
+    Returns
+    -------
+    StackReport
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad arguments, or frames that do not match the detector, before any work.
+    StackIntegrationError
+        Some chunks failed (the frames are named); the others are kept for ``resume=True``.
+
+    Example
+    -------
+    >>> report = integrate_stack("scan.h5::/entry/data", ai, 1000, "scan_q.h5")  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    output = os.fspath(output)
+    text_output = "%" in os.path.basename(output)
+    if not text_output and not output.lower().endswith((".h5", ".nxs", ".hdf5", ".hdf", ".nx5")):
+        raise ValueError(f"output: expected an HDF5 name (.h5, .nxs, .hdf5) or a text pattern "
+                         f"with %d ('frame_%05d.dat'), got {output!r}")
+    if text_output:
+        try:
+            output % 0
+        except (TypeError, ValueError):
+            raise ValueError(f"output: a text pattern needs one integer field such as %05d, "
+                             f"got {output!r}") from None
+    if not overwrite and not text_output and os.path.exists(output):
+        raise FileExistsError(f"output: {output!r} exists (overwrite is off)")
+    folder = os.path.dirname(os.path.abspath(output % 0 if text_output else output))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"output: folder {folder!r} does not exist")
+    if preview and not scan:
+        raise ValueError("preview: back-projection previews need scan=(n_rotations, "
+                         "n_translations)")
+    if not hasattr(integrator, "integrate1d") or not hasattr(integrator, "detector"):
+        raise TypeError(f"integrator: expected an AzimuthalIntegrator, got "
+                        f"{type(integrator).__name__}")
+
+    from xreduce.integrator import parse_method
+    from xreduce.units import get_unit
+
+    if engine_file is not None:
+        _check_engine_file(os.fspath(engine_file), integrator.geometry)
+
+    method_t = parse_method(method)
+    radial_unit = get_unit(unit).name
+    with open_stack(source) as stack:
+        shape = tuple(int(s) for s in integrator.detector.shape)
+        if tuple(stack.shape[1:]) != shape:
+            name = integrator.detector.name or "unnamed"
+            raise ValueError(f"source: frames of shape {tuple(stack.shape[1:])}, but the "
+                             f"integrator's detector ({name}) has shape {shape}; is this the "
+                             f"right PONI file?")
+        if len(stack) == 0:
+            raise ValueError(f"source: {source!r} has no frames")
+        frames = len(stack)
+        scan_t = _check_scan(scan, frames, npt_azim)
+        chunks = _chunks(frames, chunk_frames, stack)
+        input_record = _input_record(stack)
+        frames_of_files = stack.frames_of_files  # works on a closed stack too
+        input_dtype = stack.dtype
+    frame_bytes = int(np.prod(shape)) * np.dtype(input_dtype).itemsize
+    check_allocation(max(b - a for a, b in chunks) * frame_bytes, "chunk_frames",
+                     "one chunk of frames")
+    bins = npt * (npt_azim or 1)
+    check_allocation(frames * bins * 8 * 3, "npt", "the integrated stack (3 float64 arrays)")
+
+    options = {"unit": radial_unit, "method": method_t, "radial_range": radial_range,
+               "azimuth_range": azimuth_range, "error_model": error_model,
+               "polarization_factor": polarization_factor,
+               "correct_solid_angle": bool(correct_solid_angle), "dummy": dummy,
+               "delta_dummy": delta_dummy, "normalization_factor": float(normalization_factor)}
+    arrays = {"mask": mask, "dark": dark, "flat": flat}
+    for name, value in arrays.items():
+        if value is not None and np.shape(value) != shape:
+            raise ValueError(f"{name}: expected shape {shape} (the detector's), got "
+                             f"{np.shape(value)}")
+    config = {"format": _FORMAT_VERSION, "npt": int(npt),
+              "npt_azim": None if npt_azim is None else int(npt_azim),
+              "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()},
+              "arrays_sha256": {k: _digest(v) for k, v in arrays.items()},
+              "geometry": _geometry_config(integrator.geometry),
+              "chunks": [chunks[0][1] - chunks[0][0], len(chunks)],
+              "scan": None if scan_t is None else list(scan_t), "zigzag": bool(zigzag)}
+    config_hash, input_hash = _hash(config), _hash(input_record)
+    manifest = {"config": config, "config_sha256": config_hash,
+                "input": input_record, "input_sha256": input_hash}
+    parts = partial_path(output if not text_output else os.path.join(folder, "frames"), "parts")
+    _prepare_folder(parts, manifest, resume, frames_of_files, chunks)
+
+    done = {c for c in chunks if os.path.exists(os.path.join(parts, _fragment_name(c)))}
+    todo = [c for c in chunks if c not in done]
+    job = _IntegrateJob(config_hash + input_hash[:16], source, integrator, engine_file,
+                        int(npt), None if npt_azim is None else int(npt_azim), options,
+                        {k: None if v is None else np.asarray(v) for k, v in arrays.items()},
+                        max(b - a for a, b in chunks))
+    failed: list[tuple[int, int, str]] = []
+    from tqdm import tqdm
+
+    with tqdm(total=frames, initial=sum(b - a for a, b in done), unit="frame",
+              disable=not progress, desc="integrate", smoothing=0.1) as bar:
+        for chunk, result in run_chunks(job, todo, executor, num_threads=num_threads):
+            if isinstance(result, BaseException):
+                failed.append((chunk[0], chunk[1], f"{type(result).__name__}: {result}"))
+            else:
+                _write_fragment(parts, chunk, result)
+            bar.update(chunk[1] - chunk[0])
+    if failed:
+        failed.sort()
+        lines = [f"frames {a}-{b - 1}: {msg}" for a, b, msg in failed[:10]]
+        more = f" (and {len(failed) - 10} more chunks)" if len(failed) > 10 else ""
+        raise StackIntegrationError(
+            f"{len(failed)} of {len(chunks)} chunks failed{more}; the others are kept in "
+            f"{parts!r} (run again with resume=True):\n  " + "\n  ".join(lines), failed)
+
+    results = _assemble(parts, chunks)
+    from xreduce.poni import poni_text
+
+    previews: list[str] = []
+    if text_output:
+        _write_text_files(output, results, radial_unit, config)
+    else:
+        with atomic_output(output, overwrite=overwrite) as tmp:
+            _write_nexus(tmp, results, radial_unit, config, input_record,
+                         poni_text(integrator.geometry), scan_t, zigzag, rotation_range_deg)
+    if preview:
+        png = os.path.splitext(output)[0] + "_fbp.png"
+        previews.append(_write_preview(png, sinogram(results["intensity"], scan_t, zigzag),
+                                       results["radial"], radial_unit, list(preview),
+                                       rotation_range_deg))
+    shutil.rmtree(parts, ignore_errors=True)
+    return StackReport(output, frames, len(chunks), len(todo), len(done),
+                       sum(b - a for a, b in todo), time.perf_counter() - started, previews)
+
+
+def _assemble(folder: str, chunks: list[tuple[int, int]]) -> dict:
+    """Every fragment, in frame order, into whole arrays (each frame exactly once)."""
+    pieces: dict[str, list[np.ndarray]] = {}
+    axes: dict[str, np.ndarray] = {}
+    for chunk in chunks:
+        fragment = _read_fragment(folder, chunk)
+        if fragment is None:
+            raise RuntimeError(f"the fragment of frames {chunk[0]}-{chunk[1] - 1} in "
+                               f"{folder!r} is missing or damaged; run again with resume=True")
+        for name, value in fragment.items():
+            if name in ("radial", "azimuthal"):
+                axes.setdefault(name, value)
+            else:
+                pieces.setdefault(name, []).append(value)
+    results = {name: np.concatenate(values) for name, values in pieces.items()}
+    results.update(axes)
+    return results

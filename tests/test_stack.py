@@ -1,0 +1,332 @@
+"""integrate_stack: bit-identical results serially, with threads and on a dask LocalCluster of
+2 worker processes, from bitshuffle-LZ4 HDF5 and a CBF series; resume; bad input; NeXus."""
+import concurrent.futures
+import json
+import os
+import threading
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from xreduce.detectors import Detector
+from xreduce.geometry import Geometry
+from xreduce.integrator import AzimuthalIntegrator
+from xreduce.stack import StackIntegrationError, integrate_stack, sinogram
+
+hdf5plugin = pytest.importorskip("hdf5plugin")
+fabio = pytest.importorskip("fabio")
+
+N_FRAMES, SHAPE, NPT = 500, (64, 64), 50
+
+
+def make_ai():
+    det = Detector(172e-6, 172e-6, SHAPE, name="test64")
+    return AzimuthalIntegrator(Geometry(0.05, 30 * 172e-6, 28 * 172e-6, 0.02, -0.01, 0.0,
+                                        1e-10, det))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """500 Poisson frames as bitshuffle-LZ4 HDF5 (chunks of 10 frames) and as CBF files."""
+    folder = tmp_path_factory.mktemp("stack")
+    rng = np.random.default_rng(7)
+    frames = rng.poisson(50, size=(N_FRAMES,) + SHAPE).astype(np.int32)
+    h5path = str(folder / "scan.h5")
+    with h5py.File(h5path, "w") as h5:
+        h5.create_dataset("/entry/data/data", data=frames, chunks=(10,) + SHAPE,
+                          **hdf5plugin.Bitshuffle(cname="lz4"))
+    cbf = folder / "cbf"
+    cbf.mkdir()
+    for i, frame in enumerate(frames):
+        fabio.cbfimage.CbfImage(data=frame).write(str(cbf / f"frame_{i:05d}.cbf"))
+    ai = make_ai()
+    reference = ai.integrate1d(frames, NPT, unit="q_nm^-1", error_model="poisson")
+    return {"frames": frames, "h5": f"{h5path}::/entry/data/data",
+            "cbf": str(cbf / "frame_%05d.cbf"), "folder": folder, "reference": reference}
+
+
+def read_output(path):
+    with h5py.File(path, "r") as h5:
+        group = h5["/entry/integrated"]
+        return group["intensity"][()], group["intensity_errors"][()]
+
+
+def check_identical(path, data):
+    intensity, sigma = read_output(path)
+    assert np.array_equal(intensity, data["reference"].intensity, equal_nan=True)
+    assert np.array_equal(sigma, data["reference"].sigma, equal_nan=True)
+
+
+@pytest.mark.parametrize("source", ["h5", "cbf"])
+def test_serial_and_threads_bit_identical(data, tmp_path, source):
+    out = tmp_path / "serial.h5"
+    report = integrate_stack(data[source], make_ai(), NPT, out, error_model="poisson",
+                             chunk_frames=40, progress=False)
+    assert report.frames == N_FRAMES and report.chunks == 13
+    assert report.frames_computed == N_FRAMES and report.frames_per_s > 0
+    check_identical(out, data)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        integrate_stack(data[source], make_ai(), NPT, tmp_path / "threads.h5",
+                        error_model="poisson", chunk_frames=25, executor=pool,
+                        num_threads=1, progress=False)
+    check_identical(tmp_path / "threads.h5", data)
+    assert not os.path.exists(tmp_path / ".serial.h5.parts")  # the record is cleaned up
+
+
+def test_output_is_nexus_with_provenance(data, tmp_path):
+    silx_nxdata = pytest.importorskip("silx.io.nxdata")
+    out = tmp_path / "out.h5"
+    integrate_stack(data["h5"], make_ai(), NPT, out, error_model="poisson", progress=False)
+    with h5py.File(out, "r") as h5:
+        nxdata = silx_nxdata.get_default(h5)
+        assert nxdata is not None and nxdata.is_valid
+        assert nxdata.signal.shape == (N_FRAMES, NPT)
+        assert h5["/entry/integrated/q"].attrs["units"] == "1/nm"
+        process = h5["/entry/process"]
+        assert process.attrs["NX_class"] == "NXprocess"
+        config = json.loads(process["configuration"][()])
+        assert config["npt"] == NPT and config["options"]["error_model"] == "poisson"
+        assert "poni1" in process["poni"][()].decode().lower().replace(" ", "")
+
+
+def test_dask_local_cluster_bit_identical_and_survives_a_killed_worker(data, tmp_path):
+    """A real LocalCluster of 2 worker processes: same bits as serial; then one worker is
+    killed mid-run (SIGKILL) and the job still integrates every frame exactly once."""
+    pytest.importorskip("distributed")
+    import signal
+
+    from xreduce.executors import open_cluster
+
+    with open_cluster(workers=2) as client:
+        for source in ("h5", "cbf"):
+            out = tmp_path / f"dask_{source}.h5"
+            integrate_stack(data[source], make_ai(), NPT, out, error_model="poisson",
+                            chunk_frames=50, executor=client, progress=False)
+            check_identical(out, data)
+
+        out = tmp_path / "killed.h5"
+        parts = tmp_path / ".killed.h5.parts"
+        outcome = {}
+
+        def run():
+            try:
+                outcome["report"] = integrate_stack(
+                    data["h5"], make_ai(), NPT, out, error_model="poisson", chunk_frames=5,
+                    executor=client, progress=False)
+            except BaseException as exc:  # reported below
+                outcome["error"] = exc
+
+        pids = list(client.run(os.getpid).values())
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+                parts.is_dir() and sum(1 for n in os.listdir(parts) if n.endswith(".npz")) >= 5):
+            time.sleep(0.005)
+        finished_before_kill = sum(1 for n in os.listdir(parts) if n.endswith(".npz"))
+        os.kill(pids[0], signal.SIGKILL)
+        thread.join(90)
+        assert not thread.is_alive()
+        assert "error" not in outcome, outcome.get("error")
+        assert finished_before_kill < N_FRAMES // 5 // 2  # the kill came mid-run
+        check_identical(out, data)
+
+
+def test_sigkill_and_resume_gives_the_same_file(data, tmp_path):
+    """A CLI run killed with SIGKILL, then resumed: same data and provenance as one
+    uninterrupted run (the date aside)."""
+    import signal
+    import subprocess
+    import sys
+
+    from xreduce.poni import write_poni
+
+    poni = tmp_path / "g.poni"
+    write_poni(make_ai().geometry, poni)
+    out = tmp_path / "resumed.h5"
+    parts = tmp_path / ".resumed.h5.parts"
+    args = [sys.executable, "-m", "xreduce.cli.integrate", data["h5"], "--poni", str(poni),
+            "--npt", str(NPT), "--error-model", "poisson", "--chunk-frames", "1",
+            "--threads", "1", "--no-progress"]
+    killed = False
+    for _ in range(3):  # the kill must land mid-run; retry if the run was too quick
+        proc = subprocess.Popen(args + ["-o", str(out)], stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if parts.is_dir() and sum(1 for n in os.listdir(parts)
+                                      if n.endswith(".npz")) >= 20:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.002)
+        proc.wait(30)
+        if proc.returncode == -signal.SIGKILL:
+            killed = True
+            break
+    assert killed and not out.exists(), proc.stderr.read().decode()
+    done = sum(1 for n in os.listdir(parts) if n.endswith(".npz"))
+    assert 0 < done < N_FRAMES
+    result = subprocess.run(args + ["-o", str(out), "--resume"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"{done} resumed" in result.stdout
+    whole = tmp_path / "whole.h5"
+    assert subprocess.run(args + ["-o", str(whole)], timeout=120).returncode == 0
+    check_identical(out, data)
+    with h5py.File(out) as a, h5py.File(whole) as b:
+        for name in ("configuration", "poni", "input", "program", "version"):
+            assert a["/entry/process"][name][()] == b["/entry/process"][name][()]
+        assert np.array_equal(a["/entry/integrated/count"][()], b["/entry/integrated/count"][()])
+
+
+def test_bad_frame_in_a_series_names_it_and_resume_finishes(data, tmp_path):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for i in range(60):
+        frame = data["frames"][i] if i != 37 else np.zeros((64, 60), np.int32)
+        fabio.cbfimage.CbfImage(data=frame).write(str(folder / f"f_{i:03d}.cbf"))
+    out = tmp_path / "series.h5"
+    kwargs = dict(error_model="poisson", chunk_frames=10, progress=False)
+    with pytest.raises(StackIntegrationError, match=r"frames 30-39.*f_037\.cbf") as info:
+        integrate_stack(str(folder / "f_%03d.cbf"), make_ai(), NPT, out, **kwargs)
+    assert info.value.failed[0][:2] == (30, 40)
+    assert not out.exists()
+    kept = sorted(n for n in os.listdir(tmp_path / ".series.h5.parts") if n.endswith(".npz"))
+    assert len(kept) == 5
+    with pytest.raises(ValueError, match="resume: .*other options.*npt"):
+        integrate_stack(str(folder / "f_%03d.cbf"), make_ai(), NPT + 1, out, resume=True,
+                        **kwargs)
+    # the broken file replaced: resume redoes only its chunk
+    fabio.cbfimage.CbfImage(data=data["frames"][37]).write(str(folder / "f_037.cbf"))
+    report = integrate_stack(str(folder / "f_%03d.cbf"), make_ai(), NPT, out, resume=True,
+                             **kwargs)
+    assert (report.chunks_computed, report.chunks_resumed) == (1, 5)
+    intensity, _ = read_output(out)
+    assert np.array_equal(intensity, data["reference"].intensity[:60], equal_nan=True)
+
+
+class InterruptAfter(concurrent.futures.ThreadPoolExecutor):
+    """An executor that behaves like Ctrl-C after some tasks were submitted."""
+
+    def __init__(self, tasks):
+        super().__init__(1)
+        self.left = tasks
+
+    def submit(self, *args, **kwargs):
+        self.left -= 1
+        if self.left < 0:
+            raise KeyboardInterrupt
+        return super().submit(*args, **kwargs)
+
+
+def test_interrupted_run_resumes_only_missing_chunks(data, tmp_path):
+    out = tmp_path / "r.h5"
+    kwargs = dict(error_model="poisson", chunk_frames=50, progress=False)
+    with InterruptAfter(6) as pool, pytest.raises(KeyboardInterrupt):
+        integrate_stack(data["h5"], make_ai(), NPT, out, executor=pool, **kwargs)
+    kept = [n for n in os.listdir(tmp_path / ".r.h5.parts") if n.endswith(".npz")]
+    assert 0 < len(kept) < 10 and not out.exists()
+    h5file = data["h5"].split("::")[0]
+    stat = os.stat(h5file)
+    os.utime(h5file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # "another" file
+    try:
+        with pytest.raises(ValueError, match="resume: .*other input.*mtime_ns"):
+            integrate_stack(data["h5"], make_ai(), NPT, out, resume=True, **kwargs)
+    finally:
+        os.utime(h5file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    report = integrate_stack(data["h5"], make_ai(), NPT, out, resume=True, **kwargs)
+    assert report.chunks_resumed == len(kept) and report.chunks_computed == 10 - len(kept)
+    check_identical(out, data)
+
+
+def test_bad_input_is_refused_before_work(data, tmp_path):
+    out = tmp_path / "o.h5"
+    with pytest.raises(FileNotFoundError, match="missing"):
+        integrate_stack(str(tmp_path / "missing.h5") + "::/d", make_ai(), NPT, out)
+    corrupt = tmp_path / "corrupt.h5"
+    corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 8)
+    with pytest.raises(ValueError, match="corrupt.h5"):
+        integrate_stack(f"{corrupt}::/d", make_ai(), NPT, out)
+    other = AzimuthalIntegrator(Geometry(0.1, 0.01, 0.01, 0, 0, 0, 1e-10,
+                                         Detector(172e-6, 172e-6, (195, 487), name="Pilatus100k")))
+    with pytest.raises(ValueError, match=r"shape \(64, 64\).*Pilatus100k.*\(195, 487\)"):
+        integrate_stack(data["h5"], other, NPT, out)
+    with pytest.raises(ValueError, match="scan: 7 rotations"):
+        integrate_stack(data["h5"], make_ai(), NPT, out, scan=(7, 10))
+    with pytest.raises(ValueError, match="output"):
+        integrate_stack(data["h5"], make_ai(), NPT, tmp_path / "o.txt")
+    with pytest.raises(ValueError, match="mask"):
+        integrate_stack(data["h5"], make_ai(), NPT, out, mask=np.zeros((3, 3)))
+    assert not out.exists()
+
+
+def test_unreachable_scheduler_fails_fast():
+    pytest.importorskip("distributed")
+    from xreduce.executors import open_cluster
+
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match="tcp://127.0.0.1:1"):
+        with open_cluster(scheduler="tcp://127.0.0.1:1", timeout_s=3):
+            pass
+    assert time.monotonic() - started < 10
+
+
+def test_xrdct_sinogram_and_preview(data, tmp_path):
+    pytest.importorskip("skimage")
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "ct.h5"
+    report = integrate_stack(data["h5"], make_ai(), NPT, out, error_model="poisson",
+                             scan=(20, 25), zigzag=True, preview=[10.0, 20.0], progress=False)
+    assert report.previews and open(report.previews[0], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    with h5py.File(out) as h5:
+        assert h5["/entry"].attrs["default"] == "sinogram"
+        cube = h5["/entry/sinogram/intensity"][()]
+        assert cube.shape == (20, 25, NPT)
+        expected = data["reference"].intensity.reshape(20, 25, NPT).copy()
+        expected[1::2] = expected[1::2, ::-1]
+        assert np.array_equal(cube, expected, equal_nan=True)
+        assert h5["/entry/sinogram/rotation_angle"].attrs["units"] == "degrees"
+
+
+def test_sinogram_zigzag_rule():
+    frames = np.arange(12)[:, None]
+    cube = sinogram(frames, (3, 4), zigzag=True)[..., 0]
+    np.testing.assert_array_equal(cube, [[0, 1, 2, 3], [7, 6, 5, 4], [8, 9, 10, 11]])
+    np.testing.assert_array_equal(sinogram(frames, (3, 4))[..., 0], np.arange(12).reshape(3, 4))
+
+
+def test_2d_and_saved_engine(data, tmp_path):
+    """2D cakes through the stack path, and workers loading a saved matrix, give the
+    integrator's own results bit for bit."""
+    source = data["h5"] + "[0:30]"
+    ai = make_ai()
+    ref = ai.integrate2d(data["frames"][:30], NPT, 36, unit="2th_deg", error_model="poisson")
+    out = tmp_path / "cake.h5"
+    integrate_stack(source, make_ai(), NPT, out, npt_azim=36, unit="2th_deg",
+                    error_model="poisson", chunk_frames=7, progress=False)
+    with h5py.File(out) as h5:
+        group = h5["/entry/integrated"]
+        assert list(group.attrs["axes"]) == ["frame", "chi", "2theta"]
+        assert np.array_equal(group["intensity"][()], ref.intensity, equal_nan=True)
+        assert np.array_equal(group["chi"][()], ref.azimuthal)
+    ai.save_engine(str(tmp_path / "engine.h5"))
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        integrate_stack(source, make_ai(), NPT, tmp_path / "engine_out.h5", npt_azim=36,
+                        unit="2th_deg", error_model="poisson", chunk_frames=7, executor=pool,
+                        engine_file=str(tmp_path / "engine.h5"), progress=False)
+    with h5py.File(tmp_path / "engine_out.h5") as h5:
+        assert np.array_equal(h5["/entry/integrated/intensity"][()], ref.intensity,
+                              equal_nan=True)
+    other = AzimuthalIntegrator(Geometry(0.06, 30 * 172e-6, 28 * 172e-6, 0.02, -0.01, 0.0,
+                                         1e-10, make_ai().detector))
+    with pytest.raises(ValueError, match="engine_file: .* another geometry"):
+        integrate_stack(source, other, NPT, tmp_path / "x.h5", npt_azim=36, unit="2th_deg",
+                        engine_file=str(tmp_path / "engine.h5"), progress=False)
+
+
+def test_local_run_closes_its_files(data, tmp_path):
+    from xreduce import executors
+
+    integrate_stack(data["h5"] + "[0:20]", make_ai(), NPT, tmp_path / "c.h5", progress=False)
+    assert not executors._STATES
