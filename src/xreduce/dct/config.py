@@ -298,5 +298,5 @@ class PreprocessConfig:
             raise ConfigError(f"preprocess.overwrite: expected true/false, got {self.overwrite!r}")
         check_int("preprocess.chunk_frames", self.chunk_frames, 1)
         check_choice("preprocess.backend", self.backend, ("cython", "opencl"))
-        check_int("preprocess.num_threads", self.num_threads, 1, allow_none=True)
+        check_int("preprocess.num_threads", self.num_threads, 0, allow_none=True)
         check_choice("preprocess.compression", self.compression, (None, "gzip", "lzf"))

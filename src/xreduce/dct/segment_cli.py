@@ -102,7 +102,7 @@ class SegmentConfig:
         check_int("segment.max_size", self.max_size, self.min_size, allow_none=True)
         check_choice("segment.connectivity", self.connectivity, (6, 26))
         check_int("segment.chunk_frames", self.chunk_frames, 1)
-        check_int("segment.num_threads", self.num_threads, 1, allow_none=True)
+        check_int("segment.num_threads", self.num_threads, 0, allow_none=True)
         check_choice("segment.compression", self.compression, (None, "gzip", "lzf"))
         if not isinstance(self.overwrite, bool):
             raise ConfigError(f"segment.overwrite: expected true/false, got {self.overwrite!r}")
