@@ -55,7 +55,7 @@ from xreduce.dct.config import (
 from xreduce.dct.partial_file import frames_crc32
 from xreduce.io import open_stack, partial_path, read_stack
 from xreduce.io.run_identity import RunLock, stack_identity
-from xreduce.io.writers import fsync_path
+from xreduce.io.writers import fsync_path, naming_file
 from xreduce.limits import check_allocation, check_num_threads
 
 __all__ = ["preprocess", "PreprocessResult", "memory_estimate_bytes"]
@@ -81,6 +81,15 @@ def memory_estimate_bytes(frame_shape: tuple, chunk_frames: int, window: Optiona
     of the written frames (being written while the next chunk is computed) included."""
     reach = window + 2 * step if window else 0
     return int(4 * frame_shape[0] * frame_shape[1] * (9 * chunk_frames + 3 * reach))
+
+
+@contextlib.contextmanager
+def _open_input(url: str):
+    """The input stack, open; errors name the input."""
+    with naming_file("preprocess.input", url):
+        stack = open_stack(url)
+    with stack:
+        yield stack
 
 
 def _as_config(config) -> tuple[PreprocessConfig, str]:
@@ -136,13 +145,14 @@ class _Corrector:
     """
 
     def __init__(self, cfg: PreprocessConfig, stack, watch: _Stopwatch):
-        self.stack, self.watch = stack, watch
+        self.stack, self.watch, self.url = stack, watch, cfg.input
         self.threads = cfg.num_threads or 0
         self.raw = None  # buffer of raw frames
         rows, cols = stack.shape[1:]
         self.dark = None
         if cfg.dark is not None:
-            dark = read_stack(cfg.dark).astype(np.float64)
+            with naming_file("preprocess.dark", cfg.dark):
+                dark = read_stack(cfg.dark).astype(np.float64)
             if dark.shape[1:] != (rows, cols):
                 raise ValueError(
                     f"preprocess.dark: frames of shape {dark.shape[1:]} do not match the input "
@@ -201,7 +211,8 @@ class _Corrector:
         with self.watch("read"):
             if self.raw is None or len(self.raw) < len(indices):  # reused from chunk to chunk
                 self.raw = np.empty((len(indices),) + self.stack.shape[1:], self.stack.dtype)
-            raw = self.stack.read_frames(indices, out=self.raw[:len(indices)])
+            with naming_file("preprocess.input", self.url):
+                raw = self.stack.read_frames(indices, out=self.raw[:len(indices)])
         with self.watch("correct"):
             scale = None
             if self.box is not None and normalise:
@@ -358,7 +369,8 @@ class _ChunkWriter:
         self.pending = None
 
     def _write(self, index: int, first: int, result: np.ndarray, background) -> None:
-        with self.watch("write", this_thread=True):
+        with self.watch("write", this_thread=True), naming_file("preprocess.output",
+                                                                self.h5.filename):
             from xreduce.dct.partial_file import frames_crc32
 
             _write_frames(self.h5["/entry/preprocessed/data"], first, result)
@@ -554,7 +566,7 @@ def preprocess(
                                                                  "preprocess.num_threads"))
     mm, mf = cfg.moving_median, cfg.median_filter
     threads = cfg.num_threads
-    with RunLock(cfg.output, "preprocess.output"), open_stack(cfg.input) as stack:
+    with RunLock(cfg.output, "preprocess.output"), _open_input(cfg.input) as stack:
         n_frames = len(stack)
         if n_frames == 0:
             raise ValueError(f"preprocess.input: {cfg.input!r} holds no frames")

@@ -45,7 +45,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 __all__ = ["partial_path", "atomic_output", "write_hdf5", "create_exclusive",
-           "check_regular_file", "fsync_path"]
+           "check_regular_file", "fsync_path", "naming_file"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
@@ -111,6 +111,26 @@ def fsync_path(path: str | os.PathLike) -> None:
             raise
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def naming_file(what: str, path: str | os.PathLike) -> Iterator[None]:
+    """Re-raise an OSError (HDF5 errors included) of the block with the file named, so that a
+    command line can print one line that says which file failed.
+
+    >>> with naming_file("preprocess.input", "scan.h5"):   # doctest: +SKIP
+    ...     read_the_frames()
+    OSError: preprocess.input: 'scan.h5': Can't read data (...)
+    """
+    path = os.fspath(path)
+    try:
+        yield
+    except OSError as exc:
+        if path in str(exc):
+            raise
+        raise OSError(exc.errno, f"{what}: {path!r}: {' '.join(str(exc).split())}") from exc
+    except RuntimeError as exc:  # h5py raises some HDF5 errors as RuntimeError
+        raise OSError(errno.EIO, f"{what}: {path!r}: {' '.join(str(exc).split())}") from exc
 
 
 def _unique_temporary(path: str) -> str:
