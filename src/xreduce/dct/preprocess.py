@@ -257,9 +257,11 @@ class _Background:
 
     def __init__(self, cfg: PreprocessConfig, n_frames: int, frame_shape: tuple,
                  correct: "_Corrector", buffers: _Buffers):
-        from xreduce.median import _frame_map, _ranks, _sample_frames
+        from xreduce.median import _frame_map, _ranks, _sample_frames, effective_window
 
         mm = cfg.moving_median
+        window = effective_window(mm.window, n_frames, mm.mode, "preprocess.moving_median.window")
+        mm = dataclasses.replace(mm, window=window)
         self.window, self.step, self.interpolation = mm.window, mm.step, mm.interpolation
         self.backend, self.threads = cfg.backend, cfg.num_threads or 0
         self.keep_background = cfg.save_background
@@ -579,9 +581,10 @@ def preprocess(
         background_plan = None
         if mm.window is not None:
             background_plan = _Background(cfg, n_frames, frame_shape, correct, buffers)
-        memory = memory_estimate_bytes(frame_shape, chunk, mm.window, mm.step)
+        window = background_plan.window if background_plan is not None else None
+        memory = memory_estimate_bytes(frame_shape, chunk, window, mm.step)
         check_allocation(memory, "preprocess.chunk_frames",
-                         f"{chunk} frames of {frame_shape} and a window of {mm.window}")
+                         f"{chunk} frames of {frame_shape} and a window of {window}")
         identity = {"input": stack_identity(stack, cfg.input),
                     "dark": {} if correct.dark is None else {
                         "file": stack_identity(correct.dark[None], cfg.dark).get("file"),
