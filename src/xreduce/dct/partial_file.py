@@ -27,6 +27,7 @@ to delete. See ``doc/robustness.md``.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import zlib
@@ -69,12 +70,51 @@ def _frames_dataset(group, shape: tuple, compression: Optional[str]):
     return h5py.Dataset(dsid)
 
 
+def _fallocate(fd: int, nbytes: int, path: str) -> None:
+    """Reserve ``nbytes`` of disk for an open file; a full disk (or a file size limit)
+    raises OSError naming the file; file systems that cannot reserve are left as they are."""
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except AttributeError:
+        return
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            return
+        raise OSError(exc.errno, f"preprocess.output: {path!r}: cannot reserve the "
+                      f"{nbytes / 1e9:.3g} GB the output needs ({exc.strerror})") from None
+
+
+def reserve_space(path: str, nbytes: int) -> None:
+    """Check that ``nbytes`` can be written next to ``path`` by reserving them in a scratch
+    file (deleted at once), before HDF5 writes anything: HDF5 handles a full disk badly
+    (h5py can crash when a file it writes cannot grow)."""
+    from xreduce.io.writers import create_exclusive
+
+    scratch = f"{path}.reserve"
+    if check_regular_file(scratch, "scratch file"):
+        os.remove(scratch)
+    create_exclusive(scratch, 0o600)
+    try:
+        fd = os.open(scratch, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            _fallocate(fd, nbytes, path)
+        finally:
+            os.close(fd)
+    finally:
+        os.remove(scratch)
+
+
 def create_partial(path: str, n_frames: int, frame_shape: tuple, groups: list[str],
                    n_chunks: int, compression: Optional[str], process_attrs: dict):
     """Create the partial file (``h5py`` mode ``x``: fails on anything there, a link
-    included). Returns the open h5py.File."""
+    included). Uncompressed, its disk space is reserved first (a full disk is an OSError
+    before HDF5 writes anything) and kept (later writes cannot fail for space). Returns the
+    open h5py.File."""
     import h5py
 
+    data_bytes = len(groups) * 4 * int(n_frames) * int(np.prod(frame_shape, dtype=np.int64))
+    if compression is None:
+        reserve_space(path, data_bytes + 2**20 + 64 * n_chunks)
     h5 = h5py.File(path, "x")
     h5.attrs["NX_class"] = "NXroot"
     h5.attrs["default"] = "entry"
@@ -97,6 +137,12 @@ def create_partial(path: str, n_frames: int, frame_shape: tuple, groups: list[st
     process.create_dataset("chunk_done", data=np.zeros(n_chunks, np.uint8))
     process.create_dataset("chunk_crc32", data=np.zeros(n_chunks, np.uint32))
     h5.flush()
+    if compression is None:  # every block of the (sparse) allocated datasets on disk now
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            _fallocate(fd, os.fstat(fd).st_size, path)
+        finally:
+            os.close(fd)
     return h5
 
 
