@@ -117,10 +117,9 @@ def read_spline(path: str | os.PathLike) -> DistortionSpline:
     if len(region) < 4:
         raise ValueError(f"{path}, line {start + 1}: VALID REGION: expected 4 numbers")
     xmin, ymin, xmax, ymax = region[:4]
-    if not (xmin < xmax and ymin < ymax) or not (xmax - xmin < _MAX_EXTENT
-                                                  and ymax - ymin < _MAX_EXTENT):
+    if not (1 <= xmax - xmin < _MAX_EXTENT and 1 <= ymax - ymin < _MAX_EXTENT):
         raise ValueError(f"{path}, line {start + 1}: VALID REGION: expected xmin < xmax and "
-                         f"ymin < ymax, each extent below {_MAX_EXTENT} pixels, got "
+                         f"ymin < ymax, each extent from 1 to {_MAX_EXTENT} pixels, got "
                          f"{region[:4]}")
     start = section("GRID SPACING, X-PIXEL SIZE, Y-PIXEL SIZE")
     grid = numbers(start, 3)

@@ -96,18 +96,19 @@ def _as_config(config) -> tuple[PreprocessConfig, str]:
     """The validated configuration and the YAML text it came from (for provenance)."""
     if isinstance(config, PreprocessConfig):
         return config, ""
-    source_text = ""
-    if isinstance(config, (str, os.PathLike)) and os.path.exists(os.fspath(config)):
-        with open(os.fspath(config), encoding="utf-8") as handle:
-            source_text = handle.read()
-    elif isinstance(config, str):
-        source_text = config
-    elif not isinstance(config, Mapping):
+    if not isinstance(config, (str, os.PathLike, Mapping)):
         raise TypeError(
             f"config: expected a PreprocessConfig, a YAML file, YAML text or a mapping, got "
             f"{type(config).__name__}"
         )
-    return load_section(config, "preprocess"), source_text
+    cfg = load_section(config, "preprocess")        # validates, the file's text included
+    source_text = ""
+    if isinstance(config, (str, os.PathLike)) and os.path.isfile(os.fspath(config)):
+        with open(os.fspath(config), encoding="utf-8") as handle:
+            source_text = handle.read()
+    elif isinstance(config, str):
+        source_text = config
+    return cfg, source_text
 
 
 class _Stopwatch:
