@@ -466,3 +466,26 @@ def test_command_line_faults_are_one_line(tmp_path, capsys):
                           timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "t.h5" in proc.stderr
+
+
+def test_atomic_writer_contract(tmp_path):
+    """The one atomic writer: a new temporary per call (two writers of one path do not
+    share it), nothing left behind on error, overwrite=False never replaces a file that
+    appeared meanwhile, the final file complete or absent."""
+    final = tmp_path / "result.npy"
+    with atomic_output(final) as first, atomic_output(final) as second:
+        assert first != second and os.path.dirname(first) == str(tmp_path)
+        np.save(first, np.arange(3))
+        np.save(second, np.arange(4))
+    assert np.load(final).tolist() == [0, 1, 2]            # the last renamed wins, whole
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_output(final) as tmp:
+            np.save(tmp, np.arange(9))
+            raise KeyboardInterrupt
+    assert sorted(os.listdir(tmp_path)) == ["result.npy"]
+    with pytest.raises(FileExistsError):
+        with atomic_output(tmp_path / "new.txt", overwrite=False) as tmp:
+            open(tmp, "w").write("mine")
+            (tmp_path / "new.txt").write_text("theirs")      # appeared meanwhile
+    assert (tmp_path / "new.txt").read_text() == "theirs"
+    assert sorted(os.listdir(tmp_path)) == ["new.txt", "result.npy"]

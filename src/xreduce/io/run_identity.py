@@ -95,7 +95,7 @@ _WORDS = {"shape": "shape (frames, rows, cols)", "dtype": "dtype",
 
 def identity_differences(recorded: dict, current: dict) -> list[str]:
     """What differs between two identities, in words (empty: the same input)."""
-    keys = list(_WORDS) + sorted(set(recorded) | set(current) - set(_WORDS))
+    keys = list(_WORDS) + sorted((set(recorded) | set(current)) - set(_WORDS))
     return [_WORDS.get(key, key) for key in keys if recorded.get(key) != current.get(key)]
 
 

@@ -9,8 +9,9 @@ atomic on POSIX) when the block ends without error. The temporary file is create
   never opened nor followed (the call fails instead, or picks another name);
 - with mode ``0o666`` filtered by the process umask, exactly as ``open()`` creates files
   (0644 under umask 022; :func:`tempfile.mkstemp` would give 0600 whatever the umask);
-- under a unique name ``.<name>.<random>.partial``, so two writers of one path never share a
-  temporary file.
+- under a unique name ``.<name>.<random>.partial<.extension>``, so two writers of one path
+  never share a temporary file (the extension stays last, for writers such as ``np.save``
+  that add theirs otherwise).
 
 The data is flushed to disk (``fsync``) before the rename, and the folder after it, so a
 power cut leaves the old file or the new one. On any error (``KeyboardInterrupt`` included)
@@ -136,8 +137,9 @@ def naming_file(what: str, path: str | os.PathLike) -> Iterator[None]:
 def _unique_temporary(path: str) -> str:
     """Create a new empty file next to ``path`` under a name nobody else uses."""
     folder, name = os.path.split(path)
+    extension = os.path.splitext(name)[1]  # kept last: np.save appends .npy otherwise
     for _ in range(100):
-        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.partial")
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.partial{extension}")
         try:
             create_exclusive(tmp)
             return tmp
