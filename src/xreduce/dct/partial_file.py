@@ -106,8 +106,8 @@ def reserve_space(path: str, nbytes: int) -> None:
 
 def create_partial(path: str, n_frames: int, frame_shape: tuple, groups: list[str],
                    n_chunks: int, compression: Optional[str], process_attrs: dict):
-    """Create the partial file (``h5py`` mode ``x``: fails on anything there, a link
-    included). Uncompressed, its disk space is reserved first (a full disk is an OSError
+    """Create the partial file (under ``<path>.creating`` with ``h5py`` mode ``x``, which
+    fails on anything there, a link included, then renamed). Uncompressed, its disk space is reserved first (a full disk is an OSError
     before HDF5 writes anything) and kept (later writes cannot fail for space). Returns the
     open h5py.File."""
     import h5py
@@ -115,35 +115,56 @@ def create_partial(path: str, n_frames: int, frame_shape: tuple, groups: list[st
     data_bytes = len(groups) * 4 * int(n_frames) * int(np.prod(frame_shape, dtype=np.int64))
     if compression is None:
         reserve_space(path, data_bytes + 2**20 + 64 * n_chunks)
-    h5 = h5py.File(path, "x")
-    h5.attrs["NX_class"] = "NXroot"
-    h5.attrs["default"] = "entry"
-    entry = h5.create_group("entry")
-    entry.attrs["NX_class"] = "NXentry"
-    entry.attrs["default"] = groups[0]
-    shape = (int(n_frames),) + tuple(int(s) for s in frame_shape)
-    for name in groups:
-        group = entry.create_group(name)
-        group.attrs["NX_class"] = "NXdata"
-        group.attrs["signal"] = "data"
-        data = _frames_dataset(group, shape, compression)
-        data.attrs["interpretation"] = "image"
-        data.attrs["units"] = "counts"
-    process = entry.create_group("process")
-    process.attrs["NX_class"] = "NXprocess"
-    for key, value in process_attrs.items():
-        process.attrs[key] = value
-    # written whole now: contiguous, allocated, at fixed places from here on
-    process.create_dataset("chunk_done", data=np.zeros(n_chunks, np.uint8))
-    process.create_dataset("chunk_crc32", data=np.zeros(n_chunks, np.uint32))
-    h5.flush()
+    # built under another name and renamed once complete: a kill during the creation never
+    # leaves a half-made file under the partial name
+    building = f"{path}.creating"
+    if check_regular_file(building, "file being created"):
+        os.remove(building)
+    h5 = h5py.File(building, "x")
+    try:
+        h5.attrs["NX_class"] = "NXroot"
+        h5.attrs["default"] = "entry"
+        entry = h5.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        entry.attrs["default"] = groups[0]
+        shape = (int(n_frames),) + tuple(int(s) for s in frame_shape)
+        for name in groups:
+            group = entry.create_group(name)
+            group.attrs["NX_class"] = "NXdata"
+            group.attrs["signal"] = "data"
+            data = _frames_dataset(group, shape, compression)
+            data.attrs["interpretation"] = "image"
+            data.attrs["units"] = "counts"
+        process = entry.create_group("process")
+        process.attrs["NX_class"] = "NXprocess"
+        for key, value in process_attrs.items():
+            process.attrs[key] = value
+        # set in place when the run completes (same size: the file's layout never changes)
+        process.attrs["completed"] = np.bytes_(" " * COMPLETED_BYTES)
+        # written whole now: contiguous, allocated, at fixed places from here on
+        process.create_dataset("chunk_done", data=np.zeros(n_chunks, np.uint8))
+        process.create_dataset("chunk_crc32", data=np.zeros(n_chunks, np.uint32))
+    finally:
+        h5.close()
     if compression is None:  # every block of the (sparse) allocated datasets on disk now
-        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(building, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
         try:
             _fallocate(fd, os.fstat(fd).st_size, path)
+            os.fsync(fd)
         finally:
             os.close(fd)
-    return h5
+    os.rename(building, path)
+    return h5py.File(path, "r+")
+
+
+#: Bytes of the fixed-size ``completed`` attribute (an ISO 8601 UTC time).
+COMPLETED_BYTES = 32
+
+
+def mark_completed(h5, when: str) -> None:
+    """Write the completion time into the fixed-size attribute, in place."""
+    h5["/entry/process"].attrs.modify("completed",
+                                      np.bytes_(when[:COMPLETED_BYTES].ljust(COMPLETED_BYTES)))
 
 
 def _structure_problems(h5, expected: dict) -> list[str]:

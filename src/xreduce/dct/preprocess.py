@@ -52,7 +52,7 @@ from xreduce.dct.config import (
     dump_section,
     load_section,
 )
-from xreduce.dct.partial_file import frames_crc32
+from xreduce.dct.partial_file import frames_crc32, mark_completed
 from xreduce.io import open_stack, partial_path, read_stack
 from xreduce.io.run_identity import RunLock, stack_identity
 from xreduce.io.writers import fsync_path, naming_file
@@ -374,7 +374,7 @@ class _ChunkWriter:
     def _write(self, index: int, first: int, result: np.ndarray, background) -> None:
         with self.watch("write", this_thread=True), naming_file("preprocess.output",
                                                                 self.h5.filename):
-            from xreduce.dct.partial_file import frames_crc32
+            from xreduce.dct.partial_file import frames_crc32, mark_completed
 
             _write_frames(self.h5["/entry/preprocessed/data"], first, result)
             if self.save_background:
@@ -486,7 +486,8 @@ def _open_output(cfg: PreprocessConfig, config_yaml: str, source_text: str, n_fr
         expected.update({"/entry/process/chunk_done": ((n_chunks,), np.uint8),
                          "/entry/process/chunk_crc32": ((n_chunks,), np.uint32)})
         h5, redo = open_for_resume(tmp, expected, [f"/entry/{g}/data" for g in groups],
-                                   cfg.chunk_frames, n_frames, n_chunks, check_run, layout)
+                                   min(cfg.chunk_frames, n_frames), n_frames, n_chunks,
+                                   check_run, layout)
     else:
         h5, redo = layout(tmp), 0
     process = h5["/entry/process"]
@@ -577,7 +578,7 @@ def preprocess(
         watch = _Stopwatch(timings)
         correct = _Corrector(cfg, stack, watch)
         buffers = _Buffers(frame_shape)
-        chunk = cfg.chunk_frames
+        chunk = min(cfg.chunk_frames, n_frames)  # a larger chunk is the whole stack
         n_chunks = -(-n_frames // chunk)
         background_plan = None
         if mm.window is not None:
@@ -620,8 +621,7 @@ def preprocess(
                     computed += _report(writer.drain(), bar, on_chunk)  # previous chunk
                     writer.submit(index, first, stop, result, background)
                 computed += _report(writer.drain(), bar, on_chunk)
-            h5["/entry/process"].attrs["completed"] = (
-                datetime.datetime.now(datetime.timezone.utc).isoformat())
+            mark_completed(h5, datetime.datetime.now(datetime.timezone.utc).isoformat())
         finally:
             writer.close()
             h5.close()
