@@ -466,6 +466,12 @@ def test_command_line_faults_are_one_line(tmp_path, capsys):
                           timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "t.h5" in proc.stderr
+    seg = write_yaml(tmp_path / "s.yml", segment_config(tmp_path, name="full.h5",
+                                                        source="big.h5::/entry/data"))
+    proc = subprocess.run([sys.executable, "-c", full_disk.replace(path, seg).replace(
+        '"preprocess"', '"segment"')], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "full.h5" in proc.stderr
 
 
 def test_atomic_writer_contract(tmp_path):

@@ -236,9 +236,19 @@ def write_difspots(path: str | os.PathLike, segmentation: Segmentation,
     from xreduce.io import atomic_output
     if compression not in (None, "gzip", "lzf"):
         raise ValueError(f"compression: expected None, 'gzip' or 'lzf', got {compression!r}")
+    from xreduce.dct.partial_file import reserve_space
+
     seg = segmentation
     table = properties(seg)
+    size = table["BoundingBox"][:, 3:].astype(np.int64)
+    boxes = int(size.prod(axis=1).sum())                    # Data and Mask
+    projections = int((size[:, 1] * size[:, 2]).sum())     # Projection, float64
+    overview = int(seg.shape[1]) * int(seg.shape[2])
     with atomic_output(path, overwrite=overwrite) as tmp:
+        # an upper bound of the file (uncompressed): a full disk is an error before HDF5 writes
+        reserve_space(os.fspath(path), boxes * (np.dtype(seg.dtype).itemsize + 1)
+                      + 8 * (projections + overview) + 16 * len(seg.voxels) + table.nbytes
+                      + 1024 * len(seg) + 2**20, "segment.output")
         with h5py.File(tmp, "w") as h5:
             h5.attrs["NX_class"] = "NXroot"
             h5.attrs["default"] = "difspots"

@@ -37,7 +37,8 @@ import numpy as np
 
 from xreduce.io.writers import check_regular_file
 
-__all__ = ["PartialFileError", "create_partial", "open_for_resume", "frames_crc32"]
+__all__ = ["PartialFileError", "create_partial", "open_for_resume", "frames_crc32",
+           "reserve_space", "mark_completed"]
 
 
 class PartialFileError(ValueError):
@@ -70,7 +71,7 @@ def _frames_dataset(group, shape: tuple, compression: Optional[str]):
     return h5py.Dataset(dsid)
 
 
-def _fallocate(fd: int, nbytes: int, path: str) -> None:
+def _fallocate(fd: int, nbytes: int, path: str, what: str = "preprocess.output") -> None:
     """Reserve ``nbytes`` of disk for an open file; a full disk (or a file size limit)
     raises OSError naming the file; file systems that cannot reserve are left as they are."""
     try:
@@ -80,11 +81,11 @@ def _fallocate(fd: int, nbytes: int, path: str) -> None:
     except OSError as exc:
         if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
             return
-        raise OSError(exc.errno, f"preprocess.output: {path!r}: cannot reserve the "
+        raise OSError(exc.errno, f"{what}: {path!r}: cannot reserve the "
                       f"{nbytes / 1e9:.3g} GB the output needs ({exc.strerror})") from None
 
 
-def reserve_space(path: str, nbytes: int) -> None:
+def reserve_space(path: str, nbytes: int, what: str = "preprocess.output") -> None:
     """Check that ``nbytes`` can be written next to ``path`` by reserving them in a scratch
     file (deleted at once), before HDF5 writes anything: HDF5 handles a full disk badly
     (h5py can crash when a file it writes cannot grow)."""
@@ -97,7 +98,7 @@ def reserve_space(path: str, nbytes: int) -> None:
     try:
         fd = os.open(scratch, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
         try:
-            _fallocate(fd, nbytes, path)
+            _fallocate(fd, nbytes, path, what)
         finally:
             os.close(fd)
     finally:
