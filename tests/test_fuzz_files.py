@@ -129,7 +129,7 @@ def check_segment(cfg):
 @pytest.mark.parametrize("section, template, follow_up", [
     ("preprocess", PREPROCESS_TEMPLATE, check_preprocess),
     ("segment", SEGMENT_TEMPLATE, check_segment),
-])
+], ids=["preprocess", "segment"])
 def test_fuzzed_yaml_configs(tmp_path, traced, section, template, follow_up):
     """2000 mutated configurations per section: valid, or a clear error naming the file and
     the key (or 'config' for the document itself); no allocation above 2 GiB."""
