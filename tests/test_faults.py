@@ -495,3 +495,30 @@ def test_atomic_writer_contract(tmp_path):
             (tmp_path / "new.txt").write_text("theirs")      # appeared meanwhile
     assert (tmp_path / "new.txt").read_text() == "theirs"
     assert sorted(os.listdir(tmp_path)) == ["new.txt", "result.npy"]
+
+
+def test_ctrl_c_exit_status_and_resume(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during a run: exit status 130 and one line saying to run again, which
+    resumes to the uninterrupted result."""
+    module = sys.modules["xreduce.dct.preprocess"]    # the package exports a function so named
+    write_stack(tmp_path / "scan.h5")
+    config = preprocess_config(tmp_path)
+    path = write_yaml(tmp_path / "p.yml", config)
+    real = module.preprocess
+
+    def interrupted(*args, **kwargs):
+        def on_chunk(index, first, stop):
+            if index == 2:
+                raise KeyboardInterrupt
+        return real(*args, **kwargs, on_chunk=on_chunk)
+
+    monkeypatch.setattr(module, "preprocess", interrupted)
+    assert main(["preprocess", "--no-progress", path]) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "run the same command again" in err
+    monkeypatch.undo()
+    assert main(["preprocess", "--no-progress", path]) == 0
+    assert "3 resumed" in capsys.readouterr().out
+    fresh = preprocess(preprocess_config(tmp_path, name="fresh.h5"), progress=False)
+    np.testing.assert_array_equal(frames_of(config["preprocess"]["output"]),
+                                  frames_of(fresh.output))
