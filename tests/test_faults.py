@@ -365,6 +365,10 @@ def test_second_run_on_one_output_refused(tmp_path):
         with pytest.raises(RunLockedError, match="another run is writing"):
             preprocess(config, progress=False)
         assert main(["preprocess", "--no-progress", write_yaml(tmp_path / "p.yml", config)]) == 1
+    seg = segment_config(tmp_path)
+    with RunLock(seg["segment"]["output"]):
+        with pytest.raises(RunLockedError, match="another run is writing"):
+            run_segment(seg, progress=False)
     with open(lock_path(output), "w") as handle:       # a dead process's lock
         json.dump({"host": os.uname().nodename, "pid": 2**22 + 7, "start": "1"}, handle)
     preprocess(config, progress=False)
