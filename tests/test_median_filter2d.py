@@ -145,3 +145,31 @@ def test_out_written_directly_and_in_place(rng):
     in_place = stack.copy()
     assert median_filter2d(in_place, 3, out=in_place) is in_place
     np.testing.assert_array_equal(in_place, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+@pytest.mark.parametrize("mode", ["reflect", "nearest", "mirror", "wrap", "constant"])
+def test_selection_path_equals_kernel(rng, dtype, mode, monkeypatch):
+    """Windows above SELECTION_ABOVE values are filtered by selection (cost ~ size**2 per
+    pixel, not size**4): bitwise the kernel's result, NaN windows and edge maps included,
+    on frames smaller and larger than the window."""
+    from xreduce import median as module
+
+    for shape, size in (((2, 5, 7), (23, 21)), ((1, 1, 1), (30, 17)), ((1, 23, 19), (1, 45))):
+        stack = (rng.random(shape) * 100).astype(dtype)
+        if dtype == np.float32:
+            stack[0, 0, 0] = np.nan
+        by_selection = median_filter2d(stack, size, mode=mode, cval=3)
+        monkeypatch.setattr(module, "SELECTION_ABOVE", 10**9)      # force the kernel
+        by_kernel = median_filter2d(stack, size, mode=mode, cval=3)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(by_selection, by_kernel)
+
+
+def test_huge_sizes_refused_before_work(monkeypatch):
+    """A size whose padded frame exceeds the allocation limit is refused, naming ``size``;
+    a size-200 window on a 1x1 frame is a few thousand operations (selection), not 10**9."""
+    monkeypatch.setenv("XREDUCE_MAX_ALLOCATION_BYTES", str(2**31))
+    with pytest.raises(MemoryError, match="size"):
+        median_filter2d(np.zeros((1, 4, 4), np.float32), 10**5)
+    assert median_filter2d(np.ones((1, 1, 1), np.float32), 200).tolist() == [[[1.0]]]

@@ -179,7 +179,7 @@ def test_analytic_ramp():
     (dict(window=3, even="middle"), ValueError, "even"),
     (dict(window=3, interpolation="cubic"), ValueError, "interpolation"),
     (dict(window=3, backend="cuda"), ValueError, "backend"),
-    (dict(window=3, num_threads=0), ValueError, "num_threads"),
+    (dict(window=3, num_threads=-1), ValueError, "num_threads"),
 ])
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -231,3 +231,20 @@ def test_random_shapes_windows_and_modes_property():
                        expected_for(data, window, mode=mode, even=even))
 
     check()
+
+
+def test_absurd_windows(monkeypatch):
+    """A window far longer than the stack is refused before any allocation (the message
+    names ``window``), except with mode 'shrink' where it is clipped to 2 * frames - 1 with
+    an identical result; huge thread counts are capped to the cores."""
+    stack = np.random.default_rng(3).random((30, 4, 5)).astype(np.float32)
+    for window in (10**6, 10**9):
+        with pytest.raises(ValueError, match="window: a window of"):
+            moving_median(stack, window)
+    np.testing.assert_array_equal(moving_median(stack, 10**9, mode="shrink"),
+                                  moving_median(stack, 59, mode="shrink"))
+    np.testing.assert_array_equal(moving_median(stack, 59, mode="shrink"),
+                                  np.median(stack, axis=0, keepdims=True).repeat(30, 0))
+    with pytest.warns(RuntimeWarning, match="cores"):
+        out = moving_median(stack, 5, num_threads=10**9)
+    np.testing.assert_array_equal(out, moving_median(stack, 5, num_threads=1))

@@ -147,6 +147,9 @@ def test_h5py_input(rng, tmp_path):
     assert_same(result, as_list(segment(stack, **PARAMS["chunks"])))
 
 
+from xreduce.io.run_identity import SAMPLED_FRAMES  # noqa: E402
+
+
 class Interrupted(Exception):
     pass
 
@@ -173,22 +176,27 @@ def test_interrupted_run_resumes(rng, tmp_path):
     stack = scenario("chunks", rng)
     params = dict(PARAMS["chunks"], chunk_frames=3)
     expected = as_list(segment(stack, **params))
+    sampled = min(SHAPE[0], SAMPLED_FRAMES)             # one-frame reads of the identity
     full = FlakyStack(stack)
     segment(full, **params, checkpoint=tmp_path / "full")
-    windows = full.reads - SHAPE[0] // 3                # reads of the growth phase
+    windows = full.reads - sampled - SHAPE[0] // 3      # reads of the growth phase
     assert windows >= 3
 
-    cut = FlakyStack(stack, fail_after=SHAPE[0] // 3 + 2)     # labelling + 2 windows
+    cut = FlakyStack(stack, fail_after=sampled + SHAPE[0] // 3 + 2)  # labelling + 2 windows
     with pytest.raises(Interrupted):
         segment(cut, **params, checkpoint=tmp_path / "cp", source="scan.h5")
     again = FlakyStack(stack)
     assert_same(segment(again, **params, checkpoint=tmp_path / "cp", source="scan.h5"),
                 expected)
-    assert again.reads == windows - 2                  # no labelling, 2 windows skipped
-    done = FlakyStack(stack)                            # everything saved: nothing is read
+    assert again.reads == sampled + windows - 2        # no labelling, 2 windows skipped
+    done = FlakyStack(stack)                            # everything saved: only the identity
     assert_same(segment(done, **params, checkpoint=tmp_path / "cp", source="scan.h5"),
                 expected)
-    assert done.reads == 0
+    assert done.reads == sampled
+    other = stack.copy()
+    other[-1] += 1                                      # same shape, another last frame
+    with pytest.raises(ValueError, match="checkpoint.*checksum of sampled frames"):
+        segment(other, **params, checkpoint=tmp_path / "cp", source="scan.h5")
     with pytest.raises(ValueError, match="checkpoint.*other parameters"):
         segment(stack, **dict(params, tau=0.3), checkpoint=tmp_path / "cp", source="scan.h5")
     with pytest.raises(ValueError, match="checkpoint"):

@@ -50,9 +50,42 @@ def _check_choice(name: str, value, choices: tuple) -> str:
 
 
 def _check_threads(num_threads) -> int:
-    if num_threads is None:
-        return 0
-    return _check_int("num_threads", num_threads, 1)
+    """None or 0: every core; more than the cores: capped to them (doc/limits.md)."""
+    from xreduce.limits import check_num_threads
+
+    return check_num_threads(num_threads, "num_threads")
+
+
+#: A moving-median window may always have this many frames, whatever the stack length.
+WINDOW_ALWAYS_ALLOWED = 1025
+#: Beyond WINDOW_ALWAYS_ALLOWED, a window may hold at most this many times the stack's frames.
+WINDOW_FRAMES_RATIO = 4
+
+
+def effective_window(window: int, n_frames: int, mode: str, name: str = "window") -> int:
+    """The window the kernels use for ``window`` on ``n_frames`` frames (doc/dct.md, limits).
+
+    With ``mode="shrink"`` a window of 2 * n_frames - 1 frames or more covers the whole stack
+    for every frame, so it is clipped there (the result is identical). With the padding modes
+    the window's cost grows with its length while its content is mostly padding: windows
+    longer than ``max(WINDOW_ALWAYS_ALLOWED, WINDOW_FRAMES_RATIO * n_frames)`` are refused.
+
+    Raises
+    ------
+    ValueError
+        The window is beyond that limit (the message names ``name``).
+    """
+    if mode == "shrink":
+        return min(window, max(1, 2 * n_frames - 1))
+    limit = max(WINDOW_ALWAYS_ALLOWED, WINDOW_FRAMES_RATIO * n_frames)
+    if window > limit:
+        raise ValueError(
+            f"{name}: a window of {window} frames on a stack of {n_frames} frames is refused: "
+            f"with mode {mode!r} at most max({WINDOW_ALWAYS_ALLOWED}, {WINDOW_FRAMES_RATIO} x "
+            f"frames) = {limit} frames (beyond, the window is mostly padding and its cost grows "
+            "with its length); use mode 'shrink' (a longer window is clipped to the stack) or "
+            "a shorter window")
+    return window
 
 
 def _kernel_dtype(name: str, array: np.ndarray, native: tuple = ()) -> np.dtype:
@@ -252,6 +285,7 @@ def moving_median(
     kernel_dtype = _kernel_dtype("stack", stack)
 
     n_frames = stack.shape[axis]
+    window = effective_window(window, n_frames, mode) if n_frames else window
     frame_map = _frame_map(n_frames, window, mode) if n_frames else None
     samples = _sample_frames(n_frames, step) if n_frames else np.zeros(0, np.int32)
     if n_frames:
@@ -399,6 +433,53 @@ def _filter_size(size) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+#: Windows with more values than this are filtered by selection (cost ~ size**2 per pixel)
+#: instead of the compiled kernel's sorted insertion (cost ~ size**4 / SIMD width).
+SELECTION_ABOVE = 441  # 21 x 21
+_SELECTION_BLOCK_BYTES = 32 * 2**20
+
+
+def _check_filter_cost(shape: tuple, size_r: int, size_c: int, dtype: np.dtype) -> None:
+    """Refuse a filter whose padded frame or per-row window copies exceed the memory limit."""
+    from xreduce.limits import check_allocation
+
+    rows, cols = shape[-2:]
+    padded = (rows + size_r - 1) * (cols + size_c - 1)
+    one_row = cols * size_r * size_c
+    check_allocation(max(padded, one_row) * dtype.itemsize, "size",
+                     f"a {size_r} x {size_c} median window on frames of {rows} x {cols}")
+
+
+def _median_by_selection(stack: np.ndarray, size_r: int, size_c: int, mode: str,
+                         cval) -> np.ndarray:
+    """The 2D median by selection (:func:`numpy.partition`) over blocks of rows: the same
+    value as the kernel (rank ``size_r * size_c // 2``, NaN in a window gives NaN, the same
+    index maps at the edges), at a cost that scales for large windows."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    n, rows, cols = stack.shape
+    edge = "shrink" if mode == "constant" else mode  # -1 outside: cval
+    rmap, cmap = _frame_map(rows, size_r, edge), _frame_map(cols, size_c, edge)
+    rank = size_r * size_c // 2
+    per_row = max(1, cols * size_r * size_c * stack.dtype.itemsize)
+    block = max(1, _SELECTION_BLOCK_BYTES // per_row)
+    out = np.empty_like(stack)
+    floating = stack.dtype.kind == "f"
+    for f in range(n):
+        padded = stack[f][np.maximum(rmap, 0)][:, np.maximum(cmap, 0)]
+        padded[rmap < 0, :] = cval
+        padded[:, cmap < 0] = cval
+        for r0 in range(0, rows, block):
+            r1 = min(rows, r0 + block)
+            windows = sliding_window_view(padded[r0:r1 + size_r - 1], (size_r, size_c))
+            windows = windows.reshape(r1 - r0, cols, size_r * size_c)
+            selected = np.partition(windows, rank, axis=-1)[..., rank]
+            if floating:
+                selected[np.isnan(windows).any(axis=-1)] = np.nan
+            out[f, r0:r1] = selected
+    return out
+
+
 def median_filter2d(
     frame_or_stack: np.ndarray,
     size: Union[int, tuple[int, int]] = 3,
@@ -484,8 +565,12 @@ def median_filter2d(
             raise ValueError(f"cval: {cval!r} is not representable in {data.dtype}")
     else:
         cval_k = np.zeros((), kernel_dtype)
+    _check_filter_cost(stack.shape, size_r, size_c, kernel_dtype)
     if stack.size == 0:
         result = np.empty(data.shape, data.dtype)
+    elif size_r * size_c > SELECTION_ABOVE and backend == "cython":
+        result = _median_by_selection(stack, size_r, size_c, mode, cval_k[()])
+        result = result.reshape(data.shape)
     elif backend == "cython":
         from xreduce.ext import median_filter2d as ext
 

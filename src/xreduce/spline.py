@@ -30,6 +30,7 @@ from xreduce.detectors import Detector
 _FIELD = 14          # characters per number
 _PER_LINE = 5
 _DEGREE = 3          # bicubic
+_MAX_EXTENT = 2**20  # pixels along one axis of a valid region (a million: no real detector)
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,7 +84,8 @@ def read_spline(path: str | os.PathLike) -> DistortionSpline:
     FileNotFoundError
         No such file.
     ValueError
-        A section is missing or malformed (the message names the file and the line).
+        A section is missing or malformed, a number not finite, the valid region empty or
+        wider than 2**20 pixels, knots decreasing (the message names the file and the line).
     """
     path = os.fspath(path)
     with open(path, encoding="ascii", errors="replace") as handle:
@@ -100,6 +102,8 @@ def read_spline(path: str | os.PathLike) -> DistortionSpline:
             except ValueError:
                 raise ValueError(f"{path}, line {n + 1}: expected numbers in {_FIELD}-character "
                                  f"fields, got {text!r}") from None
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"{path}, line {n + 1}: expected finite numbers, got {text!r}")
             n += 1
         return values
 
@@ -112,9 +116,14 @@ def read_spline(path: str | os.PathLike) -> DistortionSpline:
     region = numbers(start, 4)
     if len(region) < 4:
         raise ValueError(f"{path}, line {start + 1}: VALID REGION: expected 4 numbers")
+    xmin, ymin, xmax, ymax = region[:4]
+    if not (1 <= xmax - xmin < _MAX_EXTENT and 1 <= ymax - ymin < _MAX_EXTENT):
+        raise ValueError(f"{path}, line {start + 1}: VALID REGION: expected xmin < xmax and "
+                         f"ymin < ymax, each extent from 1 to {_MAX_EXTENT} pixels, got "
+                         f"{region[:4]}")
     start = section("GRID SPACING, X-PIXEL SIZE, Y-PIXEL SIZE")
     grid = numbers(start, 3)
-    if len(grid) < 3 or grid[1] <= 0 or grid[2] <= 0:
+    if len(grid) < 3 or not grid[1] > 0 or not grid[2] > 0 or not grid[0] >= 0:
         raise ValueError(f"{path}, line {start + 1}: expected the grid spacing and two positive "
                          "pixel sizes (micrometres)")
     splines = []
@@ -130,6 +139,9 @@ def read_spline(path: str | os.PathLike) -> DistortionSpline:
         if min(nx, ny) < 2 * (_DEGREE + 1) or len(values) != nx + ny + ncoef:
             raise ValueError(f"{path}, line {start + 1}: {title}: {nx} x {ny} knots need "
                              f"{nx + ny + ncoef} numbers, found {len(values)}")
+        for knots in (values[:nx], values[nx:nx + ny]):
+            if np.any(np.diff(knots) < 0):
+                raise ValueError(f"{path}, line {start + 2}: {title}: knots must not decrease")
         splines.append(((np.array(values[:nx]), np.array(values[nx:nx + ny])),
                         np.array(values[nx + ny:])))
     return DistortionSpline(valid_region=tuple(region[:4]), grid_spacing=grid[0],
@@ -177,11 +189,16 @@ def spline_detector(spline: DistortionSpline | str | os.PathLike,
         Pixel sizes from the spline file (micrometres -> metres), explicit corners (flat:
         height 0) displaced by the splines.
     """
+    from xreduce.limits import check_allocation
+
     if not isinstance(spline, DistortionSpline):
         spline = read_spline(spline)
     rows, cols = spline.shape if shape is None else (int(shape[0]), int(shape[1]))
     if rows <= 0 or cols <= 0:
         raise ValueError(f"shape: expected positive (rows, cols), got {(rows, cols)}")
+    # corners (rows, cols, 4, 3) float64, and the Detector's copy of them
+    check_allocation(2 * rows * cols * 4 * 3 * 8, "shape" if shape is not None else
+                     "spline valid region", f"{rows} x {cols} pixels of 4 float64 corners")
     pixel1, pixel2 = spline.pixel_size_um[1] / 1e6, spline.pixel_size_um[0] / 1e6
     x = np.arange(cols + 1, dtype=np.float64)
     y = np.arange(rows + 1, dtype=np.float64)

@@ -9,7 +9,7 @@ Runner = Callable[[argparse.Namespace], int]
 
 
 def add_config_command(sub: argparse._SubParsersAction, name: str, help: str, description: str,
-                       template: str, run_config: Callable[[str, bool], str]) -> Runner:
+                       template: str, run_config: Callable[[str, bool, bool], str]) -> Runner:
     """Add a subcommand that runs ``run_config(config_path, progress)`` and prints its summary.
 
     Parameters
@@ -21,8 +21,9 @@ def add_config_command(sub: argparse._SubParsersAction, name: str, help: str, de
     template : str
         The YAML section with every key, printed by ``--template``.
     run_config : callable
-        Runs the step from a configuration path (and whether to show progress bars); returns
-        the one-line summary to print.
+        ``run_config(config_path, progress, restart)`` runs the step (``progress``: show
+        progress bars; ``restart``: discard an interrupted run's work) and returns the
+        one-line summary to print.
 
     Returns
     -------
@@ -34,6 +35,10 @@ def add_config_command(sub: argparse._SubParsersAction, name: str, help: str, de
     parser.add_argument("--template", action="store_true",
                         help="print a configuration template with every key and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard the unfinished work of an interrupted run and start "
+                             "again (a run resumes by default, and refuses to when its inputs "
+                             "or configuration changed)")
 
     def run(args: argparse.Namespace) -> int:
         if args.template:
@@ -41,7 +46,7 @@ def add_config_command(sub: argparse._SubParsersAction, name: str, help: str, de
             return 0
         if not args.config:
             parser.error("the configuration file is required (or --template)")
-        print(run_config(args.config, not args.no_progress))
+        print(run_config(args.config, not args.no_progress, args.restart))
         return 0
 
     return run

@@ -19,7 +19,7 @@ from xreduce.dct.segment_cli import add_parser as add_segment_parser
 TEMPLATE = """\
 preprocess:
   input: scan.h5::/entry/data[0:3600]   # HDF5 URL, image file, glob pattern of files
-  output: scan_preprocessed.h5           # one HDF5 file per volume
+  output: scan_preprocessed.h5           # one HDF5 file per volume (segment's default input)
   dark: dark.h5::/entry/dark             # optional: dark frames (reduced by dark_reduction)
   dark_reduction: mean                   # mean | median
   offset: 0.0                            # constant subtracted after the dark
@@ -36,19 +36,21 @@ preprocess:
   save_background: false
   chunk_frames: 100                      # frames per chunk (memory; resumable unit)
   backend: cython                        # cython | opencl
-  num_threads: null                      # OpenMP threads (default: all)
+  num_threads: null                      # OpenMP threads (null or 0: all cores)
   compression: null                      # null | gzip | lzf
   overwrite: false
 """
 
 
-def _run_preprocess(config: str, progress: bool) -> str:
+def _run_preprocess(config: str, progress: bool, restart: bool = False) -> str:
     from xreduce.dct.preprocess import preprocess
 
-    result = preprocess(config, progress=progress)
+    result = preprocess(config, progress=progress, restart=restart)
+    salvaged = (f"; {result.chunks_salvaged_redone} damaged chunk(s) of the partial file "
+                "computed again" if result.chunks_salvaged_redone else "")
     return (f"{result.output}: {result.n_frames} frames of {result.frame_shape}, "
             f"{result.chunks_computed} chunk(s) computed, {result.chunks_skipped} resumed; "
-            f"working memory about {result.memory_bytes / 2**20:.0f} MiB")
+            f"working memory about {result.memory_bytes / 2**20:.0f} MiB{salvaged}")
 
 
 def _add_preprocess(sub: argparse._SubParsersAction) -> Runner:
@@ -66,20 +68,49 @@ SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], Runner]] = {
 }
 
 
+#: Exit statuses of ``xreduce-dct`` (doc/robustness.md).
+EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line, with the file it concerns when it names one."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    filename = getattr(exc, "filename", None)
+    if filename and str(filename) not in text:
+        text = f"{filename}: {text}"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``xreduce-dct`` console script."""
+    """Entry point of the ``xreduce-dct`` console script.
+
+    Every error ends in one line on stderr and an exit status: 0 done, 1 failed (a file that
+    cannot be read or written, a full disk, another run holding the lock), 2 bad input (the
+    configuration, an input that does not fit, a size beyond the limits, an unfinished run of
+    other inputs), 130 interrupted (run the same command again to resume).
+    """
     parser = argparse.ArgumentParser(prog="xreduce-dct", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     runners = {name: add(sub) for name, add in SUBCOMMANDS.items()}
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 1
+        return EXIT_FAILED
+    prefix = f"xreduce-dct {args.command}: "
     try:
         return runners[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
-        print(f"xreduce-dct {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"{prefix}interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError) as exc:
+        print(f"{prefix}error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (OSError, RuntimeError) as exc:  # h5py reports HDF5 errors as OSError/RuntimeError
+        print(f"{prefix}failed: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except (ValueError, TypeError, KeyError, MemoryError) as exc:
+        print(f"{prefix}error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -106,30 +106,75 @@ def check_str(where: str, value, allow_none: bool = False):
 # ---- generic loading ----------------------------------------------------------------------
 
 
+#: Largest configuration file read (bytes): a configuration is a page of text.
+MAX_CONFIG_BYTES = 1 << 20
+#: Deepest nesting of mappings and lists accepted in a configuration.
+MAX_NESTING = 16
+
+
+def _check_plain(data, where: str = "config") -> None:
+    """Refuse recursive aliases (``&a [*a]``) and absurd nesting: the rest of the code walks
+    the values and would recurse forever."""
+    finished: set = set()
+
+    def walk(value, depth: int, path: tuple) -> None:
+        if not isinstance(value, (Mapping, list, tuple)) or id(value) in finished:
+            return
+        if id(value) in path:
+            raise ConfigError(f"{where}: a YAML alias refers to itself (recursive value)")
+        if depth > MAX_NESTING:
+            raise ConfigError(f"{where}: values nested deeper than {MAX_NESTING} levels")
+        children = value.values() if isinstance(value, Mapping) else value
+        for child in children:
+            walk(child, depth + 1, path + (id(value),))
+        finished.add(id(value))
+
+    walk(data, 0, ())
+
+
+def _read_text(path: str) -> str:
+    size = os.path.getsize(path)
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: a configuration file of {size} bytes? expected at most "
+                          f"{MAX_CONFIG_BYTES} (is this the right file?)")
+    with open(path, "rb") as handle:
+        raw = handle.read(MAX_CONFIG_BYTES + 1)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+
+
 def load_config(source: Union[str, os.PathLike, Mapping]) -> dict:
     """Read a configuration: a YAML file path, YAML text, or an already-parsed mapping.
 
-    Top-level keys must be registered section names.
+    Top-level keys must be registered section names. YAML is read with ``safe_load`` (no
+    Python objects); recursive aliases, nesting deeper than :data:`MAX_NESTING` and files
+    larger than :data:`MAX_CONFIG_BYTES` are refused.
     """
     if isinstance(source, Mapping):
         data = dict(source)
     else:
         text = os.fspath(source)
         if "\n" not in text and (text.endswith((".yml", ".yaml")) or os.path.exists(text)):
-            with open(text, encoding="utf-8") as handle:
-                text = handle.read()
-        try:
-            data = yaml.safe_load(text)
+            text = _read_text(text)
+        try:  # the safe loader (no Python objects), in C where libyaml is there
+            data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config: not valid YAML ({exc})") from exc
+            raise ConfigError(f"config: not valid YAML ({' '.join(str(exc).split())})"
+                              ) from None
+        except RecursionError:
+            raise ConfigError(f"config: values nested deeper than {MAX_NESTING} levels"
+                              ) from None
         if data is None:
             data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"config: expected a mapping of sections, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(_SECTIONS))
+    _check_plain(data)
+    unknown = sorted(map(str, set(data) - set(_SECTIONS)))
     if unknown:
         raise ConfigError(
-            f"config: unknown section(s) {', '.join(map(str, unknown))}; valid sections are: "
+            f"config: unknown section(s) {', '.join(unknown)}; valid sections are: "
             f"{', '.join(sorted(_SECTIONS))}"
         )
     return dict(data)
@@ -167,10 +212,17 @@ def load_section(source: Union[str, os.PathLike, Mapping], name: str):
     """Load and validate section ``name`` of a configuration (file, YAML text or mapping)."""
     if name not in _SECTIONS:
         raise ConfigError(f"section: unknown section {name!r}; known: {', '.join(sorted(_SECTIONS))}")
-    data = load_config(source)
-    if name not in data:
-        raise ConfigError(f"config: no {name!r} section")
-    return section_from_mapping(_SECTIONS[name], data[name], name)
+    is_file = (not isinstance(source, Mapping) and "\n" not in os.fspath(source)
+               and os.path.isfile(os.fspath(source)))
+    try:
+        data = load_config(source)
+        if name not in data:
+            raise ConfigError(f"config: no {name!r} section")
+        return section_from_mapping(_SECTIONS[name], data[name], name)
+    except ConfigError as exc:
+        if is_file and os.fspath(source) not in str(exc):   # name the file too
+            raise ConfigError(f"{os.fspath(source)}: {exc}") from None
+        raise
 
 
 def section_to_mapping(section) -> dict:
@@ -298,5 +350,5 @@ class PreprocessConfig:
             raise ConfigError(f"preprocess.overwrite: expected true/false, got {self.overwrite!r}")
         check_int("preprocess.chunk_frames", self.chunk_frames, 1)
         check_choice("preprocess.backend", self.backend, ("cython", "opencl"))
-        check_int("preprocess.num_threads", self.num_threads, 1, allow_none=True)
+        check_int("preprocess.num_threads", self.num_threads, 0, allow_none=True)
         check_choice("preprocess.compression", self.compression, (None, "gzip", "lzf"))

@@ -8,9 +8,13 @@ Conventions: indices are 0-based (frame, row, col); X is the column, Y the row, 
 ``Mask`` is 1 on the voxels, ``Projection`` is ``Data`` summed over frames, so
 ``Projection.sum() == Data.sum() == Integral``.
 
-File layout (one HDF5 file, viewable in ``silx view``)::
+File layout (one NeXus HDF5 file, viewable in ``silx view``; ``@default`` leads from the root
+to the overview image)::
 
-    /difspots                       attrs: stack_shape, stack_dtype, n_spots, parameters (JSON)
+    /                               NXroot, @default "difspots"
+    /difspots                       NXentry, @default "overview"; attrs: stack_shape,
+                                    stack_dtype, n_spots, parameters (JSON)
+        overview/projection         NXdata: every spot summed over frames (rows, cols)
         table/<Column>              one dataset per column, attrs: units, description
         spots/<id 6 digits>/Data     (frames, rows, cols) in the stack dtype, gzip + shuffle
                            /Mask     uint8, same shape
@@ -182,6 +186,21 @@ def _compressed(group: Any, name: str, data: np.ndarray, compression: str | None
         group.create_dataset(name, data=data, compression=compression, shuffle=True)
 
 
+def _write_overview(entry: Any, seg: Segmentation) -> None:
+    """NXdata ``overview``: every spot's values summed over frames into one detector image
+    (what ``silx view`` shows first)."""
+    rows, cols = int(seg.shape[1]), int(seg.shape[2])
+    pixel = seg.voxels % (rows * cols)
+    image = np.bincount(pixel, weights=seg.values, minlength=rows * cols).reshape(rows, cols)
+    group = entry.create_group("overview")
+    group.attrs["NX_class"] = "NXdata"
+    group.attrs["signal"] = "projection"
+    data = group.create_dataset("projection", data=image)
+    data.attrs["interpretation"] = "image"
+    data.attrs["units"] = "counts"
+    data.attrs["long_name"] = "sum over frames of every difspot's values"
+
+
 def write_difspots(path: str | os.PathLike, segmentation: Segmentation,
                    compression: str | None = "gzip", overwrite: bool = True,
                    progress: bool = False) -> Path:
@@ -217,16 +236,32 @@ def write_difspots(path: str | os.PathLike, segmentation: Segmentation,
     from xreduce.io import atomic_output
     if compression not in (None, "gzip", "lzf"):
         raise ValueError(f"compression: expected None, 'gzip' or 'lzf', got {compression!r}")
+    from xreduce.dct.partial_file import reserve_space
+
     seg = segmentation
     table = properties(seg)
+    size = table["BoundingBox"][:, 3:].astype(np.int64)
+    boxes = int(size.prod(axis=1).sum())                    # Data and Mask
+    projections = int((size[:, 1] * size[:, 2]).sum())     # Projection, float64
+    overview = int(seg.shape[1]) * int(seg.shape[2])
     with atomic_output(path, overwrite=overwrite) as tmp:
+        # an upper bound of the file (uncompressed): a full disk is an error before HDF5 writes
+        reserve_space(os.fspath(path), boxes * (np.dtype(seg.dtype).itemsize + 1)
+                      + 8 * (projections + overview) + 16 * len(seg.voxels) + table.nbytes
+                      + 1024 * len(seg) + 2**20, "segment.output")
         with h5py.File(tmp, "w") as h5:
+            h5.attrs["NX_class"] = "NXroot"
+            h5.attrs["default"] = "difspots"
             root = h5.create_group("difspots")
+            root.attrs["NX_class"] = "NXentry"
+            root.attrs["default"] = "overview"
+            _write_overview(root, seg)
             root.attrs["stack_shape"] = np.asarray(seg.shape, np.int64)
             root.attrs["stack_dtype"] = np.dtype(seg.dtype).str
             root.attrs["n_spots"] = len(seg)
             root.attrs["parameters"] = json.dumps(seg.parameters)
             group = root.create_group("table")
+            group.attrs["NX_class"] = "NXcollection"
             for name, (_, _, units, description) in COLUMNS.items():
                 dset = group.create_dataset(name, data=table[name])
                 dset.attrs["units"] = units
@@ -236,6 +271,7 @@ def write_difspots(path: str | os.PathLike, segmentation: Segmentation,
             root.create_dataset("peaks", data=seg.peaks)
             root.create_dataset("peak_values", data=seg.peak_values)
             spots = root.create_group("spots")
+            spots.attrs["NX_class"] = "NXcollection"
             indices = range(len(seg))
             if progress:
                 from tqdm.auto import tqdm

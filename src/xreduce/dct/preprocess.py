@@ -20,8 +20,13 @@ writer thread writes chunk k while chunk k + 1 is computed), stated in the resul
 command line.
 
 Resuming: the file is written as ``.<name>.partial`` next to the output; each finished chunk is
-flagged in ``/entry/process/chunk_done``. Running the same configuration again skips the
-finished chunks; the file is renamed to its final name when every chunk is done.
+flagged in ``/entry/process/chunk_done`` with the CRC-32 of its frames. Running the same
+configuration again skips the finished chunks; the file is renamed to its final name when
+every chunk is done. A rerun first checks that the inputs are the same (path, size,
+modification time, checksum of sampled frames) and refuses otherwise (``restart=True``
+starts again); it checks the partial file and salvages the chunks that verify when it is
+damaged (:mod:`xreduce.dct.partial_file`). A lock file (``.<name>.lock``) refuses a second
+run on the same output. See ``doc/robustness.md``.
 
 Example
 -------
@@ -47,7 +52,11 @@ from xreduce.dct.config import (
     dump_section,
     load_section,
 )
+from xreduce.dct.partial_file import frames_crc32, mark_completed
 from xreduce.io import open_stack, partial_path, read_stack
+from xreduce.io.run_identity import RunLock, stack_identity
+from xreduce.io.writers import fsync_path, naming_file
+from xreduce.limits import check_allocation, check_num_threads
 
 __all__ = ["preprocess", "PreprocessResult", "memory_estimate_bytes"]
 
@@ -63,6 +72,7 @@ class PreprocessResult:
     chunks_computed: int
     chunks_skipped: int
     memory_bytes: int
+    chunks_salvaged_redone: int = 0
 
 
 def memory_estimate_bytes(frame_shape: tuple, chunk_frames: int, window: Optional[int],
@@ -73,22 +83,32 @@ def memory_estimate_bytes(frame_shape: tuple, chunk_frames: int, window: Optiona
     return int(4 * frame_shape[0] * frame_shape[1] * (9 * chunk_frames + 3 * reach))
 
 
+@contextlib.contextmanager
+def _open_input(url: str):
+    """The input stack, open; errors name the input."""
+    with naming_file("preprocess.input", url):
+        stack = open_stack(url)
+    with stack:
+        yield stack
+
+
 def _as_config(config) -> tuple[PreprocessConfig, str]:
     """The validated configuration and the YAML text it came from (for provenance)."""
     if isinstance(config, PreprocessConfig):
         return config, ""
-    source_text = ""
-    if isinstance(config, (str, os.PathLike)) and os.path.exists(os.fspath(config)):
-        with open(os.fspath(config), encoding="utf-8") as handle:
-            source_text = handle.read()
-    elif isinstance(config, str):
-        source_text = config
-    elif not isinstance(config, Mapping):
+    if not isinstance(config, (str, os.PathLike, Mapping)):
         raise TypeError(
             f"config: expected a PreprocessConfig, a YAML file, YAML text or a mapping, got "
             f"{type(config).__name__}"
         )
-    return load_section(config, "preprocess"), source_text
+    cfg = load_section(config, "preprocess")        # validates, the file's text included
+    source_text = ""
+    if isinstance(config, (str, os.PathLike)) and os.path.isfile(os.fspath(config)):
+        with open(os.fspath(config), encoding="utf-8") as handle:
+            source_text = handle.read()
+    elif isinstance(config, str):
+        source_text = config
+    return cfg, source_text
 
 
 class _Stopwatch:
@@ -126,13 +146,14 @@ class _Corrector:
     """
 
     def __init__(self, cfg: PreprocessConfig, stack, watch: _Stopwatch):
-        self.stack, self.watch = stack, watch
+        self.stack, self.watch, self.url = stack, watch, cfg.input
         self.threads = cfg.num_threads or 0
         self.raw = None  # buffer of raw frames
         rows, cols = stack.shape[1:]
         self.dark = None
         if cfg.dark is not None:
-            dark = read_stack(cfg.dark).astype(np.float64)
+            with naming_file("preprocess.dark", cfg.dark):
+                dark = read_stack(cfg.dark).astype(np.float64)
             if dark.shape[1:] != (rows, cols):
                 raise ValueError(
                     f"preprocess.dark: frames of shape {dark.shape[1:]} do not match the input "
@@ -191,7 +212,8 @@ class _Corrector:
         with self.watch("read"):
             if self.raw is None or len(self.raw) < len(indices):  # reused from chunk to chunk
                 self.raw = np.empty((len(indices),) + self.stack.shape[1:], self.stack.dtype)
-            raw = self.stack.read_frames(indices, out=self.raw[:len(indices)])
+            with naming_file("preprocess.input", self.url):
+                raw = self.stack.read_frames(indices, out=self.raw[:len(indices)])
         with self.watch("correct"):
             scale = None
             if self.box is not None and normalise:
@@ -236,9 +258,11 @@ class _Background:
 
     def __init__(self, cfg: PreprocessConfig, n_frames: int, frame_shape: tuple,
                  correct: "_Corrector", buffers: _Buffers):
-        from xreduce.median import _frame_map, _ranks, _sample_frames
+        from xreduce.median import _frame_map, _ranks, _sample_frames, effective_window
 
         mm = cfg.moving_median
+        window = effective_window(mm.window, n_frames, mm.mode, "preprocess.moving_median.window")
+        mm = dataclasses.replace(mm, window=window)
         self.window, self.step, self.interpolation = mm.window, mm.step, mm.interpolation
         self.backend, self.threads = cfg.backend, cfg.num_threads or 0
         self.keep_background = cfg.save_background
@@ -339,18 +363,24 @@ class _ChunkWriter:
     kernels and HDF5 release the GIL, so writing to a slow disk overlaps the computation).
     At most one chunk is in flight; its ``chunk_done`` flag is set once it is written."""
 
-    def __init__(self, h5, done, save_background: bool, watch: _Stopwatch):
+    def __init__(self, h5, done, crcs, save_background: bool, watch: _Stopwatch):
         from concurrent.futures import ThreadPoolExecutor
 
         self.h5, self.done, self.save_background, self.watch = h5, done, save_background, watch
+        self.crcs = crcs
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xreduce-writer")
         self.pending = None
 
     def _write(self, index: int, first: int, result: np.ndarray, background) -> None:
-        with self.watch("write", this_thread=True):
+        with self.watch("write", this_thread=True), naming_file("preprocess.output",
+                                                                self.h5.filename):
+            from xreduce.dct.partial_file import frames_crc32, mark_completed
+
             _write_frames(self.h5["/entry/preprocessed/data"], first, result)
             if self.save_background:
                 _write_frames(self.h5["/entry/background/data"], first, background)
+            # checked when a run resumes (doc/robustness.md)
+            self.crcs[index] = frames_crc32(result, background if self.save_background else None)
             self.h5.flush()
             self.done[index] = 1
             self.h5.flush()
@@ -397,51 +427,76 @@ def _results_differ(a: PreprocessConfig, b: PreprocessConfig) -> bool:
     return dataclasses.replace(a, **neutral) != dataclasses.replace(b, **neutral)
 
 
-def _open_output(cfg: PreprocessConfig, config_yaml: str, source_text: str, n_frames: int,
-                 frame_shape: tuple, n_chunks: int):
-    """Create the partial output file, or reopen it to resume. Returns (h5 file, done)."""
-    import h5py
+def _process_attrs(cfg: PreprocessConfig, config_yaml: str, source_text: str,
+                   identity: dict) -> dict:
+    """Provenance stored in /entry/process: what was run, on which inputs."""
+    import json
 
     import xreduce
 
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    return {"program": "xreduce-dct preprocess", "version": xreduce.__version__, "date": now,
+            "config": config_yaml, "config_source": source_text, "input": cfg.input,
+            "chunk_frames": cfg.chunk_frames, "input_identity": json.dumps(identity)}
+
+
+def _open_output(cfg: PreprocessConfig, config_yaml: str, source_text: str, n_frames: int,
+                 frame_shape: tuple, n_chunks: int, identity: dict, restart: bool):
+    """Create the partial output file, or reopen it (checked, salvaged when damaged) to
+    resume. Returns (h5 file, chunk_done, chunk_crc32, chunks that failed verification)."""
+    import json
+
+    from xreduce.dct.partial_file import PartialFileError, create_partial, open_for_resume
+    from xreduce.io.run_identity import identity_differences
+    from xreduce.io.writers import check_regular_file
+
     tmp = partial_path(cfg.output)
-    if os.path.exists(tmp):
-        h5 = h5py.File(tmp, "r+")
-        process = h5.get("/entry/process")
-        stored = process.attrs.get("config") if process is not None else None
-        if stored is None or _results_differ(load_section(stored, "preprocess"), cfg):
-            h5.close()
-            raise ConfigError(
-                f"preprocess.output: {tmp!r} holds an unfinished run with a different "
-                "configuration; delete it to start again, or run with the same configuration "
-                "to resume it"
-            )
-        return h5, h5["/entry/process/chunk_done"]
-    h5 = h5py.File(tmp, "w")
-    entry = h5.create_group("entry")
-    entry.attrs["NX_class"] = "NXentry"
-    shape = (n_frames,) + tuple(frame_shape)
-    chunks = (1,) + tuple(frame_shape)
     groups = ["preprocessed"] + (["background"] if cfg.save_background else [])
-    for name in groups:
-        group = entry.create_group(name)
-        group.attrs["NX_class"] = "NXdata"
-        group.attrs["signal"] = "data"
-        group.create_dataset("data", shape=shape, dtype=np.float32, chunks=chunks,
-                             compression=cfg.compression)
-    process = entry.create_group("process")
-    process.attrs["NX_class"] = "NXprocess"
-    process.attrs["program"] = "xreduce-dct preprocess"
-    process.attrs["version"] = xreduce.__version__
-    process.attrs["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
-    process.attrs["config"] = config_yaml
-    process.attrs["config_source"] = source_text
-    process.attrs["input"] = cfg.input
-    process.attrs["chunk_frames"] = cfg.chunk_frames
-    done = process.create_dataset("chunk_done", shape=(n_chunks,), dtype=np.uint8,
-                                  fillvalue=0)
-    h5.flush()
-    return h5, done
+    attrs = _process_attrs(cfg, config_yaml, source_text, identity)
+
+    def layout(path):
+        return create_partial(path, n_frames, frame_shape, groups, n_chunks, cfg.compression,
+                              attrs)
+
+    def check_run(stored: dict) -> None:
+        config = stored.get("config")
+        if config is None or _results_differ(load_section(config, "preprocess"), cfg):
+            raise RunChangedError(
+                f"preprocess.output: {tmp!r} holds an unfinished run with a different "
+                "configuration; run with the same configuration to resume it, or start again "
+                "with --restart (restart=True) or by deleting it")
+        try:
+            recorded = json.loads(stored.get("input_identity", "{}"))
+        except (TypeError, ValueError):
+            recorded = {}
+        changed = sorted({f"{name} ({word})" for name in set(recorded) | set(identity)
+                          for word in identity_differences(recorded.get(name) or {},
+                                                           identity.get(name) or {})})
+        if changed:
+            raise RunChangedError(
+                f"preprocess.input: the inputs changed since the unfinished run in {tmp!r} "
+                f"started: {', '.join(changed)}; resuming would mix two inputs. Start again "
+                "with --restart (restart=True), or delete the partial file")
+
+    if check_regular_file(tmp, "partial file") and restart:
+        os.remove(tmp)
+    if os.path.exists(tmp):
+        expected = {f"/entry/{g}/data": ((n_frames,) + tuple(frame_shape), np.float32)
+                    for g in groups}
+        expected.update({"/entry/process/chunk_done": ((n_chunks,), np.uint8),
+                         "/entry/process/chunk_crc32": ((n_chunks,), np.uint32)})
+        h5, redo = open_for_resume(tmp, expected, [f"/entry/{g}/data" for g in groups],
+                                   min(cfg.chunk_frames, n_frames), n_frames, n_chunks,
+                                   check_run, layout)
+    else:
+        h5, redo = layout(tmp), 0
+    process = h5["/entry/process"]
+    return h5, process["chunk_done"], process["chunk_crc32"], redo
+
+
+class RunChangedError(ConfigError):
+    """An unfinished run was started with other inputs or another configuration (a
+    ValueError): resuming it would mix two runs."""
 
 
 def preprocess(
@@ -449,6 +504,7 @@ def preprocess(
     progress: bool = True,
     on_chunk: Optional[Callable[[int, int, int], None]] = None,
     timings: Optional[dict] = None,
+    restart: bool = False,
 ) -> PreprocessResult:
     """Run the DCT preprocessing of one volume (see the module notes).
 
@@ -467,6 +523,9 @@ def preprocess(
         (profiling); ``write`` is timed in the writer thread (its own CPU), beside the
         computation of the next chunk, and ``write_wait`` is the time the computation waited
         for it.
+    restart : bool
+        Delete the partial file of an unfinished run and start again, instead of refusing
+        when its inputs or configuration changed or it is damaged beyond repair.
 
     Returns
     -------
@@ -477,7 +536,12 @@ def preprocess(
     FileExistsError
         The output exists and ``overwrite`` is false.
     ConfigError (a ValueError)
-        Invalid configuration, or an unfinished run with another configuration.
+        Invalid configuration; :class:`RunChangedError`: an unfinished run with another
+        configuration or other inputs (``restart=True`` starts again).
+    xreduce.dct.partial_file.PartialFileError (a ValueError)
+        The partial file of an unfinished run is damaged beyond repair.
+    xreduce.io.run_identity.RunLockedError (an OSError)
+        Another run is writing the same output.
 
     Example
     -------
@@ -489,16 +553,24 @@ def preprocess(
     from xreduce.median import median_filter2d
 
     cfg, source_text = _as_config(config)
-    if os.path.exists(cfg.output) and not cfg.overwrite:
+    if not isinstance(restart, bool):
+        raise TypeError(f"restart: expected True or False, got {restart!r}")
+    if os.path.lexists(cfg.output) and not cfg.overwrite:
         raise FileExistsError(
             f"preprocess.output: {cfg.output!r} exists; set overwrite: true to replace it"
         )
+    folder = os.path.dirname(cfg.output)
+    if folder and not os.path.isdir(folder):
+        raise FileNotFoundError(f"preprocess.output: the folder {folder!r} does not exist")
     if cfg.save_background and cfg.moving_median.window is None:
         raise ConfigError("preprocess.save_background: needs moving_median.window")
     config_yaml = dump_section(cfg)
+    # threads capped to the machine (doc/limits.md); not part of the run's identity
+    cfg = dataclasses.replace(cfg, num_threads=check_num_threads(cfg.num_threads,
+                                                                 "preprocess.num_threads"))
     mm, mf = cfg.moving_median, cfg.median_filter
     threads = cfg.num_threads
-    with open_stack(cfg.input) as stack:
+    with RunLock(cfg.output, "preprocess.output"), _open_input(cfg.input) as stack:
         n_frames = len(stack)
         if n_frames == 0:
             raise ValueError(f"preprocess.input: {cfg.input!r} holds no frames")
@@ -506,16 +578,23 @@ def preprocess(
         watch = _Stopwatch(timings)
         correct = _Corrector(cfg, stack, watch)
         buffers = _Buffers(frame_shape)
-        chunk = cfg.chunk_frames
+        chunk = min(cfg.chunk_frames, n_frames)  # a larger chunk is the whole stack
         n_chunks = -(-n_frames // chunk)
         background_plan = None
         if mm.window is not None:
             background_plan = _Background(cfg, n_frames, frame_shape, correct, buffers)
-        memory = memory_estimate_bytes(frame_shape, chunk, mm.window, mm.step)
-        h5, done = _open_output(cfg, config_yaml, source_text, n_frames, frame_shape,
-                                n_chunks)
+        window = background_plan.window if background_plan is not None else None
+        memory = memory_estimate_bytes(frame_shape, chunk, window, mm.step)
+        check_allocation(memory, "preprocess.chunk_frames",
+                         f"{chunk} frames of {frame_shape} and a window of {window}")
+        identity = {"input": stack_identity(stack, cfg.input),
+                    "dark": {} if correct.dark is None else {
+                        "file": stack_identity(correct.dark[None], cfg.dark).get("file"),
+                        "mean_dark_crc32": frames_crc32(correct.dark)}}
+        h5, done, crcs, redo = _open_output(cfg, config_yaml, source_text, n_frames,
+                                            frame_shape, n_chunks, identity, restart)
         computed = skipped = 0
-        writer = _ChunkWriter(h5, done, cfg.save_background, watch)
+        writer = _ChunkWriter(h5, done, crcs, cfg.save_background, watch)
         try:
             flags = done[...]
             bar = tqdm(total=n_chunks, disable=not progress, unit="chunk",
@@ -542,13 +621,19 @@ def preprocess(
                     computed += _report(writer.drain(), bar, on_chunk)  # previous chunk
                     writer.submit(index, first, stop, result, background)
                 computed += _report(writer.drain(), bar, on_chunk)
-            h5["/entry/process"].attrs["completed"] = (
-                datetime.datetime.now(datetime.timezone.utc).isoformat())
+            mark_completed(h5, datetime.datetime.now(datetime.timezone.utc).isoformat())
         finally:
             writer.close()
             h5.close()
-    os.replace(partial_path(cfg.output), cfg.output)
+        final = partial_path(cfg.output)
+        fsync_path(final)
+        if cfg.overwrite:
+            os.replace(final, cfg.output)
+        else:  # never replace a file that appeared meanwhile
+            os.link(final, cfg.output)
+            os.remove(final)
     return PreprocessResult(
         output=cfg.output, n_frames=n_frames, frame_shape=frame_shape, chunks_total=n_chunks,
         chunks_computed=computed, chunks_skipped=skipped, memory_bytes=memory,
+        chunks_salvaged_redone=redo,
     )

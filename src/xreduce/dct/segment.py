@@ -29,20 +29,26 @@ Resuming: with ``checkpoint=<folder>``, the seeds (after the labelling pass over
 the blobs of each finished window of frames are saved there, each file written under a
 temporary name and renamed when complete. Calling :func:`segment` again with the same folder,
 parameters and stack skips the work already saved; the result is identical to an uninterrupted
-run. The folder is the caller's to delete once the result is safely stored.
+run. A checkpoint of another stack (other shape, dtype, sampled-frame checksum, file size or
+time) or other parameters is refused, never mixed (``restart=True`` starts again); a damaged
+file in it is computed again; links are never followed (doc/robustness.md). The folder is the
+caller's to delete once the result is safely stored.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from xreduce.dct.labelling import _check_chunk, _check_connectivity, _check_stack, _value_block
-from xreduce.dct.labelling import label_statistics
+from xreduce.dct.labelling import STATISTICS_DTYPE, label_statistics
 from xreduce.ext import segmentation as _kernel
+from xreduce.limits import check_num_threads
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,22 +125,52 @@ def _check_arguments(seed_threshold, tau, grow_limits, min_seed_voxels, min_size
 
 
 class _Checkpoint:
-    """The saved state of one segmentation run in a folder (see the module notes)."""
+    """The saved state of one segmentation run in a folder (see the module notes).
 
-    def __init__(self, folder: str | os.PathLike, state: dict):
+    Nothing in the folder is trusted blindly: the folder and its files must be plain (a
+    symbolic link is never followed), the run's state (parameters and the identity of the
+    stack: shape, dtype, CRC-32 of sampled frames, file size and time) must equal the stored
+    one, and an unreadable file is computed again.
+    """
+
+    def __init__(self, folder: str | os.PathLike, state: dict, restart: bool = False):
+        from xreduce.io.run_identity import identity_differences
+
         self.folder = os.fspath(folder)
+        if os.path.islink(self.folder):
+            raise OSError(f"checkpoint: {self.folder!r} is a symbolic link; xreduce never "
+                          "follows links it did not create: delete it")
+        if restart and os.path.isdir(self.folder):
+            shutil.rmtree(self.folder)
         os.makedirs(self.folder, exist_ok=True)
-        path = os.path.join(self.folder, "state.json")
-        if os.path.exists(path):
+        path = self._path("state.json")
+        stored = self._read_state(path)
+        if stored is None:
+            self._write(path, lambda f: f.write(json.dumps(state).encode()))
+        elif stored != state:
+            changed = [key for key in ("parameters", "shape", "dtype", "chunk_frames", "source")
+                       if stored.get(key) != state.get(key)]
+            changed += identity_differences(stored.get("identity") or {},
+                                            state.get("identity") or {})
+            raise RunChangedError(
+                f"checkpoint: {self.folder!r} holds an unfinished run of another stack or "
+                f"other parameters (changed: {', '.join(dict.fromkeys(changed)) or 'format'}); "
+                "resuming would mix two runs. Start again with restart=True (--restart), or "
+                "delete the folder")
+
+    def _read_state(self, path: str) -> dict | None:
+        from xreduce.io.writers import check_regular_file
+
+        if not check_regular_file(path, "checkpoint state"):
+            return None
+        try:
             with open(path, encoding="utf-8") as f:
                 stored = json.load(f)
-            if stored != state:
-                raise ValueError(
-                    f"checkpoint: {self.folder!r} holds an unfinished run of another stack or "
-                    f"other parameters ({stored}); delete it to start again, or run with "
-                    "the same stack and parameters to resume it")
-        else:
-            self._write(path, lambda f: f.write(json.dumps(state).encode()))
+        except (ValueError, UnicodeDecodeError):
+            raise RunChangedError(f"checkpoint: {path!r} is damaged; delete the folder "
+                                  f"{self.folder!r} or start again with restart=True "
+                                  "(--restart)") from None
+        return stored if isinstance(stored, dict) else {}
 
     @staticmethod
     def _write(path: str, write) -> None:
@@ -146,24 +182,49 @@ class _Checkpoint:
     def _path(self, name: str) -> str:
         return os.path.join(self.folder, name)
 
+    def _load(self, name: str):
+        """The arrays of a saved file, or None when absent or unreadable (computed again)."""
+        from xreduce.io.writers import check_regular_file
+
+        path = self._path(name)
+        if not check_regular_file(path, "checkpoint file"):
+            return None
+        try:
+            saved = np.load(path, allow_pickle=False)
+            if isinstance(saved, np.ndarray):
+                return saved
+            with saved:
+                return {key: saved[key] for key in saved.files}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+            return None
+
     def load_seeds(self) -> np.ndarray | None:
-        path = self._path("seeds.npy")
-        return np.load(path) if os.path.exists(path) else None
+        seeds = self._load("seeds.npy")
+        if seeds is None or seeds.dtype != STATISTICS_DTYPE or seeds.ndim != 1:
+            return None
+        return seeds
 
     def save_seeds(self, seeds: np.ndarray) -> None:
         self._write(self._path("seeds.npy"), lambda f: np.save(f, seeds))
 
     def load_window(self, start: int) -> tuple | None:
-        path = self._path(f"window_{start:09d}.npz")
-        if not os.path.exists(path):
+        saved = self._load(f"window_{start:09d}.npz")
+        if not isinstance(saved, dict) or set(saved) != {"sizes", "voxels", "values"}:
             return None
-        with np.load(path) as saved:
-            return saved["sizes"], saved["voxels"], saved["values"]
+        sizes, voxels, values = saved["sizes"], saved["voxels"], saved["values"]
+        if (sizes.ndim != 1 or voxels.shape != values.shape or voxels.ndim != 1
+                or np.any(sizes < 0) or int(sizes.sum()) != len(voxels)):
+            return None
+        return sizes, voxels, values
 
     def save_window(self, start: int, sizes: np.ndarray, voxels: np.ndarray,
                     values: np.ndarray) -> None:
         self._write(self._path(f"window_{start:09d}.npz"),
                     lambda f: np.savez(f, sizes=sizes, voxels=voxels, values=values))
+
+
+class RunChangedError(ValueError):
+    """A checkpoint holds an unfinished run of another stack or other parameters."""
 
 
 def segment(stack: Any, seed_threshold: float, tau: float, bb_max: int | tuple[int, int, int],
@@ -172,7 +233,7 @@ def segment(stack: Any, seed_threshold: float, tau: float, bb_max: int | tuple[i
             box_increment: int | tuple[int, int, int] | None = None,
             chunk_frames: int | None = None, num_threads: int = 0,
             progress: bool = False, checkpoint: str | os.PathLike | None = None,
-            source: str | None = None) -> Segmentation:
+            source: str | None = None, restart: bool = False) -> Segmentation:
     """Segment a stack into difspots with the double threshold.
 
     Parameters
@@ -201,15 +262,20 @@ def segment(stack: Any, seed_threshold: float, tau: float, bb_max: int | tuple[i
         across chunk borders; blobs are grown window by window). Default: all at once, which
         for a lazy ``h5py.Dataset`` means reading it whole (twice): give a chunk size there.
     num_threads : int
-        OpenMP threads for the growth (0: the OpenMP default).
+        OpenMP threads for the growth (0 or None: every core; more than the cores are capped
+        to them, doc/limits.md).
     progress : bool
         Progress bars.
     checkpoint : path, optional
         Folder where the run saves its seeds and finished windows, and from which a run of the
         same stack with the same parameters resumes (see the module notes).
     source : str, optional
-        A name of the stack (e.g. its file URL), stored in the checkpoint and compared when
-        resuming, with its shape, dtype, the parameters and ``chunk_frames``.
+        A name of the stack (e.g. its file URL ``file.h5::/path``), stored in the checkpoint
+        and compared when resuming, with the stack's identity (shape, dtype, CRC-32 of
+        sampled frames, and the file's size and modification time), the parameters and
+        ``chunk_frames``: a checkpoint of another stack is refused, never mixed.
+    restart : bool
+        Delete what ``checkpoint`` holds and start again.
 
     Returns
     -------
@@ -241,11 +307,19 @@ def segment(stack: Any, seed_threshold: float, tau: float, bb_max: int | tuple[i
                       max_size=None if max_size is None else int(max_size),
                       connectivity=connectivity, box_increment=increment.tolist())
 
+    num_threads = check_num_threads(num_threads, "num_threads")
+    if not isinstance(restart, bool):
+        raise TypeError(f"restart: expected True or False, got {restart!r}")
+
     saved = None
     if checkpoint is not None:
+        from xreduce.io.run_identity import stack_identity
+
         saved = _Checkpoint(checkpoint, dict(parameters=parameters, shape=list(shape),
                                              dtype=np.dtype(stack.dtype).str,
-                                             chunk_frames=int(chunk), source=source))
+                                             chunk_frames=int(chunk), source=source,
+                                             identity=stack_identity(stack, source)),
+                            restart=restart)
 
     # 1-3: seeds, their maxima and grow thresholds
     seeds = None if saved is None else saved.load_seeds()
@@ -278,6 +352,8 @@ def segment(stack: Any, seed_threshold: float, tau: float, bb_max: int | tuple[i
         if len(mine) == 0:
             continue
         grown = None if saved is None else saved.load_window(start)
+        if grown is not None and len(grown[0]) != len(mine):
+            grown = None  # a damaged or foreign file: computed again
         if grown is None:
             lo, hi = max(start - int(bb[0]), 0), min(stop + int(bb[0]), shape[0])
             slab = _value_block(stack[lo:hi])
@@ -287,9 +363,6 @@ def segment(stack: Any, seed_threshold: float, tau: float, bb_max: int | tuple[i
             grown = np.diff(offsets), voxels, values
             if saved is not None:
                 saved.save_window(start, *grown)
-        elif len(grown[0]) != len(mine):
-            raise ValueError(f"checkpoint: {saved.folder!r} is damaged (window {start} holds "
-                             f"{len(grown[0])} blobs, expected {len(mine)}); delete it")
         sizes[mine], voxels, values = grown
         parts_vox.append(voxels)
         parts_val.append(values)
