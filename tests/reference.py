@@ -216,17 +216,30 @@ def split_matrix_dense(corners, centers, split, radial_edges, azimuthal_edges=No
 # Integration: sums, intensities, uncertainties (integration)
 # =====================================================================================
 
-def valid_values_reference(values, dummy=None, delta_dummy=0.0):
-    """True where a raw pixel value is usable: finite floats; integers >= 0 and below the
-    dtype's maximum; not equal to ``dummy`` (within ``delta_dummy``)."""
+def valid_values_reference(values, dummy=None, delta_dummy=0.0, max_value_invalid=True):
+    """True where a raw pixel value is usable (doc/integration.md, "What is masked"), stated
+    literally, value by value: finite floats; integers >= 0, and below the dtype's maximum
+    when ``max_value_invalid``; not the dummy, compared in the frame's own type: for floats
+    ``|v - T(dummy)| <= T(delta_dummy)`` computed in T, for integers
+    ``|v - dummy| <= delta_dummy`` exactly (as fractions)."""
+    from fractions import Fraction
+
     values = np.asarray(values)
-    if values.dtype.kind == "f":
-        ok = np.isfinite(values)
-    else:
-        info = np.iinfo(values.dtype)
-        ok = (values >= 0) & (values != info.max)
-    if dummy is not None:
-        ok &= ~(np.abs(values.astype(np.float64) - dummy) <= delta_dummy)
+    kind = values.dtype.kind
+    ok = np.ones(values.shape, bool)
+    for i, v in np.ndenumerate(values):
+        if kind == "f":
+            good = bool(np.isfinite(v))
+            if good and dummy is not None:
+                d, delta = values.dtype.type(dummy), values.dtype.type(delta_dummy or 0.0)
+                if np.isfinite(d) and np.isfinite(delta):
+                    with np.errstate(over="ignore"):
+                        good = not (abs(values.dtype.type(v - d)) <= delta)
+        else:
+            good = v >= 0 and not (max_value_invalid and v == np.iinfo(values.dtype).max)
+            if good and dummy is not None:
+                good = abs(Fraction(int(v)) - Fraction(dummy)) > Fraction(delta_dummy or 0.0)
+        ok[i] = good
     return ok
 
 
@@ -240,7 +253,7 @@ def csr_to_dense(indptr, indices, data, npix):
 
 
 def integrate_dense_reference(frame, coef, norm, dark=None, variance=None, error_model=None,
-                              dummy=None, delta_dummy=0.0):
+                              dummy=None, delta_dummy=0.0, max_value_invalid=True):
     """Per-bin sums of REFERENCE.md section 4 for one frame, bin by bin with a dense matrix.
 
     Returns a dict: signal, variance, norm, norm2, count (each (nbins,)). Invalid pixels (see
@@ -248,7 +261,11 @@ def integrate_dense_reference(frame, coef, norm, dark=None, variance=None, error
     spread of x = signal/norm with weights c*norm, variance = spread^2 * sum (c*norm)^2.
     """
     frame = np.asarray(frame).ravel()
-    ok = valid_values_reference(frame, dummy, delta_dummy)
+    ok = valid_values_reference(frame, dummy, delta_dummy, max_value_invalid)
+    if dark is not None:  # a NaN or infinite dark or variance masks its pixel
+        ok &= np.isfinite(np.asarray(dark, np.float64).ravel())
+    if error_model == "variance":
+        ok &= np.isfinite(np.asarray(variance, np.float64).ravel())
     raw = frame.astype(np.float64)
     signal = raw - (0.0 if dark is None else np.asarray(dark, np.float64).ravel())
     if error_model == "poisson":

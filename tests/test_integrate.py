@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import reference
-from xreduce.engines import ERROR_MODES
+from xreduce.engines import ERROR_MODES, pixel_rule
 from xreduce.ext import csr_integrate, histogram
 
 DTYPES = [np.uint8, np.uint16, np.uint32, np.uint64, np.int8, np.int16, np.int32, np.int64,
@@ -26,7 +26,7 @@ def random_csr(rng, nbins=13, npix=200, with_coef=True):
 
 
 def run_csr(frames, indptr, indices, coef, norm, dark=None, variance=None, error_model=None,
-            dummy=None, delta_dummy=0.0):
+            dummy=None, delta_dummy=0.0, max_invalid=True):
     nbins = len(indptr) - 1
     static = [np.empty(nbins) for _ in range(3)]
     empty32 = np.zeros(0, np.float32)
@@ -38,9 +38,15 @@ def run_csr(frames, indptr, indices, coef, norm, dark=None, variance=None, error
     csr_integrate.integrate_frames(
         frames, indptr, indices, empty32 if coef is None else coef, coef is not None, norm,
         *static, empty32 if dark is None else dark.astype(np.float32), dark is not None, var,
-        ERROR_MODES[error_model], True, dummy is not None,
-        0.0 if dummy is None else dummy, delta_dummy, *out)
+        ERROR_MODES[error_model], True, *rule_args(frames.dtype, dummy, delta_dummy, max_invalid),
+        *out)
     return dict(zip(("signal", "variance", "norm", "norm2", "count"), out))
+
+
+def rule_args(dtype, dummy=None, delta_dummy=None, max_invalid=True):
+    """check_max, has_dummy, dummy_bounds of the kernels, from the one rule."""
+    rule = pixel_rule(dtype, dummy, delta_dummy, max_invalid)
+    return rule.max_invalid, rule.has_dummy, rule.bounds
 
 
 def frames_of(rng, dtype, nframes, npix):
@@ -167,8 +173,8 @@ def test_histogram_kernel_matches_reference(rng, dtype, split, azimuth, error_mo
     histogram.histogram_frames(
         frames, rad_lo, rad_hi if split else rad_lo, azi_lo, azi_hi if split else azi_lo,
         use_azimuth, split, 0.0, 10.0, 7, a0, a1, na, skip, norm, np.zeros(0, np.float32),
-        False, np.zeros((1, 0), np.float32), ERROR_MODES[error_model], True, False, 0.0, 0.0,
-        acc)
+        False, np.zeros((1, 0), np.float32), ERROR_MODES[error_model], True,
+        *rule_args(frames.dtype), acc)
     histogram.merge_threads(acc, ERROR_MODES[error_model])
     dense = reference.bbox_matrix_reference(
         rad_lo, rad_hi if split else rad_lo, edges, azi_lo if use_azimuth else None,
@@ -441,8 +447,12 @@ def test_invalid_pixels_are_masked(ai, geometry):
     np.testing.assert_allclose(ai.integrate1d(ints, 40, dummy=12345).intensity,
                                want_i.intensity, rtol=1e-12)
     u = ints.astype(np.uint32)
-    u[bad] = np.iinfo(np.uint32).max
-    np.testing.assert_allclose(ai.integrate1d(u, 40).intensity, want_i.intensity, rtol=1e-12)
+    u[bad] = np.iinfo(np.uint32).max  # a Dectris mark: masked when the detector says so
+    dectris = ai.with_geometry(detector=geometry.detector.__class__(
+        172e-6, 172e-6, geometry.detector.shape, max_value_invalid=True))
+    np.testing.assert_allclose(dectris.integrate1d(u, 40).intensity, want_i.intensity,
+                               rtol=1e-12)
+    assert ai.integrate1d(u, 40).count.sum() == pytest.approx(u.size, rel=1e-9)
 
 
 def test_corrections(ai, geometry):

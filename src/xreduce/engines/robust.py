@@ -1,0 +1,99 @@
+"""Per-ring robust statistics in NumPy: sigma clipping and median / trimmed-mean filtering.
+
+Both work on the pixels of a split-"no" CSR engine (each pixel, by its centre, in one ring)
+with the corrected values ``x = signal / norm`` weighted by ``norm``; invalid pixels follow
+the one rule of :mod:`xreduce.engines.preprocess`. The definitions are those of
+``doc/integration.md`` ("sigma_clip and medfilt1d"). Each function returns, per frame, the per-bin
+sums ``(signal, norm, norm2, count, variance)`` of the pixels kept.
+
+Example
+-------
+>>> bg = ai.sigma_clip(frame, 500, unit="2th_deg", thres=3)   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from xreduce.engines.preprocess import FrameArgs, Normalisation, invalid_pixels
+from xreduce.limits import check_allocation
+
+
+def ring_pixels(engine: Any, args: FrameArgs, norm: Normalisation) -> tuple:
+    """``(bins, signal, norm, valid)`` of the engine's entries: the bin of each entry, the
+    frames' dark-corrected values (nframes, nnz) float64, the normalisation (nnz,) and
+    whether each value is valid (nframes, nnz)."""
+    static = engine.static_sums(norm)
+    nframes = args.frames.shape[0]
+    nnz = static.indices.shape[0]
+    check_allocation(nframes * nnz * (8 + 8 + 1 + args.frames.itemsize), "data",
+                     f"{nframes} frames x {nnz} ring pixels")
+    bins = np.repeat(np.arange(engine.nbins), np.diff(static.indptr))
+    pixels = static.indices
+    values = args.frames[:, pixels]
+    dark = None if args.dark is None else args.dark[pixels]
+    valid = ~invalid_pixels(values, args.rule, dark)
+    signal = values.astype(np.float64)
+    if dark is not None:
+        signal -= dark
+    signal[~valid] = 0.0
+    return bins, signal, norm.values[pixels], valid
+
+
+def sigma_clip(bins: np.ndarray, signal: np.ndarray, norm: np.ndarray, valid: np.ndarray,
+               nbins: int, thres: float, max_iter: int) -> list[tuple]:
+    """Iterative per-ring rejection of ``|x - m| > thres * s`` (weighted mean ``m`` and
+    spread ``s`` of the kept pixels), until nothing changes or after ``max_iter`` passes."""
+    out = []
+    for f in range(signal.shape[0]):
+        keep = valid[f].copy()
+        s = signal[f]
+        x = s / norm
+        for iteration in range(max_iter + 1):
+            sn = np.bincount(bins, norm * keep, nbins)
+            sn2 = np.bincount(bins, norm * norm * keep, nbins)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mean = np.bincount(bins, s * keep, nbins) / sn
+                spread2 = np.bincount(bins, norm * (x - mean[bins]) ** 2 * keep, nbins) / sn
+            if iteration == max_iter:
+                break
+            reject = keep & (np.abs(x - mean[bins]) > thres * np.sqrt(spread2[bins]))
+            if not reject.any():
+                break
+            keep &= ~reject
+        out.append((np.bincount(bins, s * keep, nbins), sn, sn2,
+                    np.bincount(bins, keep.astype(np.float64), nbins),
+                    np.nan_to_num(spread2 * sn2)))
+    return out
+
+
+def medfilt(bins: np.ndarray, signal: np.ndarray, norm: np.ndarray, valid: np.ndarray,
+            nbins: int, lo: float, hi: float) -> list[tuple]:
+    """Per-ring weighted percentile (``lo == hi``) or trimmed mean between two percentiles
+    (in %): within a ring sorted by ``x``, each pixel spans a share ``norm / sum norm`` of
+    the weight; keep the pixels whose share's centre lies in [lo, hi], or the pixel whose
+    share holds the middle percentile when none does."""
+    out = []
+    for f in range(signal.shape[0]):
+        ok = valid[f]
+        b, s, n = bins[ok], signal[f][ok], norm[ok]
+        x = s / n
+        order = np.lexsort((x, b))
+        b, s, n, x = b[order], s[order], n[order], x[order]
+        total = np.bincount(b, n, nbins)
+        start = np.concatenate([[0.0], np.cumsum(total)[:-1]])
+        scale = np.where(total > 0, total, 1)[b]
+        upper = (np.cumsum(n) - start[b]) / scale
+        lower = upper - n / scale
+        centre = 0.5 * (upper + lower)
+        keep = (centre >= lo / 100) & (centre <= hi / 100)
+        has = np.bincount(b, keep, nbins) > 0
+        mid = (lo + hi) / 200
+        pick = (lower <= mid) & (upper >= mid) & ~has[b]
+        pick &= np.concatenate([[True], (b[1:] != b[:-1]) | ~pick[:-1]])  # first in ring
+        keep |= pick
+        out.append((np.bincount(b, s * keep, nbins), np.bincount(b, n * keep, nbins),
+                    np.bincount(b, n * n * keep, nbins),
+                    np.bincount(b, keep.astype(np.float64), nbins), np.zeros(nbins)))
+    return out
