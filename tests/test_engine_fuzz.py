@@ -4,6 +4,7 @@ TypeError (MemoryError for sizes) that names the argument or the file item at fa
 
 Seeded (numpy default_rng), so every run sees the same cases; about 20 s on 2 cores.
 """
+import io
 import json
 
 import numpy as np
@@ -38,16 +39,6 @@ def saved(geometry, tmp_path_factory):
     return path
 
 
-def _copy_item(src, dst):
-    for name, value in src.attrs.items():
-        dst.attrs[name] = value
-    for name, item in src.items():
-        if isinstance(item, h5py.Group):
-            _copy_item(item, dst.create_group(name))
-        else:
-            dst.create_dataset(name, data=item[()])
-
-
 def _mutate(rng, h5):
     """One random damage to an engine file; returns a description."""
     engines = list(h5["engines"].values())
@@ -63,8 +54,7 @@ def _mutate(rng, h5):
         values = g[name][()].astype(np.float64)
         values[rng.integers(values.size)] = rng.choice([-1, 1e9, 2**31, np.nan, np.inf])
         del g[name]
-        kind = g.name  # keep the dtype for integers when the value fits
-        g.create_dataset(name, data=values if np.isnan(values).any() or name in (
+        g.create_dataset(name, data=values if not np.isfinite(values).all() or name in (
             "data", "radial_edges") else values.astype(np.int64))
     elif choice == 2 and name in g:  # truncated
         values = g[name][()]
@@ -73,7 +63,7 @@ def _mutate(rng, h5):
     elif choice == 3 and name in g:  # wrong dtype
         values = g[name][()]
         del g[name]
-        g.create_dataset(name, data=values.astype(rng.choice(["f4", "i1", "u8", "S4", "c8"])))
+        g.create_dataset(name, data=values.astype(["f4", "i1", "u8", "S4", "c8"][rng.integers(5)]))
     elif choice == 4 and name in g:  # wrong shape
         values = g[name][()]
         del g[name]
@@ -81,7 +71,8 @@ def _mutate(rng, h5):
     elif choice == 5 and name in g:  # missing
         del g[name]
     elif choice == 6:
-        g.attrs["shape"] = rng.choice([[0, 480], [15, 479], [-1, 480], [2**40, 480], [15]])
+        shapes = [[0, 480], [15, 479], [-1, 480], [2**40, 480], [15]]
+        g.attrs["shape"] = shapes[rng.integers(len(shapes))]
     elif choice == 7:
         key = json.loads(g.attrs["key"])
         field = list(key)[rng.integers(len(key))]
@@ -108,7 +99,7 @@ def _mutate(rng, h5):
     return int(choice)
 
 
-def test_fuzzed_engine_files(saved, geometry, tmp_path):
+def test_fuzzed_engine_files(saved, geometry):
     """1000 damaged engine files: loading and integrating with each either works or raises a
     ValueError / TypeError naming the item; never a crash or another exception."""
     from xreduce import AzimuthalIntegrator
@@ -121,20 +112,19 @@ def test_fuzzed_engine_files(saved, geometry, tmp_path):
              "geometry", "engines", "split", "path", "norm", "dist", "rot1", "wavelength",
              "unit", "detector")
     outcomes = {"ok": 0, "refused": 0}
-    path = tmp_path / "crafted.h5"
-    with h5py.File(saved, "r") as base:
-        for _ in range(N_FILES):
-            with h5py.File(path, "w") as h5:
-                _copy_item(base, h5)
-                _mutate(rng, h5)
-            try:
-                ai = AzimuthalIntegrator.load_engine(path)
-                for key, engine in ai.engines:
-                    engine.integrate(args, ai.normalisation())
-                outcomes["ok"] += 1
-            except (ValueError, TypeError) as err:
-                assert any(n in str(err) for n in names), repr(err)
-                outcomes["refused"] += 1
+    base = saved.read_bytes()
+    for _ in range(N_FILES):
+        crafted = io.BytesIO(base)  # in memory: h5py reads and writes file-like objects
+        with h5py.File(crafted, "r+") as h5:
+            _mutate(rng, h5)
+        try:
+            ai = AzimuthalIntegrator.load_engine(crafted)
+            for key, engine in ai.engines:
+                engine.integrate(args, ai.normalisation())
+            outcomes["ok"] += 1
+        except (ValueError, TypeError) as err:
+            assert any(n in str(err) for n in names), repr(err)
+            outcomes["refused"] += 1
     assert outcomes["refused"] > N_FILES // 2, outcomes  # the damage is seen
 
 

@@ -112,6 +112,12 @@ def _filled(name: str, value: Any, fill: float) -> Any:
     return value
 
 
+def _refuse_full_mask(mask: np.ndarray) -> None:
+    if mask.all():
+        raise ValueError("mask: every pixel is masked (by the mask argument or the data's "
+                         "numpy.ma mask), nothing to integrate")
+
+
 class AzimuthalIntegrator:
     """Azimuthal integration for one geometry (immutable, thread-safe, picklable).
 
@@ -308,6 +314,7 @@ class AzimuthalIntegrator:
                 arr = self._pixel_array("mask", mask, None)
                 found = (arr != 0).astype(np.uint8)  # owns its memory: read-only for good
                 found.setflags(write=False)
+                _refuse_full_mask(found)
                 with self._lock:
                     self._masks[key] = found
                     while len(self._masks) > 4:
@@ -315,6 +322,7 @@ class AzimuthalIntegrator:
         if masked is not None:
             found = (masked if found is None else (found != 0) | masked).astype(np.uint8)
             found.setflags(write=False)
+            _refuse_full_mask(found)
         return found, digest(found)
 
     def combined_mask(self, mask: np.ndarray | None) -> np.ndarray:
@@ -503,6 +511,7 @@ class AzimuthalIntegrator:
         --------
         >>> res = ai.integrate1d(frame, 1000, unit="2th_deg", error_model="poisson")  # doctest: +SKIP
         """
+        empty = _as_float("empty", empty)
         npt = _as_npt("npt", npt)
         unit = _get_unit(unit, "radial")
         engine, sums, stacked, model, method_t = self._run(
@@ -541,6 +550,7 @@ class AzimuthalIntegrator:
         >>> cake.intensity.shape                                      # doctest: +SKIP
         (360, 500)
         """
+        empty = _as_float("empty", empty)
         npt_rad = _as_npt("npt_rad", npt_rad)
         npt_azim = _as_npt("npt_azim", npt_azim)
         unit = _get_unit(unit, "radial")
@@ -580,6 +590,7 @@ class AzimuthalIntegrator:
         --------
         >>> prof = ai.integrate_radial(frame, 360, radial_range=(10, 12), radial_unit="q_nm^-1")  # doctest: +SKIP
         """
+        empty = _as_float("empty", empty)
         npt = _as_npt("npt", npt)
         runit = _get_unit(radial_unit, "radial", "radial_unit")
         engine, sums, stacked, model, method_t = self._run(

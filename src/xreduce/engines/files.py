@@ -15,6 +15,7 @@ Example
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -78,7 +79,7 @@ def read_engines(path: str | os.PathLike) -> tuple[Any, list[tuple[EngineKey, Cs
     try:
         h5 = h5py.File(path, "r")
     except OSError as err:
-        raise ValueError(f"path: {os.fspath(path)!r} is not a readable HDF5 file ({err})") from None
+        raise ValueError(f"path: {path!r} is not a readable HDF5 file ({err})") from None
     with h5:
         geometry = _read_geometry(_group(h5, "geometry"))
         engines = []
@@ -122,19 +123,47 @@ def _read_geometry(group: Any) -> Any:
         raise ValueError(f"geometry: {err}") from None
 
 
+def _read_key(g: Any) -> EngineKey:
+    """The engine key stored as JSON, every field checked."""
+    where = f"{g.name}/key"
+    raw = json.loads(str(g.attrs["key"]))
+    fields = {f.name for f in dataclasses.fields(EngineKey)}
+    if not isinstance(raw, dict) or not set(raw) <= fields or \
+            not set(raw) >= fields - {"device"}:
+        raise ValueError(f"{where}: expected a JSON object with the fields {sorted(fields)}, "
+                         f"got {raw!r}")
+    for name in ("algorithm", "implementation", "split", "unit"):
+        if not isinstance(raw[name], str):
+            raise ValueError(f"{where}: {name} must be a string, got {raw[name]!r}")
+    for name in ("mask_digest", "device"):
+        if raw.get(name) is not None and not isinstance(raw[name], str):
+            raise ValueError(f"{where}: {name} must be a string or null, got {raw[name]!r}")
+    for name in ("npt_rad", "npt_azim"):
+        value = raw[name]
+        if value is None and name == "npt_azim":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
+            raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}")
+    for name in ("radial_range", "azimuth_range"):
+        value = raw[name]
+        if value is None:
+            continue
+        if not (isinstance(value, list) and len(value) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in value) and value[0] < value[1]):
+            raise ValueError(f"{where}: {name} must be null or [low, high], got {value!r}")
+        raw[name] = (float(value[0]), float(value[1]))
+    key = EngineKey(**raw)
+    if key.algorithm != "csr" or key.split not in SPLITS:
+        raise ValueError(f"{where}: expected a CSR engine with a split of {SPLITS}, got "
+                         f"{key.algorithm!r}, {key.split!r}")
+    return key
+
+
 def _read_engine(g: Any, geometry: Any) -> tuple[EngineKey, CsrEngine]:
     from xreduce.sparse import CsrMatrix
 
-    raw = json.loads(str(g.attrs["key"]))
-    if not isinstance(raw, dict):
-        raise ValueError(f"{g.name}/key: expected a JSON object, got {raw!r}")
-    for name in ("radial_range", "azimuth_range"):
-        value = raw.get(name)
-        raw[name] = None if value is None else tuple(float(v) for v in value)
-    key = EngineKey(**raw)
-    if key.algorithm != "csr" or key.split not in SPLITS:
-        raise ValueError(f"{g.name}/key: expected a CSR engine with a split of {SPLITS}, got "
-                         f"{key.algorithm!r}, {key.split!r}")
+    key = _read_key(g)
     arrays = {}
     for name, kinds in _ARRAYS.items():
         if name not in g:
