@@ -688,3 +688,34 @@ def nf_misorientation_brute_quaternion(q1, q2, sym_q):
                 best = min(best, 2 * np.arccos(min(1.0, abs(w))))
         out[i] = best
     return out
+
+
+def weighted_percentile_rings_reference(ring_of_pixel, x, w, nbins, lo, hi):
+    """medfilt1d's statistic (doc/integration.md, "sigma_clip and medfilt1d"), ring by ring
+    in a plain loop: pixels sorted by value ``x`` (ties by their order), pixel k spans the
+    share [W_{k-1}, W_k] / W of the ring's weight. ``lo == hi == p``: the weighted mean of the
+    pixels whose share's centre is exactly p/100 if any, else the value of the first pixel
+    whose share contains p/100; ``lo < hi``: the weighted mean ``sum x w / sum w`` of the
+    pixels whose share's centre lies in [lo, hi] / 100, else the first pixel whose share
+    contains the middle percentile. NaN for an empty ring."""
+    out = np.full(nbins, np.nan)
+    for b in range(nbins):
+        sel = np.flatnonzero(ring_of_pixel == b)
+        if sel.size == 0:
+            continue
+        order = sel[np.lexsort((x[sel],))]
+        xs, ws = x[order], w[order]
+        total = ws.sum()
+        upper = np.cumsum(ws) / total
+        lower = upper - ws / total
+        centre = (upper + lower) / 2
+        keep = (centre >= lo / 100) & (centre <= hi / 100)
+        if keep.any():
+            out[b] = np.sum(xs[keep] * ws[keep]) / np.sum(ws[keep])
+            continue
+        mid = (lo + hi) / 200
+        for k in range(xs.size):
+            if lower[k] <= mid <= upper[k]:
+                out[b] = xs[k]
+                break
+    return out

@@ -334,3 +334,31 @@ def test_read_only_corrections_fingerprinted_once(ai, geometry, monkeypatch):
     ro_view = view[:]
     ro_view.setflags(write=False)
     assert not preprocess._is_frozen(ro_view)  # its base is writeable
+
+
+def test_threads_mixed_calls_bitwise_equal_while_building(geometry):
+    """8 threads x 12 mixed cached calls on one integrator while another thread builds a new
+    engine: every result bitwise equal to the serial call (the timing side is
+    benchmarks/bench_threads.py)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import bench_threads
+    from xreduce import AzimuthalIntegrator
+
+    ai = AzimuthalIntegrator(geometry, max_engines=16)
+    rng = np.random.default_rng(3)
+    frame = rng.poisson(50, geometry.detector.shape).astype(np.int32)
+    flat = rng.uniform(0.9, 1.1, geometry.detector.shape)
+    mask = np.zeros(geometry.detector.shape, np.uint8)
+    mask[:, :3] = 1
+    call = bench_threads._caller(ai, frame, flat, mask)
+    serial = [call(k) for k in range(len(bench_threads.CALLS))]
+    kinds = list(rng.integers(0, len(bench_threads.CALLS), 8 * 12))
+    built = []
+    times, mismatches = bench_threads.run_threads(
+        call, kinds, 8, serial,
+        build=lambda: built.append(ai.integrate2d(frame, 50, 36, method="full_csr")))
+    assert mismatches == [] and sum(len(t) for t in times.values()) == len(kinds)
+    assert len(built) == 1
