@@ -254,7 +254,7 @@ def csr_to_dense(indptr, indices, data, npix):
 
 def integrate_dense_reference(frame, coef, norm, dark=None, variance=None, error_model=None,
                               dummy=None, delta_dummy=0.0, max_value_invalid=True):
-    """Per-bin sums of REFERENCE.md section 4 for one frame, bin by bin with a dense matrix.
+    """Per-bin sums of doc/integration.md ("Formulas") for one frame, bin by bin with a dense matrix.
 
     Returns a dict: signal, variance, norm, norm2, count (each (nbins,)). Invalid pixels (see
     valid_values_reference) are left out of every sum. Azimuthal model: two-pass weighted

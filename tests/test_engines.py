@@ -362,3 +362,88 @@ def test_threads_mixed_calls_bitwise_equal_while_building(geometry):
         build=lambda: built.append(ai.integrate2d(frame, 50, 36, method="full_csr")))
     assert mismatches == [] and sum(len(t) for t in times.values()) == len(kinds)
     assert len(built) == 1
+
+
+def test_crafted_engine_file_is_refused_not_crashing(ai, geometry, tmp_path):
+    """Finding 2: an engine file whose indices point past the detector used to segfault on
+    the next integrate1d; now load_engine refuses it, naming the dataset."""
+    import h5py
+
+    frame = frame_of(geometry)
+    want = ai.integrate1d(frame, 20)
+    path = tmp_path / "engines.h5"
+    ai.save_engine(path)
+    with h5py.File(path, "r+") as h5:
+        indices = h5["engines/engine_000/indices"]
+        indices[5] = frame.size + 1000
+    from xreduce import AzimuthalIntegrator
+
+    with pytest.raises(ValueError, match="indices"):
+        AzimuthalIntegrator.load_engine(path)
+    with h5py.File(path, "r+") as h5:
+        h5["engines/engine_000/indices"][5] = 0
+    loaded = AzimuthalIntegrator.load_engine(path)
+    assert len(loaded.engines) == 1
+    import silx.io.nxdata
+
+    with h5py.File(path, "r") as h5:  # a NeXus file silx can show
+        assert silx.io.nxdata.get_default(h5) is not None
+    np.testing.assert_array_equal(ai.integrate1d(frame, 20).intensity, want.intensity)
+
+
+def test_kernels_check_shapes_at_entry():
+    """O(1) checks at every kernel entry: inconsistent arrays give a ValueError naming the
+    argument instead of reading out of bounds."""
+    from xreduce.ext import csr_integrate
+
+    indptr = np.array([0, 2, 3], np.int32)
+    indices = np.array([0, 1, 2], np.int32)
+    coef = np.ones(3, np.float32)
+    frames = np.ones((1, 4), np.float32)
+    rule = pixel_rule(np.float32, None, None, False)
+
+    def run(**change):
+        a = dict(frames=frames, indptr=indptr, indices=indices, coef=coef,
+                 norm=np.ones(4), static=np.ones(2), dark=np.zeros(0, np.float32),
+                 has_dark=False, variance=np.zeros((1, 0), np.float32), mode=0,
+                 bounds=rule.bounds, out=[np.empty((1, 2)) for _ in range(5)])
+        a.update(change)
+        csr_integrate.integrate_frames(
+            a["frames"], a["indptr"], a["indices"], a["coef"], True, a["norm"], a["static"],
+            a["static"], a["static"], a["dark"], a["has_dark"], a["variance"], a["mode"],
+            True, False, False, a["bounds"], *a["out"])
+
+    run()
+    for change, name in [(dict(indptr=np.array([0, 2, 9], np.int32)), "indptr"),
+                         (dict(coef=np.ones(2, np.float32)), "coef"),
+                         (dict(norm=np.ones(3)), "norm"),
+                         (dict(static=np.ones(3)), "static_norm"),
+                         (dict(dark=np.zeros(2, np.float32), has_dark=True), "dark"),
+                         (dict(mode=2), "variance"), (dict(mode=7), "error_mode"),
+                         (dict(bounds=np.zeros(1, np.float32)), "dummy_bounds"),
+                         (dict(out=[np.empty((2, 2)) for _ in range(5)]), "out")]:
+        with pytest.raises(ValueError, match=name):
+            run(**change)
+
+
+def test_histogram_memory_is_bounded(ai, geometry, monkeypatch):
+    """Finding 6: 40 frames of a 2D cake through the histogram engine allocate at most the
+    results plus one block of accumulators (traced by tracemalloc), not threads x frames."""
+    import tracemalloc
+
+    from xreduce.engines import histogram
+    from xreduce.ext.openmp_info import max_threads
+
+    monkeypatch.setattr(histogram, "ACCUMULATOR_BYTES", 2**20)
+    stack = np.stack([frame_of(geometry, seed=s) for s in range(40)])
+    method = ("bbox", "histogram", "cython")
+    ai.integrate2d(stack[:1], 60, 36, method=method)  # builds the engine
+    tracemalloc.start()
+    res = ai.integrate2d(stack, 60, 36, method=method, error_model="azimuthal")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    bins = 60 * 36
+    unbounded = max_threads() * 40 * bins * 8 * 8
+    results = 40 * bins * 8 * 12  # sums and results of the call, generously
+    assert peak < results + 2 * 2**20 + 8 * bins * 8 * max_threads(), (peak, unbounded)
+    assert np.isfinite(res.intensity[res.count > 0]).all()

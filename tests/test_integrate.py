@@ -309,7 +309,7 @@ def test_agrees_with_pyfai(geometry, split, two_d):
     - "no" and "full": relative difference < 1e-4 asked, ~1e-7 reached (pyFAI computes
       positions and corrections in float32, we in float64).
     - "bbox": < 1e-3 on intensities and < 2e-2 on sigma. Our box is the pixel's true
-      bounding box (min..max of its corners, REFERENCE.md section 4); pyFAI's is the centre
+      bounding box (min..max of its corners, doc/integration.md, "Methods"); pyFAI's is the centre
       +- the largest corner deviation, slightly wider (its bin counts differ by up to 2 %),
       most visible near the beam centre where pixels span many bins.
       test_bbox_difference_to_pyfai_explained shows this is the whole difference.
@@ -457,7 +457,7 @@ def test_invalid_pixels_are_masked(ai, geometry):
 
 def test_corrections(ai, geometry):
     """dark, flat, solid angle, polarization, absorption and normalization_factor combine as
-    sum c (raw - dark) / sum c (flat * sa * pol * abs * factor) (REFERENCE.md section 4): an
+    sum c (raw - dark) / sum c (flat * sa * pol * abs * factor) (doc/integration.md, "Formulas"): an
     image made of exactly that normalisation (plus the dark) integrates to 2.0."""
     rng = np.random.default_rng(1)
     flat = rng.uniform(0.8, 1.2, ai.detector.shape)

@@ -13,10 +13,13 @@ Two kernels:
   32-bit integer frames use an AVX2 gather where the CPU has it (csr_gather.h, identical
   results).
 
-Invalid pixel values are masked per frame: NaN and +-inf in float frames, negative values in
-signed integer frames, the largest value of an integer dtype (Dectris marks dead or
-overflowing pixels so), and ``dummy`` (within ``delta_dummy``) when asked. They contribute to
-neither the signal nor the normalisation. The common path stays fast: the kernel does not read
+Invalid pixels are masked per frame by the one rule of doc/integration.md ("What is masked"),
+written in raw_values.pxi: NaN and +-inf in float frames, negative values in signed integer
+frames, the largest value of an integer dtype when ``check_max`` (the detector's
+``max_value_invalid``: Dectris marks dead or overflowing pixels so), the dummy (bounds in the
+frame's own type) and a NaN or infinite dark or variance. They contribute to neither the
+signal nor the normalisation. Every shape is checked in O(1) at entry (ValueError); the
+matrix's indices were checked once when its engine was made. The common path stays fast: the kernel does not read
 the per-pixel normalisation at all; only when it meets an invalid pixel does it read that
 pixel's normalisation and subtract it from the cached frame-invariant sums. A bin whose
 pixels are all invalid gets exact zeros (not a rounding residue).
@@ -464,7 +467,7 @@ def finish(const double[::1] signal, const double[::1] variance, const double[::
     Where ``norm > 0``: ``intensity = signal / norm``, and when ``with_errors``
     ``sigma = sqrt(variance) / norm`` and ``std = sqrt(variance / norm2)`` (``sigma`` and
     ``std`` may be empty arrays otherwise); elsewhere ``empty``. Equal, operation for
-    operation, to the NumPy formulas of REFERENCE.md section 4.
+    operation, to the NumPy formulas of doc/integration.md ("Formulas").
     """
     cdef Py_ssize_t i, n = signal.shape[0]
     cdef double sn

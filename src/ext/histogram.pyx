@@ -10,9 +10,10 @@ which are merged at the end.
 Pixels whose azimuthal box crosses the chi discontinuity are given with ``azi_hi > pi``; the
 part of the box beyond pi is wrapped round to -pi.
 
-The raw frames are read in their own dtype; invalid values are masked as in
-:mod:`xreduce.ext.csr_integrate` (NaN/inf, negative signed integers, the dtype maximum of
-integers, ``dummy``). Accumulator fields (last axis of ``acc``): 0 signal, 1 variance,
+The raw frames are read in their own dtype; invalid pixels are masked by the one rule of
+raw_values.pxi (doc/integration.md, "What is masked"), as in :mod:`xreduce.ext.csr_integrate`.
+The caller bounds the accumulators' memory by passing blocks of frames
+(:mod:`xreduce.engines.histogram`); :func:`merge_threads` merges them in parallel. Accumulator fields (last axis of ``acc``): 0 signal, 1 variance,
 2 norm, 3 norm^2, 4 count, and for the azimuthal error model 5 weight, 6 weighted mean,
 7 weighted sum of squared deviations.
 """

@@ -474,6 +474,9 @@ class OpenCLIntegrationEngine:
         self.key = cpu_engine.key
         self.matrix = cpu_engine.matrix
         self.nbins = cpu_engine.nbins
+        self.radial_edges = cpu_engine.radial_edges
+        self.azimuthal_edges = cpu_engine.azimuthal_edges
+        self.nbytes = cpu_engine.nbytes  # host memory held by the shared matrix, in bytes
         self.precision = precision
         self._device_spec = device
         self._cpu = cpu_engine
@@ -482,19 +485,6 @@ class OpenCLIntegrationEngine:
 
     def __reduce__(self):
         return (OpenCLIntegrationEngine, (self._cpu, self._device_spec, self.precision))
-
-    @property
-    def radial_edges(self) -> np.ndarray:
-        return self._cpu.radial_edges
-
-    @property
-    def azimuthal_edges(self) -> np.ndarray | None:
-        return self._cpu.azimuthal_edges
-
-    @property
-    def nbytes(self) -> int:
-        """Host memory held by the matrix arrays, in bytes."""
-        return self._cpu.nbytes
 
     @property
     def device_engines(self) -> list[OpenCLCsrEngine]:
