@@ -2,22 +2,27 @@
 calls with one fuzzed argument each. Zero crashes; every failure is a ValueError or
 TypeError (MemoryError for sizes) that names the argument or the file item at fault.
 
-Seeded (numpy default_rng), so every run sees the same cases; about 20 s on 2 cores.
+Seeded (numpy default_rng), so every run sees the same cases. Both loops run in a child
+process with one OpenMP thread: a crash is reported as such (a negative return code, not a
+dead test worker), and thousands of tiny parallel regions do not fight the other test
+worker for the 2 cores (about 10 s on a quiet machine, most of it h5py reading the files).
 """
 import io
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
-
-h5py = pytest.importorskip("h5py")
 
 N_FILES = 1000
 N_CALLS = 1000
 
 
-@pytest.fixture(scope="module")
-def geometry():
+def make_geometry():
     from xreduce.detectors import Detector
     from xreduce.geometry import Geometry
 
@@ -25,16 +30,14 @@ def geometry():
     return Geometry(0.03, 12 * 172e-6, 10 * 172e-6, 0.01, 0.0, 0.0, 1e-10, det)
 
 
-@pytest.fixture(scope="module")
-def saved(geometry, tmp_path_factory):
-    """An engine file with a 1D bbox engine and a 2D full engine, as arrays and attributes."""
+def save_base(geometry, path):
+    """An engine file with a 1D bbox engine and a 2D full engine."""
     from xreduce import AzimuthalIntegrator
 
     ai = AzimuthalIntegrator(geometry)
     frame = np.ones(geometry.detector.shape)
     ai.integrate1d(frame, 15)
     ai.integrate2d(frame, 8, 6, method="full_csr")
-    path = tmp_path_factory.mktemp("fuzz") / "base.h5"
     ai.save_engine(path)
     return path
 
@@ -99,7 +102,7 @@ def _mutate(rng, h5):
     return int(choice)
 
 
-def test_fuzzed_engine_files(saved, geometry):
+def fuzz_engine_files(saved):
     """1000 damaged engine files: loading and integrating with each either works or raises a
     ValueError / TypeError naming the item; never a crash or another exception."""
     from xreduce import AzimuthalIntegrator
@@ -112,7 +115,7 @@ def test_fuzzed_engine_files(saved, geometry):
              "geometry", "engines", "split", "path", "norm", "dist", "rot1", "wavelength",
              "unit", "detector")
     outcomes = {"ok": 0, "refused": 0}
-    base = saved.read_bytes()
+    base = Path(saved).read_bytes()
     for _ in range(N_FILES):
         crafted = io.BytesIO(base)  # in memory: h5py reads and writes file-like objects
         with h5py.File(crafted, "r+") as h5:
@@ -126,6 +129,7 @@ def test_fuzzed_engine_files(saved, geometry):
             assert any(n in str(err) for n in names), repr(err)
             outcomes["refused"] += 1
     assert outcomes["refused"] > N_FILES // 2, outcomes  # the damage is seen
+    return outcomes
 
 
 def _fuzzed_call(rng, shape):
@@ -164,7 +168,7 @@ def _fuzzed_call(rng, shape):
     return name, kwargs
 
 
-def test_fuzzed_arguments(geometry):
+def fuzz_arguments(geometry):
     """1000 calls of integrate1d with one random argument: each works (finite intensities
     where a bin has pixels) or raises ValueError / TypeError / MemoryError naming it."""
     from xreduce import AzimuthalIntegrator
@@ -186,3 +190,34 @@ def test_fuzzed_arguments(geometry):
         assert np.isfinite(res.intensity[filled]).all() or name in ("data", "dummy",
                                                                     "normalization_factor")
     assert 0 < refused < N_CALLS
+    return {"refused": refused, "ok": N_CALLS - refused}
+
+
+def _run_child(what, tmp_path):
+    """Run one fuzz loop in a child process (one OpenMP thread); its outcome as a dict."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    here = Path(__file__).parent
+    code = (f"import sys, json; sys.path.insert(0, {str(here)!r}); import test_engine_fuzz as f; "
+            f"print(json.dumps(f.child({what!r}, {str(tmp_path)!r})))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, (f"the fuzz child {'crashed' if done.returncode < 0 else 'failed'}"
+                                  f" (return code {done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def child(what, folder):
+    geometry = make_geometry()
+    if what == "files":
+        return fuzz_engine_files(save_base(geometry, Path(folder) / "base.h5"))
+    return fuzz_arguments(geometry)
+
+
+def test_fuzzed_engine_files(tmp_path):
+    outcome = _run_child("files", tmp_path)
+    assert outcome["ok"] + outcome["refused"] == N_FILES
+
+
+def test_fuzzed_arguments(tmp_path):
+    outcome = _run_child("arguments", tmp_path)
+    assert outcome["ok"] + outcome["refused"] == N_CALLS
