@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from xreduce.engines.preprocess import FrameArgs, Normalisation, PixelRule, Sums, pixel_rule
+from xreduce.limits import check_allocation
 from xreduce.opencl import ENV_DEVICE, OpenCLUnavailableError, build_program, get_context
 
 ERROR_MODELS = {"none": 0, "poisson": 1, "variance": 2, "azimuthal": 3}
@@ -389,6 +390,8 @@ class OpenCLCsrEngine:
         if rule is None:
             rule = pixel_rule(frame_dtype, dummy, delta_dummy, max_value_invalid)
         rule = rule.for_dtype(frame_dtype)
+        check_allocation(nframes * self.nbins * (5 * 8 + 4), "stack",
+                         f"{nframes} frames x {self.nbins} bins of 5 sums")
         variance = self._variance(error_model, variance, nframes)
         dark = None if dark is None else self._per_pixel(dark, self.npix, "dark", fill=0.0)
         frame_nbytes = self.npix * frame_dtype.itemsize
