@@ -16,7 +16,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pytest
 
 N_FILES = 1000
 N_CALLS = 1000
