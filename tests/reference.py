@@ -719,3 +719,32 @@ def weighted_percentile_rings_reference(ring_of_pixel, x, w, nbins, lo, hi):
                 out[b] = xs[k]
                 break
     return out
+
+
+def sigma_clip_rings_reference(bins, signal, norm, valid, nbins, thres, max_iter):
+    """sigma_clip's statistic (doc/integration.md, "sigma_clip and medfilt1d") in NumPy, for
+    every ring at once: per frame, the weighted mean m and spread s2 of the kept x = s / n
+    (weights n), rejecting |x - m| > thres * sqrt(s2) until nothing changes or after
+    max_iter passes. Returns per frame (sum s, sum n, sum n^2, kept, nan_to_num(s2 sum n^2)).
+    """
+    out = []
+    for f in range(signal.shape[0]):
+        keep = valid[f].copy()
+        s = signal[f]
+        x = s / norm
+        for iteration in range(max_iter + 1):
+            sn = np.bincount(bins, norm * keep, nbins)
+            sn2 = np.bincount(bins, norm * norm * keep, nbins)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mean = np.bincount(bins, s * keep, nbins) / sn
+                spread2 = np.bincount(bins, norm * (x - mean[bins]) ** 2 * keep, nbins) / sn
+            if iteration == max_iter:
+                break
+            reject = keep & (np.abs(x - mean[bins]) > thres * np.sqrt(spread2[bins]))
+            if not reject.any():
+                break
+            keep &= ~reject
+        out.append((np.bincount(bins, s * keep, nbins), sn, sn2,
+                    np.bincount(bins, keep.astype(np.float64), nbins),
+                    np.nan_to_num(spread2 * sn2)))
+    return out
