@@ -1,4 +1,4 @@
-"""Per-ring robust statistics: sigma clipping (Cython) and median / trimmed-mean filtering (NumPy).
+"""Per-ring robust statistics (Cython kernels): sigma clipping and median / trimmed mean.
 
 Both work on the pixels of a split-"no" CSR engine (each pixel, by its centre, in one ring)
 with the corrected values ``x = signal / norm`` weighted by ``norm``; invalid pixels follow
@@ -65,27 +65,13 @@ def medfilt(bins: np.ndarray, signal: np.ndarray, norm: np.ndarray, valid: np.nd
     """Per-ring weighted percentile (``lo == hi``) or trimmed mean between two percentiles
     (in %): within a ring sorted by ``x``, each pixel spans a share ``norm / sum norm`` of
     the weight; keep the pixels whose share's centre lies in [lo, hi], or the pixel whose
-    share holds the middle percentile when none does."""
-    out = []
-    for f in range(signal.shape[0]):
-        ok = valid[f]
-        b, s, n = bins[ok], signal[f][ok], norm[ok]
-        x = s / n
-        order = np.lexsort((x, b))
-        b, s, n, x = b[order], s[order], n[order], x[order]
-        total = np.bincount(b, n, nbins)
-        start = np.concatenate([[0.0], np.cumsum(total)[:-1]])
-        scale = np.where(total > 0, total, 1)[b]
-        upper = (np.cumsum(n) - start[b]) / scale
-        lower = upper - n / scale
-        centre = 0.5 * (upper + lower)
-        keep = (centre >= lo / 100) & (centre <= hi / 100)
-        has = np.bincount(b, keep, nbins) > 0
-        mid = (lo + hi) / 200
-        pick = (lower <= mid) & (upper >= mid) & ~has[b]
-        pick &= np.concatenate([[True], (b[1:] != b[:-1]) | ~pick[:-1]])  # first in ring
-        keep |= pick
-        out.append((np.bincount(b, s * keep, nbins), np.bincount(b, n * keep, nbins),
-                    np.bincount(b, n * n * keep, nbins),
-                    np.bincount(b, keep.astype(np.float64), nbins), np.zeros(nbins)))
-    return out
+    share holds the middle percentile when none does. The Cython kernel
+    :func:`xreduce.ext.robust_stats.medfilt_rows`, parallel over rings and frames."""
+    indptr = np.searchsorted(bins, np.arange(nbins + 1)).astype(np.int32)
+    nframes = signal.shape[0]
+    out = np.empty((5, nframes, nbins))
+    robust_stats.medfilt_rows(np.ascontiguousarray(signal, dtype=np.float64),
+                              np.ascontiguousarray(valid).view(np.uint8),
+                              np.ascontiguousarray(norm, dtype=np.float64), indptr,
+                              lo / 100, hi / 100, np.empty(signal.shape + (2,)), out)
+    return [tuple(out[q, f] for q in range(5)) for f in range(nframes)]
