@@ -32,6 +32,24 @@ cdef inline double _finite_or(double v) noexcept nogil:
     return v
 
 
+def _check_rows(const double[:, ::1] signal, const cnp.uint8_t[:, ::1] valid,
+                const double[::1] norm, const cnp.int32_t[::1] indptr,
+                double[:, :, ::1] out):
+    """The shapes both kernels share: entries of every frame, rows from 0 to nnz, outputs."""
+    cdef Py_ssize_t nframes = signal.shape[0], nnz = signal.shape[1]
+    cdef Py_ssize_t nbins = indptr.shape[0] - 1, b
+    if valid.shape[0] != nframes or valid.shape[1] != nnz or norm.shape[0] != nnz:
+        raise ValueError(f"valid, norm: expected ({nframes}, {nnz}) and ({nnz},) entries, got "
+                         f"({valid.shape[0]}, {valid.shape[1]}) and ({norm.shape[0]},)")
+    if nbins < 0 or indptr[0] != 0 or indptr[nbins] != nnz:
+        raise ValueError(f"indptr: expected to run from 0 to the {nnz} entries")
+    for b in range(nbins):
+        if indptr[b + 1] < indptr[b]:
+            raise ValueError("indptr: expected non-decreasing values")
+    if out.shape[0] != 5 or out.shape[1] != nframes or out.shape[2] != nbins:
+        raise ValueError(f"out: expected shape (5, {nframes}, {nbins})")
+
+
 cdef void _clip_row(const double* s, const cnp.uint8_t* valid, const double* n,
                     Py_ssize_t count, double thres, int max_iter, unsigned char* keep,
                     double* out, Py_ssize_t stride) noexcept nogil:
@@ -98,20 +116,11 @@ def sigma_clip_rows(const double[:, ::1] signal, const cnp.uint8_t[:, ::1] valid
     cdef Py_ssize_t nframes = signal.shape[0], nnz = signal.shape[1]
     cdef Py_ssize_t nbins = indptr.shape[0] - 1, cell, f, b, start, stop
     cdef Py_ssize_t stride = nframes * nbins
-    if valid.shape[0] != nframes or valid.shape[1] != nnz or norm.shape[0] != nnz:
-        raise ValueError(f"valid, norm: expected ({nframes}, {nnz}) and ({nnz},) entries, got "
-                         f"({valid.shape[0]}, {valid.shape[1]}) and ({norm.shape[0]},)")
-    if nbins < 0 or indptr[0] != 0 or indptr[nbins] != nnz:
-        raise ValueError(f"indptr: expected to run from 0 to the {nnz} entries")
+    _check_rows(signal, valid, norm, indptr, out)
     if keep.shape[0] != nframes or keep.shape[1] != nnz:
         raise ValueError(f"keep: expected shape ({nframes}, {nnz})")
-    if out.shape[0] != 5 or out.shape[1] != nframes or out.shape[2] != nbins:
-        raise ValueError(f"out: expected shape (5, {nframes}, {nbins})")
     if max_iter < 0:
         raise ValueError(f"max_iter: expected >= 0, got {max_iter}")
-    for b in range(nbins):
-        if indptr[b + 1] < indptr[b]:
-            raise ValueError("indptr: expected non-decreasing values")
     if nframes == 0 or nbins == 0:
         return
     with nogil:
@@ -195,20 +204,11 @@ def medfilt_rows(const double[:, ::1] signal, const cnp.uint8_t[:, ::1] valid,
     cdef Py_ssize_t nframes = signal.shape[0], nnz = signal.shape[1]
     cdef Py_ssize_t nbins = indptr.shape[0] - 1, cell, f, b, start, stop
     cdef Py_ssize_t stride = nframes * nbins
-    if valid.shape[0] != nframes or valid.shape[1] != nnz or norm.shape[0] != nnz:
-        raise ValueError(f"valid, norm: expected ({nframes}, {nnz}) and ({nnz},) entries, got "
-                         f"({valid.shape[0]}, {valid.shape[1]}) and ({norm.shape[0]},)")
-    if nbins < 0 or indptr[0] != 0 or indptr[nbins] != nnz:
-        raise ValueError(f"indptr: expected to run from 0 to the {nnz} entries")
+    _check_rows(signal, valid, norm, indptr, out)
     if scratch.shape[0] != nframes or scratch.shape[1] != nnz or scratch.shape[2] != 2:
         raise ValueError(f"scratch: expected shape ({nframes}, {nnz}, 2)")
-    if out.shape[0] != 5 or out.shape[1] != nframes or out.shape[2] != nbins:
-        raise ValueError(f"out: expected shape (5, {nframes}, {nbins})")
     if not 0.0 <= lo <= hi <= 1.0:
         raise ValueError(f"lo, hi: expected 0 <= lo <= hi <= 1, got {lo}, {hi}")
-    for b in range(nbins):
-        if indptr[b + 1] < indptr[b]:
-            raise ValueError("indptr: expected non-decreasing values")
     if nframes == 0 or nbins == 0:
         return
     with nogil:

@@ -49,15 +49,8 @@ def sigma_clip(bins: np.ndarray, signal: np.ndarray, norm: np.ndarray, valid: np
     the Cython kernel :func:`xreduce.ext.robust_stats.sigma_clip_rows`, parallel over rings
     and frames (bit for bit the NumPy statement ``tests/reference.py``
     ``sigma_clip_rings_reference``)."""
-    indptr = np.searchsorted(bins, np.arange(nbins + 1)).astype(np.int32)
-    nframes = signal.shape[0]
-    out = np.empty((5, nframes, nbins))
-    robust_stats.sigma_clip_rows(np.ascontiguousarray(signal, dtype=np.float64),
-                                 np.ascontiguousarray(valid).view(np.uint8),
-                                 np.ascontiguousarray(norm, dtype=np.float64), indptr,
-                                 float(thres), int(max_iter),
-                                 np.empty(signal.shape, np.uint8), out)
-    return [tuple(out[q, f] for q in range(5)) for f in range(nframes)]
+    return _per_ring(robust_stats.sigma_clip_rows, bins, signal, norm, valid, nbins,
+                     float(thres), int(max_iter), np.empty(signal.shape, np.uint8))
 
 
 def medfilt(bins: np.ndarray, signal: np.ndarray, norm: np.ndarray, valid: np.ndarray,
@@ -67,11 +60,16 @@ def medfilt(bins: np.ndarray, signal: np.ndarray, norm: np.ndarray, valid: np.nd
     the weight; keep the pixels whose share's centre lies in [lo, hi], or the pixel whose
     share holds the middle percentile when none does. The Cython kernel
     :func:`xreduce.ext.robust_stats.medfilt_rows`, parallel over rings and frames."""
+    return _per_ring(robust_stats.medfilt_rows, bins, signal, norm, valid, nbins, lo / 100,
+                     hi / 100, np.empty(signal.shape + (2,)))
+
+
+def _per_ring(kernel, bins, signal, norm, valid, nbins, *params) -> list[tuple]:
+    """Run a robust_stats kernel on the ring pixels; per frame, its five per-bin sums."""
     indptr = np.searchsorted(bins, np.arange(nbins + 1)).astype(np.int32)
     nframes = signal.shape[0]
     out = np.empty((5, nframes, nbins))
-    robust_stats.medfilt_rows(np.ascontiguousarray(signal, dtype=np.float64),
-                              np.ascontiguousarray(valid).view(np.uint8),
-                              np.ascontiguousarray(norm, dtype=np.float64), indptr,
-                              lo / 100, hi / 100, np.empty(signal.shape + (2,)), out)
+    kernel(np.ascontiguousarray(signal, dtype=np.float64),
+           np.ascontiguousarray(valid).view(np.uint8),
+           np.ascontiguousarray(norm, dtype=np.float64), indptr, *params, out)
     return [tuple(out[q, f] for q in range(5)) for f in range(nframes)]
