@@ -114,24 +114,17 @@ def sigma_clip_rows(const double[:, ::1] signal, const cnp.uint8_t[:, ::1] valid
         spread^2 * sum norm^2 of the kept entries.
     """
     cdef Py_ssize_t nframes = signal.shape[0], nnz = signal.shape[1]
-    cdef Py_ssize_t nbins = indptr.shape[0] - 1, cell, f, b, start, stop
-    cdef Py_ssize_t stride = nframes * nbins
+    cdef Py_ssize_t nbins = indptr.shape[0] - 1
     _check_rows(signal, valid, norm, indptr, out)
     if keep.shape[0] != nframes or keep.shape[1] != nnz:
         raise ValueError(f"keep: expected shape ({nframes}, {nnz})")
     if max_iter < 0:
         raise ValueError(f"max_iter: expected >= 0, got {max_iter}")
-    if nframes == 0 or nbins == 0:
-        return
-    with nogil:
-        for cell in prange(nframes * nbins, schedule="dynamic"):
-            f = cell // nbins
-            b = cell % nbins
-            start = indptr[b]
-            stop = indptr[b + 1]
-            _clip_row(&signal[f, 0] + start, &valid[f, 0] + start, &norm[0] + start,
-                      stop - start, thres, max_iter, &keep[f, 0] + start, &out[0, f, b],
-                      stride)
+    if nframes > 0 and nbins > 0 and nnz > 0:
+        _each_row(_CLIP, signal, valid, norm, indptr, thres, 0.0, max_iter, &keep[0, 0],
+                  NULL, out)
+    elif nframes > 0 and nbins > 0:
+        out[...] = 0.0
 
 
 cdef struct _Entry:
@@ -202,21 +195,46 @@ def medfilt_rows(const double[:, ::1] signal, const cnp.uint8_t[:, ::1] valid,
     (each row sorts its own part).
     """
     cdef Py_ssize_t nframes = signal.shape[0], nnz = signal.shape[1]
-    cdef Py_ssize_t nbins = indptr.shape[0] - 1, cell, f, b, start, stop
-    cdef Py_ssize_t stride = nframes * nbins
+    cdef Py_ssize_t nbins = indptr.shape[0] - 1
     _check_rows(signal, valid, norm, indptr, out)
     if scratch.shape[0] != nframes or scratch.shape[1] != nnz or scratch.shape[2] != 2:
         raise ValueError(f"scratch: expected shape ({nframes}, {nnz}, 2)")
     if not 0.0 <= lo <= hi <= 1.0:
         raise ValueError(f"lo, hi: expected 0 <= lo <= hi <= 1, got {lo}, {hi}")
-    if nframes == 0 or nbins == 0:
-        return
+    if nframes > 0 and nbins > 0 and nnz > 0:
+        _each_row(_PERCENTILE, signal, valid, norm, indptr, lo, hi, 0, NULL, &scratch[0, 0, 0],
+                  out)
+    elif nframes > 0 and nbins > 0:
+        out[...] = 0.0
+
+
+cdef enum:
+    _CLIP = 0
+    _PERCENTILE = 1
+
+
+cdef void _each_row(int kind, const double[:, ::1] signal, const cnp.uint8_t[:, ::1] valid,
+                    const double[::1] norm, const cnp.int32_t[::1] indptr, double a, double b_,
+                    int max_iter, cnp.uint8_t* keep, double* scratch,
+                    double[:, :, ::1] out) noexcept:
+    """Every (frame, row) cell in parallel: sigma clipping (``a`` = thres) or percentiles
+    (``a``, ``b_`` = lo, hi); ``keep`` (nframes x nnz) or ``scratch`` (nframes x nnz x 2)
+    gives each row its own part."""
+    cdef Py_ssize_t nframes = signal.shape[0], nnz = signal.shape[1]
+    cdef Py_ssize_t nbins = indptr.shape[0] - 1, cell, f, b, start, stop
+    cdef Py_ssize_t stride = nframes * nbins
     with nogil:
         for cell in prange(nframes * nbins, schedule="dynamic"):
             f = cell // nbins
             b = cell % nbins
             start = indptr[b]
             stop = indptr[b + 1]
-            _percentile_row(&signal[f, 0] + start, &valid[f, 0] + start, &norm[0] + start,
-                            stop - start, lo, hi, <_Entry*> (&scratch[f, 0, 0] + 2 * start),
-                            &out[0, f, b], stride)
+            if kind == _CLIP:
+                _clip_row(&signal[f, 0] + start, &valid[f, 0] + start, &norm[0] + start,
+                          stop - start, a, max_iter, keep + f * nnz + start, &out[0, f, b],
+                          stride)
+            else:
+                _percentile_row(&signal[f, 0] + start, &valid[f, 0] + start, &norm[0] + start,
+                                stop - start, a, b_,
+                                <_Entry*> (scratch + 2 * (f * nnz + start)), &out[0, f, b],
+                                stride)
