@@ -12,10 +12,10 @@
  *     sum_norm2    = sum (c n)^2                 the contributions of the pixels that are
  *     count        = sum c                       invalid in this frame (or clipped away)
  *
- * A pixel is invalid when it is NaN or infinite (float frames), the largest value of its
- * integer type, negative (signed integer frames: counting detectors mark bad pixels with -1,
- * -2), or equal to the dummy value (within delta_dummy, when check_dummy is set): the same
- * rules as the Cython engine.
+ * A pixel is invalid by the rule of pixel_is_valid and corrections_are_valid below (the one
+ * rule of doc/integration.md, shared with the Cython engine): NaN/inf, negative values of
+ * signed integers, the integer type's largest value when check_max, the dummy, and a NaN or
+ * infinite dark or variance.
  *
  * Error models (ERROR_MODEL): 0 none (variance 0), 1 Poisson (v = max(raw, 1)),
  * 2 variance array given per pixel, 3 azimuthal: the weighted spread of the corrected values
@@ -29,7 +29,7 @@
  * entry of the row was removed. A bin with a single kept entry is not clipped further.
  *
  * Compile-time constants (-D): FRAME_T (type of the raw frame), FRAME_IS_FLOAT (0/1),
- * FRAME_IS_SIGNED (0/1), FRAME_MAX (the integer type's maximum, e.g. USHRT_MAX),
+ * FRAME_IS_SIGNED (0/1), FRAME_IS_DOUBLE (0/1), FRAME_MAX (the integer type's maximum, e.g. USHRT_MAX),
  * WG (work-group size, a power of two), HAS_COEF (0: every coefficient is 1), HAS_DARK,
  * ERROR_MODEL, USE_DOUBLE (1: accumulate in double; 0: compensated float32, double-word).
  *
@@ -38,8 +38,11 @@
  */
 #pragma OPENCL FP_CONTRACT OFF
 
-#if USE_DOUBLE
+#if USE_DOUBLE || FRAME_IS_DOUBLE
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
+#endif
+
+#if USE_DOUBLE
 typedef double acc_t;
 typedef double real_t;
 #define ACC_ZERO 0.0
@@ -125,25 +128,44 @@ inline int group_sum_int(int v, local int *scratch) {
 #endif
 }
 
-inline int pixel_is_valid(FRAME_T v, int check_dummy, real_t dummy, real_t delta_dummy) {
-    const real_t raw = (real_t)v;
+/* The invalid-pixel rule of doc/integration.md ("What is masked"), as raw_values.pxi states it
+ * for the Cython kernels: NaN/inf (floats), negative values (signed integers), the type's
+ * largest value when check_max (the detector's max_value_invalid: Dectris marks dead or
+ * overflowing pixels so), and the dummy, compared in the frame's own type: |v - a| <= b for
+ * floats (a = dummy, b = delta_dummy), a <= v <= b for integers (the host computes a and b). */
+inline int pixel_is_valid(FRAME_T v, int check_max, int check_dummy, FRAME_T dummy_a,
+                          FRAME_T dummy_b) {
 #if FRAME_IS_FLOAT
-    if (!isfinite(raw))
+    if (!isfinite(v))
         return 0;
-#else
-    if (v == FRAME_MAX)  /* Dectris: dead or overflowing pixels hold the type's maximum */
-        return 0;
-#if FRAME_IS_SIGNED
-    if (v < 0)           /* counting detectors: -1, -2 mark bad pixels */
-        return 0;
-#endif
-#endif
     if (check_dummy) {
-        if (delta_dummy > (real_t)0)
-            return !(fabs(raw - dummy) <= delta_dummy);
-        return raw != dummy;
+        const FRAME_T d = v - dummy_a;
+        return !(d >= -dummy_b && d <= dummy_b);
     }
+#else
+#if FRAME_IS_SIGNED
+    if (v < 0)
+        return 0;
+#endif
+    if (check_max && v == FRAME_MAX)
+        return 0;
+    if (check_dummy)
+        return !(v >= dummy_a && v <= dummy_b);
+#endif
     return 1;
+}
+
+/* A pixel whose dark current or variance (when used) is NaN or infinite is masked too. */
+inline int corrections_are_valid(global const float *dark, global const float *variance,
+                                 int idx) {
+    int ok = 1;
+#if HAS_DARK
+    ok = ok && isfinite(dark[idx]);
+#endif
+#if ERROR_MODEL == 2
+    ok = ok && isfinite(variance[idx]);
+#endif
+    return ok;
 }
 
 kernel void csr_integrate(
@@ -157,9 +179,10 @@ kernel void csr_integrate(
     global const float *coefs,        /* read when HAS_COEF */
     global const acc_t *presums,      /* 3 x nbins: sum c n, sum (c n)^2, sum c (all pixels) */
     const int nbins,
+    const int check_max,              /* the type's largest value is invalid */
     const int check_dummy,
-    const float dummy,
-    const float delta_dummy,
+    const FRAME_T dummy_a,            /* dummy bounds in the frame's type (pixel_is_valid) */
+    const FRAME_T dummy_b,
     const int max_iter,               /* sigma clipping iterations, 0 for plain integration */
     const float clip_thres,
     global uchar *flags,              /* one per CSR entry, 1 = clipped; used when max_iter > 0 */
@@ -175,8 +198,6 @@ kernel void csr_integrate(
     const int start = indptr[bin];
     const int stop = indptr[bin + 1];
     global const FRAME_T *img = frame + frame_offset;
-    const real_t r_dummy = (real_t)dummy;
-    const real_t r_delta = (real_t)delta_dummy;
     /* mean and std of the previous iteration, used for clipping */
     real_t mean = (real_t)0, std = (real_t)0;
     acc_t sig, var, rm_norm, rm_norm2, rm_count;
@@ -203,7 +224,8 @@ kernel void csr_integrate(
 #endif
             const FRAME_T v = img[idx];
             const real_t raw = (real_t)v;
-            int ok = pixel_is_valid(v, check_dummy, r_dummy, r_delta);
+            int ok = pixel_is_valid(v, check_max, check_dummy, dummy_a, dummy_b)
+                     && corrections_are_valid(dark, variance, idx);
 #if HAS_DARK
             const real_t s = raw - (real_t)dark[idx];
 #else
@@ -255,7 +277,8 @@ kernel void csr_integrate(
             const int idx = indices[j];
             const FRAME_T v = img[idx];
             const real_t raw = (real_t)v;
-            int ok = pixel_is_valid(v, check_dummy, r_dummy, r_delta);
+            int ok = pixel_is_valid(v, check_max, check_dummy, dummy_a, dummy_b)
+                     && corrections_are_valid(dark, variance, idx);
             if (ok && max_iter > 0 && flags[j])
                 ok = 0;
             if (ok) {

@@ -13,3 +13,8 @@ python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q ".[test]"
 export XREDUCE_REQUIRE_OPENCL=1  # OpenCL tests must run on PoCL, never skip
 "$VENV/bin/python" -m pytest -n 2 -q -p no:cacheprovider tests
+# every >>> example of the installed package runs (or is marked +SKIP), from outside the
+# source tree so that the installed, compiled package is the one imported
+PYTHON="$(cd "$VENV" && pwd)/bin/python"
+(cd "${TMPDIR:-/tmp}" && "$PYTHON" -m pytest -q -p no:cacheprovider --doctest-modules \
+    --pyargs xreduce)

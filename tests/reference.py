@@ -216,17 +216,30 @@ def split_matrix_dense(corners, centers, split, radial_edges, azimuthal_edges=No
 # Integration: sums, intensities, uncertainties (integration)
 # =====================================================================================
 
-def valid_values_reference(values, dummy=None, delta_dummy=0.0):
-    """True where a raw pixel value is usable: finite floats; integers >= 0 and below the
-    dtype's maximum; not equal to ``dummy`` (within ``delta_dummy``)."""
+def valid_values_reference(values, dummy=None, delta_dummy=0.0, max_value_invalid=True):
+    """True where a raw pixel value is usable (doc/integration.md, "What is masked"), stated
+    literally, value by value: finite floats; integers >= 0, and below the dtype's maximum
+    when ``max_value_invalid``; not the dummy, compared in the frame's own type: for floats
+    ``|v - T(dummy)| <= T(delta_dummy)`` computed in T, for integers
+    ``|v - dummy| <= delta_dummy`` exactly (as fractions)."""
+    from fractions import Fraction
+
     values = np.asarray(values)
-    if values.dtype.kind == "f":
-        ok = np.isfinite(values)
-    else:
-        info = np.iinfo(values.dtype)
-        ok = (values >= 0) & (values != info.max)
-    if dummy is not None:
-        ok &= ~(np.abs(values.astype(np.float64) - dummy) <= delta_dummy)
+    kind = values.dtype.kind
+    ok = np.ones(values.shape, bool)
+    for i, v in np.ndenumerate(values):
+        if kind == "f":
+            good = bool(np.isfinite(v))
+            if good and dummy is not None:
+                d, delta = values.dtype.type(dummy), values.dtype.type(delta_dummy or 0.0)
+                if np.isfinite(d) and np.isfinite(delta):
+                    with np.errstate(over="ignore"):
+                        good = not (abs(values.dtype.type(v - d)) <= delta)
+        else:
+            good = v >= 0 and not (max_value_invalid and v == np.iinfo(values.dtype).max)
+            if good and dummy is not None:
+                good = abs(Fraction(int(v)) - Fraction(dummy)) > Fraction(delta_dummy or 0.0)
+        ok[i] = good
     return ok
 
 
@@ -240,15 +253,19 @@ def csr_to_dense(indptr, indices, data, npix):
 
 
 def integrate_dense_reference(frame, coef, norm, dark=None, variance=None, error_model=None,
-                              dummy=None, delta_dummy=0.0):
-    """Per-bin sums of REFERENCE.md section 4 for one frame, bin by bin with a dense matrix.
+                              dummy=None, delta_dummy=0.0, max_value_invalid=True):
+    """Per-bin sums of doc/integration.md ("Formulas") for one frame, bin by bin with a dense matrix.
 
     Returns a dict: signal, variance, norm, norm2, count (each (nbins,)). Invalid pixels (see
     valid_values_reference) are left out of every sum. Azimuthal model: two-pass weighted
     spread of x = signal/norm with weights c*norm, variance = spread^2 * sum (c*norm)^2.
     """
     frame = np.asarray(frame).ravel()
-    ok = valid_values_reference(frame, dummy, delta_dummy)
+    ok = valid_values_reference(frame, dummy, delta_dummy, max_value_invalid)
+    if dark is not None:  # a NaN or infinite dark or variance masks its pixel
+        ok &= np.isfinite(np.asarray(dark, np.float64).ravel())
+    if error_model == "variance":
+        ok &= np.isfinite(np.asarray(variance, np.float64).ravel())
     raw = frame.astype(np.float64)
     signal = raw - (0.0 if dark is None else np.asarray(dark, np.float64).ravel())
     if error_model == "poisson":
@@ -730,3 +747,63 @@ def _nf_log_mask_reference(sig, R, s):
             nb = resp[row - 1:row + 2, col - 1:col + 2] < 0
             edge[row, col] = bool(np.any(nb != me))
     return ndimage.binary_fill_holes(edge)
+
+
+def weighted_percentile_rings_reference(ring_of_pixel, x, w, nbins, lo, hi):
+    """medfilt1d's statistic (doc/integration.md, "sigma_clip and medfilt1d"), ring by ring
+    in a plain loop: pixels sorted by value ``x`` (ties by their order), pixel k spans the
+    share [W_{k-1}, W_k] / W of the ring's weight. ``lo == hi == p``: the weighted mean of the
+    pixels whose share's centre is exactly p/100 if any, else the value of the first pixel
+    whose share contains p/100; ``lo < hi``: the weighted mean ``sum x w / sum w`` of the
+    pixels whose share's centre lies in [lo, hi] / 100, else the first pixel whose share
+    contains the middle percentile. NaN for an empty ring."""
+    out = np.full(nbins, np.nan)
+    for b in range(nbins):
+        sel = np.flatnonzero(ring_of_pixel == b)
+        if sel.size == 0:
+            continue
+        order = sel[np.lexsort((x[sel],))]
+        xs, ws = x[order], w[order]
+        total = ws.sum()
+        upper = np.cumsum(ws) / total
+        lower = upper - ws / total
+        centre = (upper + lower) / 2
+        keep = (centre >= lo / 100) & (centre <= hi / 100)
+        if keep.any():
+            out[b] = np.sum(xs[keep] * ws[keep]) / np.sum(ws[keep])
+            continue
+        mid = (lo + hi) / 200
+        for k in range(xs.size):
+            if lower[k] <= mid <= upper[k]:
+                out[b] = xs[k]
+                break
+    return out
+
+
+def sigma_clip_rings_reference(bins, signal, norm, valid, nbins, thres, max_iter):
+    """sigma_clip's statistic (doc/integration.md, "sigma_clip and medfilt1d") in NumPy, for
+    every ring at once: per frame, the weighted mean m and spread s2 of the kept x = s / n
+    (weights n), rejecting |x - m| > thres * sqrt(s2) until nothing changes or after
+    max_iter passes. Returns per frame (sum s, sum n, sum n^2, kept, nan_to_num(s2 sum n^2)).
+    """
+    out = []
+    for f in range(signal.shape[0]):
+        keep = valid[f].copy()
+        s = signal[f]
+        x = s / norm
+        for iteration in range(max_iter + 1):
+            sn = np.bincount(bins, norm * keep, nbins)
+            sn2 = np.bincount(bins, norm * norm * keep, nbins)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mean = np.bincount(bins, s * keep, nbins) / sn
+                spread2 = np.bincount(bins, norm * (x - mean[bins]) ** 2 * keep, nbins) / sn
+            if iteration == max_iter:
+                break
+            reject = keep & (np.abs(x - mean[bins]) > thres * np.sqrt(spread2[bins]))
+            if not reject.any():
+                break
+            keep &= ~reject
+        out.append((np.bincount(bins, s * keep, nbins), sn, sn2,
+                    np.bincount(bins, keep.astype(np.float64), nbins),
+                    np.nan_to_num(spread2 * sn2)))
+    return out

@@ -5,25 +5,18 @@ Written for clarity: one loop over bins, float64 everywhere, no code shared with
 import numpy as np
 
 
-def valid_pixels(frame, dummy=None, delta_dummy=None):
-    """Boolean mask of the usable pixels of a raw frame: finite, not the integer type's maximum,
-    not negative for signed integers, not the dummy value."""
-    frame = np.asarray(frame)
-    raw = frame.astype(np.float64)
-    ok = np.isfinite(raw)
-    if frame.dtype.kind in "iu":
-        ok &= frame != np.iinfo(frame.dtype).max
-        ok &= ~(raw < 0)
-    if dummy is not None:
-        if not delta_dummy:
-            ok &= raw != np.float64(np.float32(dummy))
-        else:
-            ok &= ~(np.abs(raw - np.float32(dummy)) <= np.float32(delta_dummy))
-    return ok
+def valid_pixels(frame, dummy=None, delta_dummy=None, max_value_invalid=False):
+    """Boolean mask of the usable pixels of a raw frame: the one rule of doc/integration.md
+    ("What is masked"), stated in tests/reference.py (the dummy compared in the frame's own
+    type, not rounded to float32)."""
+    import reference
+
+    return reference.valid_values_reference(frame, dummy, delta_dummy or 0.0, max_value_invalid)
 
 
 def csr_sums(indptr, indices, data, frame, norm=None, dark=None, variance=None,
-             error_model="poisson", dummy=None, delta_dummy=None, clip_thres=None, max_iter=0):
+             error_model="poisson", dummy=None, delta_dummy=None, clip_thres=None, max_iter=0,
+             max_value_invalid=False):
     """Per-bin sums (signal, variance, normalization, normalization2, count, valid) of a frame.
 
     Sigma clipping (max_iter > 0): entries whose s / n lies further than clip_thres * std
@@ -35,7 +28,11 @@ def csr_sums(indptr, indices, data, frame, norm=None, dark=None, variance=None,
     npix = raw.size
     n = np.ones(npix) if norm is None else np.asarray(norm, np.float64).ravel()
     s_all = raw - (0.0 if dark is None else np.asarray(dark, np.float64).ravel())
-    ok_all = valid_pixels(frame, dummy, delta_dummy)
+    ok_all = valid_pixels(frame, dummy, delta_dummy, max_value_invalid)
+    if dark is not None:
+        ok_all &= np.isfinite(np.asarray(dark, np.float64).ravel())
+    if error_model == "variance":
+        ok_all &= np.isfinite(np.asarray(variance, np.float64).ravel())
     nbins = len(indptr) - 1
     result = {k: np.zeros(nbins) for k in ("signal", "variance", "normalization",
                                            "normalization2", "count")}

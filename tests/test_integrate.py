@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import reference
-from xreduce.engines import ERROR_MODES
+from xreduce.engines import ERROR_MODES, pixel_rule
 from xreduce.ext import csr_integrate, histogram
 
 DTYPES = [np.uint8, np.uint16, np.uint32, np.uint64, np.int8, np.int16, np.int32, np.int64,
@@ -26,7 +26,7 @@ def random_csr(rng, nbins=13, npix=200, with_coef=True):
 
 
 def run_csr(frames, indptr, indices, coef, norm, dark=None, variance=None, error_model=None,
-            dummy=None, delta_dummy=0.0):
+            dummy=None, delta_dummy=0.0, max_invalid=True):
     nbins = len(indptr) - 1
     static = [np.empty(nbins) for _ in range(3)]
     empty32 = np.zeros(0, np.float32)
@@ -38,9 +38,15 @@ def run_csr(frames, indptr, indices, coef, norm, dark=None, variance=None, error
     csr_integrate.integrate_frames(
         frames, indptr, indices, empty32 if coef is None else coef, coef is not None, norm,
         *static, empty32 if dark is None else dark.astype(np.float32), dark is not None, var,
-        ERROR_MODES[error_model], True, dummy is not None,
-        0.0 if dummy is None else dummy, delta_dummy, *out)
+        ERROR_MODES[error_model], True, *rule_args(frames.dtype, dummy, delta_dummy, max_invalid),
+        *out)
     return dict(zip(("signal", "variance", "norm", "norm2", "count"), out))
+
+
+def rule_args(dtype, dummy=None, delta_dummy=None, max_invalid=True):
+    """check_max, has_dummy, dummy_bounds of the kernels, from the one rule."""
+    rule = pixel_rule(dtype, dummy, delta_dummy, max_invalid)
+    return rule.max_invalid, rule.has_dummy, rule.bounds
 
 
 def frames_of(rng, dtype, nframes, npix):
@@ -167,8 +173,8 @@ def test_histogram_kernel_matches_reference(rng, dtype, split, azimuth, error_mo
     histogram.histogram_frames(
         frames, rad_lo, rad_hi if split else rad_lo, azi_lo, azi_hi if split else azi_lo,
         use_azimuth, split, 0.0, 10.0, 7, a0, a1, na, skip, norm, np.zeros(0, np.float32),
-        False, np.zeros((1, 0), np.float32), ERROR_MODES[error_model], True, False, 0.0, 0.0,
-        acc)
+        False, np.zeros((1, 0), np.float32), ERROR_MODES[error_model], True,
+        *rule_args(frames.dtype), acc)
     histogram.merge_threads(acc, ERROR_MODES[error_model])
     dense = reference.bbox_matrix_reference(
         rad_lo, rad_hi if split else rad_lo, edges, azi_lo if use_azimuth else None,
@@ -303,7 +309,7 @@ def test_agrees_with_pyfai(geometry, split, two_d):
     - "no" and "full": relative difference < 1e-4 asked, ~1e-7 reached (pyFAI computes
       positions and corrections in float32, we in float64).
     - "bbox": < 1e-3 on intensities and < 2e-2 on sigma. Our box is the pixel's true
-      bounding box (min..max of its corners, REFERENCE.md section 4); pyFAI's is the centre
+      bounding box (min..max of its corners, doc/integration.md, "Methods"); pyFAI's is the centre
       +- the largest corner deviation, slightly wider (its bin counts differ by up to 2 %),
       most visible near the beam centre where pixels span many bins.
       test_bbox_difference_to_pyfai_explained shows this is the whole difference.
@@ -441,13 +447,17 @@ def test_invalid_pixels_are_masked(ai, geometry):
     np.testing.assert_allclose(ai.integrate1d(ints, 40, dummy=12345).intensity,
                                want_i.intensity, rtol=1e-12)
     u = ints.astype(np.uint32)
-    u[bad] = np.iinfo(np.uint32).max
-    np.testing.assert_allclose(ai.integrate1d(u, 40).intensity, want_i.intensity, rtol=1e-12)
+    u[bad] = np.iinfo(np.uint32).max  # a Dectris mark: masked when the detector says so
+    dectris = ai.with_geometry(detector=geometry.detector.__class__(
+        172e-6, 172e-6, geometry.detector.shape, max_value_invalid=True))
+    np.testing.assert_allclose(dectris.integrate1d(u, 40).intensity, want_i.intensity,
+                               rtol=1e-12)
+    assert ai.integrate1d(u, 40).count.sum() == pytest.approx(u.size, rel=1e-9)
 
 
 def test_corrections(ai, geometry):
     """dark, flat, solid angle, polarization, absorption and normalization_factor combine as
-    sum c (raw - dark) / sum c (flat * sa * pol * abs * factor) (REFERENCE.md section 4): an
+    sum c (raw - dark) / sum c (flat * sa * pol * abs * factor) (doc/integration.md, "Formulas"): an
     image made of exactly that normalisation (plus the dark) integrates to 2.0."""
     rng = np.random.default_rng(1)
     flat = rng.uniform(0.8, 1.2, ai.detector.shape)

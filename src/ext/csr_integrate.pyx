@@ -13,10 +13,13 @@ Two kernels:
   32-bit integer frames use an AVX2 gather where the CPU has it (csr_gather.h, identical
   results).
 
-Invalid pixel values are masked per frame: NaN and +-inf in float frames, negative values in
-signed integer frames, the largest value of an integer dtype (Dectris marks dead or
-overflowing pixels so), and ``dummy`` (within ``delta_dummy``) when asked. They contribute to
-neither the signal nor the normalisation. The common path stays fast: the kernel does not read
+Invalid pixels are masked per frame by the one rule of doc/integration.md ("What is masked"),
+written in raw_values.pxi: NaN and +-inf in float frames, negative values in signed integer
+frames, the largest value of an integer dtype when ``check_max`` (the detector's
+``max_value_invalid``: Dectris marks dead or overflowing pixels so), the dummy (bounds in the
+frame's own type) and a NaN or infinite dark or variance. They contribute to neither the
+signal nor the normalisation. Every shape is checked in O(1) at entry (ValueError); the
+matrix's indices were checked once when its engine was made. The common path stays fast: the kernel does not read
 the per-pixel normalisation at all; only when it meets an invalid pixel does it read that
 pixel's normalisation and subtract it from the cached frame-invariant sums. A bin whose
 pixels are all invalid gets exact zeros (not a rounding residue).
@@ -77,11 +80,66 @@ def balanced_chunks(const cnp.int32_t[::1] indptr, int nchunks):
     return np.unique(np.concatenate([[0], cuts, [max(nbins, 0)]])).astype(np.int32)
 
 
+def _check_csr(const cnp.int32_t[::1] indptr, Py_ssize_t nnz, Py_ssize_t ncoef, bint has_coef):
+    """O(1) consistency of a CSR matrix at a kernel entry: indptr starts at 0 and ends at the
+    number of entries, coefficients match the entries. The O(nnz) checks (indptr monotonic,
+    indices within the frame) are made once, when the engine is built or loaded
+    (:func:`xreduce.engines.cython_csr.validate_csr`)."""
+    if indptr.shape[0] < 1:
+        raise ValueError("indptr: expected at least one value (nbins + 1), got none")
+    cdef Py_ssize_t nbins = indptr.shape[0] - 1
+    if indptr[0] != 0 or indptr[nbins] != nnz:
+        raise ValueError(f"indptr: expected to run from 0 to the {nnz} entries of indices, got "
+                         f"{indptr[0]} .. {indptr[nbins]}")
+    if has_coef and ncoef != nnz:
+        raise ValueError(f"coef: expected {nnz} coefficients (one per entry), got {ncoef}")
+
+
+def _check_chunks(const cnp.int32_t[::1] bounds, Py_ssize_t nbins):
+    """The chunk boundaries of the parallel loop: increasing bins from 0 to nbins."""
+    cdef Py_ssize_t k
+    if bounds.shape[0] < 1 or bounds[0] != 0 or bounds[bounds.shape[0] - 1] != nbins:
+        raise ValueError(f"chunks: expected bin boundaries from 0 to {nbins}")
+    for k in range(bounds.shape[0] - 1):
+        if bounds[k + 1] < bounds[k]:
+            raise ValueError("chunks: expected non-decreasing bin boundaries")
+
+
+def _check_kernel_shapes(Py_ssize_t nframes, Py_ssize_t npix, const cnp.int32_t[::1] indptr,
+                         Py_ssize_t nnz, Py_ssize_t ncoef, bint has_coef, Py_ssize_t nnorm,
+                         Py_ssize_t nstatic, Py_ssize_t nstatic2, Py_ssize_t ncount,
+                         Py_ssize_t ndark, bint has_dark, Py_ssize_t var_rows,
+                         Py_ssize_t var_cols, int error_mode, Py_ssize_t nbounds, outputs):
+    """O(1) shape checks of :func:`integrate_frames`: a ValueError naming the argument,
+    never an out-of-bounds read."""
+    _check_csr(indptr, nnz, ncoef, has_coef)
+    cdef Py_ssize_t nbins = indptr.shape[0] - 1
+    if nnorm != npix:
+        raise ValueError(f"norm: expected {npix} values (one per pixel), got {nnorm}")
+    for name, n in (("static_norm", nstatic), ("static_norm2", nstatic2),
+                    ("static_count", ncount)):
+        if n != nbins:
+            raise ValueError(f"{name}: expected {nbins} values (one per bin), got {n}")
+    if has_dark and ndark != npix:
+        raise ValueError(f"dark: expected {npix} values (one per pixel), got {ndark}")
+    if not 0 <= error_mode <= 3:
+        raise ValueError(f"error_mode: expected 0, 1, 2 or 3, got {error_mode}")
+    if error_mode == 2 and (var_cols != npix or var_rows not in (1, nframes)):
+        raise ValueError(f"variance: expected shape (1 or {nframes}, {npix}), got "
+                         f"({var_rows}, {var_cols})")
+    if nbounds != 2:
+        raise ValueError(f"dummy_bounds: expected 2 values, got {nbounds}")
+    for out in outputs:
+        if out.shape[0] != nframes or out.shape[1] != nbins:
+            raise ValueError(f"out: expected shape ({nframes}, {nbins}), got "
+                             f"({out.shape[0]}, {out.shape[1]})")
+
+
 cdef inline bint _add_block(const raw_t* frame, const cnp.int32_t* indices,
                             const cnp.float32_t* coef, const cnp.float32_t* dark,
                             const cnp.float32_t* variance, Py_ssize_t j, int m, bint use_coef,
-                            bint use_dark, int error_mode, bint check_values, bint has_dummy,
-                            double dummy, double delta_dummy, double* s,
+                            bint use_dark, int error_mode, bint check_values, bint check_max,
+                            bint has_dummy, raw_t dummy_a, raw_t dummy_b, double* s,
                             double* v) noexcept nogil:
     """Add entries j..j+m-1 (m <= LANES) to lanes 0..m-1 of s and v; False, adding nothing,
     if one of their values is invalid. Called with m = LANES for whole blocks, so that the
@@ -95,7 +153,9 @@ cdef inline bint _add_block(const raw_t* frame, const cnp.int32_t* indices,
         i[k] = indices[j + k]
         r[k] = frame[i[k]]
         if check_values:
-            bad = bad | _invalid(r[k], has_dummy, dummy, delta_dummy)
+            bad = bad | _invalid(r[k], check_max, has_dummy, dummy_a, dummy_b) | \
+                _invalid_correction(dark if use_dark else NULL,
+                                    variance if error_mode == 2 else NULL, i[k])
     if bad:
         return False
     for k in range(m):
@@ -117,8 +177,8 @@ cdef inline Py_ssize_t _fast_row(const raw_t* frame, const cnp.int32_t* indices,
                                  const cnp.float32_t* coef, const cnp.float32_t* dark,
                                  const cnp.float32_t* variance, Py_ssize_t j, Py_ssize_t stop,
                                  Py_ssize_t nnz, bint use_coef, bint use_dark, int error_mode,
-                                 bint check_values, bint has_dummy, double dummy,
-                                 double delta_dummy, bint simd, double* sig_out,
+                                 bint check_values, bint check_max, bint has_dummy,
+                                 raw_t dummy_a, raw_t dummy_b, bint simd, double* sig_out,
                                  double* var_out) noexcept nogil:
     """Accumulate entries j..stop of a row in blocks of 8, the last one maybe partial
     (entry j+k into lane k: independent chains); stop before the first block holding an
@@ -146,13 +206,13 @@ cdef inline Py_ssize_t _fast_row(const raw_t* frame, const cnp.int32_t* indices,
             for k in range(LANES):
                 XR_PREFETCH(frame + indices[j + PREFETCH_AHEAD + k])
         if not _add_block(frame, indices, coef, dark, variance, j, LANES, use_coef, use_dark,
-                          error_mode, check_values, has_dummy, dummy, delta_dummy, s, v):
+                          error_mode, check_values, check_max, has_dummy, dummy_a, dummy_b, s, v):
             break
         j = j + LANES
     n = stop - j
     if 0 < n < LANES:  # the last, partial block (unless an invalid value stopped us)
         if _add_block(frame, indices, coef, dark, variance, j, n, use_coef, use_dark,
-                      error_mode, check_values, has_dummy, dummy, delta_dummy, s, v):
+                      error_mode, check_values, check_max, has_dummy, dummy_a, dummy_b, s, v):
             j = stop
     sig_out[0] = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
     var_out[0] = ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))
@@ -211,6 +271,11 @@ def static_sums(const cnp.int32_t[::1] indptr, const cnp.int32_t[::1] indices,
     if chunks is None:
         chunks = balanced_chunks(indptr, 16 * openmp.omp_get_max_threads())
     cdef const cnp.int32_t[::1] bounds = chunks
+    _check_csr(indptr, indices.shape[0], coef.shape[0], has_coef)
+    for name, out in (("sum_norm", sum_norm), ("sum_norm2", sum_norm2), ("count", count)):
+        if out.shape[0] != nbins:
+            raise ValueError(f"{name}: expected {nbins} values (one per bin), got {out.shape[0]}")
+    _check_chunks(bounds, nbins)
     nchunks = bounds.shape[0] - 1
     if nbins <= 0 or nchunks <= 0:
         return
@@ -235,8 +300,8 @@ def integrate_frames(const raw_t[:, ::1] frames,
                      const double[::1] static_count,
                      const cnp.float32_t[::1] dark, bint has_dark,
                      const cnp.float32_t[:, ::1] variance, int error_mode,
-                     bint check_values, bint has_dummy, double dummy, double delta_dummy,
-                     double[:, ::1] out_signal, double[:, ::1] out_variance,
+                     bint check_values, bint check_max, bint has_dummy,
+                     const raw_t[::1] dummy_bounds, double[:, ::1] out_signal, double[:, ::1] out_variance,
                      double[:, ::1] out_norm, double[:, ::1] out_norm2,
                      double[:, ::1] out_count, chunks=None):
     """One fused pass over the matrix for a stack of frames (see the module docstring).
@@ -252,8 +317,10 @@ def integrate_frames(const raw_t[:, ::1] frames,
     dark, has_dark : (npix,) float32 dark current.
     variance : (1 or nframes, npix) float32 variance (``error_mode == 2``).
     error_mode : 0 none, 1 Poisson, 2 variance array, 3 azimuthal.
-    check_values : look for invalid values (NaN/inf, negative, dtype maximum, dummy).
-    has_dummy, dummy, delta_dummy : the dummy value to mask.
+    check_values : look for invalid values (the rule of raw_values.pxi).
+    check_max : the dtype's largest value is invalid (the detector's ``max_value_invalid``).
+    has_dummy, dummy_bounds : the dummy to mask, as two values of the frame's dtype (see
+        :class:`xreduce.engines.preprocess.PixelRule`).
     out_* : (nframes, nbins) float64 outputs.
     chunks : bin boundaries from :func:`balanced_chunks` (the units of work of the parallel
         loop, taken dynamically by the threads); default: 16 chunks per OpenMP thread,
@@ -272,12 +339,22 @@ def integrate_frames(const raw_t[:, ::1] frames,
     cdef const cnp.float32_t* var_ptr
     cdef const cnp.int32_t* indices_ptr = &indices[0] if indices.shape[0] > 0 else NULL
     cdef const cnp.float32_t* coef_ptr = &coef[0] if has_coef and coef.shape[0] > 0 else NULL
-    cdef const cnp.float32_t* dark_ptr = &dark[0] if has_dark else NULL
-    if frames.shape[1] == 0 or nframes == 0:
+    cdef raw_t dummy_a, dummy_b
+    _check_kernel_shapes(frames.shape[0], frames.shape[1], indptr, indices.shape[0],
+                         coef.shape[0], has_coef, norm.shape[0], static_norm.shape[0],
+                         static_norm2.shape[0], static_count.shape[0], dark.shape[0], has_dark,
+                         variance.shape[0], variance.shape[1], error_mode,
+                         dummy_bounds.shape[0], (out_signal, out_variance, out_norm, out_norm2,
+                                                 out_count))
+    cdef const cnp.float32_t* dark_ptr = &dark[0] if has_dark and dark.shape[0] > 0 else NULL
+    if frames.shape[1] == 0 or nframes == 0 or nbins == 0:
         return
+    dummy_a = dummy_bounds[0]
+    dummy_b = dummy_bounds[1]
     if chunks is None:
         chunks = balanced_chunks(indptr, 16 * openmp.omp_get_max_threads())
     cdef const cnp.int32_t[::1] bounds = chunks
+    _check_chunks(bounds, nbins)
     cdef Py_ssize_t ch, nchunks = bounds.shape[0] - 1
     cdef bint simd = _use_simd
     with nogil:
@@ -297,38 +374,41 @@ def integrate_frames(const raw_t[:, ::1] frames,
                     mean = 0.0
                     m2 = 0.0
                     j = start
+                    frame_ptr = &frames[f, 0]
+                    var_ptr = &variance[fv, 0] if error_mode == 2 else NULL
                     if error_mode != 3:
                         # Fast path (no normalisation read), specialised per call site; it stops
                         # at the first invalid value and the general loop below does the rest.
-                        frame_ptr = &frames[f, 0]
-                        var_ptr = &variance[fv, 0] if error_mode == 2 else NULL
                         if not has_dark and not has_dummy and has_coef and error_mode == 1:
                             j = _fast_row(frame_ptr, indices_ptr, coef_ptr, NULL, NULL, j, stop,
-                                          nnz, True, False, 1, check_values, False, 0.0,
-                                          0.0, simd, &sig, &var)
+                                          nnz, True, False, 1, check_values, check_max, False,
+                                          dummy_a, dummy_b, simd, &sig, &var)
                         elif not has_dark and not has_dummy and has_coef and error_mode == 0:
                             j = _fast_row(frame_ptr, indices_ptr, coef_ptr, NULL, NULL, j, stop,
-                                          nnz, True, False, 0, check_values, False, 0.0,
-                                          0.0, simd, &sig, &var)
+                                          nnz, True, False, 0, check_values, check_max, False,
+                                          dummy_a, dummy_b, simd, &sig, &var)
                         elif not has_dark and not has_dummy and not has_coef and error_mode == 1:
                             j = _fast_row(frame_ptr, indices_ptr, NULL, NULL, NULL, j, stop,
-                                          nnz, False, False, 1, check_values, False, 0.0,
-                                          0.0, simd, &sig, &var)
+                                          nnz, False, False, 1, check_values, check_max, False,
+                                          dummy_a, dummy_b, simd, &sig, &var)
                         elif not has_dark and not has_dummy and not has_coef and error_mode == 0:
                             j = _fast_row(frame_ptr, indices_ptr, NULL, NULL, NULL, j, stop,
-                                          nnz, False, False, 0, check_values, False, 0.0,
-                                          0.0, simd, &sig, &var)
+                                          nnz, False, False, 0, check_values, check_max, False,
+                                          dummy_a, dummy_b, simd, &sig, &var)
                         else:
                             j = _fast_row(frame_ptr, indices_ptr, coef_ptr if has_coef else NULL,
                                           dark_ptr if has_dark else NULL, var_ptr, j, stop,
                                           nnz, has_coef, has_dark, error_mode, check_values,
-                                          has_dummy, dummy, delta_dummy, simd, &sig, &var)
+                                          check_max, has_dummy, dummy_a, dummy_b, simd, &sig,
+                                          &var)
                     while j < stop:
                         idx = indices[j]
                         c = coef[j] if has_coef else 1.0
                         v = frames[f, idx]
                         j = j + 1
-                        if check_values and _invalid(v, has_dummy, dummy, delta_dummy):
+                        if check_values and (
+                                _invalid(v, check_max, has_dummy, dummy_a, dummy_b)
+                                or _invalid_correction(dark_ptr, var_ptr, idx)):
                             w = c * norm[idx]
                             bad_n = bad_n + w
                             bad_n2 = bad_n2 + w * w
@@ -387,7 +467,7 @@ def finish(const double[::1] signal, const double[::1] variance, const double[::
     Where ``norm > 0``: ``intensity = signal / norm``, and when ``with_errors``
     ``sigma = sqrt(variance) / norm`` and ``std = sqrt(variance / norm2)`` (``sigma`` and
     ``std`` may be empty arrays otherwise); elsewhere ``empty``. Equal, operation for
-    operation, to the NumPy formulas of REFERENCE.md section 4.
+    operation, to the NumPy formulas of doc/integration.md ("Formulas").
     """
     cdef Py_ssize_t i, n = signal.shape[0]
     cdef double sn

@@ -10,9 +10,10 @@ which are merged at the end.
 Pixels whose azimuthal box crosses the chi discontinuity are given with ``azi_hi > pi``; the
 part of the box beyond pi is wrapped round to -pi.
 
-The raw frames are read in their own dtype; invalid values are masked as in
-:mod:`xreduce.ext.csr_integrate` (NaN/inf, negative signed integers, the dtype maximum of
-integers, ``dummy``). Accumulator fields (last axis of ``acc``): 0 signal, 1 variance,
+The raw frames are read in their own dtype; invalid pixels are masked by the one rule of
+raw_values.pxi (doc/integration.md, "What is masked"), as in :mod:`xreduce.ext.csr_integrate`.
+The caller bounds the accumulators' memory by passing blocks of frames
+(:mod:`xreduce.engines.histogram`); :func:`merge_threads` merges them in parallel. Accumulator fields (last axis of ``acc``): 0 signal, 1 variance,
 2 norm, 3 norm^2, 4 count, and for the azimuthal error model 5 weight, 6 weighted mean,
 7 weighted sum of squared deviations.
 """
@@ -33,8 +34,8 @@ def histogram_frames(const raw_t[:, ::1] frames,
                      const cnp.uint8_t[::1] skip, const double[::1] norm,
                      const cnp.float32_t[::1] dark, bint has_dark,
                      const cnp.float32_t[:, ::1] variance, int error_mode,
-                     bint check_values, bint has_dummy, double dummy, double delta_dummy,
-                     double[:, :, :, ::1] acc):
+                     bint check_values, bint check_max, bint has_dummy,
+                     const raw_t[::1] dummy_bounds, double[:, :, :, ::1] acc):
     """Accumulate a stack of frames into per-thread bins.
 
     Parameters
@@ -48,8 +49,8 @@ def histogram_frames(const raw_t[:, ::1] frames,
     r0, r1, nr, a0, a1, na : bin ranges and numbers (azimuth in radians, within [-pi, pi]).
     skip : (npix,) 1 for statically masked pixels.
     norm : (npix,) per-pixel normalisation.
-    dark, has_dark, variance, error_mode, check_values, has_dummy, dummy, delta_dummy : as
-        in :func:`xreduce.ext.csr_integrate.integrate_frames`.
+    dark, has_dark, variance, error_mode, check_values, check_max, has_dummy, dummy_bounds :
+        as in :func:`xreduce.ext.csr_integrate.integrate_frames`.
     acc : (nthreads, nframes, na*nr, nfields) zeroed accumulators, bin = i_azim*nr + i_rad;
         nfields is 8 for the azimuthal error model, 5 otherwise.
     """
@@ -65,7 +66,33 @@ def histogram_frames(const raw_t[:, ::1] frames,
     cdef int tid, ir, ir0, ir1, ia, ia0, ia1, k0, k1, shift
     cdef double plo, phi, qlo = 0.0, qhi = 0.0, lo, hi, fr, fa, c, s, x, w, n, delta, vv
     cdef double edge_lo, edge_hi, part
-    cdef raw_t v
+    cdef raw_t v, dummy_a, dummy_b
+    cdef const cnp.float32_t* dark_ptr
+    cdef const cnp.float32_t* var_ptr
+    if npix != rad_lo.shape[0] or npix != rad_hi.shape[0] or npix != skip.shape[0] \
+            or npix != norm.shape[0]:
+        raise ValueError(f"frames: expected {rad_lo.shape[0]} pixels a frame (the engine's), "
+                         f"got {npix}")
+    if use_azimuth and (azi_lo.shape[0] != npix or azi_hi.shape[0] != npix):
+        raise ValueError(f"azi_lo: expected {npix} values, got {azi_lo.shape[0]}")
+    if has_dark and dark.shape[0] != npix:
+        raise ValueError(f"dark: expected {npix} values (one per pixel), got {dark.shape[0]}")
+    if error_mode == 2 and (variance.shape[1] != npix or variance.shape[0] not in (1, nframes)):
+        raise ValueError(f"variance: expected shape (1 or {nframes}, {npix}), got "
+                         f"({variance.shape[0]}, {variance.shape[1]})")
+    if not 0 <= error_mode <= 3:
+        raise ValueError(f"error_mode: expected 0, 1, 2 or 3, got {error_mode}")
+    if nr <= 0 or na <= 0 or acc.shape[1] != nframes or acc.shape[2] != <Py_ssize_t> nr * na \
+            or acc.shape[3] < (8 if error_mode == 3 else 5) or nthreads <= 0:
+        raise ValueError(f"acc: expected shape (threads, {nframes}, {nr * na}, "
+                         f"{8 if error_mode == 3 else 5})")
+    if dummy_bounds.shape[0] != 2:
+        raise ValueError(f"dummy_bounds: expected 2 values, got {dummy_bounds.shape[0]}")
+    if npix == 0 or nframes == 0:
+        return
+    dummy_a = dummy_bounds[0]
+    dummy_b = dummy_bounds[1]
+    dark_ptr = &dark[0] if has_dark else NULL
     with nogil, parallel(num_threads=nthreads):
         tid = threadid()
         for i in prange(npix, schedule="static"):
@@ -130,7 +157,11 @@ def histogram_frames(const raw_t[:, ::1] frames,
                     bin_ = ia * nr + ir
                     for f in range(nframes):
                         v = frames[f, i]
-                        if check_values and _invalid(v, has_dummy, dummy, delta_dummy):
+                        fv = 0 if shared_variance else f
+                        var_ptr = &variance[fv, 0] if error_mode == 2 else NULL
+                        if check_values and (
+                                _invalid(v, check_max, has_dummy, dummy_a, dummy_b)
+                                or _invalid_correction(dark_ptr, var_ptr, i)):
                             continue
                         s = <double> v
                         if has_dark:
@@ -142,7 +173,6 @@ def histogram_frames(const raw_t[:, ::1] frames,
                                 vv = 1.0
                             acc[tid, f, bin_, 1] += c * c * vv
                         elif error_mode == 2:
-                            fv = 0 if shared_variance else f
                             acc[tid, f, bin_, 1] += c * c * variance[fv, i]
                         acc[tid, f, bin_, 2] += c * n
                         acc[tid, f, bin_, 3] += c * c * n * n
@@ -160,23 +190,28 @@ def merge_threads(double[:, :, :, ::1] acc, int error_mode):
     """Merge per-thread accumulators into thread 0; return nothing.
 
     Sums add; for the azimuthal model the weighted means and squared deviations are combined
-    with Chan's parallel formula.
+    with Chan's parallel formula. Parallel over the (frame, bin) cells: each cell is merged by
+    one thread, threads in order, so the result does not depend on the thread count used here.
     """
     cdef Py_ssize_t nthreads = acc.shape[0], nframes = acc.shape[1], nbins = acc.shape[2]
-    cdef Py_ssize_t t, f, b, k
+    cdef Py_ssize_t t, f, b, k, cell
     cdef double wa, wb, w, delta
+    if acc.shape[3] < (8 if error_mode == 3 else 5):
+        raise ValueError(f"acc: expected 8 fields (5 without the azimuthal model), got "
+                         f"{acc.shape[3]}")
     with nogil:
-        for t in range(1, nthreads):
-            for f in range(nframes):
-                for b in range(nbins):
-                    if error_mode == 3:
-                        wa = acc[0, f, b, 5]
-                        wb = acc[t, f, b, 5]
-                        w = wa + wb
-                        if wb > 0.0:
-                            delta = acc[t, f, b, 6] - acc[0, f, b, 6]
-                            acc[0, f, b, 6] += delta * wb / w
-                            acc[0, f, b, 7] += acc[t, f, b, 7] + delta * delta * wa * wb / w
-                            acc[0, f, b, 5] = w
-                    for k in range(5):
-                        acc[0, f, b, k] += acc[t, f, b, k]
+        for cell in prange(nframes * nbins, schedule="static"):
+            f = cell // nbins
+            b = cell % nbins
+            for t in range(1, nthreads):
+                if error_mode == 3:
+                    wa = acc[0, f, b, 5]
+                    wb = acc[t, f, b, 5]
+                    w = wa + wb
+                    if wb > 0.0:
+                        delta = acc[t, f, b, 6] - acc[0, f, b, 6]
+                        acc[0, f, b, 6] += delta * wb / w
+                        acc[0, f, b, 7] += acc[t, f, b, 7] + delta * delta * wa * wb / w
+                        acc[0, f, b, 5] = w
+                for k in range(5):
+                    acc[0, f, b, k] += acc[t, f, b, k]

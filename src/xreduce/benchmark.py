@@ -165,7 +165,7 @@ def _resident_rate(ai: Any, stack: np.ndarray, error_model: str | None) -> float
     import pyopencl as cl
     import pyopencl.array as cla
 
-    from xreduce.opencl_engine import OpenCLIntegrationEngine
+    from xreduce.engines.opencl import OpenCLIntegrationEngine
 
     engine = next(e for _, e in ai.engines if isinstance(e, OpenCLIntegrationEngine))
     device_engine = engine.device_engines[-1]

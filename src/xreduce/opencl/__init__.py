@@ -95,13 +95,17 @@ def _parse_spec(device: DeviceSpec) -> str | tuple[int, int]:
         text = device.strip().lower()
         if text in ("gpu", "cpu", "any"):
             return text
+        kind, _, index = text.partition(":")
+        if kind in ("gpu", "cpu", "any") and index.strip().isdigit():
+            return f"{kind}:{int(index)}"  # the index-th device of that kind
         for sep in (",", ":"):
             if sep in text:
                 parts = text.split(sep)
                 if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
                     return int(parts[0]), int(parts[1])
         raise ValueError(
-            f"{source}: expected 'gpu', 'cpu', 'any' or 'platform_id,device_id', got {device!r}"
+            f"{source}: expected 'gpu', 'cpu', 'any', 'gpu:N', 'cpu:N' or "
+            f"'platform_id,device_id', got {device!r}"
         )
     if (
         isinstance(device, (tuple, list))
@@ -131,6 +135,7 @@ def _find_device(spec: str | tuple[int, int]):
                 f"{len(devices)} device(s))"
             )
         return devices[did]
+    spec, _, index = spec.partition(":")
     wanted = {"gpu": cl.device_type.GPU, "cpu": cl.device_type.CPU}.get(spec)
     order = ("gpu", "accelerator", "cpu") if spec == "any" else (spec,)
     found = [d for p in platforms for d in _devices(p, cl)]
@@ -150,6 +155,12 @@ def _find_device(spec: str | tuple[int, int]):
                 return i
         return len(order)
 
+    if index:
+        ranked = sorted(found, key=rank)  # stable: platform order within a kind
+        if int(index) >= len(ranked):
+            raise OpenCLUnavailableError(
+                f"no OpenCL device {spec}:{index}: {len(ranked)} device(s) of type {spec!r}")
+        return ranked[int(index)]
     return min(found, key=rank)  # stable: first device of the best kind
 
 
@@ -164,10 +175,10 @@ def get_context(device: DeviceSpec = None):
 
     Parameters
     ----------
-    device : None, "gpu", "cpu", "any" or (platform_id, device_id)
+    device : None, "gpu", "cpu", "any", "gpu:N", "cpu:N" or (platform_id, device_id)
         ``None`` reads ``XREDUCE_OPENCL_DEVICE`` (same values; a pair is written
         ``"0,1"``), defaulting to ``"any"``, which prefers a GPU, then an accelerator, then
-        a CPU device.
+        a CPU device; ``"gpu:1"`` is the second GPU (in platform order).
 
     Returns
     -------
