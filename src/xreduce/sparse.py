@@ -8,7 +8,10 @@ integration is then a sparse product with the frame. Four splitting schemes:
 - ``"bbox"``: the pixel's bounding box in (radial, chi) is spread uniformly over the bins it
   covers;
 - ``"pseudo"``: as bbox, with the box shrunk about its centre to the pixel's area;
-- ``"full"``: the pixel quadrilateral is split exactly by area (polygon clipping).
+- ``"full"``: the pixel quadrilateral is split exactly by area (polygon clipping);
+- ``"bbox_pyfai"``: bbox with pyFAI's box, centre +- the largest corner deviation (symmetric,
+  slightly wider than the true box; doc/integration.md), for bin-for-bin comparisons with
+  pyFAI. Built from a geometry only (:func:`build_csr`).
 
 Example
 -------
@@ -21,6 +24,7 @@ Example
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +33,7 @@ import numpy as np
 from xreduce.ext import csr_builder
 
 SPLITS = ("no", "bbox", "pseudo", "full")
+PYFAI_BBOX = "bbox_pyfai"
 # The upper edge of a default range is nudged up by one float32 epsilon (relative), as the
 # established tool does, so that the largest value falls inside the last bin.
 _EPS32 = 1.0 + float(np.finfo(np.float32).eps)
@@ -325,7 +330,7 @@ def build_csr(
         Number of azimuthal bins; None for a 1D matrix.
     unit : str or Unit
         Radial unit, e.g. "2th_deg", "q_nm^-1".
-    split : {"no", "bbox", "pseudo", "full"}
+    split : {"no", "bbox", "pseudo", "full", "bbox_pyfai"}
     radial_range : (float, float) or None
         In `unit`.
     azimuth_range : (float, float) or None
@@ -348,11 +353,28 @@ def build_csr(
     >>> m.shape, round(float(m.data.sum()))
     ((100, 40000), 40000)
     """
+    split_name = split.lower() if isinstance(split, str) else split
+    if split_name == PYFAI_BBOX and not hasattr(geometry_or_arrays, "corner_array"):
+        raise ValueError(f"split={PYFAI_BBOX!r} needs a Geometry, got "
+                         f"{type(geometry_or_arrays).__name__}")
     if hasattr(geometry_or_arrays, "corner_array"):
         geometry = geometry_or_arrays
         corners = centers = radial_bounds = None
-        split_name = split.lower() if isinstance(split, str) else split
-        if split_name == "no":
+        if split_name == PYFAI_BBOX:
+            chi_range = None
+            if npt_azim is not None or azimuth_range is not None:
+                lo_deg, hi_deg = _check_range("azimuth_range", azimuth_range) or \
+                    ((-180.0, 180.0) if chi_discontinuity_at_pi else (0.0, 360.0))
+                chi_range = (np.deg2rad(lo_deg), np.deg2rad(hi_deg))
+            corners = pyfai_bbox_corners(geometry, unit, chi_range)
+            if chi_range is not None:     # pixels whose box misses the range stay out
+                outside = np.isnan(corners[..., 0, 1])
+                mask = outside if mask is None else (np.asarray(mask) != 0) | outside
+            if npt_azim is None and azimuth_range is None:
+                radial_bounds = corners[..., :2, 0]       # (low, high) is all a 1D bbox reads
+                corners = None
+            split = "bbox"
+        elif split_name == "no":
             centers = (geometry.center_array(unit), geometry.chi_array())
         elif split_name == "bbox" and npt_azim is None and azimuth_range is None:
             radial_bounds = geometry.radial_bounds(unit)    # all that a 1D bbox reads
@@ -377,7 +399,55 @@ def build_csr(
                             f"got {type(geometry_or_arrays).__name__}") from None
     azimuth_range = _check_range("azimuth_range", azimuth_range)
     azimuth_range_rad = None if azimuth_range is None else tuple(np.deg2rad(azimuth_range))
-    return build_csr_from_arrays(
+    matrix = build_csr_from_arrays(
         corners, centers, npt_rad, npt_azim, split, radial_range, azimuth_range_rad, mask,
         chi_discontinuity_at_pi, unit=unit, dtype=dtype, compact=compact,
         num_threads=num_threads, radial_bounds=radial_bounds)
+    if split_name == PYFAI_BBOX:
+        matrix = dataclasses.replace(matrix, split=PYFAI_BBOX)
+    return matrix
+
+
+def pyfai_bbox_corners(geometry: Any, unit: Any = "2th_deg",
+                       chi_range: tuple[float, float] | None = None) -> np.ndarray:
+    """pyFAI's bbox of every pixel, as the 4 corners of a (radial, chi) rectangle.
+
+    pyFAI's box is the pixel centre ``c`` +- ``d = max_k |corner_k - c|`` in the radial unit
+    (its low end clipped at 0: 2theta, q, r and d*^2 are never negative), and in chi the
+    centre +- the largest corner deviation taken the short way round the circle. Returned in
+    the layout of :meth:`Geometry.corner_array` (rows, cols, 4, 2), corners (low, low),
+    (high, low), (high, high), (low, high), so the true-box ``"bbox"`` build of these corners
+    is pyFAI's box (doc/integration.md, "Note on bbox"). With ``chi_range`` (radians) the
+    chi side is clipped to it, as pyFAI does, so that a pixel's whole weight lands inside
+    the range (chi NaN for pixels whose box misses it); without, chi may leave (-pi, pi] by
+    up to ``d``.
+
+    Example
+    -------
+    >>> from xreduce.detectors import Detector
+    >>> from xreduce.geometry import Geometry
+    >>> g = Geometry(0.1, 0.001, 0.001, 0, 0, 0, 1e-10, Detector(1e-4, 1e-4, (4, 4)))
+    >>> c = pyfai_bbox_corners(g, "r_mm")
+    >>> bool((c[..., 0, 0] <= g.center_array("r_mm")).all())
+    True
+    """
+    centre = np.asarray(geometry.center_array(unit), dtype=np.float64)
+    corners = np.asarray(geometry.corner_array(unit), dtype=np.float64)
+    delta = np.abs(corners[..., 0] - centre[..., None]).max(axis=-1)
+    chi = np.asarray(geometry.chi_array(), dtype=np.float64)
+    turn = np.abs(corners[..., 1] - chi[..., None]) % (2 * np.pi)
+    delta_chi = np.minimum(turn, 2 * np.pi - turn).max(axis=-1)
+    lo = np.maximum(centre - delta, 0.0)
+    hi = centre + delta
+    out = np.empty(centre.shape + (4, 2))
+    out[..., 0, 0] = out[..., 3, 0] = lo
+    out[..., 1, 0] = out[..., 2, 0] = hi
+    chi_lo, chi_hi = chi - delta_chi, chi + delta_chi
+    if chi_range is not None:
+        a0, a1 = chi_range
+        miss = (chi_hi < a0) | (chi_lo > a1)
+        chi_lo, chi_hi = np.maximum(chi_lo, a0), np.minimum(chi_hi, a1)
+        chi_lo[miss] = chi_hi[miss] = np.nan
+    out[..., 0, 1] = out[..., 1, 1] = chi_lo
+    out[..., 2, 1] = out[..., 3, 1] = chi_hi
+    return out
