@@ -28,6 +28,14 @@ NAMES = sorted(f for f in os.listdir(SCRIPTS) if f.endswith(".py"))
 SWAPS = [(r"^from pyFAI\.integrator\.azimuthal import ", "from xreduce.compat.pyfai import "),
          (r"^import pyFAI$", "import xreduce.compat.pyfai as pyFAI")]
 RTOL = 1e-4
+# pyFAI's 2D full splitting shares pixel areas between chi bins a little differently from
+# exact polygon clipping (same corners, same totals; up to 0.25 % in 12 % of the bins of the
+# corpus' case, counts within 1 pixel): measured bound, doc/pyfai.md "How close".
+LOOSE = {"s02_integrate2d.py:full_2d_q": (3e-3, 1.0)}
+# With an explicit range pyFAI's first bin also takes pixels up to one bin width below it
+# (its bin index truncates towards zero; doc/integration.md "Note on explicit ranges"):
+# that bin is left out of the comparison.
+FIRST_AZIMUTHAL_BIN_SKIPPED = {"s02_integrate2d.py:sector_2d"}
 
 
 def swap_imports(source: str) -> str:
@@ -92,23 +100,26 @@ def test_corpus_statements_run(corpus):
 
 
 def _compare(label, ref, ours, two_d=False):
+    rtol, count_atol = LOOSE.get(label, (RTOL, 0.0))
     keep = slice(None)
     if two_d:
         keep = np.asarray(ref.count) > 10
+        if label in FIRST_AZIMUTHAL_BIN_SKIPPED:
+            keep[0] = False
         assert keep.sum() > 0.3 * keep.size, f"{label}: too few populated bins"
         np.testing.assert_allclose(ours.azimuthal, ref.azimuthal, rtol=RTOL, atol=1e-6,
                                    err_msg=f"{label}: azimuthal")
     np.testing.assert_allclose(ours.radial, ref.radial, rtol=RTOL, atol=1e-9,
                                err_msg=f"{label}: radial")
     np.testing.assert_allclose(np.asarray(ours.intensity)[keep],
-                               np.asarray(ref.intensity)[keep], rtol=RTOL,
+                               np.asarray(ref.intensity)[keep], rtol=rtol,
                                err_msg=f"{label}: intensity")
     np.testing.assert_allclose(np.asarray(ours.count)[keep], np.asarray(ref.count)[keep],
-                               rtol=RTOL, err_msg=f"{label}: count")
+                               rtol=RTOL, atol=count_atol, err_msg=f"{label}: count")
     if ref.sigma is not None:
         assert ours.sigma is not None, f"{label}: sigma missing"
         np.testing.assert_allclose(np.asarray(ours.sigma)[keep], np.asarray(ref.sigma)[keep],
-                                   rtol=RTOL, err_msg=f"{label}: sigma")
+                                   rtol=rtol, err_msg=f"{label}: sigma")
     assert str(ours.unit) == str(ref.unit), label
     assert len(ours) == len(ref), f"{label}: unpacks to {len(ours)} items, pyFAI {len(ref)}"
 
@@ -121,7 +132,11 @@ def test_corpus_results_agree_with_pyfai(corpus):
             _compare(f"{name}:{key}", ref, ours, two_d=hasattr(ref, "azimuthal"))
             compared += 1
         for key, ref in ref_ns.get("ARRAYS", {}).items():
-            np.testing.assert_allclose(ours_ns["ARRAYS"][key], ref, rtol=1e-6, atol=1e-9,
+            # pyFAI keeps corner positions in float32: 1e-6 of the array's scale; its
+            # "delta" (corner - centre, ~0.03 deg) inherits the float32 rounding of corners
+            # at ~15 deg (ulp 1e-6 deg)
+            atol = 2e-6 if key == "delta_2th" else 1e-6 * float(np.abs(np.asarray(ref)).max())
+            np.testing.assert_allclose(ours_ns["ARRAYS"][key], ref, rtol=1e-6, atol=atol,
                                        err_msg=f"{name}:{key}")
             compared += 1
     assert compared >= 25

@@ -124,6 +124,11 @@ def parse_pyfai_method(method: Any) -> tuple[str, str, str]:
     return split, algorithm, implementation
 
 
+def _empty(dummy: float | None) -> float:
+    """pyFAI's value for bins without pixels: ``dummy`` if given, else 0."""
+    return 0.0 if dummy is None else float(dummy)
+
+
 def _error_model(value: Any) -> str | None:
     """pyFAI's error models (a name or its ErrorModel enum) as xreduce's."""
     if value is None:
@@ -681,6 +686,10 @@ class AzimuthalIntegrator:
                             flat, dummy, delta_dummy, normalization_factor, variance,
                             error_model, absorption)
         core = self._core_for(mask)
+        if radial_range is None and args["method"][1] == "histogram":
+            # pyFAI's histograms span every pixel, masked ones too (doc/pyfai.md)
+            radial_range = self._radial_extent(unit, args["method"][0],
+                                               np.zeros(self.detector.shape, bool))
         if azimuth_range is not None and args["method"][0] != "no":
             # pyFAI's 1D sector: whole pixels whose chi box (centre +- largest corner
             # deviation) touches it, whatever the split (doc/pyfai.md, "Sectors")
@@ -692,7 +701,7 @@ class AzimuthalIntegrator:
             args["mask"] = invalid | (hi < a0) | (lo > a1)
             core, azimuth_range = self._core_for(args["mask"]), None
         res = core.integrate1d(data, npt, unit=unit, radial_range=radial_range,
-                               azimuth_range=azimuth_range, **args)
+                               azimuth_range=azimuth_range, empty=_empty(dummy), **args)
         if filename:
             res.save(os.fspath(filename))
         return Integrate1dResult(res, "integrate1d_ng", metadata)
@@ -713,11 +722,20 @@ class AzimuthalIntegrator:
         args = self._common(data, method, mask, correctSolidAngle, polarization_factor, dark,
                             flat, dummy, delta_dummy, normalization_factor, variance,
                             error_model, absorption)
+        if args["method"][1] == "histogram":
+            # pyFAI's histograms span every pixel, masked ones too (doc/pyfai.md)
+            everything = np.zeros(self.detector.shape, bool)
+            if radial_range is None:
+                radial_range = self._radial_extent(unit, args["method"][0], everything)
+            if azimuth_range is None:
+                azimuth_range = self._azimuth_range(args["method"][0], everything)
         if azimuth_range is None:
             azimuth_range = self._azimuth_range(args["method"][0], mask)
+        elif radial_range is None:      # pyFAI's radial bins span every valid pixel
+            radial_range = self._radial_extent(unit, args["method"][0], self._invalid(mask))
         res = self._core_for(mask).integrate2d(data, npt_rad, npt_azim, unit=unit,
                                     radial_range=radial_range, azimuth_range=azimuth_range,
-                                    **args)
+                                    empty=_empty(dummy), **args)
         if filename:
             res.save(os.fspath(filename))
         return Integrate2dResult(res, "integrate2d_ng", metadata)
