@@ -227,6 +227,10 @@ class Detector:
         regular = getattr(detector, "uniform_pixel", True) and getattr(detector, "IS_FLAT", True)
         if not regular or getattr(detector, "_splinefile", None):
             zyx = np.asarray(detector.get_pixel_corners(), dtype=np.float64)
+            if zyx.shape[-2] != 4:
+                raise ValueError(f"detector: pyFAI's {detector.name} has pixels with "
+                                 f"{zyx.shape[-2]} corners (hexagonal); xreduce handles "
+                                 f"4-cornered pixels only")
             corners = np.stack([zyx[..., 1], zyx[..., 2], zyx[..., 0]], axis=-1)
         orientation = int(getattr(detector, "orientation", 3) or 3)
         name = detector.name if detector.name not in ("Detector", "", None) else None
@@ -247,19 +251,33 @@ class Detector:
         >>> get_detector("Pilatus 1M").to_pyfai().shape            # doctest: +SKIP
         (1043, 981)
         """
-        from pyFAI.detectors import Detector as PyfaiDetector
+        import pyFAI.detectors as pyfai_detectors
 
         if self.corners is not None:
             raise ValueError("detector: a detector with explicit pixel corners has no pyFAI "
                              "equivalent here; write it with write_nexus instead")
-        unbinned = (self.pixel1 / self.binning[0], self.pixel2 / self.binning[1])
-        det = PyfaiDetector(pixel1=unbinned[0], pixel2=unbinned[1], max_shape=self.max_shape,
-                            orientation=self.orientation)
-        if self.binning != (1, 1):
-            det.set_binning(self.binning)
-        det.mask = np.array(self.mask, dtype=np.int8)
-        if self.name:
-            det.aliases = [self.name]
+        det = None
+        cls = _pyfai_class(self.name) if self.name else None
+        if cls is not None:                        # pyFAI's own class, when it is the same
+            try:
+                det = cls(orientation=self.orientation)
+            except TypeError:
+                det = cls() if self.orientation == 3 else None
+            if det is not None and tuple(det.max_shape or ()) == self.max_shape:
+                det.set_binning(self.binning)
+            if det is None or (det.pixel1, det.pixel2, tuple(det.shape)) != \
+                    (self.pixel1, self.pixel2, self.shape):
+                det = None
+        if det is None:
+            unbinned = (self.pixel1 / self.binning[0], self.pixel2 / self.binning[1])
+            det = pyfai_detectors.Detector(pixel1=unbinned[0], pixel2=unbinned[1],
+                                           max_shape=self.max_shape,
+                                           orientation=self.orientation)
+            if self.binning != (1, 1):
+                det.set_binning(self.binning)
+        theirs = det.mask
+        if theirs is None or not np.array_equal(np.asarray(theirs) != 0, self.mask != 0):
+            det.mask = np.array(self.mask, dtype=np.int8)
         return det
 
     # -- NeXus ---------------------------------------------------------------------------------
@@ -718,17 +736,30 @@ def get_detector(name: str, binning: tuple | None = None, orientation: int = 3) 
     return full if (b1, b2) == (1, 1) else full.binned(b1, b2)
 
 
-def _from_pyfai_registry(name: str, binning, orientation: int) -> Detector | None:
-    """A detector of pyFAI's registry that ours lacks, built from pyFAI's definition (None
-    when pyFAI is not installed or does not know the name either)."""
+def _pyfai_class(name: str):
+    """pyFAI's detector class for a name (ours or pyFAI's spelling), or None (also when
+    pyFAI is not installed)."""
     try:
         import pyFAI.detectors as pyfai_detectors
     except ImportError:
         return None
-    key = _normalise(name)
     classes = {_normalise(k): cls for k, cls in pyfai_detectors.ALL_DETECTORS.items()}
-    cls = classes.get(key)
-    if cls is None or key == "detector":
+    model = _REGISTRY.get(_normalise(name))
+    for candidate in ((name,) + ((model.name,) + model.aliases if model else ())):
+        key = _normalise(candidate)
+        if key in classes and key != "detector":
+            return classes[key]
+        key = _normalise(re.sub(r"(?i)\s*cdte\s*", "", candidate) + "cdte")  # "Pilatus CdTe 1M"
+        if "cdte" in candidate.lower() and key in classes:
+            return classes[key]
+    return None
+
+
+def _from_pyfai_registry(name: str, binning, orientation: int) -> Detector | None:
+    """A detector of pyFAI's registry that ours lacks, built from pyFAI's definition (None
+    when pyFAI is not installed or does not know the name either)."""
+    cls = _pyfai_class(name)
+    if cls is None:
         return None
     try:
         det = cls(orientation=orientation)
