@@ -408,7 +408,15 @@ class _NexusReader:
         return np.asarray(item[()])
 
     def text(self, key: str) -> str:
-        value = self.group[key][()] if key in self.group else None
+        import h5py
+
+        item = self.group.get(key)
+        if not isinstance(item, h5py.Dataset) or item.dtype.kind not in "SOU" \
+                or item.size > 1:
+            raise TypeError(f"{self.where(key)}: expected one string, got "
+                            f"{getattr(item, 'dtype', type(item).__name__)} "
+                            f"{getattr(item, 'shape', '')}")
+        value = item[()]
         if isinstance(value, np.ndarray) and value.size == 1:
             value = value.reshape(-1)[0]
         if isinstance(value, bytes):

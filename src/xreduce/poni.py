@@ -126,6 +126,8 @@ def read_poni(path: str | os.PathLike, shape: tuple | None = None):
             config = json.loads(value) if value.lower() != "none" else {}
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}, line {line}: Detector_config: invalid JSON ({error.msg})") from None
+        except RecursionError:
+            raise ValueError(f"{path}, line {line}: Detector_config: JSON nested too deeply") from None
         if not isinstance(config, dict):
             raise ValueError(f"{path}, line {line}: Detector_config: expected a JSON object")
         config = {k.lower(): v for k, v in config.items()}
@@ -271,7 +273,10 @@ def detector_from_config(name: str, config: dict, shape=None, where: str = "conf
             if not isinstance(filename, str) or not filename:
                 raise ValueError(f"{where}: filename: NexusDetector needs the detector "
                                  f"file's name, got {filename!r}")
-            return Detector.read_nexus(filename)
+            try:
+                return Detector.read_nexus(filename)
+            except (OSError, KeyError, TypeError, ValueError) as error:
+                raise type(error)(f"{where}: filename: {error}") from None
         if len(pixels) != 2:
             raise ValueError(f"{where}: the detector has no pixel sizes (pixel1, pixel2)")
         if max_shape is None and shape is not None:
@@ -284,7 +289,7 @@ def detector_from_config(name: str, config: dict, shape=None, where: str = "conf
         binning = binning or (1, 1)
         rows, cols = _checked_shape(where, max_shape, binning)
         if shape is not None and tuple(shape) != (rows, cols):
-            raise ValueError(f"shape: the file gives {(rows, cols)}, got {tuple(shape)}")
+            raise ValueError(f"{where}: shape: the file gives {(rows, cols)}, got {tuple(shape)}")
         return Detector(pixels["pixel1"], pixels["pixel2"], (rows, cols),
                         binning=binning, orientation=orientation)
     try:
