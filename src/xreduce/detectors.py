@@ -18,7 +18,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -304,23 +303,24 @@ class Detector:
         import h5py
 
         if isinstance(target, (str, os.PathLike)):
-            path = os.fspath(target)
-            folder = os.path.dirname(os.path.abspath(path))
-            handle, tmp = tempfile.mkstemp(suffix=".h5.part", dir=folder)
-            os.close(handle)
-            try:
-                with h5py.File(tmp, "w") as h5:
-                    h5.attrs["default"] = "entry"
-                    entry = h5.create_group("entry")
-                    entry.attrs["NX_class"] = "NXentry"
-                    instrument = entry.create_group("instrument")
-                    instrument.attrs["NX_class"] = "NXinstrument"
-                    self.write_nexus(instrument, name)
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-                raise
+            from .io.writers import atomic_output
+
+            with atomic_output(os.fspath(target)) as tmp, h5py.File(tmp, "w") as h5:
+                h5.attrs["NX_class"] = "NXroot"
+                h5.attrs["creator"] = "xreduce"
+                h5.attrs["default"] = "entry"
+                entry = h5.create_group("entry")
+                entry.attrs["NX_class"] = "NXentry"
+                entry.attrs["default"] = "mask"
+                entry["start_time"] = _now_iso()
+                instrument = entry.create_group("instrument")
+                instrument.attrs["NX_class"] = "NXinstrument"
+                self.write_nexus(instrument, name)
+                # what a viewer opens: the mask, as an image (NXdata linked to the dataset)
+                nxdata = entry.create_group("mask")
+                nxdata.attrs["NX_class"] = "NXdata"
+                nxdata.attrs["signal"] = "pixel_mask"
+                nxdata["pixel_mask"] = h5py.SoftLink(f"/entry/instrument/{name}/pixel_mask")
             return
         if not isinstance(target, h5py.Group):
             raise TypeError(f"target: expected an h5py.Group or a file path, got {type(target).__name__}")
@@ -333,6 +333,12 @@ class Detector:
             group[label].attrs["units"] = "m"
         group.create_dataset("pixel_mask", data=self.mask, compression="gzip", shuffle=True)
         group["pixel_mask"].attrs["doc"] = "1 = masked (module gap or invalid pixel)"
+        # pyFAI's names for the same facts, so that pyFAI's NexusDetector reads the file
+        group["mask"] = group["pixel_mask"]                      # hard link, no copy
+        group["pixel_size"] = np.array([self.pixel1, self.pixel2])
+        group["pixel_size"].attrs["units"] = "m"
+        group["shape"] = np.array(self.shape, dtype=np.int64)
+        group["max_shape"] = np.array(self.max_shape, dtype=np.int64)
         group["binning"] = np.array(self.binning, dtype=np.int32)
         group["orientation"] = np.int32(self.orientation)
         group["max_value_invalid"] = np.int8(self.max_value_invalid)
@@ -490,6 +496,12 @@ class _NexusReader:
                        max_value_invalid)
         except (TypeError, ValueError) as error:
             raise ValueError(f"{self.filename}: NXdetector {g.name}: {error}") from None
+
+
+def _now_iso() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
 def _find_nxdetector(group):
