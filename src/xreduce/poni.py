@@ -179,7 +179,7 @@ def _detector(name: str, config: dict, shape, path: str, entries: dict) -> Detec
         where_config = f"{path}, line {entries['detector_config'][0]}: Detector_config"
     else:
         where_config = where
-    return detector_from_config(name, config, shape, where_config)
+    return detector_from_config(name, config, shape, where_config, where)
 
 
 _CONFIG_KEYS = {"pixel1", "pixel2", "max_shape", "binning", "orientation", "filename",
@@ -228,8 +228,8 @@ def _checked_shape(where: str, max_shape: tuple, binning: tuple) -> tuple:
     return rows, cols
 
 
-def detector_from_config(name: str, config: dict, shape=None, where: str = "config") \
-        -> Detector:
+def detector_from_config(name: str, config: dict, shape=None, where: str = "config",
+                         where_name: str | None = None) -> Detector:
     """The detector a PONI file's ``Detector`` name and ``Detector_config`` describe.
 
     Every value is type- and range-checked before anything is allocated (the shape with
@@ -244,14 +244,17 @@ def detector_from_config(name: str, config: dict, shape=None, where: str = "conf
         binning, orientation (0-4), filename (NexusDetector).
     shape : tuple, optional
         (rows, cols) for a plain detector whose config has no max_shape.
+    where, where_name : str
+        Where the config and the name come from, for messages (file and line).
 
     Example
     -------
     >>> detector_from_config("Pilatus 1M", {"orientation": 3}).shape
     (1043, 981)
     """
+    where_name = where_name or where
     if not isinstance(name, str):
-        raise TypeError(f"{where}: detector: expected a name (str), got {name!r}")
+        raise TypeError(f"{where_name}: detector: expected a name (str), got {name!r}")
     if not isinstance(config, dict):
         raise TypeError(f"{where}: expected a JSON object, got {config!r}")
     config = {str(k).lower(): v for k, v in config.items()}
@@ -278,14 +281,14 @@ def detector_from_config(name: str, config: dict, shape=None, where: str = "conf
             except (OSError, KeyError, TypeError, ValueError) as error:
                 raise type(error)(f"{where}: filename: {error}") from None
         if len(pixels) != 2:
-            raise ValueError(f"{where}: the detector has no pixel sizes (pixel1, pixel2)")
+            raise ValueError(f"{where_name}: the detector has no pixel sizes (pixel1, pixel2)")
         if max_shape is None and shape is not None:
             max_shape = _config_pair("shape", "shape", list(shape))
             max_shape = (max_shape[0] * (binning or (1, 1))[0],
                          max_shape[1] * (binning or (1, 1))[1])
         if max_shape is None:
-            raise ValueError(f"{where}: the detector has no shape (max_shape); "
-                             f"pass shape=(rows, cols)")
+            raise ValueError(f"{where_name}: the detector has no shape; pass shape=(rows, "
+                             f"cols) or give max_shape")
         binning = binning or (1, 1)
         rows, cols = _checked_shape(where, max_shape, binning)
         if shape is not None and tuple(shape) != (rows, cols):
@@ -295,7 +298,7 @@ def detector_from_config(name: str, config: dict, shape=None, where: str = "conf
     try:
         detector = get_detector(name, binning=binning, orientation=orientation)
     except KeyError as error:
-        raise ValueError(f"{where}: detector: {error.args[0]}") from None
+        raise ValueError(f"{where_name}: {error.args[0]}") from None
     except ValueError as error:
         raise ValueError(f"{where}: {error}") from None
     if max_shape is not None:
