@@ -157,3 +157,135 @@ def test_filters_close_to_pyfai(corpus):
     valid = ours.amorphous > 0
     assert np.median(np.abs(ours.amorphous[valid] - ref.amorphous[valid])
                      / ref.amorphous[valid]) < 0.02
+
+
+# ------------------------------------------------------------------------- API details
+
+from xreduce.compat import pyfai as compat  # noqa: E402
+
+
+@pytest.mark.parametrize("method, expected", [
+    ("csr", ("bbox_pyfai", "csr", "cython")), ("splitpixel", ("full", "csr", "cython")),
+    ("bbox", ("bbox_pyfai", "csr", "cython")), ("numpy", ("no", "histogram", "cython")),
+    ("full_csr", ("full", "csr", "cython")), ("nosplit_csr", ("no", "csr", "cython")),
+    ("csr_ocl", ("bbox", "csr", "opencl")), (("full", "lut", "cython"), ("full", "csr", "cython")),
+    (("no", "histogram", "python"), ("no", "histogram", "cython")),
+    (("pseudo", "csr"), ("pseudo", "csr", "cython")), (None, ("bbox_pyfai", "csr", "cython"))])
+def test_pyfai_method_names(method, expected):
+    assert compat.parse_pyfai_method(method) == expected
+
+
+def test_pyfai_method_objects_and_errors():
+    from pyFAI.method_registry import IntegrationMethod
+
+    method = IntegrationMethod.select_one_available(("full", "csr", "cython"), dim=1)
+    assert compat.parse_pyfai_method(method) == ("full", "csr", "cython")
+    with pytest.raises(ValueError, match="method: expected a pyFAI method.*'warp'"):
+        compat.parse_pyfai_method("warp")
+    with pytest.raises(TypeError, match="method"):
+        compat.parse_pyfai_method(3)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    kw = dict(dist=0.08, poni1=0.015, poni2=0.02, rot1=0.01, detector="Pilatus100k",
+              wavelength=1e-10)
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+    frame = np.random.default_rng(7).poisson(40, (195, 487)).astype(np.int32)
+    return AzimuthalIntegrator(**kw), compat.AzimuthalIntegrator(**kw), frame
+
+
+def test_result_attributes_like_pyfai(pair, tmp_path):
+    ref_ai, ai, frame = pair
+    res = ai.integrate1d_ng(frame, 64, unit="2th_deg", error_model="poisson",
+                            filename=str(tmp_path / "p.dat"))
+    ref = ref_ai.integrate1d_ng(frame, 64, unit="2th_deg", error_model="poisson")
+    assert len(res) == 3 and str(res.unit) == "2th_deg"
+    assert res.method_called == ref.method_called == "integrate1d_ng"
+    np.testing.assert_array_equal(res.sem, res.sigma)
+    np.testing.assert_allclose(res.intensity, ref.intensity, rtol=1e-4)
+    np.testing.assert_allclose(res.sigma, ref.sigma, rtol=1e-4)
+    np.testing.assert_allclose(res.std, ref.std, rtol=1e-4)
+    np.testing.assert_allclose(res.sum_signal, ref.sum_signal, rtol=1e-5)
+    assert res.poni["dist"] == 0.08 and res.poni["detector"] == "Pilatus 100k"
+    assert res.has_solidangle_correction and not res.has_mask_applied
+    table = np.loadtxt(tmp_path / "p.dat")
+    np.testing.assert_allclose(table[:, 1], res.intensity)
+    # "azimuthal" errors: the same definition without splitting (pyFAI accumulates in
+    # float32: 5e-4); with split pixels pyFAI weighs the spread differently (doc/pyfai.md)
+    method = ("no", "csr", "cython")
+    res = ai.integrate1d_ng(frame, 64, unit="2th_deg", error_model="azimuthal", method=method)
+    ref = ref_ai.integrate1d_ng(frame, 64, unit="2th_deg", error_model="azimuthal",
+                                method=method)
+    np.testing.assert_allclose(res.sigma, ref.sigma, rtol=5e-4)
+    np.testing.assert_allclose(res.std, ref.std, rtol=5e-4)
+
+
+def test_config_and_fit2d_like_pyfai(pair):
+    ref_ai, ai, _ = pair
+    ours, theirs = ai.get_config(), ref_ai.get_config()
+    for key in ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength"):
+        assert ours[key] == theirs[key], key
+    assert ours["detector_config"]["pixel1"] == theirs["detector_config"]["pixel1"]
+    fit2d, ref_fit2d = ai.getFit2D(), ref_ai.getFit2D()
+    for key in ("directDist", "centerX", "centerY", "tilt", "tiltPlanRotation", "pixelX"):
+        # pyFAI's tiltPlanRotation carries ~2e-5 deg of rounding (179.99998 for 180)
+        assert fit2d[key] == pytest.approx(ref_fit2d[key], rel=1e-9, abs=1e-4), key
+    other = compat.AzimuthalIntegrator(detector="Pilatus100k", wavelength=1e-10)
+    other.setFit2D(**{k: fit2d[k] for k in ("directDist", "centerX", "centerY", "tilt",
+                                            "tiltPlanRotation")})
+    for key in ("dist", "poni1", "poni2", "rot1", "rot2"):
+        assert getattr(other, key) == pytest.approx(getattr(ai, key), abs=1e-12), key
+    again = compat.load(ours)
+    assert again.geometry == ai.geometry
+    # pyFAI reads what get_config gives, and the reverse
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+    assert AzimuthalIntegrator().set_config(ours).dist == ai.dist
+    assert compat.AzimuthalIntegrator().set_config(theirs).geometry == ai.geometry
+
+
+def test_setters_rebuild_the_engines(pair):
+    _, _, frame = pair
+    ai = compat.AzimuthalIntegrator(dist=0.1, detector="Pilatus100k", wavelength=1e-10)
+    first = ai.integrate1d(frame, 50, unit="q_nm^-1")
+    ai.wavelength = 0.5e-10
+    second = ai.integrate1d(frame, 50, unit="q_nm^-1")
+    np.testing.assert_allclose(second.radial, 2 * first.radial, rtol=1e-6)
+    ai.energy = 12.398419843320026
+    assert ai.wavelength == pytest.approx(1e-10)
+    with pytest.raises(ValueError, match="dist"):
+        ai.dist = -1
+
+
+def test_plain_detector_gets_its_shape_from_the_first_frame():
+    ai = compat.AzimuthalIntegrator(dist=0.1, pixel1=1e-4, pixel2=1e-4)
+    res = ai.integrate1d(np.ones((40, 50)), 20, unit="r_mm")
+    assert ai.detector.shape == (40, 50) and np.isfinite(res.intensity).all()
+    with pytest.raises(ValueError, match="data: expected one frame"):
+        ai.integrate1d(np.ones((2, 40, 50)), 20)
+
+
+def test_options_are_refused_not_ignored(pair):
+    _, ai, frame = pair
+    with pytest.raises(ValueError, match="error_model"):
+        ai.sigma_clip_ng(frame, 50, error_model="poisson")
+    with pytest.raises(ValueError, match="error_model"):
+        ai.integrate1d(frame, 50, error_model="hybrid")
+    with pytest.raises(ValueError, match="order"):
+        ai.solidAngleArray(order=2)
+    with pytest.raises(ValueError, match="shape"):
+        ai.center_array((10, 10))
+
+
+def test_works_without_pyfai(monkeypatch):
+    """The compat module needs pyFAI only for the converters taking pyFAI objects."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyFAI", None)
+    ai = compat.AzimuthalIntegrator(dist=0.1, poni1=0.01, poni2=0.01, detector="Eiger 500k",
+                                    wavelength=1e-10)
+    q, intensity = ai.integrate1d(np.ones(ai.detector.shape), 30)
+    cake, radial, chi = ai.integrate2d(np.ones(ai.detector.shape), 30, 8)
+    assert cake.shape == (8, 30) and np.isfinite(intensity).all()
