@@ -20,3 +20,5 @@ bragg = sep.bragg
 amorphous = sep.amorphous
 print(bragg.max(), amorphous.mean())
 FILTERS["separate"] = sep
+chi_profile = ai.integrate_radial(img, 36, radial_range=(5, 15), radial_unit="2th_deg")
+FILTERS["integrate_radial"] = chi_profile

@@ -763,9 +763,12 @@ class AzimuthalIntegrator:
         args = self._common(data, method, mask, correctSolidAngle, polarization_factor, dark,
                             flat, dummy, delta_dummy, normalization_factor)
         args.pop("variance"), args.pop("error_model")
-        res = self._core_for(mask).integrate_radial(data, npt, radial_range=radial_range,
-                                         radial_unit=radial_unit,
-                                         azimuth_range=azimuth_range, **args)
+        if azimuth_range is None:        # chi bins over the data, as pyFAI's cake
+            azimuth_range = self._azimuth_range(args["method"][0], mask)
+        core = self._core_for(mask)
+        res = core.integrate_radial(data, npt, radial_range=radial_range,
+                                    radial_unit=radial_unit, azimuth_range=azimuth_range,
+                                    **args)
         return Integrate1dResult(res, "integrate_radial")
 
     def sigma_clip_ng(self, data: Any, npt: int = 1024, *,
@@ -782,7 +785,9 @@ class AzimuthalIntegrator:
 
         xreduce's clipping (:meth:`xreduce.integrator.AzimuthalIntegrator.sigma_clip`) always
         measures the spread in the ring (pyFAI's "azimuthal" model); ``variance`` and a
-        Poisson ``error_model`` are refused rather than ignored.
+        Poisson ``error_model`` are refused rather than ignored. Pixels go to rings by their
+        centre; the split of ``method`` draws the radial bins (as pyFAI's) and, with an
+        OpenCL implementation, selects the OpenCL kernel.
         """
         if variance is not None or _error_model(error_model) not in (None, "azimuthal"):
             raise ValueError(f"error_model: sigma clipping measures the spread in each ring "
@@ -796,9 +801,10 @@ class AzimuthalIntegrator:
         cl = None if implementation != "opencl" else (split, algorithm, implementation)
         if radial_range is None:         # pyFAI's bins for the method's split
             radial_range = self._radial_extent(unit, split, self._invalid(mask))
-        res = self._core_for(mask).sigma_clip(data, npt, unit=unit, thres=thres, max_iter=max_iter,
-                                   radial_range=radial_range, azimuth_range=azimuth_range,
-                                   method=cl, **args)
+        core = self._core_for(mask)
+        res = core.sigma_clip(data, npt, unit=unit, thres=thres, max_iter=max_iter,
+                              radial_range=radial_range, azimuth_range=azimuth_range,
+                              method=cl, **args)
         return Integrate1dResult(res, "sigma_clip_ng", metadata)
 
     sigma_clip = sigma_clip_ng
@@ -828,9 +834,9 @@ class AzimuthalIntegrator:
             args.pop(key)
         if radial_range is None:         # pyFAI's bins for the method's split
             radial_range = self._radial_extent(unit, split, self._invalid(mask))
-        res = self._core_for(mask).medfilt1d(data, npt, unit=unit, percentile=percentile,
-                                  radial_range=radial_range, azimuth_range=azimuth_range,
-                                  **args)
+        core = self._core_for(mask)
+        res = core.medfilt1d(data, npt, unit=unit, percentile=percentile,
+                             radial_range=radial_range, azimuth_range=azimuth_range, **args)
         return Integrate1dResult(res, "medfilt1d_ng", metadata)
 
     medfilt1d = medfilt1d_ng
