@@ -354,27 +354,17 @@ def build_csr(
     ((100, 40000), 40000)
     """
     split_name = split.lower() if isinstance(split, str) else split
-    if split_name == PYFAI_BBOX and not hasattr(geometry_or_arrays, "corner_array"):
-        raise ValueError(f"split={PYFAI_BBOX!r} needs a Geometry, got "
-                         f"{type(geometry_or_arrays).__name__}")
+    if split_name == PYFAI_BBOX:
+        if not hasattr(geometry_or_arrays, "corner_array"):
+            raise ValueError(f"split={PYFAI_BBOX!r} needs a Geometry, got "
+                             f"{type(geometry_or_arrays).__name__}")
+        return _build_pyfai_bbox(geometry_or_arrays, npt_rad, npt_azim, unit, radial_range,
+                                 azimuth_range, mask, chi_discontinuity_at_pi, dtype,
+                                 num_threads)
     if hasattr(geometry_or_arrays, "corner_array"):
         geometry = geometry_or_arrays
         corners = centers = radial_bounds = None
-        if split_name == PYFAI_BBOX:
-            chi_range = None
-            if npt_azim is not None or azimuth_range is not None:
-                lo_deg, hi_deg = _check_range("azimuth_range", azimuth_range) or \
-                    ((-180.0, 180.0) if chi_discontinuity_at_pi else (0.0, 360.0))
-                chi_range = (np.deg2rad(lo_deg), np.deg2rad(hi_deg))
-            corners = pyfai_bbox_corners(geometry, unit, chi_range)
-            if chi_range is not None:     # pixels whose box misses the range stay out
-                outside = np.isnan(corners[..., 0, 1])
-                mask = outside if mask is None else (np.asarray(mask) != 0) | outside
-            if npt_azim is None and azimuth_range is None:
-                radial_bounds = corners[..., :2, 0]       # (low, high) is all a 1D bbox reads
-                corners = None
-            split = "bbox"
-        elif split_name == "no":
+        if split_name == "no":
             centers = (geometry.center_array(unit), geometry.chi_array())
         elif split_name == "bbox" and npt_azim is None and azimuth_range is None:
             radial_bounds = geometry.radial_bounds(unit)    # all that a 1D bbox reads
@@ -399,13 +389,97 @@ def build_csr(
                             f"got {type(geometry_or_arrays).__name__}") from None
     azimuth_range = _check_range("azimuth_range", azimuth_range)
     azimuth_range_rad = None if azimuth_range is None else tuple(np.deg2rad(azimuth_range))
-    matrix = build_csr_from_arrays(
+    return build_csr_from_arrays(
         corners, centers, npt_rad, npt_azim, split, radial_range, azimuth_range_rad, mask,
         chi_discontinuity_at_pi, unit=unit, dtype=dtype, compact=compact,
         num_threads=num_threads, radial_bounds=radial_bounds)
-    if split_name == PYFAI_BBOX:
-        matrix = dataclasses.replace(matrix, split=PYFAI_BBOX)
-    return matrix
+
+
+def _build_pyfai_bbox(geometry, npt_rad, npt_azim, unit, radial_range, azimuth_range, mask,
+                      chi_discontinuity_at_pi, dtype, num_threads) -> CsrMatrix:
+    """The ``"bbox_pyfai"`` matrix: the bbox build of pyFAI's boxes (:func:`pyfai_bbox_corners`).
+
+    The compiled builder takes a box whose chi span exceeds pi for one that straddles the
+    seam; a pyFAI box that wide (pixels next to the beam centre) is really that wide, so those
+    few pixels are left to NumPy here: their coefficients are the fractions of the box in
+    each radial and each azimuthal bin, multiplied.
+    """
+    chi_range = None
+    if npt_azim is not None or azimuth_range is not None:
+        lo_deg, hi_deg = _check_range("azimuth_range", azimuth_range) or \
+            ((-180.0, 180.0) if chi_discontinuity_at_pi else (0.0, 360.0))
+        chi_range = (float(np.deg2rad(lo_deg)), float(np.deg2rad(hi_deg)))
+    corners = pyfai_bbox_corners(geometry, unit, chi_range)
+    invalid = np.asarray(geometry.detector.mask) != 0
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != invalid.shape:
+            raise ValueError(f"mask must have the detector shape {invalid.shape}, "
+                             f"got {mask.shape}")
+        invalid = invalid | (mask != 0)
+    if chi_range is None:                  # 1D over the full circle: the radial box is all
+        matrix = build_csr_from_arrays(
+            None, None, npt_rad, None, "bbox", radial_range, None, invalid,
+            chi_discontinuity_at_pi, unit=unit, dtype=dtype, num_threads=num_threads,
+            radial_bounds=corners[..., :2, 0])
+        return dataclasses.replace(matrix, split=PYFAI_BBOX)
+    invalid = invalid | np.isnan(corners[..., 0, 1])      # boxes that miss the range
+    lo, hi = corners[..., 0, 0], corners[..., 1, 0]
+    if radial_range is None:
+        ok = ~invalid & np.isfinite(lo) & np.isfinite(hi)
+        if not ok.any():
+            raise ValueError("no valid pixel: every pixel is masked or has non-finite positions")
+        radial_range = (float(lo[ok].min()), _default_upper(float(hi[ok].max())))
+    wide = ~invalid & (corners[..., 2, 1] - corners[..., 0, 1] > np.pi)
+    matrix = build_csr_from_arrays(
+        corners, None, npt_rad, npt_azim, "bbox", radial_range, chi_range, invalid | wide,
+        chi_discontinuity_at_pi, unit=unit, dtype=dtype, num_threads=num_threads)
+    if wide.any():
+        matrix = _add_wide_boxes(matrix, corners.reshape(-1, 4, 2), np.flatnonzero(wide),
+                                 npt_rad, npt_azim)
+    return dataclasses.replace(matrix, split=PYFAI_BBOX)
+
+
+def _box_fractions(lo: float, hi: float, edges: np.ndarray) -> np.ndarray:
+    """Fraction of [lo, hi] in each bin of ``edges`` (a zero-width box: its bin gets 1)."""
+    if hi > lo:
+        return np.clip(np.minimum(hi, edges[1:]) - np.maximum(lo, edges[:-1]), 0, None) \
+            / (hi - lo)
+    out = np.zeros(len(edges) - 1)
+    if edges[0] <= lo < edges[-1]:
+        out[np.searchsorted(edges, lo, side="right") - 1] = 1.0
+    return out
+
+
+def _add_wide_boxes(matrix: CsrMatrix, boxes: np.ndarray, pixels: np.ndarray, npt_rad: int,
+                    npt_azim: int | None) -> CsrMatrix:
+    """``matrix`` with the columns of ``pixels`` (boxes wider than pi in chi) added."""
+    from scipy.sparse import csr_matrix
+
+    rad_edges = matrix.radial_edges
+    azi_edges = matrix.azimuthal_edges
+    if azi_edges is None:                                   # a 1D sector: one chi "bin"
+        azi_edges = np.array([-np.inf, np.inf])
+    rows, cols, values = [], [], []
+    for pixel in pixels:
+        box = boxes[pixel]
+        fr = _box_fractions(box[0, 0], box[1, 0], rad_edges)
+        fa = _box_fractions(box[0, 1], box[2, 1], azi_edges) if npt_azim is not None \
+            else np.ones(1)
+        weights = np.outer(fa, fr).ravel()
+        hit = np.flatnonzero(weights)
+        rows.append(hit)
+        cols.append(np.full(hit.size, pixel))
+        values.append(weights[hit])
+    extra = csr_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+                       shape=matrix.shape)
+    data = matrix.data if matrix.data is not None else np.ones(len(matrix.indices))
+    total = csr_matrix((data, matrix.indices, matrix.indptr), shape=matrix.shape) + extra
+    total.sort_indices()
+    dtype = matrix.data.dtype if matrix.data is not None else np.float32
+    return dataclasses.replace(matrix, indptr=total.indptr.astype(np.int32),
+                               indices=total.indices.astype(np.int32),
+                               data=total.data.astype(dtype))
 
 
 def pyfai_bbox_corners(geometry: Any, unit: Any = "2th_deg",
