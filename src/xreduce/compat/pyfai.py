@@ -39,6 +39,7 @@ import numpy as np
 
 from xreduce import integrator as _core
 from xreduce.detectors import Detector, get_detector
+from xreduce.engines import digest
 from xreduce.geometry import Geometry
 from xreduce.sparse import PYFAI_BBOX, pyfai_bbox_corners
 from xreduce.units import get_unit
@@ -361,6 +362,7 @@ class AzimuthalIntegrator:
         self._core: _core.AzimuthalIntegrator | None = None
         self._core_user_mask: _core.AzimuthalIntegrator | None = None
         self._geometry: Geometry | None = None
+        self._ranges: dict = {}        # pyFAI's default ranges, per (kind, split, unit, mask)
 
     @staticmethod
     def _make_detector(detector, pixel1, pixel2, splinefile, orientation):
@@ -415,6 +417,7 @@ class AzimuthalIntegrator:
     def _set(self, **changes: Any) -> None:
         self._params.update(changes)
         self._geometry = self._core = self._core_user_mask = None
+        self._ranges.clear()
         self.geometry  # validate now: a bad value raises at the assignment
 
     def _for_shape(self, shape: tuple) -> None:
@@ -433,6 +436,7 @@ class AzimuthalIntegrator:
     def detector(self, value: Any) -> None:
         self._detector = detector_factory(value)
         self._geometry = self._core = self._core_user_mask = None
+        self._ranges.clear()
 
     def _param_property(name: str):  # noqa: N805 - builds properties below
         def get(self):
@@ -641,7 +645,14 @@ class AzimuthalIntegrator:
 
     def _radial_extent(self, unit: Any, split: str, invalid: np.ndarray) -> tuple[float, float]:
         """The default radial range of pyFAI for ``split`` over the valid pixels, with the top
-        nudged up by one float32 epsilon as both tools do."""
+        nudged up by one float32 epsilon as both tools do (cached per mask content)."""
+        key = ("radial", split, get_unit(unit).name, digest(invalid))
+        if key not in self._ranges:
+            self._ranges[key] = self._compute_radial_extent(unit, split, invalid)
+        return self._ranges[key]
+
+    def _compute_radial_extent(self, unit: Any, split: str, invalid: np.ndarray) \
+            -> tuple[float, float]:
         g = self.geometry
         if split == "no":
             lo = hi = np.asarray(g.center_array(unit))
@@ -659,14 +670,23 @@ class AzimuthalIntegrator:
             else top + float(np.finfo(np.float32).eps)
 
     def _azimuth_range(self, split: str, mask: Any) -> tuple[float, float]:
-        """pyFAI's default 2D azimuthal range: the chi extent of the valid pixels, degrees."""
+        """pyFAI's default 2D azimuthal range: the chi extent of the valid pixels, degrees
+        (cached per mask content)."""
         invalid = self._invalid(mask)
+        key = ("azimuth", split, None, digest(invalid))
+        if key not in self._ranges:
+            self._ranges[key] = self._compute_azimuth_range(split, invalid)
+        return self._ranges[key]
+
+    def _compute_azimuth_range(self, split: str, invalid: np.ndarray) -> tuple[float, float]:
         lo, hi = self._chi_boxes(split)
         lo, hi = lo[~invalid], hi[~invalid]
         if lo.size == 0:
             raise ValueError("mask: every pixel is masked, nothing to integrate")
         a0 = max(math.degrees(float(lo.min())), -180.0)
-        a1 = min(math.degrees(float(hi.max())) * (1 + float(np.finfo(np.float32).eps)), 180.0)
+        top = math.degrees(float(hi.max()))
+        eps = 1 + float(np.finfo(np.float32).eps)
+        a1 = min(top * eps if top > 0 else top / eps, 180.0)
         return a0, a1
 
     def integrate1d(self, data: Any, npt: int, *, filename: str | None = None,
