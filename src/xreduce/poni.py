@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 
 from .detectors import Detector, get_detector
@@ -411,7 +410,7 @@ def poni_text(geometry) -> str:
 
 
 def write_poni(geometry, path: str | os.PathLike) -> None:
-    """Write ``geometry`` as a version 2.1 PONI file, atomically (temporary name, then rename).
+    """Write ``geometry`` as a version 2.1 PONI file, atomically (``atomic_output``).
 
     Example
     -------
@@ -424,15 +423,8 @@ def write_poni(geometry, path: str | os.PathLike) -> None:
 
     if not isinstance(geometry, Geometry):
         raise TypeError(f"geometry: expected a Geometry, got {type(geometry).__name__}")
-    path = os.fspath(path)
+    from .io.writers import atomic_output
+
     text = poni_text(geometry)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(prefix=".", suffix=".poni.part", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_output(os.fspath(path)) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        out.write(text)
