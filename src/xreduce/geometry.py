@@ -327,6 +327,35 @@ class Geometry:
             self._cache[key] = _readonly(out)
         return self._cache[key]
 
+    def delta_array(self, unit: str | Unit = "2th_deg") -> np.ndarray:
+        """Largest deviation of a pixel's corners from its centre, in ``unit`` (pyFAI's
+        ``delta_array``; what its bbox splitting adds on either side of the centre).
+
+        For ``chi_deg``/``chi_rad`` the deviation is taken the short way round the circle
+        (a pixel across the -pi/pi seam deviates by a little, not by 2 pi). Read-only,
+        cached.
+
+        Example
+        -------
+        >>> from xreduce.detectors import Detector
+        >>> g = Geometry(0.1, 0.0, 0.0, 0, 0, 0, 1e-10, Detector(1e-4, 1e-4, (4, 4)))
+        >>> round(float(g.delta_array("chi_deg")[0, 0]), 3)    # a corner on the beam
+        45.0
+        """
+        unit = get_unit(unit)
+        key = ("delta", unit.name)
+        if key not in self._cache:
+            if unit.quantity == "chi":
+                chi = self.corner_array("2th_rad")[..., 1]
+                delta = np.abs(chi - self.chi_array()[..., None])
+                np.minimum(delta, 2 * np.pi - delta, out=delta)
+                out = delta.max(axis=-1) * unit.scale
+            else:
+                delta = np.abs(self.corner_array(unit)[..., 0] - self.center_array(unit)[..., None])
+                out = delta.max(axis=-1)
+            self._cache[key] = _readonly(out)
+        return self._cache[key]
+
     def radial_bounds(self, unit: str | Unit = "2th_deg") -> np.ndarray:
         """Smallest and largest value of a radial ``unit`` over the 4 corners of every pixel.
 

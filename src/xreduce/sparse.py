@@ -506,11 +506,9 @@ def pyfai_bbox_corners(geometry: Any, unit: Any = "2th_deg",
     True
     """
     centre = np.asarray(geometry.center_array(unit), dtype=np.float64)
-    corners = np.asarray(geometry.corner_array(unit), dtype=np.float64)
-    delta = np.abs(corners[..., 0] - centre[..., None]).max(axis=-1)
+    delta = np.asarray(geometry.delta_array(unit))
     chi = np.asarray(geometry.chi_array(), dtype=np.float64)
-    turn = np.abs(corners[..., 1] - chi[..., None]) % (2 * np.pi)
-    delta_chi = np.minimum(turn, 2 * np.pi - turn).max(axis=-1)
+    delta_chi = np.asarray(geometry.delta_array("chi_rad"))
     lo = np.maximum(centre - delta, 0.0)
     hi = centre + delta
     out = np.empty(centre.shape + (4, 2))

@@ -563,9 +563,10 @@ class AzimuthalIntegrator:
         if typ == "corner":
             return self.corner_array(shape, unit, scale=scale)
         if typ == "delta":
-            centre = self.center_array(shape, unit, scale=scale)
-            corners = self.corner_array(shape, unit, scale=scale)[..., 0]
-            return np.abs(corners - centre[..., None]).max(axis=-1)
+            self._check_shape(shape)
+            unit = get_unit(unit)
+            delta = np.asarray(self.geometry.delta_array(unit))
+            return delta if scale else delta / unit.scale
         raise ValueError(f"typ: expected 'center', 'corner' or 'delta', got {typ!r}")
 
     def twoThetaArray(self, shape: Any = None) -> np.ndarray:  # noqa: N802
@@ -638,8 +639,8 @@ class AzimuthalIntegrator:
             chi = np.asarray(g.chi_array())
             return chi, chi
         if split == PYFAI_BBOX:
-            box = pyfai_bbox_corners(g, "2th_rad")[..., 1]
-            return box[..., 0], box[..., 2]
+            chi, delta = np.asarray(g.chi_array()), np.asarray(g.delta_array("chi_rad"))
+            return chi - delta, chi + delta
         chi = np.asarray(g.corner_array("2th_rad"))[..., 1]
         return chi.min(axis=-1), chi.max(axis=-1)
 
