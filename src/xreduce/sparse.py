@@ -409,7 +409,6 @@ def _build_pyfai_bbox(geometry, npt_rad, npt_azim, unit, radial_range, azimuth_r
         lo_deg, hi_deg = _check_range("azimuth_range", azimuth_range) or \
             ((-180.0, 180.0) if chi_discontinuity_at_pi else (0.0, 360.0))
         chi_range = (float(np.deg2rad(lo_deg)), float(np.deg2rad(hi_deg)))
-    corners = pyfai_bbox_corners(geometry, unit, chi_range)
     invalid = np.asarray(geometry.detector.mask) != 0
     if mask is not None:
         mask = np.asarray(mask)
@@ -418,11 +417,15 @@ def _build_pyfai_bbox(geometry, npt_rad, npt_azim, unit, radial_range, azimuth_r
                              f"got {mask.shape}")
         invalid = invalid | (mask != 0)
     if chi_range is None:                  # 1D over the full circle: the radial box is all
+        centre = np.asarray(geometry.center_array(unit))
+        delta = np.asarray(geometry.delta_array(unit))
+        bounds = np.stack([np.maximum(centre - delta, 0.0), centre + delta], axis=-1)
         matrix = build_csr_from_arrays(
             None, None, npt_rad, None, "bbox", radial_range, None, invalid,
             chi_discontinuity_at_pi, unit=unit, dtype=dtype, num_threads=num_threads,
-            radial_bounds=corners[..., :2, 0])
+            radial_bounds=bounds)
         return dataclasses.replace(matrix, split=PYFAI_BBOX)
+    corners = pyfai_bbox_corners(geometry, unit, chi_range)
     invalid = invalid | np.isnan(corners[..., 0, 1])      # boxes that miss the range
     lo, hi = corners[..., 0, 0], corners[..., 1, 0]
     if radial_range is None:
