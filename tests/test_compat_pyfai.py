@@ -295,3 +295,19 @@ def test_works_without_pyfai(monkeypatch):
     q, intensity = ai.integrate1d(np.ones(ai.detector.shape), 30)
     cake, radial, chi = ai.integrate2d(np.ones(ai.detector.shape), 30, 8)
     assert cake.shape == (8, 30) and np.isfinite(intensity).all()
+
+
+def test_opencl_method_names_run(pair):
+    """pyFAI's "csr_ocl" runs on xreduce's OpenCL engine (PoCL in CI); OpenCL builds the true
+    box, so it equals the core's ("bbox", "csr", "cython") result, and full split equals
+    pyFAI's full split."""
+    from opencl_helpers import require_opencl_context
+
+    require_opencl_context()
+    ref_ai, ai, frame = pair
+    ocl = ai.integrate1d(frame, 80, unit="2th_deg", method="csr_ocl")
+    cpu = ai.core.integrate1d(frame, 80, unit="2th_deg", method=("bbox", "csr", "cython"))
+    np.testing.assert_allclose(ocl.intensity, cpu.intensity, rtol=1e-5)
+    full = ai.integrate1d(frame, 80, unit="2th_deg", method=("full", "csr", "opencl"))
+    ref = ref_ai.integrate1d(frame, 80, unit="2th_deg", method=("full", "csr", "cython"))
+    np.testing.assert_allclose(full.intensity, ref.intensity, rtol=1e-4)
