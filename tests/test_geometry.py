@@ -599,3 +599,20 @@ def test_backscattering_geometry(simd):
     np.testing.assert_allclose(dstar2, ref["d*2"] / 100, rtol=1e-10)
     ref_c = reference.geometry_corners(*ref_args(p), quantity="q")
     np.testing.assert_allclose(corners, ref_c, rtol=1e-10, atol=1e-13)
+
+
+def test_delta_array_against_pyfai():
+    """Largest corner deviation from the centre: pyFAI's delta_array (radial) and deltaChi
+    (chi, the short way round), to pyFAI's float32 corner precision."""
+    pytest.importorskip("pyFAI")
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+    from xreduce.geometry import Geometry
+
+    theirs = AzimuthalIntegrator(dist=0.05, poni1=0.01, poni2=0.012, rot1=0.03, rot2=-0.02,
+                                 detector="Pilatus100k", wavelength=1e-10)
+    ours = Geometry.from_pyfai(theirs)
+    np.testing.assert_allclose(ours.delta_array("2th_rad"),
+                               theirs.delta_array(unit="2th_rad", scale=False), atol=2e-7)
+    np.testing.assert_allclose(ours.delta_array("chi_rad"), theirs.deltaChi(), atol=2e-6)
+    assert ours.delta_array("chi_rad").max() > 1.0          # pixels around the beam centre

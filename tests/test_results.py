@@ -70,16 +70,17 @@ def test_save_nexus(tmp_path, geometry, frame):
     res = ai.integrate1d(frame, 25, unit="2th_deg", error_model="poisson")
     res.save(str(tmp_path / "x.h5"))
     with h5py.File(tmp_path / "x.h5", "r") as h5:
-        data = h5["entry/integrate"]
+        data = h5["entry/data"]
         assert data.attrs["NX_class"] == "NXdata" and data.attrs["signal"] == "intensity"
         assert list(data.attrs["axes"]) == ["2th"]
-        assert data["2th"].attrs["units"] == "2th_deg"
+        assert data["2th"].attrs["units"] == "degrees"          # NeXus spelling
+        assert h5["entry/integrate"].attrs["NX_class"] == "NXprocess"
         np.testing.assert_array_equal(data["intensity"][()], res.intensity)
         np.testing.assert_array_equal(data["intensity_errors"][()], res.sigma)
     cake = ai.integrate2d(np.stack([frame, frame]), 20, 10)
     cake.save(str(tmp_path / "c.nxs"))
     with h5py.File(tmp_path / "c.nxs", "r") as h5:
-        data = h5["entry/integrate"]
+        data = h5["entry/data"]
         assert list(data.attrs["axes"]) == ["frame", "chi", "q"]
         assert data["intensity"].shape == (2, 10, 20)
     assert sorted(os.listdir(tmp_path)) == ["c.nxs", "x.h5"]

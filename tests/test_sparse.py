@@ -471,3 +471,64 @@ def test_pyfai_full_split_from_geometry():
     big = our_sums > 1
     assert big.sum() > 20
     np.testing.assert_allclose(our_sums[big], their_sums[big], rtol=1e-4)
+
+
+# ------------------------------------------------------------- pyFAI's box (issue 15)
+
+def _pyfai_box_geometry():
+    from xreduce.detectors import Detector
+    from xreduce.geometry import Geometry
+
+    # beam centre on the detector: boxes clipped at 0 and pixels around the chi seam
+    return Geometry(0.02, 0.0021, 0.0033, 0.05, -0.03, 0.0, 1e-10,
+                    Detector(1e-4, 1.2e-4, (40, 52)))
+
+
+def test_pyfai_bbox_1d_matches_the_reference():
+    import reference
+    from xreduce.sparse import build_csr
+
+    g = _pyfai_box_geometry()
+    m = build_csr(g, 30, unit="2th_deg", split="bbox_pyfai", dtype=np.float64)
+    assert m.split == "bbox_pyfai"
+    centres = g.center_array("2th_deg").reshape(-1)
+    corners = g.corner_array("2th_deg")[..., 0].reshape(-1, 4)
+    lo, hi = reference.pyfai_bbox_limits(centres, corners, low_limit=0.0)
+    assert m.radial_edges[0] == pytest.approx(lo.min())
+    dense = reference.bbox_matrix_reference(lo, hi, m.radial_edges)
+    np.testing.assert_allclose(m.to_scipy().toarray(), dense, atol=1e-12)
+
+
+def test_pyfai_bbox_2d_matches_the_reference():
+    """2D: chi box = centre +- largest corner deviation the short way round, clipped to the
+    azimuthal range with the whole weight kept inside (pyFAI's rule); pixels whose box misses
+    the range stay out."""
+    import reference
+    from xreduce.sparse import build_csr
+
+    g = _pyfai_box_geometry()
+    for azimuth_range in (None, (-100.0, 35.0)):
+        m = build_csr(g, 12, 16, unit="q_nm^-1", split="bbox_pyfai", dtype=np.float64,
+                      azimuth_range=azimuth_range)
+        centres = g.center_array("q_nm^-1").reshape(-1)
+        corners = g.corner_array("q_nm^-1").reshape(-1, 4, 2)
+        lo, hi = reference.pyfai_bbox_limits(centres, corners[..., 0], low_limit=0.0)
+        chi = g.chi_array().reshape(-1)
+        turn = np.angle(np.exp(1j * (corners[..., 1] - chi[:, None])))   # in (-pi, pi]
+        dchi = np.abs(turn).max(axis=1)
+        a0, a1 = np.deg2rad(azimuth_range or (-180.0, 180.0))
+        keep = (chi + dchi >= a0) & (chi - dchi <= a1)
+        alo, ahi = np.maximum(chi - dchi, a0), np.minimum(chi + dchi, a1)
+        dense = reference.bbox_matrix_reference(lo, hi, m.radial_edges, alo, ahi,
+                                                m.azimuthal_edges)
+        dense[:, ~keep] = 0.0
+        np.testing.assert_allclose(m.to_scipy().toarray(), dense, atol=1e-12)
+        # every kept pixel's whole weight lands in the cake
+        np.testing.assert_allclose(m.to_scipy().toarray().sum(axis=0)[keep], 1.0, rtol=1e-12)
+
+
+def test_pyfai_bbox_needs_a_geometry():
+    from xreduce.sparse import build_csr
+
+    with pytest.raises(ValueError, match="bbox_pyfai.*Geometry"):
+        build_csr((np.zeros((4, 4, 2)), None), 4, split="bbox_pyfai")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -197,6 +196,89 @@ class Detector:
         return Detector(self.pixel1, self.pixel2, self.shape, mask, self.name, self.binning,
                         self.corners, self.orientation, self.max_value_invalid)
 
+    @property
+    def max_shape(self) -> tuple:
+        """(rows, cols) of the physical pixels before binning (pyFAI's ``max_shape``)."""
+        return self.shape[0] * self.binning[0], self.shape[1] * self.binning[1]
+
+    # -- pyFAI ---------------------------------------------------------------------------------
+    @classmethod
+    def from_pyfai(cls, detector) -> "Detector":
+        """The xreduce detector of a pyFAI detector: pixel sizes, shape, binning, orientation,
+        mask (pyFAI's ``mask``; none = nothing masked) and, for non-flat or irregular
+        detectors, the explicit pixel corners.
+
+        Example
+        -------
+        >>> import pyFAI.detectors                                  # doctest: +SKIP
+        >>> Detector.from_pyfai(pyFAI.detectors.Pilatus1M()).name   # doctest: +SKIP
+        'Pilatus 1M'
+        """
+        for attribute in ("pixel1", "pixel2", "shape", "mask"):
+            if not hasattr(detector, attribute):
+                raise TypeError(f"detector: expected a pyFAI Detector, got "
+                                f"{type(detector).__name__}")
+        if detector.shape is None:
+            raise ValueError(f"detector: the pyFAI detector {detector.name!r} has no shape")
+        shape = tuple(int(n) for n in detector.shape)
+        mask = detector.mask
+        corners = None
+        regular = getattr(detector, "uniform_pixel", True) and getattr(detector, "IS_FLAT", True)
+        if not regular or getattr(detector, "_splinefile", None):
+            zyx = np.asarray(detector.get_pixel_corners(), dtype=np.float64)
+            if zyx.shape[-2] != 4:
+                raise ValueError(f"detector: pyFAI's {detector.name} has pixels with "
+                                 f"{zyx.shape[-2]} corners (hexagonal); xreduce handles "
+                                 f"4-cornered pixels only")
+            corners = np.stack([zyx[..., 1], zyx[..., 2], zyx[..., 0]], axis=-1)
+        orientation = int(getattr(detector, "orientation", 3) or 3)
+        name = detector.name if detector.name not in ("Detector", "", None) else None
+        if name is not None:
+            model = _REGISTRY.get(_normalise(name))
+            name = model.name if model is not None else name
+        return cls(float(detector.pixel1), float(detector.pixel2), shape,
+                   None if mask is None else np.asarray(mask), name,
+                   tuple(int(b) for b in getattr(detector, "binning", (1, 1))), corners,
+                   orientation)
+
+    def to_pyfai(self):
+        """This detector as a pyFAI detector: pixel sizes, shape (as ``max_shape`` with the
+        binning), orientation and mask; detectors with explicit corners are refused.
+
+        Example
+        -------
+        >>> get_detector("Pilatus 1M").to_pyfai().shape            # doctest: +SKIP
+        (1043, 981)
+        """
+        import pyFAI.detectors as pyfai_detectors
+
+        if self.corners is not None:
+            raise ValueError("detector: a detector with explicit pixel corners has no pyFAI "
+                             "equivalent here; write it with write_nexus instead")
+        det = None
+        cls = _pyfai_class(self.name) if self.name else None
+        if cls is not None:                        # pyFAI's own class, when it is the same
+            try:
+                det = cls(orientation=self.orientation)
+            except TypeError:
+                det = cls() if self.orientation == 3 else None
+            if det is not None and tuple(det.max_shape or ()) == self.max_shape:
+                det.set_binning(self.binning)
+            if det is None or (det.pixel1, det.pixel2, tuple(det.shape)) != \
+                    (self.pixel1, self.pixel2, self.shape):
+                det = None
+        if det is None:
+            unbinned = (self.pixel1 / self.binning[0], self.pixel2 / self.binning[1])
+            det = pyfai_detectors.Detector(pixel1=unbinned[0], pixel2=unbinned[1],
+                                           max_shape=self.max_shape,
+                                           orientation=self.orientation)
+            if self.binning != (1, 1):
+                det.set_binning(self.binning)
+        theirs = det.mask
+        if theirs is None or not np.array_equal(np.asarray(theirs) != 0, self.mask != 0):
+            det.mask = np.array(self.mask, dtype=np.int8)
+        return det
+
     # -- NeXus ---------------------------------------------------------------------------------
     def write_nexus(self, target, name: str = "detector") -> None:
         """Write this detector as a NeXus ``NXdetector`` group.
@@ -221,23 +303,24 @@ class Detector:
         import h5py
 
         if isinstance(target, (str, os.PathLike)):
-            path = os.fspath(target)
-            folder = os.path.dirname(os.path.abspath(path))
-            handle, tmp = tempfile.mkstemp(suffix=".h5.part", dir=folder)
-            os.close(handle)
-            try:
-                with h5py.File(tmp, "w") as h5:
-                    h5.attrs["default"] = "entry"
-                    entry = h5.create_group("entry")
-                    entry.attrs["NX_class"] = "NXentry"
-                    instrument = entry.create_group("instrument")
-                    instrument.attrs["NX_class"] = "NXinstrument"
-                    self.write_nexus(instrument, name)
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-                raise
+            from .io.writers import atomic_output
+
+            with atomic_output(os.fspath(target)) as tmp, h5py.File(tmp, "w") as h5:
+                h5.attrs["NX_class"] = "NXroot"
+                h5.attrs["creator"] = "xreduce"
+                h5.attrs["default"] = "entry"
+                entry = h5.create_group("entry")
+                entry.attrs["NX_class"] = "NXentry"
+                entry.attrs["default"] = "mask"
+                entry["start_time"] = _now_iso()
+                instrument = entry.create_group("instrument")
+                instrument.attrs["NX_class"] = "NXinstrument"
+                self.write_nexus(instrument, name)
+                # what a viewer opens: the mask, as an image (NXdata linked to the dataset)
+                nxdata = entry.create_group("mask")
+                nxdata.attrs["NX_class"] = "NXdata"
+                nxdata.attrs["signal"] = "pixel_mask"
+                nxdata["pixel_mask"] = h5py.SoftLink(f"/entry/instrument/{name}/pixel_mask")
             return
         if not isinstance(target, h5py.Group):
             raise TypeError(f"target: expected an h5py.Group or a file path, got {type(target).__name__}")
@@ -250,6 +333,12 @@ class Detector:
             group[label].attrs["units"] = "m"
         group.create_dataset("pixel_mask", data=self.mask, compression="gzip", shuffle=True)
         group["pixel_mask"].attrs["doc"] = "1 = masked (module gap or invalid pixel)"
+        # pyFAI's names for the same facts, so that pyFAI's NexusDetector reads the file
+        group["mask"] = group["pixel_mask"]                      # hard link, no copy
+        group["pixel_size"] = np.array([self.pixel1, self.pixel2])
+        group["pixel_size"].attrs["units"] = "m"
+        group["shape"] = np.array(self.shape, dtype=np.int64)
+        group["max_shape"] = np.array(self.max_shape, dtype=np.int64)
         group["binning"] = np.array(self.binning, dtype=np.int32)
         group["orientation"] = np.int32(self.orientation)
         group["max_value_invalid"] = np.int8(self.max_value_invalid)
@@ -273,53 +362,146 @@ class Detector:
         import h5py
 
         if isinstance(source, (str, os.PathLike)):
-            with h5py.File(source, "r") as h5:
+            try:
+                h5 = h5py.File(source, "r")
+            except OSError as error:
+                raise OSError(f"source: cannot open {os.fspath(source)!r} as HDF5 "
+                              f"({error})") from None
+            with h5:
                 return cls.read_nexus(h5, path)
         if not isinstance(source, h5py.Group):
             raise TypeError(f"source: expected an h5py.Group or a file path, got {type(source).__name__}")
-        group = source[path] if path is not None else _find_nxdetector(source)
-        if group is None:
-            raise ValueError(f"source: no NXdetector group found in {source.file.filename}:{source.name}")
+        filename = source.file.filename
+        try:
+            group = source[path] if path is not None else _find_nxdetector(source)
+        except KeyError:
+            raise KeyError(f"{filename}: path: no group {path!r}") from None
+        if group is None or not isinstance(group, h5py.Group):
+            raise ValueError(f"{filename}: no NXdetector group found in {source.name}")
+        reader = _NexusReader(group, filename)
+        return reader.detector(cls)
 
-        def _metres(label):
-            values = np.asarray(group[label][()], dtype=np.float64).ravel()
-            unit = group[label].attrs.get("units", group[label].attrs.get("unit", "m"))
-            unit = unit.decode() if isinstance(unit, bytes) else str(unit)
-            factors = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "micron": 1e-6}
-            if unit not in factors:
-                raise ValueError(f"source: {group.name}/{label} has unsupported units {unit!r}")
-            return values * factors[unit]
 
-        if "y_pixel_size" in group and "x_pixel_size" in group:        # NeXus
-            pixel1, pixel2 = float(_metres("y_pixel_size")[0]), float(_metres("x_pixel_size")[0])
-        elif "pixel_size" in group:                                     # pyFAI's detector files
-            pixel1, pixel2 = (float(v) for v in _metres("pixel_size")[:2])
+class _NexusReader:
+    """Reads an NXdetector group defensively: every dataset's kind, shape and size checked
+    (:func:`xreduce.limits.check_allocation`) before it is read; errors name file and key."""
+
+    _UNITS = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "micron": 1e-6}
+
+    def __init__(self, group, filename: str):
+        self.group, self.filename = group, filename
+
+    def where(self, key: str) -> str:
+        return f"{self.filename}: {self.group.name}/{key}"
+
+    def read(self, key: str, kinds: str, ndim: tuple, itemsize: int = 8):
+        import h5py
+
+        from .limits import check_allocation
+
+        item = self.group.get(key)
+        if not isinstance(item, h5py.Dataset):
+            raise ValueError(f"{self.where(key)}: expected a dataset, got {type(item).__name__}")
+        if item.dtype.kind not in kinds:
+            raise TypeError(f"{self.where(key)}: expected a numeric dataset of kind {kinds!r}, "
+                            f"got dtype {item.dtype}")
+        shape = item.shape or ()
+        if len(shape) not in ndim:
+            raise ValueError(f"{self.where(key)}: expected {' or '.join(map(str, ndim))} "
+                             f"dimensions, got shape {shape}")
+        check_allocation(int(np.prod(shape, dtype=object)) * max(itemsize, item.dtype.itemsize),
+                         self.where(key), f"dataset of shape {shape}")
+        return np.asarray(item[()])
+
+    def text(self, key: str) -> str:
+        import h5py
+
+        item = self.group.get(key)
+        if not isinstance(item, h5py.Dataset) or item.dtype.kind not in "SOU" \
+                or item.size > 1:
+            raise TypeError(f"{self.where(key)}: expected one string, got "
+                            f"{getattr(item, 'dtype', type(item).__name__)} "
+                            f"{getattr(item, 'shape', '')}")
+        value = item[()]
+        if isinstance(value, np.ndarray) and value.size == 1:
+            value = value.reshape(-1)[0]
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{self.where(key)}: not UTF-8 text") from None
+        if not isinstance(value, str):
+            raise TypeError(f"{self.where(key)}: expected a string, got {value!r}")
+        return value
+
+    def metres(self, key: str) -> np.ndarray:
+        values = self.read(key, "fiu", (0, 1)).astype(np.float64).ravel()
+        unit = self.group[key].attrs.get("units", self.group[key].attrs.get("unit", "m"))
+        unit = unit.decode("utf-8", "replace") if isinstance(unit, bytes) else str(unit)
+        if unit not in self._UNITS:
+            raise ValueError(f"{self.where(key)}: unsupported units {unit!r} (expected one of "
+                             f"{', '.join(self._UNITS)})")
+        if values.size == 0:
+            raise ValueError(f"{self.where(key)}: empty")
+        return values * self._UNITS[unit]
+
+    def integers(self, key: str, count: int) -> tuple:
+        values = self.read(key, "iu", (0, 1)).ravel()
+        if values.size != count:
+            raise ValueError(f"{self.where(key)}: expected {count} integer(s), got "
+                             f"{values.tolist()}")
+        return tuple(int(v) for v in values)
+
+    def detector(self, cls) -> "Detector":
+        g = self.group
+        if "y_pixel_size" in g and "x_pixel_size" in g:                 # NeXus
+            pixel1, pixel2 = float(self.metres("y_pixel_size")[0]), float(self.metres("x_pixel_size")[0])
+        elif "pixel_size" in g:                                          # pyFAI's detector files
+            sizes = self.metres("pixel_size")
+            if sizes.size < 2:
+                raise ValueError(f"{self.where('pixel_size')}: expected 2 values, got {sizes.size}")
+            pixel1, pixel2 = float(sizes[0]), float(sizes[1])
         else:
-            raise ValueError(f"source: NXdetector {group.name} has no x_pixel_size/y_pixel_size")
-        mask_label = "pixel_mask" if "pixel_mask" in group else "mask"
-        mask = np.asarray(group[mask_label][()]) if mask_label in group else None
-        corners = np.asarray(group["pixel_corners"][()]) if "pixel_corners" in group else None
+            raise ValueError(f"{self.filename}: NXdetector {g.name} has no "
+                             f"x_pixel_size/y_pixel_size")
+        mask_key = "pixel_mask" if "pixel_mask" in g else ("mask" if "mask" in g else None)
+        mask = self.read(mask_key, "biuf", (2,), 1) if mask_key else None
+        corners = self.read("pixel_corners", "f", (4,)) if "pixel_corners" in g else None
         if mask is not None:
             shape = mask.shape
         elif corners is not None:
             shape = corners.shape[:2]
-        elif "shape" in group:
-            shape = tuple(int(n) for n in group["shape"][()])
+        elif "shape" in g:
+            shape = self.integers("shape", 2)
+            from .limits import check_allocation
+
+            if min(shape) <= 0:
+                raise ValueError(f"{self.where('shape')}: expected positive sizes, got {shape}")
+            check_allocation(shape[0] * shape[1], self.where("shape"),
+                             f"mask of a {shape[0]} x {shape[1]} detector")
         else:
-            raise ValueError(f"source: NXdetector {group.name} has no pixel_mask, pixel_corners or shape")
-        name = None
-        if "local_name" in group:
-            name = group["local_name"][()]
-            name = name.decode() if isinstance(name, bytes) else str(name)
+            raise ValueError(f"{self.filename}: NXdetector {g.name} has no pixel_mask, "
+                             f"pixel_corners or shape")
+        if "local_name" in g:
+            name = self.text("local_name")
         else:                                   # pyFAI names the group after the detector
-            model = _REGISTRY.get(_normalise(group.name.rsplit("/", 1)[-1]))
+            model = _REGISTRY.get(_normalise(g.name.rsplit("/", 1)[-1]))
             name = model.name if model is not None else None
-        binning = tuple(int(b) for b in group["binning"][()]) if "binning" in group else (1, 1)
-        orientation = int(group["orientation"][()]) if "orientation" in group else 3
-        max_value_invalid = (bool(group["max_value_invalid"][()]) if "max_value_invalid" in group
-                             else None)
-        return cls(pixel1, pixel2, shape, mask, name, binning, corners, orientation,
-                   max_value_invalid)
+        binning = self.integers("binning", 2) if "binning" in g else (1, 1)
+        orientation = self.integers("orientation", 1)[0] if "orientation" in g else 3
+        max_value_invalid = (bool(self.integers("max_value_invalid", 1)[0])
+                             if "max_value_invalid" in g else None)
+        try:
+            return cls(pixel1, pixel2, shape, mask, name, binning, corners, orientation,
+                       max_value_invalid)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{self.filename}: NXdetector {g.name}: {error}") from None
+
+
+def _now_iso() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
 def _find_nxdetector(group):
@@ -406,38 +588,101 @@ def _modules(module, gap, mid=0):
     return lambda shape: module_gap_mask(shape, module, gap, mid)
 
 
+def _edges_of_modules(module):
+    """Mask of the first and last row and column of each ``module`` (Xpad's double pixels)."""
+    def build(shape):
+        rows = np.arange(shape[0]) % module[0]
+        cols = np.arange(shape[1]) % module[1]
+        edge_rows = (rows == 0) | (rows == module[0] - 1)
+        edge_cols = (cols == 0) | (cols == module[1] - 1)
+        return (edge_rows[:, None] | edge_cols[None, :]).astype(np.uint8)
+    return build
+
+
 def _models() -> list:
+    # Module sizes and gaps (rows, cols) in pixels; CdTe sensors also lose the columns in the
+    # middle of each module (doc/pyfai.md, "Detectors"; masks checked against pyFAI's).
     pilatus = _modules((195, 487), (17, 7))
+    pilatus_cdte = _modules((195, 487), (17, 7), mid=3)
     pilatus4 = _modules((255, 513), (20, 7))
+    pilatus4_cdte = _modules((255, 513), (20, 7), mid=1)
     eiger = _modules((514, 1030), (37, 10))
     eiger2 = _modules((512, 1028), (38, 12))
     eiger2_cdte = _modules((512, 1028), (38, 12), mid=2)
     jungfrau = _modules((514, 1030), (36, 8))
     lambda_ = _modules((256, 256), (4, 4))
     models = [
+        _Model("Pilatus 100k", 172e-6, (195, 487), pilatus),
+        _Model("Pilatus 200k", 172e-6, (407, 487), pilatus),
+        _Model("Pilatus 300k", 172e-6, (619, 487), pilatus),
+        _Model("Pilatus 300kw", 172e-6, (195, 1475), pilatus),
+        _Model("Pilatus 900k", 172e-6, (619, 1475), pilatus),
         _Model("Pilatus 1M", 172e-6, (1043, 981), pilatus),
         _Model("Pilatus 2M", 172e-6, (1679, 1475), pilatus),
         _Model("Pilatus 6M", 172e-6, (2527, 2463), pilatus),
+        _Model("Pilatus CdTe 300k", 172e-6, (619, 487), pilatus_cdte,
+               ("Pilatus300k CdTe", "Pilatus 300k CdTe")),
+        _Model("Pilatus CdTe 300kw", 172e-6, (195, 1475), pilatus_cdte,
+               ("Pilatus300kw CdTe", "Pilatus 300kw CdTe")),
+        _Model("Pilatus CdTe 900kw", 172e-6, (195, 4439), pilatus_cdte,
+               ("Pilatus900kw CdTe", "Pilatus 900kw CdTe")),
+        _Model("Pilatus CdTe 1M", 172e-6, (1043, 981), pilatus_cdte,
+               ("Pilatus1M CdTe", "Pilatus 1M CdTe")),
+        _Model("Pilatus CdTe 2M", 172e-6, (1679, 1475), pilatus_cdte,
+               ("Pilatus2M CdTe", "Pilatus 2M CdTe")),
+        _Model("Pilatus4 260k", 150e-6, (530, 513), pilatus4),
+        _Model("Pilatus4 260kw", 150e-6, (255, 1033), pilatus4),
+        _Model("Pilatus4 1M", 150e-6, (1080, 1033), pilatus4),
+        _Model("Pilatus4 2M", 150e-6, (1630, 1553), pilatus4),
         _Model("Pilatus4 4M", 150e-6, (2180, 2073), pilatus4),
+        _Model("Pilatus4 CdTe 260k", 150e-6, (530, 513), pilatus4_cdte, ("Pilatus4 260k CdTe",)),
+        _Model("Pilatus4 CdTe 260kw", 150e-6, (255, 1033), pilatus4_cdte,
+               ("Pilatus4 260kw CdTe",)),
+        _Model("Pilatus4 CdTe 1M", 150e-6, (1080, 1033), pilatus4_cdte, ("Pilatus4 1M CdTe",)),
+        _Model("Pilatus4 CdTe 2M", 150e-6, (1630, 1553), pilatus4_cdte, ("Pilatus4 2M CdTe",)),
+        _Model("Pilatus4 CdTe 4M", 150e-6, (2180, 2073), pilatus4_cdte, ("Pilatus4 4M CdTe",)),
+        _Model("Eiger 500k", 75e-6, (514, 1030), eiger),
         _Model("Eiger 1M", 75e-6, (1065, 1030), eiger),
         _Model("Eiger 4M", 75e-6, (2167, 2070), eiger),
         _Model("Eiger 9M", 75e-6, (3269, 3110), eiger),
         _Model("Eiger 16M", 75e-6, (4371, 4150), eiger),
+        _Model("Eiger2 250k", 75e-6, (512, 512), eiger2),
+        _Model("Eiger2 500k", 75e-6, (512, 1028), eiger2),
+        _Model("Eiger2 1M", 75e-6, (1062, 1028), eiger2),
+        _Model("Eiger2 1M-W", 75e-6, (512, 2068), eiger2, ("Eiger2 1MW",)),
+        _Model("Eiger2 2M-W", 75e-6, (512, 4148), eiger2, ("Eiger2 2MW",)),
         _Model("Eiger2 4M", 75e-6, (2162, 2068), eiger2),
         _Model("Eiger2 9M", 75e-6, (3262, 3108), eiger2),
         _Model("Eiger2 16M", 75e-6, (4362, 4148), eiger2),
+        _Model("Eiger2 CdTe 500k", 75e-6, (512, 1028), eiger2_cdte),
+        _Model("Eiger2 CdTe 1M", 75e-6, (1062, 1028), eiger2_cdte),
+        _Model("Eiger2 CdTe 1M-W", 75e-6, (512, 2068), eiger2_cdte, ("Eiger2 CdTe 1MW",)),
+        _Model("Eiger2 CdTe 2M-W", 75e-6, (512, 4148), eiger2_cdte, ("Eiger2 CdTe 2MW",)),
         _Model("Eiger2 CdTe 4M", 75e-6, (2162, 2068), eiger2_cdte),
         _Model("Eiger2 CdTe 9M", 75e-6, (3262, 3108), eiger2_cdte),
         _Model("Eiger2 CdTe 16M", 75e-6, (4362, 4148), eiger2_cdte),
         _Model("Jungfrau 4M", 75e-6, (2164, 2068), jungfrau),
-        _Model("Perkin Elmer", 200e-6, (2048, 2048), None, ("Perkin", "PerkinElmer")),
+        _Model("Perkin Elmer", 200e-6, (2048, 2048), None, ("Perkin", "PerkinElmer",
+                                                              "Perkin detector")),
+        _Model("Pixium 4700", 154e-6, (1910, 2480), None, ("Pixium",), (2, 2)),
         _Model("FReLoN", 50e-6, (2048, 2048), None),
         _Model("Mar345", 100e-6, (3450, 3450), circular_mask, ("MAR 345", "Mar3450")),
         # Rayonix: 225 mm / 6144 and 340 mm / 7680 pixels, read 2x2 binned; the binned sizes
         # are rounded to 73.242 um and 88.5417 um as in pyFAI, so that PONI files agree.
         _Model("Rayonix MX225", 73.242e-6 / 2, (6144, 6144), None, ("MX225",), (2, 2)),
         _Model("Rayonix MX340HS", 88.5417e-6 / 2, (7680, 7680), None, ("MX340HS",), (2, 2)),
+        _Model("Rayonix MX170", 44.2708e-6, (3840, 3840), None, ("MX170", "Rayonix MX170-HS")),
+        _Model("Rayonix MX225HS", 78.125e-6 / 2, (5760, 5760), None, ("MX225HS",), (2, 2)),
+        _Model("Rayonix MX300HS", 78.125e-6 / 2, (7680, 7680), None, ("MX300HS",), (2, 2)),
+        _Model("Lambda 60k", 55e-6, (256, 256), lambda_),
+        _Model("Lambda 250k", 55e-6, (516, 516), lambda_),
+        _Model("Lambda 750k", 55e-6, (516, 1556), lambda_),
         _Model("Lambda 2M", 55e-6, (1556, 1556), lambda_),
+        _Model("Maxipix", 55e-6, (256, 256), lambda_, ("Maxipix 1x1",)),
+        _Model("Maxipix 2x2", 55e-6, (516, 516), lambda_),
+        _Model("Maxipix 5x1", 55e-6, (256, 1296), lambda_),
+        _Model("Xpad S540 flat", 130e-6, (960, 560), _edges_of_modules((120, 80)),
+               ("Xpad flat", "D5")),
     ]
     return models
 
@@ -493,6 +738,9 @@ def get_detector(name: str, binning: tuple | None = None, orientation: int = 3) 
         raise TypeError(f"name: expected a detector name (str), got {type(name).__name__}")
     model = _REGISTRY.get(_normalise(name))
     if model is None:
+        found = _from_pyfai_registry(name, binning, orientation)
+        if found is not None:
+            return found
         key = _normalise(name)
         close = difflib.get_close_matches(key, list(_REGISTRY), n=5, cutoff=0.5)
         suggestions = sorted({_REGISTRY[c].name for c in close})
@@ -506,3 +754,40 @@ def get_detector(name: str, binning: tuple | None = None, orientation: int = 3) 
     full = Detector(model.pixel_m, model.pixel_m, model.shape, model.build_mask(model.shape),
                     model.name, (1, 1), None, orientation)
     return full if (b1, b2) == (1, 1) else full.binned(b1, b2)
+
+
+def _pyfai_class(name: str):
+    """pyFAI's detector class for a name (ours or pyFAI's spelling), or None (also when
+    pyFAI is not installed)."""
+    try:
+        import pyFAI.detectors as pyfai_detectors
+    except ImportError:
+        return None
+    classes = {_normalise(k): cls for k, cls in pyfai_detectors.ALL_DETECTORS.items()}
+    model = _REGISTRY.get(_normalise(name))
+    for candidate in ((name,) + ((model.name,) + model.aliases if model else ())):
+        key = _normalise(candidate)
+        if key in classes and key != "detector":
+            return classes[key]
+        key = _normalise(re.sub(r"(?i)\s*cdte\s*", "", candidate) + "cdte")  # "Pilatus CdTe 1M"
+        if "cdte" in candidate.lower() and key in classes:
+            return classes[key]
+    return None
+
+
+def _from_pyfai_registry(name: str, binning, orientation: int) -> Detector | None:
+    """A detector of pyFAI's registry that ours lacks, built from pyFAI's definition (None
+    when pyFAI is not installed or does not know the name either)."""
+    cls = _pyfai_class(name)
+    if cls is None:
+        return None
+    try:
+        det = cls(orientation=orientation)
+    except TypeError:                 # a class without orientation: only the native one
+        if orientation != 3:
+            raise ValueError(f"orientation: pyFAI's {cls.__name__} has no orientation, "
+                             f"got {orientation!r}") from None
+        det = cls()
+    if binning is not None:
+        det.set_binning(_int_pair("binning", binning))
+    return Detector.from_pyfai(det)

@@ -327,6 +327,35 @@ class Geometry:
             self._cache[key] = _readonly(out)
         return self._cache[key]
 
+    def delta_array(self, unit: str | Unit = "2th_deg") -> np.ndarray:
+        """Largest deviation of a pixel's corners from its centre, in ``unit`` (pyFAI's
+        ``delta_array``; what its bbox splitting adds on either side of the centre).
+
+        For ``chi_deg``/``chi_rad`` the deviation is taken the short way round the circle
+        (a pixel across the -pi/pi seam deviates by a little, not by 2 pi). Read-only,
+        cached.
+
+        Example
+        -------
+        >>> from xreduce.detectors import Detector
+        >>> g = Geometry(0.1, 0.0, 0.0, 0, 0, 0, 1e-10, Detector(1e-4, 1e-4, (4, 4)))
+        >>> round(float(g.delta_array("chi_deg")[0, 0]), 3)    # a corner on the beam
+        45.0
+        """
+        unit = get_unit(unit)
+        key = ("delta", unit.name)
+        if key not in self._cache:
+            if unit.quantity == "chi":
+                chi = self.corner_array("2th_rad")[..., 1]
+                delta = np.abs(chi - self.chi_array()[..., None])
+                np.minimum(delta, 2 * np.pi - delta, out=delta)
+                out = delta.max(axis=-1) * unit.scale
+            else:
+                delta = np.abs(self.corner_array(unit)[..., 0] - self.center_array(unit)[..., None])
+                out = delta.max(axis=-1)
+            self._cache[key] = _readonly(out)
+        return self._cache[key]
+
     def radial_bounds(self, unit: str | Unit = "2th_deg") -> np.ndarray:
         """Smallest and largest value of a radial ``unit`` over the 4 corners of every pixel.
 
@@ -533,6 +562,47 @@ class Geometry:
             "pixelY": self.detector.pixel1 * 1e6,
             "wavelength": None if self.wavelength is None else self.wavelength * 1e10,
         }
+
+    # -- pyFAI ---------------------------------------------------------------------------------------
+    @classmethod
+    def from_pyfai(cls, ai) -> "Geometry":
+        """The geometry of a pyFAI ``Geometry``/``AzimuthalIntegrator`` (or of
+        :class:`xreduce.compat.pyfai.AzimuthalIntegrator`): the seven PONI parameters and the
+        detector (:meth:`Detector.from_pyfai`).
+
+        Example
+        -------
+        >>> from pyFAI.integrator.azimuthal import AzimuthalIntegrator   # doctest: +SKIP
+        >>> ai = AzimuthalIntegrator(dist=0.1, detector="Pilatus1M")      # doctest: +SKIP
+        >>> Geometry.from_pyfai(ai).detector.name                          # doctest: +SKIP
+        'Pilatus 1M'
+        """
+        if isinstance(getattr(ai, "geometry", None), Geometry):        # the compat class
+            return ai.geometry
+        for name in ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "detector"):
+            if not hasattr(ai, name):
+                raise TypeError(f"ai: expected a pyFAI Geometry or AzimuthalIntegrator, got "
+                                f"{type(ai).__name__} (no {name})")
+        detector = Detector.from_pyfai(ai.detector)
+        wavelength = ai.wavelength if ai.wavelength else None
+        return cls(float(ai.dist), float(ai.poni1), float(ai.poni2), float(ai.rot1),
+                   float(ai.rot2), float(ai.rot3), wavelength, detector)
+
+    def to_pyfai(self):
+        """This geometry as a pyFAI ``AzimuthalIntegrator`` (parameters and detector, see
+        :meth:`Detector.to_pyfai`; a registry detector is built by its pyFAI name).
+
+        Example
+        -------
+        >>> g = Geometry(0.1, 0.05, 0.05, 0, 0, 0, 1e-10, "Pilatus 1M")     # doctest: +SKIP
+        >>> g.to_pyfai().detector.name                                       # doctest: +SKIP
+        'Pilatus 1M'
+        """
+        from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+        return AzimuthalIntegrator(self.dist, self.poni1, self.poni2, self.rot1, self.rot2,
+                                   self.rot3, detector=self.detector.to_pyfai(),
+                                   wavelength=self.wavelength)
 
     @classmethod
     def from_midas(cls, Lsd_um: float, BC_px: tuple, px_um: float, tx_deg: float = 0.0,

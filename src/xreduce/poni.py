@@ -23,13 +23,13 @@ True
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
 import warnings
 
 from .detectors import Detector, get_detector
 
-__all__ = ["read_poni", "write_poni", "parse_poni"]
+__all__ = ["read_poni", "write_poni", "parse_poni", "detector_from_config", "detector_config"]
 
 _GEOMETRY_KEYS = {"distance": "dist", "poni1": "poni1", "poni2": "poni2", "rot1": "rot1",
                   "rot2": "rot2", "rot3": "rot3", "wavelength": "wavelength"}
@@ -37,6 +37,7 @@ _KNOWN = set(_GEOMETRY_KEYS) | {"poni_version", "detector", "detector_config", "
                                 "pixelsize2", "splinefile", "parallax"}
 _VERSIONS = (1.0, 2.0, 2.1, 3.0)
 _GENERIC_NAMES = {"detector", "none", ""}
+_MAX_PONI_BYTES = 1 << 20      # a PONI file is a few hundred bytes; refuse to read a huge one
 
 
 def parse_poni(text: str, source: str = "<string>") -> dict:
@@ -83,8 +84,16 @@ def read_poni(path: str | os.PathLike, shape: tuple | None = None):
     from .geometry import Geometry
 
     path = os.fspath(path)
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
+    with open(path, "rb") as handle:
+        raw = handle.read(_MAX_PONI_BYTES + 1)
+    if len(raw) > _MAX_PONI_BYTES:
+        raise ValueError(f"{path}: larger than {_MAX_PONI_BYTES} bytes, not a PONI file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 text (byte {error.start}); "
+                         f"not a PONI file?") from None
     entries = parse_poni(text, path)
 
     def number(key, required=True):
@@ -96,9 +105,13 @@ def read_poni(path: str | os.PathLike, shape: tuple | None = None):
         if value.lower() == "none" and not required:
             return None
         try:
-            return float(value)
+            result = float(value)
         except ValueError:
             raise ValueError(f"{path}, line {line}: {original}: expected a number, got {value!r}") from None
+        if not math.isfinite(result):
+            raise ValueError(f"{path}, line {line}: {original}: expected a finite number, "
+                             f"got {value!r}")
+        return result
 
     version = number("poni_version", required=False) or 1.0
     if version not in _VERSIONS:
@@ -112,6 +125,8 @@ def read_poni(path: str | os.PathLike, shape: tuple | None = None):
             config = json.loads(value) if value.lower() != "none" else {}
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}, line {line}: Detector_config: invalid JSON ({error.msg})") from None
+        except RecursionError:
+            raise ValueError(f"{path}, line {line}: Detector_config: JSON nested too deeply") from None
         if not isinstance(config, dict):
             raise ValueError(f"{path}, line {line}: Detector_config: expected a JSON object")
         config = {k.lower(): v for k, v in config.items()}
@@ -120,6 +135,8 @@ def read_poni(path: str | os.PathLike, shape: tuple | None = None):
             config["pixel" + key[-1]] = number(key)
     spline = entries.get("splinefile", (0, "", "none"))[2]
     spline = config.pop("splinefile", None) or (None if spline.lower() == "none" else spline)
+    if spline is not None and not isinstance(spline, str):
+        raise TypeError(f"{path}: splineFile: expected a file name, got {spline!r}")
     spline_file = None
     if spline:
         extra["SplineFile"] = spline
@@ -149,42 +166,180 @@ def read_poni(path: str | os.PathLike, shape: tuple | None = None):
     else:
         detector = _detector(name, config, shape, path, entries)
     params = {attr: number(key, required=key != "wavelength") for key, attr in _GEOMETRY_KEYS.items()}
-    return Geometry(**params, detector=detector, extra=extra)
+    try:
+        return Geometry(**params, detector=detector, extra=extra)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 def _detector(name: str, config: dict, shape, path: str, entries: dict) -> Detector:
-    orientation = int(config.get("orientation") or 3)
     where = f"{path}, line {entries['detector'][0]}" if "detector" in entries else path
+    if "detector_config" in entries:
+        where_config = f"{path}, line {entries['detector_config'][0]}: Detector_config"
+    else:
+        where_config = where
+    return detector_from_config(name, config, shape, where_config, where)
+
+
+_CONFIG_KEYS = {"pixel1", "pixel2", "max_shape", "binning", "orientation", "filename",
+                "splinefile"}
+
+
+def _config_size(where: str, key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{where}: {key}: expected a pixel size in metres (number), "
+                        f"got {value!r}")
+    if not (value > 0 and value < 1.0):
+        raise ValueError(f"{where}: {key}: expected a pixel size in metres in (0, 1), "
+                         f"got {value!r}")
+    return float(value)
+
+
+def _config_pair(where: str, key: str, value) -> tuple:
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise TypeError(f"{where}: {key}: expected a pair of integers, got {value!r}")
+    if min(value) <= 0:
+        raise ValueError(f"{where}: {key}: expected two positive integers, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _config_orientation(where: str, value) -> int:
+    if value is None:
+        return 3
+    if isinstance(value, bool) or not isinstance(value, int) or value not in (0, 1, 2, 3, 4):
+        raise ValueError(f"{where}: orientation: expected an integer 0-4 (0 = the "
+                         f"detector's own, 3), got {value!r}")
+    return value or 3
+
+
+def _checked_shape(where: str, max_shape: tuple, binning: tuple) -> tuple:
+    """(rows, cols) after binning, refused when its mask would not fit in memory."""
+    from .limits import check_allocation
+
+    rows, cols = max_shape[0] // binning[0], max_shape[1] // binning[1]
+    if rows == 0 or cols == 0:
+        raise ValueError(f"{where}: binning: {list(binning)} is larger than max_shape "
+                         f"{list(max_shape)}")
+    # the mask (uint8) and the float64 per-pixel arrays every integration builds
+    check_allocation(max_shape[0] * max_shape[1] * 9, f"{where}: max_shape",
+                     f"mask and per-pixel arrays of a {max_shape[0]} x {max_shape[1]} detector")
+    return rows, cols
+
+
+def detector_from_config(name: str, config: dict, shape=None, where: str = "config",
+                         where_name: str | None = None) -> Detector:
+    """The detector a PONI file's ``Detector`` name and ``Detector_config`` describe.
+
+    Every value is type- and range-checked before anything is allocated (the shape with
+    :func:`xreduce.limits.check_allocation`); errors name ``where`` (file, line) and the key.
+
+    Parameters
+    ----------
+    name : str
+        ``Detector`` entry: a registry name, "Detector" (plain) or "NexusDetector".
+    config : dict
+        ``Detector_config`` (keys case-insensitive): pixel1, pixel2 (m), max_shape,
+        binning, orientation (0-4), filename (NexusDetector).
+    shape : tuple, optional
+        (rows, cols) for a plain detector whose config has no max_shape.
+    where, where_name : str
+        Where the config and the name come from, for messages (file and line).
+
+    Example
+    -------
+    >>> detector_from_config("Pilatus 1M", {"orientation": 3}).shape
+    (1043, 981)
+    """
+    where_name = where_name or where
+    if not isinstance(name, str):
+        raise TypeError(f"{where_name}: detector: expected a name (str), got {name!r}")
+    if not isinstance(config, dict):
+        raise TypeError(f"{where}: expected a JSON object, got {config!r}")
+    config = {str(k).lower(): v for k, v in config.items()}
+    unknown = sorted(set(config) - _CONFIG_KEYS)
+    if unknown:
+        warnings.warn(f"{where}: keys not used by xreduce: {', '.join(unknown)}", stacklevel=3)
+    orientation = _config_orientation(where, config.get("orientation"))
+    binning = None
+    if config.get("binning") is not None:
+        binning = _config_pair(where, "binning", config["binning"])
+    pixels = {key: _config_size(where, key, config[key]) for key in ("pixel1", "pixel2")
+              if config.get(key) is not None}
+    max_shape = None
+    if config.get("max_shape") is not None:
+        max_shape = _config_pair(where, "max_shape", config["max_shape"])
     if name.lower() in _GENERIC_NAMES or name == "NexusDetector":
-        if name == "NexusDetector" or "filename" in config:
+        if name == "NexusDetector" or config.get("filename"):
             filename = config.get("filename")
-            if not filename:
-                raise ValueError(f"{where}: NexusDetector without a filename in Detector_config")
-            return Detector.read_nexus(filename)
-        if "pixel1" not in config or "pixel2" not in config:
-            raise ValueError(f"{where}: the detector has no pixel sizes (pixel1, pixel2)")
-        max_shape = config.get("max_shape") or shape
+            if not isinstance(filename, str) or not filename:
+                raise ValueError(f"{where}: filename: NexusDetector needs the detector "
+                                 f"file's name, got {filename!r}")
+            try:
+                return Detector.read_nexus(filename)
+            except (OSError, KeyError, TypeError, ValueError) as error:
+                raise type(error)(f"{where}: filename: {error}") from None
+        if len(pixels) != 2:
+            raise ValueError(f"{where_name}: the detector has no pixel sizes (pixel1, pixel2)")
+        if max_shape is None and shape is not None:
+            max_shape = _config_pair("shape", "shape", list(shape))
+            max_shape = (max_shape[0] * (binning or (1, 1))[0],
+                         max_shape[1] * (binning or (1, 1))[1])
         if max_shape is None:
-            raise ValueError(f"{where}: the detector has no shape; pass shape=(rows, cols)")
-        binning = tuple(config.get("binning") or (1, 1))
-        rows, cols = (int(n) // b for n, b in zip(max_shape, binning))
+            raise ValueError(f"{where_name}: the detector has no shape; pass shape=(rows, "
+                             f"cols) or give max_shape")
+        binning = binning or (1, 1)
+        rows, cols = _checked_shape(where, max_shape, binning)
         if shape is not None and tuple(shape) != (rows, cols):
-            raise ValueError(f"shape: the file gives {(rows, cols)}, got {tuple(shape)}")
-        return Detector(float(config["pixel1"]), float(config["pixel2"]), (rows, cols),
+            raise ValueError(f"{where}: shape: the file gives {(rows, cols)}, got {tuple(shape)}")
+        return Detector(pixels["pixel1"], pixels["pixel2"], (rows, cols),
                         binning=binning, orientation=orientation)
     try:
-        binning = config.get("binning")
-        detector = get_detector(name, binning=tuple(binning) if binning else None,
-                                orientation=orientation)
+        detector = get_detector(name, binning=binning, orientation=orientation)
     except KeyError as error:
-        raise ValueError(f"{where}: {error.args[0]}") from None
-    pixel1 = float(config.get("pixel1", detector.pixel1))
-    pixel2 = float(config.get("pixel2", detector.pixel2))
+        raise ValueError(f"{where_name}: {error.args[0]}") from None
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    if max_shape is not None:
+        full = (detector.shape[0] * detector.binning[0], detector.shape[1] * detector.binning[1])
+        if max_shape != full:
+            raise ValueError(f"{where}: max_shape: {name} has {list(full)} pixels, the file "
+                             f"says {list(max_shape)}")
+    pixel1 = pixels.get("pixel1", detector.pixel1)
+    pixel2 = pixels.get("pixel2", detector.pixel2)
     if (pixel1, pixel2) != (detector.pixel1, detector.pixel2):
         detector = Detector(pixel1, pixel2, detector.shape, detector.mask, detector.name,
                             detector.binning, None, detector.orientation,
                             detector.max_value_invalid)
     return detector
+
+
+def detector_config(detector: Detector) -> tuple[str, dict]:
+    """The ``Detector`` name and ``Detector_config`` dict that describe ``detector`` in a PONI
+    file (what :func:`detector_from_config` reads back).
+
+    Example
+    -------
+    >>> from xreduce.detectors import get_detector
+    >>> detector_config(get_detector("Eiger 1M"))[0]
+    'Eiger 1M'
+    """
+    try:
+        registered = detector.name is not None and \
+            get_detector(detector.name).name == detector.name
+    except KeyError:
+        registered = False
+    config = {"pixel1": detector.pixel1, "pixel2": detector.pixel2}
+    if registered:
+        name = detector.name
+    else:
+        config["max_shape"] = [detector.shape[0] * detector.binning[0],
+                               detector.shape[1] * detector.binning[1]]
+        name = "Detector"
+    if detector.binning != (1, 1):
+        config["binning"] = list(detector.binning)
+    config["orientation"] = detector.orientation
+    return name, config
 
 
 def _find_spline(spline: str, poni_path: str) -> str | None:
@@ -226,23 +381,7 @@ def poni_text(geometry) -> str:
     """The version 2.1 PONI text of a geometry (what :func:`write_poni` writes)."""
     from . import __version__
 
-    det = geometry.detector
-    try:
-        registered = det.name is not None and get_detector(det.name).name == det.name
-    except KeyError:
-        registered = False
-    if registered:
-        config = {"pixel1": det.pixel1, "pixel2": det.pixel2, "orientation": det.orientation}
-        if det.binning != (1, 1):
-            config["binning"] = list(det.binning)
-        name = det.name
-    else:
-        config = {"pixel1": det.pixel1, "pixel2": det.pixel2,
-                  "max_shape": [det.shape[0] * det.binning[0], det.shape[1] * det.binning[1]],
-                  "orientation": det.orientation}
-        if det.binning != (1, 1):
-            config["binning"] = list(det.binning)
-        name = "Detector"
+    name, config = detector_config(geometry.detector)
     spline = next((v for k, v in geometry.extra.items() if k.lower() == "splinefile"), None)
     if spline:
         config["splineFile"] = spline
@@ -271,7 +410,7 @@ def poni_text(geometry) -> str:
 
 
 def write_poni(geometry, path: str | os.PathLike) -> None:
-    """Write ``geometry`` as a version 2.1 PONI file, atomically (temporary name, then rename).
+    """Write ``geometry`` as a version 2.1 PONI file, atomically (``atomic_output``).
 
     Example
     -------
@@ -284,15 +423,8 @@ def write_poni(geometry, path: str | os.PathLike) -> None:
 
     if not isinstance(geometry, Geometry):
         raise TypeError(f"geometry: expected a Geometry, got {type(geometry).__name__}")
-    path = os.fspath(path)
+    from .io.writers import atomic_output
+
     text = poni_text(geometry)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(prefix=".", suffix=".poni.part", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_output(os.fspath(path)) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        out.write(text)

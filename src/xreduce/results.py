@@ -35,6 +35,16 @@ def _unit_label(unit: Any) -> str:
     return getattr(unit, "label", _unit_name(unit))
 
 
+# NeXus spellings of the units of the axes (doc/pyfai.md, "Files").
+_NEXUS_UNITS = {"2th_deg": "degrees", "2th_rad": "rad", "q_nm^-1": "1/nm",
+                "q_A^-1": "1/angstrom", "r_mm": "mm", "r_m": "m", "d*2_A^-2": "1/angstrom^2",
+                "chi_deg": "degrees", "chi_rad": "rad"}
+
+
+def _nexus_units(unit: Any) -> str:
+    return _NEXUS_UNITS.get(_unit_name(unit), _unit_name(unit))
+
+
 def _atomic_path(path: str) -> str:
     """A temporary file name in the same folder as ``path`` (for write-then-rename)."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -76,52 +86,82 @@ class _Result:
                 else repr(value)
         return head
 
-    def _write_h5(self, path: str, axes: list[tuple[str, np.ndarray, str]]) -> None:
+    def _write_h5(self, path: str, axes: list[tuple[str, np.ndarray, Any]]) -> None:
+        """NeXus file in pyFAI's NXazint1d/NXazint2d-like layout (doc/pyfai.md, "Files").
+
+        /entry (NXentry, @default=data) holds ``program_name``, ``integrate`` (NXprocess: the
+        PONI, method and options as JSON, ``sequence_index``), ``instrument`` (NXinstrument:
+        wavelength, NXdetector) and ``data`` (NXdata: ``intensity`` with ``long_name`` and
+        units, ``intensity_errors``, axes in NeXus units, and the per-bin sums).
+        """
         import h5py
 
-        tmp = _atomic_path(path)
-        try:
-            with h5py.File(tmp, "w") as h5:
-                entry = h5.create_group("entry")
-                entry.attrs["NX_class"] = "NXentry"
-                h5.attrs["default"] = "entry"
-                entry.attrs["default"] = "integrate"
-                entry["program_name"] = "xreduce"
-                entry["header"] = json.dumps(self._header())
-                nxdata = entry.create_group("integrate")
-                nxdata.attrs["NX_class"] = "NXdata"
-                nxdata.attrs["signal"] = "intensity"
-                frame_axes = ["frame"] if self.intensity.ndim > len(axes) else []
-                if frame_axes:
-                    nxdata["frame"] = np.arange(self.intensity.shape[0])
-                nxdata.attrs["axes"] = frame_axes + [name for name, _, _ in axes]
-                for name, values, units in axes:
-                    nxdata[name] = values
-                    nxdata[name].attrs["units"] = units
-                nxdata["intensity"] = self.intensity
-                if self.sigma is not None:
-                    nxdata["intensity_errors"] = self.sigma
-                for name in ("sum_signal", "sum_variance", "sum_normalization",
-                             "sum_normalization2", "count", "std"):
-                    value = getattr(self, name)
-                    if value is not None:
-                        nxdata[name] = value
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        from xreduce.io.writers import atomic_output
+
+        header = self._header()
+        with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
+            h5.attrs["NX_class"] = "NXroot"
+            h5.attrs["creator"] = "xreduce"
+            h5.attrs["default"] = "entry"
+            entry = h5.create_group("entry")
+            entry.attrs["NX_class"] = "NXentry"
+            entry.attrs["default"] = "data"
+            entry["program_name"] = "xreduce"
+            entry["definition"] = "NXazint2d" if len(axes) == 2 else "NXazint1d"
+            process = entry.create_group("integrate")
+            process.attrs["NX_class"] = "NXprocess"
+            process["program"] = "xreduce"
+            process["sequence_index"] = 1
+            process["method"] = "_".join(self.method)
+            process["configuration"] = json.dumps(header)
+            process["configuration"].attrs["format"] = "json"
+            g = self.geometry
+            if g is not None:
+                from xreduce.poni import poni_text
+
+                process["poni"] = poni_text(g)
+                instrument = entry.create_group("instrument")
+                instrument.attrs["NX_class"] = "NXinstrument"
+                if g.wavelength is not None:
+                    source = instrument.create_group("monochromator")
+                    source.attrs["NX_class"] = "NXmonochromator"
+                    source["wavelength"] = g.wavelength * 1e10
+                    source["wavelength"].attrs["units"] = "angstrom"
+                g.detector.write_nexus(instrument, "detector")
+                det = instrument["detector"]
+                det["distance"] = g.dist
+                det["distance"].attrs["units"] = "m"
+            nxdata = entry.create_group("data")
+            nxdata.attrs["NX_class"] = "NXdata"
+            nxdata.attrs["signal"] = "intensity"
+            frame_axes = ["frame"] if self.intensity.ndim > len(axes) else []
+            if frame_axes:
+                nxdata["frame"] = np.arange(self.intensity.shape[0])
+            nxdata.attrs["axes"] = frame_axes + [name for name, _, _ in axes]
+            for name, values, unit in axes:
+                nxdata[name] = values
+                nxdata[name].attrs["units"] = _nexus_units(unit)
+                nxdata[name].attrs["long_name"] = _unit_label(unit)
+            nxdata["intensity"] = self.intensity
+            nxdata["intensity"].attrs["long_name"] = "Intensity"
+            nxdata["intensity"].attrs["units"] = "arbitrary units"
+            nxdata["intensity"].attrs["interpretation"] = "image" if len(axes) == 2 \
+                else "spectrum"
+            if self.sigma is not None:
+                nxdata["intensity_errors"] = self.sigma
+                nxdata["intensity_errors"].attrs["doc"] = "standard error of the mean"
+            for name in ("sum_signal", "sum_variance", "sum_normalization",
+                         "sum_normalization2", "count", "std"):
+                value = getattr(self, name)
+                if value is not None:
+                    nxdata[name] = value
 
     def _write_text(self, path: str, table: np.ndarray, columns: str) -> None:
+        from xreduce.io.writers import atomic_output
+
         lines = [f"{k}: {json.dumps(v)}" for k, v in self._header().items()]
-        tmp = _atomic_path(path)
-        try:
+        with atomic_output(path) as tmp:
             np.savetxt(tmp, table, header="\n".join(lines + [columns]))
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
 
 
 @dataclass(frozen=True)
@@ -141,7 +181,7 @@ class Integrate1dResult(_Result):
         """
         unit = _unit_name(self.unit)
         if path.endswith((".h5", ".hdf5", ".nxs")):
-            self._write_h5(path, [(unit.split("_")[0], self.radial, unit)])
+            self._write_h5(path, [(unit.split("_")[0], self.radial, self.unit)])
             return
         intensity = np.atleast_2d(self.intensity)
         cols = [self.radial]
@@ -184,8 +224,8 @@ class Integrate2dResult(_Result):
         """
         unit = _unit_name(self.unit)
         if path.endswith((".h5", ".hdf5", ".nxs")):
-            self._write_h5(path, [("chi", self.azimuthal, "deg"),
-                                  (unit.split("_")[0], self.radial, unit)])
+            self._write_h5(path, [("chi", self.azimuthal, self.azimuthal_unit),
+                                  (unit.split("_")[0], self.radial, self.unit)])
             return
         if self.intensity.ndim != 2:
             raise ValueError("save: a stack of cakes can only be written to HDF5 (.h5), "

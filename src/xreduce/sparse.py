@@ -8,7 +8,10 @@ integration is then a sparse product with the frame. Four splitting schemes:
 - ``"bbox"``: the pixel's bounding box in (radial, chi) is spread uniformly over the bins it
   covers;
 - ``"pseudo"``: as bbox, with the box shrunk about its centre to the pixel's area;
-- ``"full"``: the pixel quadrilateral is split exactly by area (polygon clipping).
+- ``"full"``: the pixel quadrilateral is split exactly by area (polygon clipping);
+- ``"bbox_pyfai"``: bbox with pyFAI's box, centre +- the largest corner deviation (symmetric,
+  slightly wider than the true box; doc/integration.md), for bin-for-bin comparisons with
+  pyFAI. Built from a geometry only (:func:`build_csr`).
 
 Example
 -------
@@ -21,6 +24,7 @@ Example
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +33,7 @@ import numpy as np
 from xreduce.ext import csr_builder
 
 SPLITS = ("no", "bbox", "pseudo", "full")
+PYFAI_BBOX = "bbox_pyfai"
 # The upper edge of a default range is nudged up by one float32 epsilon (relative), as the
 # established tool does, so that the largest value falls inside the last bin.
 _EPS32 = 1.0 + float(np.finfo(np.float32).eps)
@@ -325,7 +330,7 @@ def build_csr(
         Number of azimuthal bins; None for a 1D matrix.
     unit : str or Unit
         Radial unit, e.g. "2th_deg", "q_nm^-1".
-    split : {"no", "bbox", "pseudo", "full"}
+    split : {"no", "bbox", "pseudo", "full", "bbox_pyfai"}
     radial_range : (float, float) or None
         In `unit`.
     azimuth_range : (float, float) or None
@@ -348,10 +353,17 @@ def build_csr(
     >>> m.shape, round(float(m.data.sum()))
     ((100, 40000), 40000)
     """
+    split_name = split.lower() if isinstance(split, str) else split
+    if split_name == PYFAI_BBOX:
+        if not hasattr(geometry_or_arrays, "corner_array"):
+            raise ValueError(f"split={PYFAI_BBOX!r} needs a Geometry, got "
+                             f"{type(geometry_or_arrays).__name__}")
+        return _build_pyfai_bbox(geometry_or_arrays, npt_rad, npt_azim, unit, radial_range,
+                                 azimuth_range, mask, chi_discontinuity_at_pi, dtype,
+                                 num_threads)
     if hasattr(geometry_or_arrays, "corner_array"):
         geometry = geometry_or_arrays
         corners = centers = radial_bounds = None
-        split_name = split.lower() if isinstance(split, str) else split
         if split_name == "no":
             centers = (geometry.center_array(unit), geometry.chi_array())
         elif split_name == "bbox" and npt_azim is None and azimuth_range is None:
@@ -381,3 +393,136 @@ def build_csr(
         corners, centers, npt_rad, npt_azim, split, radial_range, azimuth_range_rad, mask,
         chi_discontinuity_at_pi, unit=unit, dtype=dtype, compact=compact,
         num_threads=num_threads, radial_bounds=radial_bounds)
+
+
+def _build_pyfai_bbox(geometry, npt_rad, npt_azim, unit, radial_range, azimuth_range, mask,
+                      chi_discontinuity_at_pi, dtype, num_threads) -> CsrMatrix:
+    """The ``"bbox_pyfai"`` matrix: the bbox build of pyFAI's boxes (:func:`pyfai_bbox_corners`).
+
+    The compiled builder takes a box whose chi span exceeds pi for one that straddles the
+    seam; a pyFAI box that wide (pixels next to the beam centre) is really that wide, so those
+    few pixels are left to NumPy here: their coefficients are the fractions of the box in
+    each radial and each azimuthal bin, multiplied.
+    """
+    chi_range = None
+    if npt_azim is not None or azimuth_range is not None:
+        lo_deg, hi_deg = _check_range("azimuth_range", azimuth_range) or \
+            ((-180.0, 180.0) if chi_discontinuity_at_pi else (0.0, 360.0))
+        chi_range = (float(np.deg2rad(lo_deg)), float(np.deg2rad(hi_deg)))
+    invalid = np.asarray(geometry.detector.mask) != 0
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != invalid.shape:
+            raise ValueError(f"mask must have the detector shape {invalid.shape}, "
+                             f"got {mask.shape}")
+        invalid = invalid | (mask != 0)
+    if chi_range is None:                  # 1D over the full circle: the radial box is all
+        centre = np.asarray(geometry.center_array(unit))
+        delta = np.asarray(geometry.delta_array(unit))
+        bounds = np.stack([np.maximum(centre - delta, 0.0), centre + delta], axis=-1)
+        matrix = build_csr_from_arrays(
+            None, None, npt_rad, None, "bbox", radial_range, None, invalid,
+            chi_discontinuity_at_pi, unit=unit, dtype=dtype, num_threads=num_threads,
+            radial_bounds=bounds)
+        return dataclasses.replace(matrix, split=PYFAI_BBOX)
+    corners = pyfai_bbox_corners(geometry, unit, chi_range)
+    invalid = invalid | np.isnan(corners[..., 0, 1])      # boxes that miss the range
+    lo, hi = corners[..., 0, 0], corners[..., 1, 0]
+    if radial_range is None:
+        ok = ~invalid & np.isfinite(lo) & np.isfinite(hi)
+        if not ok.any():
+            raise ValueError("no valid pixel: every pixel is masked or has non-finite positions")
+        radial_range = (float(lo[ok].min()), _default_upper(float(hi[ok].max())))
+    wide = ~invalid & (corners[..., 2, 1] - corners[..., 0, 1] > np.pi)
+    matrix = build_csr_from_arrays(
+        corners, None, npt_rad, npt_azim, "bbox", radial_range, chi_range, invalid | wide,
+        chi_discontinuity_at_pi, unit=unit, dtype=dtype, num_threads=num_threads)
+    if wide.any():
+        matrix = _add_wide_boxes(matrix, corners.reshape(-1, 4, 2), np.flatnonzero(wide),
+                                 npt_rad, npt_azim)
+    return dataclasses.replace(matrix, split=PYFAI_BBOX)
+
+
+def _box_fractions(lo: float, hi: float, edges: np.ndarray) -> np.ndarray:
+    """Fraction of [lo, hi] in each bin of ``edges`` (a zero-width box: its bin gets 1)."""
+    if hi > lo:
+        return np.clip(np.minimum(hi, edges[1:]) - np.maximum(lo, edges[:-1]), 0, None) \
+            / (hi - lo)
+    out = np.zeros(len(edges) - 1)
+    if edges[0] <= lo < edges[-1]:
+        out[np.searchsorted(edges, lo, side="right") - 1] = 1.0
+    return out
+
+
+def _add_wide_boxes(matrix: CsrMatrix, boxes: np.ndarray, pixels: np.ndarray, npt_rad: int,
+                    npt_azim: int | None) -> CsrMatrix:
+    """``matrix`` with the columns of ``pixels`` (boxes wider than pi in chi) added."""
+    from scipy.sparse import csr_matrix
+
+    rad_edges = matrix.radial_edges
+    azi_edges = matrix.azimuthal_edges
+    if azi_edges is None:                                   # a 1D sector: one chi "bin"
+        azi_edges = np.array([-np.inf, np.inf])
+    rows, cols, values = [], [], []
+    for pixel in pixels:
+        box = boxes[pixel]
+        fr = _box_fractions(box[0, 0], box[1, 0], rad_edges)
+        fa = _box_fractions(box[0, 1], box[2, 1], azi_edges) if npt_azim is not None \
+            else np.ones(1)
+        weights = np.outer(fa, fr).ravel()
+        hit = np.flatnonzero(weights)
+        rows.append(hit)
+        cols.append(np.full(hit.size, pixel))
+        values.append(weights[hit])
+    extra = csr_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+                       shape=matrix.shape)
+    data = matrix.data if matrix.data is not None else np.ones(len(matrix.indices))
+    total = csr_matrix((data, matrix.indices, matrix.indptr), shape=matrix.shape) + extra
+    total.sort_indices()
+    dtype = matrix.data.dtype if matrix.data is not None else np.float32
+    return dataclasses.replace(matrix, indptr=total.indptr.astype(np.int32),
+                               indices=total.indices.astype(np.int32),
+                               data=total.data.astype(dtype))
+
+
+def pyfai_bbox_corners(geometry: Any, unit: Any = "2th_deg",
+                       chi_range: tuple[float, float] | None = None) -> np.ndarray:
+    """pyFAI's bbox of every pixel, as the 4 corners of a (radial, chi) rectangle.
+
+    pyFAI's box is the pixel centre ``c`` +- ``d = max_k |corner_k - c|`` in the radial unit
+    (its low end clipped at 0: 2theta, q, r and d*^2 are never negative), and in chi the
+    centre +- the largest corner deviation taken the short way round the circle. Returned in
+    the layout of :meth:`Geometry.corner_array` (rows, cols, 4, 2), corners (low, low),
+    (high, low), (high, high), (low, high), so the true-box ``"bbox"`` build of these corners
+    is pyFAI's box (doc/integration.md, "Note on bbox"). With ``chi_range`` (radians) the
+    chi side is clipped to it, as pyFAI does, so that a pixel's whole weight lands inside
+    the range (chi NaN for pixels whose box misses it); without, chi may leave (-pi, pi] by
+    up to ``d``.
+
+    Example
+    -------
+    >>> from xreduce.detectors import Detector
+    >>> from xreduce.geometry import Geometry
+    >>> g = Geometry(0.1, 0.001, 0.001, 0, 0, 0, 1e-10, Detector(1e-4, 1e-4, (4, 4)))
+    >>> c = pyfai_bbox_corners(g, "r_mm")
+    >>> bool((c[..., 0, 0] <= g.center_array("r_mm")).all())
+    True
+    """
+    centre = np.asarray(geometry.center_array(unit), dtype=np.float64)
+    delta = np.asarray(geometry.delta_array(unit))
+    chi = np.asarray(geometry.chi_array(), dtype=np.float64)
+    delta_chi = np.asarray(geometry.delta_array("chi_rad"))
+    lo = np.maximum(centre - delta, 0.0)
+    hi = centre + delta
+    out = np.empty(centre.shape + (4, 2))
+    out[..., 0, 0] = out[..., 3, 0] = lo
+    out[..., 1, 0] = out[..., 2, 0] = hi
+    chi_lo, chi_hi = chi - delta_chi, chi + delta_chi
+    if chi_range is not None:
+        a0, a1 = chi_range
+        miss = (chi_hi < a0) | (chi_lo > a1)
+        chi_lo, chi_hi = np.maximum(chi_lo, a0), np.minimum(chi_hi, a1)
+        chi_lo[miss] = chi_hi[miss] = np.nan
+    out[..., 0, 1] = out[..., 1, 1] = chi_lo
+    out[..., 2, 1] = out[..., 3, 1] = chi_hi
+    return out

@@ -41,6 +41,10 @@ class Unit:
     scale: float
     quantity: str
 
+    def __str__(self) -> str:
+        """The name, as pyFAI prints its units (``print(res.unit)`` gives ``2th_deg``)."""
+        return self.name
+
     @property
     def is_radial(self) -> bool:
         """True for a radial unit (2theta, q, r, d*^2)."""
