@@ -1,0 +1,138 @@
+"""Ring numbers from ring radii, and a starting geometry from them.
+
+For a detector facing the beam, the radius of ring ``k`` is ``dist tan(2theta_k)``: the ratios
+of the observed radii are ratios of ``tan(2theta_k)``, whatever the distance. Every observed ring
+is tried as the anchor of every calibrant ring (so missing inner rings, hidden by a beam stop or
+too weak, are tolerated); each anchor gives a distance, which predicts all the radii; the anchor
+that explains the most observed rings (and leaves the fewest predicted rings unseen in between)
+wins. See ``doc/calibration.md``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geometry import Geometry
+from .points import pixel_to_plane
+
+__all__ = ["RingAssignment", "assign_rings", "starting_geometry"]
+
+
+@dataclass(frozen=True)
+class RingAssignment:
+    """Observed rings matched to calibrant rings.
+
+    Attributes
+    ----------
+    observed : indices of the observed rings that were matched.
+    calibrant : the calibrant ring index of each (same order).
+    dist_px : the distance in pixel units that explains them (facing detector).
+    n_observed : number of observed rings.
+    relative_error : relative radius error of each match.
+    """
+
+    observed: np.ndarray
+    calibrant: np.ndarray
+    dist_px: float
+    n_observed: int
+    relative_error: np.ndarray
+
+    @property
+    def matched_fraction(self) -> float:
+        return self.observed.size / max(self.n_observed, 1)
+
+
+def _match(radii, tangents, dist_px, tolerance):
+    predicted = dist_px * tangents
+    k = np.clip(np.searchsorted(predicted, radii), 1, predicted.size - 1) if predicted.size > 1 \
+        else np.zeros(radii.size, np.int64)
+    if predicted.size > 1:
+        k = np.where(np.abs(predicted[k - 1] - radii) < np.abs(predicted[k] - radii), k - 1, k)
+    error = np.abs(predicted[k] - radii) / radii
+    ok = error < tolerance
+    # one observed ring per calibrant ring: keep the closest
+    for ring in np.unique(k[ok]):
+        same = np.flatnonzero(ok & (k == ring))
+        if same.size > 1:
+            ok[same[np.argsort(error[same])[1:]]] = False
+    return ok, k, error
+
+
+def assign_rings(radii_px, strengths, ring_two_theta, pixel_size: float,
+                 dist_range_m: tuple = (0.01, 5.0), tolerance: float = 0.015) -> RingAssignment:
+    """Calibrant ring numbers of observed ring radii, trying every anchor.
+
+    Parameters
+    ----------
+    radii_px : observed ring radii, pixels (increasing).
+    strengths : their strengths (a weak unmatched ring costs less than a strong one).
+    ring_two_theta : 2theta (radians) of the calibrant rings.
+    pixel_size : metres (the mean of the two pixel sizes).
+    dist_range_m : distances considered, metres.
+    tolerance : relative radius tolerance of a match (tilts of a few degrees smear a ring's
+        radius by about this much).
+
+    Raises
+    ------
+    ValueError
+        When no anchor explains at least 3 observed rings (or all of them, when fewer).
+
+    Example
+    -------
+    >>> tth = np.radians([10.0, 14.2, 17.4, 20.2])
+    >>> radii = 1000 * np.tan(tth[1:])          # the first ring is hidden
+    >>> a = assign_rings(radii, np.ones(3), tth, 1e-4)
+    >>> a.calibrant.tolist(), round(a.dist_px)
+    ([1, 2, 3], 1000)
+    """
+    radii = np.asarray(radii_px, dtype=np.float64)
+    strengths = np.asarray(strengths, dtype=np.float64)
+    two_theta = np.asarray(ring_two_theta, dtype=np.float64)
+    two_theta = two_theta[two_theta < np.radians(89.0)]
+    tangents = np.tan(two_theta)
+    if radii.size == 0 or tangents.size == 0:
+        raise ValueError("rings: nothing to assign (no observed ring or no calibrant ring in range)")
+    weight = strengths / strengths.max()
+    best = None
+    for j, radius in enumerate(radii):
+        for k, tangent in enumerate(tangents):
+            dist_px = radius / tangent
+            if not dist_range_m[0] <= dist_px * pixel_size <= dist_range_m[1]:
+                continue
+            ok, ring, error = _match(radii, tangents, dist_px, tolerance)
+            if ok.sum() >= 2:  # least-squares distance from the matches, then match again
+                dist_px = float(np.dot(radii[ok], tangents[ring[ok]]) / np.dot(tangents[ring[ok]],
+                                                                                 tangents[ring[ok]]))
+                ok, ring, error = _match(radii, tangents, dist_px, tolerance)
+            predicted = dist_px * tangents
+            span = (predicted > radii[ok].min() * 0.999) & (predicted < radii[ok].max() * 1.001) \
+                if ok.any() else np.zeros(predicted.size, bool)
+            unseen = span.sum() - np.unique(ring[ok]).size
+            score = (weight[ok].sum() + ok.sum() - 0.3 * unseen, -float(np.mean(error[ok])))
+            if best is None or score > best[0]:
+                best = (score, ok, ring, error, dist_px)
+    if best is None:
+        raise ValueError(f"rings: no distance within {dist_range_m} m explains the observed rings")
+    _, ok, ring, error, dist_px = best
+    needed = min(3, radii.size)
+    if ok.sum() < needed:
+        raise ValueError(f"rings: the observed ring radii do not match the calibrant at this "
+                         f"wavelength (best: {int(ok.sum())} of {radii.size} rings); check the "
+                         f"calibrant and the energy")
+    return RingAssignment(np.flatnonzero(ok), ring[ok], float(dist_px), int(radii.size), error[ok])
+
+
+def starting_geometry(centre_px: tuple, dist_px: float, detector, wavelength: float) -> Geometry:
+    """A facing-detector geometry with the PONI at the ring centre.
+
+    Example
+    -------
+    >>> from xreduce.detectors import Detector
+    >>> g = starting_geometry((9.5, 19.5), 1000.0, Detector(1e-4, 1e-4, (20, 40)), 1e-10)
+    >>> round(g.dist, 6), round(g.poni1, 6), round(g.poni2, 6)
+    (0.1, 0.001, 0.002)
+    """
+    p1, p2 = pixel_to_plane(detector, centre_px[0], centre_px[1])
+    pixel = 0.5 * (detector.pixel1 + detector.pixel2)
+    return Geometry(float(dist_px * pixel), float(p1), float(p2), 0.0, 0.0, 0.0, wavelength, detector)

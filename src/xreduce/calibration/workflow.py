@@ -1,0 +1,356 @@
+"""Image(s) of a calibrant -> refined geometry, with the checks that say whether to trust it.
+
+:func:`calibrate` chains the steps of ``doc/calibration.md``: ring candidates and a starting
+geometry from the image alone (or the user's guess), then extraction of control points and
+refinement, adding rings outwards, then validation against the integrated profile and the
+quality thresholds of :class:`Thresholds`. :func:`calibrate_jointly` refines several images
+(e.g. at several distances) with one wavelength.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..calibrant import Calibrant, energy_to_wavelength, get_calibrant
+from ..geometry import Geometry
+from .assign import RingAssignment, assign_rings, starting_geometry
+from .peaks import (ControlPoints, RingCandidates, extract_control_points, find_ring_candidates,
+                    valid_pixels)
+from .refine import PARAMETERS, Refinement, check_fix, refine_geometry
+
+__all__ = ["Thresholds", "CalibrationResult", "calibrate", "calibrate_jointly"]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a calibration is called poor (``CalibrationResult.problems``, non-zero exit).
+
+    Attributes
+    ----------
+    min_rings : fewer refined rings than this is too few.
+    min_points : fewer control points than this is too few.
+    max_rms_px : RMS residual above this (as a radial distance on the detector, pixels).
+    max_relative_sigma_dist : sigma(dist) / dist above this.
+    max_sigma_poni_px : sigma(poni1), sigma(poni2) above this many pixels.
+    max_sigma_rotation : sigma(rot1, rot2, rot3) above this, radians.
+    max_relative_sigma_wavelength : sigma(wavelength) / wavelength above this.
+    max_unexplained_fraction : integrated-profile peaks that match no calibrant ring, as a
+        fraction of all the strong peaks, above this.
+    """
+
+    min_rings: int = 3
+    min_points: int = 30
+    max_rms_px: float = 0.5
+    max_relative_sigma_dist: float = 1e-3
+    max_sigma_poni_px: float = 1.0
+    max_sigma_rotation: float = 1e-3
+    max_relative_sigma_wavelength: float = 1e-3
+    max_unexplained_fraction: float = 0.2
+
+
+@dataclass
+class CalibrationResult:
+    """Everything a calibration found, and whether it is good enough.
+
+    Attributes
+    ----------
+    geometry : the refined geometry (the first image's, for a joint refinement).
+    refinement : the least-squares result (uncertainties, correlations, residuals per ring).
+    calibrant : the calibrant used.
+    start : the starting geometry (bootstrapped or given) of each image.
+    candidates : what the image alone said (None when a guess was given).
+    assignment : the ring numbering of the candidates (None when a guess was given).
+    validation : per image, the integrated-profile check (matched and unexplained peaks).
+    problems : reasons the fit is poor (empty list = good, see :class:`Thresholds`).
+    """
+
+    geometry: Geometry
+    refinement: Refinement
+    calibrant: Calibrant
+    start: list
+    candidates: list = field(default_factory=list)
+    assignment: list = field(default_factory=list)
+    validation: list = field(default_factory=list)
+    problems: list = field(default_factory=list)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    @property
+    def ok(self) -> bool:
+        """True when no quality threshold is exceeded."""
+        return not self.problems
+
+    @property
+    def geometries(self) -> list:
+        return self.refinement.geometries
+
+    def report(self) -> dict:
+        """A JSON-serialisable summary (parameters, uncertainties, correlations, rings, checks)."""
+        ref = self.refinement
+        return {
+            "ok": self.ok,
+            "problems": list(self.problems),
+            "warnings": list(ref.warnings),
+            "calibrant": {"name": self.calibrant.name, "source": self.calibrant.source},
+            "geometries": [{**g.parameters(), "detector": g.detector.name} for g in ref.geometries],
+            "start": [s.parameters() for s in self.start],
+            "free_parameters": list(ref.names),
+            "values": ref.values,
+            "uncertainties": ref.uncertainties,
+            "correlation": np.round(ref.correlation, 6).tolist(),
+            "chi2_reduced": ref.chi2_reduced,
+            "rms_residual_mdeg": ref.rms_mdeg,
+            "rms_residual_px": ref.rms_px(),
+            "points": [len(p) for p in ref.points],
+            "rings": ref.per_ring,
+            "validation": self.validation,
+            "thresholds": asdict(self.thresholds),
+            "units": {"dist": "m", "poni1": "m", "poni2": "m", "rot1": "rad", "rot2": "rad",
+                      "rot3": "rad", "wavelength": "m", "residual": "millidegree 2theta"},
+        }
+
+
+def _wavelength(energy_kev, wavelength, geometry) -> float:
+    if energy_kev is not None and wavelength is not None:
+        raise ValueError("energy_kev, wavelength: give one of them, not both")
+    if energy_kev is not None:
+        return energy_to_wavelength(energy_kev)
+    if wavelength is not None:
+        value = float(wavelength)
+        if not (math.isfinite(value) and 0 < value < 1e-6):
+            raise ValueError(f"wavelength: expected metres (1 Angstrom = 1e-10), got {wavelength!r}")
+        return value
+    if geometry is not None and geometry.wavelength is not None:
+        return geometry.wavelength
+    raise ValueError("energy_kev: the energy (or the wavelength) is needed to place the rings")
+
+
+def _bootstrap(image, detector, calibrant, wavelength, valid, mask):
+    candidates = find_ring_candidates(image, detector, mask=None if mask is None else ~valid)
+    pixel = 0.5 * (detector.pixel1 + detector.pixel2)
+    assignment = assign_rings(candidates.radii, candidates.strengths,
+                              calibrant.two_theta(wavelength), pixel)
+    start = starting_geometry(candidates.centre, assignment.dist_px, detector, wavelength)
+    return candidates, assignment, start
+
+
+def _rings_on_detector(geometry, calibrant) -> np.ndarray:
+    tth = geometry.twotheta_array()
+    rings = calibrant.two_theta(geometry.wavelength)
+    inside = (rings > np.nanmin(tth)) & (rings < np.nanmax(tth))
+    return np.flatnonzero(inside)
+
+
+def _stages(geometry, calibrant, assignment):
+    """2theta limits of the outward stages: the first 3 rings, then x1.6 in tan(2theta)."""
+    rings = calibrant.two_theta(geometry.wavelength)
+    on = _rings_on_detector(geometry, calibrant)
+    if on.size == 0:
+        raise ValueError("geometry: no calibrant ring falls on the detector with this geometry")
+    if assignment is not None:
+        first = rings[np.sort(assignment.calibrant)[:3]].max()
+    else:
+        first = rings[on[:3]].max()
+    limits = [first * 1.02]
+    top = rings[on].max()
+    while limits[-1] < top:
+        limits.append(math.atan(min(math.tan(limits[-1]) * 1.6, 1e6)) if limits[-1] < math.pi / 2
+                      else top * 1.01)
+        if limits[-1] <= limits[-2]:
+            limits[-1] = top * 1.01
+    limits[-1] = max(limits[-1], top * 1.01)
+    return limits
+
+
+def _refine_outwards(images, valids, starts, calibrant, fix, assignments, half_width_px):
+    """Extraction and refinement, adding rings outwards, then two passes over every ring."""
+    geometries = list(starts)
+    stage_limits = [_stages(g, calibrant, a) for g, a in zip(geometries, assignments)]
+    n_stages = max(len(s) for s in stage_limits)
+    refinement = None
+    schedule = [min(i, n_stages - 1) for i in range(n_stages)] + [n_stages - 1] * 2
+    for step, stage in enumerate(schedule):
+        points = []
+        for image, valid, geo, limits in zip(images, valids, geometries, stage_limits):
+            rings = calibrant.two_theta(geo.wavelength)
+            limit = limits[min(stage, len(limits) - 1)]
+            selected = np.flatnonzero(rings <= limit)
+            pixel_angle = min(geo.detector.pixel1, geo.detector.pixel2) / geo.dist
+            width = (half_width_px * 1.5 if step == 0 else half_width_px) * pixel_angle
+            points.append(extract_control_points(image, geo, rings, selected, valid=valid,
+                                                 half_width=width))
+        stage_fix = fix
+        if step == 0:  # the innermost rings say little about the tilts: keep them for later
+            stage_fix = tuple(set(fix) | {"rot1", "rot2", "rot3", "wavelength"})
+        if sum(len(p) for p in points) <= 10:
+            raise ValueError("image: too few ring points could be extracted around the expected "
+                             "rings; the starting geometry is probably wrong")
+        refinement = refine_geometry(points, geometries, calibrant.d_spacings, fix=stage_fix)
+        geometries = refinement.geometries
+    return refinement
+
+
+def calibrate(image, detector, calibrant: Calibrant | str, *, energy_kev: float | None = None,
+              wavelength: float | None = None, geometry: Geometry | None = None,
+              fix=("rot3", "wavelength"), mask=None, half_width_px: float = 5.0,
+              thresholds: Thresholds = Thresholds(), validate: bool = True) -> CalibrationResult:
+    """Refine the geometry of a calibrant image, from no more than the detector and energy.
+
+    Parameters
+    ----------
+    image : 2D array
+        The calibrant image (raw counts; dead pixels and detector sentinels are masked).
+    detector : Detector or str
+    calibrant : Calibrant or str (name or ``.D`` file)
+    energy_kev, wavelength : float
+        The X-ray energy (keV) or wavelength (metres); one of them, or a guess with a wavelength.
+    geometry : Geometry, optional
+        A starting geometry; without one it is bootstrapped from the image (beam centre from
+        the ring pattern, distance from the ring numbering, no tilt).
+    fix : names of parameters not refined (default rot3 and wavelength: a single image cannot
+        separate the wavelength from the distance).
+    mask : array, optional
+        Non-zero = ignore the pixel.
+    half_width_px : float
+        Half-width of the 2theta window around each ring, in pixels (always below 0.45 of the
+        distance to the neighbouring rings).
+    thresholds : Thresholds
+        When to call the result poor (``result.problems``).
+    validate : bool
+        Integrate the image with the refined geometry and compare the profile's peaks with the
+        calibrant (needs the integration engine).
+
+    Returns
+    -------
+    CalibrationResult
+        ``result.geometry`` and ``result.ok``; ``result.problems`` says why a fit is poor.
+
+    Raises
+    ------
+    ValueError
+        Bad input, no ring on the image, or rings that do not match the calibrant.
+
+    Example
+    -------
+    >>> from xreduce import get_detector
+    >>> from xreduce.calibrant import fake_calibration_image
+    >>> det = get_detector("Pilatus 1M").binned(4)
+    >>> truth = Geometry(0.1, 0.02, 0.025, 0.01, -0.02, 0, 1e-10, det)
+    >>> image = fake_calibration_image(truth, "LaB6", fwhm_deg=0.15)
+    >>> result = calibrate(image, det, "LaB6", wavelength=1e-10)
+    >>> result.ok, round(result.geometry.dist, 4)
+    (True, 0.1)
+    """
+    return calibrate_jointly([image], [detector], calibrant, energy_kev=energy_kev,
+                             wavelength=wavelength, geometries=None if geometry is None else [geometry],
+                             fix=fix, masks=None if mask is None else [mask],
+                             half_width_px=half_width_px, thresholds=thresholds, validate=validate)
+
+
+def calibrate_jointly(images, detectors, calibrant: Calibrant | str, *,
+                      energy_kev: float | None = None, wavelength: float | None = None,
+                      geometries=None, fix=("rot3",), masks=None, half_width_px: float = 5.0,
+                      thresholds: Thresholds = Thresholds(),
+                      validate: bool = True) -> CalibrationResult:
+    """Calibrate several images of the same calibrant (e.g. at several distances) jointly.
+
+    Each image has its own dist, poni1, poni2, rot1, rot2, rot3; the wavelength is shared (and
+    refined unless ``fix`` names it: images at several distances separate it from the
+    distance). Parameters as :func:`calibrate`, one entry per image in ``images``,
+    ``detectors``, ``geometries`` and ``masks``.
+    """
+    calibrant = get_calibrant(calibrant)
+    fix = check_fix(fix)
+    images = [np.asarray(im) for im in images]
+    if not images:
+        raise ValueError("images: expected at least one image")
+    if isinstance(detectors, (str,)) or not isinstance(detectors, (list, tuple)):
+        detectors = [detectors] * len(images)
+    from ..detectors import Detector, get_detector
+
+    detectors = [get_detector(d) if isinstance(d, str) else d for d in detectors]
+    for d in detectors:
+        if not isinstance(d, Detector):
+            raise TypeError(f"detector: expected a Detector or a detector name, got {type(d).__name__}")
+    if len(detectors) != len(images):
+        raise ValueError(f"detectors: expected {len(images)}, got {len(detectors)}")
+    if geometries is not None and len(geometries) != len(images):
+        raise ValueError(f"geometries: expected {len(images)}, got {len(geometries)}")
+    if masks is not None and len(masks) != len(images):
+        raise ValueError(f"masks: expected {len(images)}, got {len(masks)}")
+    guess = None if geometries is None else geometries[0]
+    wl = _wavelength(energy_kev, wavelength, guess)
+    valids, starts, candidates, assignments = [], [], [], []
+    for n, (image, detector) in enumerate(zip(images, detectors)):
+        if image.ndim != 2 or image.shape != tuple(detector.shape):
+            raise ValueError(f"image: expected a 2D image of the detector's shape "
+                             f"{tuple(detector.shape)}, got shape {image.shape}")
+        mask = None if masks is None else masks[n]
+        valid = valid_pixels(image, detector, mask)
+        valids.append(valid)
+        if geometries is None or geometries[n] is None:
+            cand, assign, start = _bootstrap(image, detector, calibrant, wl, valid, mask)
+            candidates.append(cand)
+            assignments.append(assign)
+        else:
+            start = geometries[n]
+            if not isinstance(start, Geometry):
+                raise TypeError(f"geometry: expected a Geometry, got {type(start).__name__}")
+            start = start.with_(wavelength=wl, detector=detector)
+            candidates.append(None)
+            assignments.append(None)
+        starts.append(start)
+    refinement = _refine_outwards(images, valids, starts, calibrant, fix, assignments,
+                                  float(half_width_px))
+    result = CalibrationResult(refinement.geometries[0], refinement, calibrant, starts,
+                               candidates, assignments, thresholds=thresholds)
+    if validate:
+        from .report import validate_profile
+
+        result.validation = [validate_profile(image, geo, calibrant, valid)
+                             for image, geo, valid in zip(images, refinement.geometries, valids)]
+    result.problems = _problems(result, thresholds)
+    return result
+
+
+def _problems(result: CalibrationResult, limits: Thresholds) -> list:
+    ref = result.refinement
+    problems = []
+    n_rings = len({(r["image"], r["ring"]) for r in ref.per_ring})
+    n_points = sum(len(p) for p in ref.points)
+    if n_rings < limits.min_rings:
+        problems.append(f"only {n_rings} rings refined (at least {limits.min_rings} needed)")
+    if n_points < limits.min_points:
+        problems.append(f"only {n_points} control points (at least {limits.min_points} needed)")
+    rms_px = ref.rms_px()
+    if not rms_px <= limits.max_rms_px:
+        problems.append(f"RMS residual {rms_px:.3g} px ({ref.rms_mdeg:.3g} mdeg) above "
+                        f"{limits.max_rms_px} px: the rings do not fit this calibrant and "
+                        f"wavelength")
+    for name, sigma in ref.uncertainties.items():
+        base = name.split("[")[0]
+        image = int(name.split("[")[1][:-1]) if "[" in name else 0
+        geo = ref.geometries[image]
+        pixel = min(geo.detector.pixel1, geo.detector.pixel2)
+        if base == "dist":
+            bad, limit = sigma / geo.dist, limits.max_relative_sigma_dist
+        elif base in ("poni1", "poni2"):
+            bad, limit = sigma / pixel, limits.max_sigma_poni_px
+        elif base == "wavelength":
+            bad, limit = sigma / geo.wavelength, limits.max_relative_sigma_wavelength
+        else:
+            bad, limit = sigma, limits.max_sigma_rotation
+        if not bad <= limit:
+            problems.append(f"{name} is poorly determined (uncertainty {sigma:.3g}, limit "
+                            f"{limit:g}{' relative' if base in ('dist', 'wavelength') else ''}"
+                            f"{' px' if base.startswith('poni') else ''})")
+    for n, check in enumerate(result.validation):
+        if check.get("unexplained_fraction", 0.0) > limits.max_unexplained_fraction:
+            peaks = ", ".join(f"{x:.3f}" for x in check["unexplained_deg"][:5])
+            problems.append(f"image {n}: integrated profile has peaks that match no {result.calibrant.name} "
+                            f"ring (2theta = {peaks} deg): wrong calibrant or wavelength?")
+    return problems
+
+
+__all__ += ["PARAMETERS", "ControlPoints", "RingCandidates", "RingAssignment"]
