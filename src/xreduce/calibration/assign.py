@@ -44,13 +44,15 @@ class RingAssignment:
 
 
 def _match(radii, tangents, dist_px, tolerance):
+    """Nearest predicted ring of every observed radius, and whether it is within tolerance
+    (``tolerance`` per predicted ring)."""
     predicted = dist_px * tangents
     k = np.clip(np.searchsorted(predicted, radii), 1, predicted.size - 1) if predicted.size > 1 \
         else np.zeros(radii.size, np.int64)
     if predicted.size > 1:
         k = np.where(np.abs(predicted[k - 1] - radii) < np.abs(predicted[k] - radii), k - 1, k)
     error = np.abs(predicted[k] - radii) / radii
-    ok = error < tolerance
+    ok = error < tolerance[k]
     # one observed ring per calibrant ring: keep the closest
     for ring in np.unique(k[ok]):
         same = np.flatnonzero(ok & (k == ring))
@@ -60,7 +62,8 @@ def _match(radii, tangents, dist_px, tolerance):
 
 
 def assign_rings(radii_px, strengths, ring_two_theta, pixel_size: float,
-                 dist_range_m: tuple = (0.01, 5.0), tolerance: float = 0.015) -> RingAssignment:
+                 dist_range_m: tuple = (0.01, 5.0), tolerance: float = 0.01,
+                 intensities=None) -> RingAssignment:
     """Calibrant ring numbers of observed ring radii, trying every anchor.
 
     Parameters
@@ -70,8 +73,11 @@ def assign_rings(radii_px, strengths, ring_two_theta, pixel_size: float,
     ring_two_theta : 2theta (radians) of the calibrant rings.
     pixel_size : metres (the mean of the two pixel sizes).
     dist_range_m : distances considered, metres.
-    tolerance : relative radius tolerance of a match (tilts of a few degrees smear a ring's
-        radius by about this much).
+    tolerance : relative radius tolerance of a match at small angles; it grows as
+        ``tolerance + 0.008 / cos^2(2theta)``, the mean-radius change of a ring seen on a
+        detector tilted by 5 degrees.
+    intensities : relative calibrant ring intensities (largest 100), optional: a strong ring
+        predicted between matched rings but not seen costs a full match, a weak one less.
 
     Raises
     ------
@@ -89,8 +95,12 @@ def assign_rings(radii_px, strengths, ring_two_theta, pixel_size: float,
     radii = np.asarray(radii_px, dtype=np.float64)
     strengths = np.asarray(strengths, dtype=np.float64)
     two_theta = np.asarray(ring_two_theta, dtype=np.float64)
-    two_theta = two_theta[two_theta < np.radians(89.0)]
-    tangents = np.tan(two_theta)
+    reachable = two_theta < np.radians(89.0)
+    tangents = np.tan(two_theta[reachable])
+    tolerance = tolerance + 0.008 / np.cos(two_theta[reachable]) ** 2
+    expected = (np.ones(tangents.size) if intensities is None
+                else np.clip(np.asarray(intensities, dtype=np.float64)[:two_theta.size][reachable]
+                             / 20.0, 0.1, 1.0))
     if radii.size == 0 or tangents.size == 0:
         raise ValueError("rings: nothing to assign (no observed ring or no calibrant ring in range)")
     weight = strengths / strengths.max()
@@ -108,8 +118,10 @@ def assign_rings(radii_px, strengths, ring_two_theta, pixel_size: float,
             predicted = dist_px * tangents
             span = (predicted > radii[ok].min() * 0.999) & (predicted < radii[ok].max() * 1.001) \
                 if ok.any() else np.zeros(predicted.size, bool)
-            unseen = span.sum() - np.unique(ring[ok]).size
-            score = (weight[ok].sum() + ok.sum() - 0.3 * unseen, -float(np.mean(error[ok])))
+            seen = np.zeros(tangents.size, bool)
+            seen[ring[ok]] = True
+            unseen = float(expected[span & ~seen].sum())
+            score = (weight[ok].sum() + ok.sum() - 1.5 * unseen, -float(np.mean(error[ok])))
             if best is None or score > best[0]:
                 best = (score, ok, ring, error, dist_px)
     if best is None:

@@ -56,7 +56,9 @@ class RingCandidates:
     Attributes
     ----------
     centre : (row, col) of the common centre of the rings, pixel coordinates.
-    radii : radii (pixels) of the rings seen, increasing.
+    radii : radii (pixels) of the rings seen, increasing: the mean radius of a RANSAC ellipse
+        fit (rings whose ellipse fit fails, such as smeared outer rings of a tilted detector,
+        are left out).
     strengths : summed ridge intensity of each ring (same order).
     rows, cols, weights : the ridge pixels used (pixel coordinates, top-hat value).
     """
@@ -84,9 +86,11 @@ def _ridge(image: np.ndarray, valid: np.ndarray, width_px: int) -> np.ndarray:
 def _sharpness(rows, cols, weights, centre, bin_px: float) -> float:
     """How ring-like the distances from ``centre`` are: the power of the distance histogram
     above its 7-bin running mean (a narrow but smooth distribution, as seen from a point far
-    outside the pattern, scores low)."""
+    outside the pattern, scores low). Weights are divided by the distance, so that every ring
+    counts alike whatever its circumference: inner rings, the least distorted by a detector
+    tilt, matter as much as outer ones."""
     r = np.hypot(rows - centre[0], cols - centre[1])
-    hist = np.bincount((r / bin_px).astype(np.int64), weights=weights)
+    hist = np.bincount((r / bin_px).astype(np.int64), weights=weights / (r + 10.0))
     detail = hist - ndimage.uniform_filter1d(hist, 7, mode="constant")
     return float(np.dot(detail, detail))
 
@@ -177,7 +181,7 @@ def find_ring_candidates(image: np.ndarray, detector, mask=None, *, width_px: in
 def _histogram_rings(rows, cols, weights, centre) -> tuple:
     """Peaks of the weighted distance histogram (1-pixel bins): radii, strengths, widths."""
     r = np.hypot(rows - centre[0], cols - centre[1])
-    hist = np.bincount(r.astype(np.int64), weights=weights)
+    hist = np.bincount(r.astype(np.int64), weights=weights / (r + 10.0))
     smooth = ndimage.gaussian_filter1d(hist, 1.0)
     peaks, props = signal.find_peaks(smooth, prominence=0.03 * smooth.max(), distance=3,
                                      width=0)
@@ -243,10 +247,7 @@ def _ellipse_rings(rows, cols, weights, centre, rng) -> tuple:
     for i, peak in enumerate(peaks):
         band = (r > bounds[i]) & (r < bounds[i + 1]) & (np.abs(r - peak) < max(4.0, 3 * widths[i]))
         fit = _fit_ellipse(rows[band], cols[band], rng) if band.sum() >= 12 else None
-        if fit is None:
-            if widths[i] < max(4.0, 0.01 * peak):  # a sharp peak: trust the histogram
-                radii.append(float(peak))
-                strengths.append(float(strength[i]))
+        if fit is None:  # a smeared or split peak (outer rings of a tilted detector): not used
             continue
         radius = fit[1]
         if radii and abs(radius - radii[-1]) < max(2.0, 0.01 * radius):  # split peak, same ring
@@ -330,14 +331,12 @@ def extract_control_points(image: np.ndarray, geometry, ring_two_theta: np.ndarr
     centres = ring_two_theta[rings]
     order = np.argsort(centres)
     centres, rings = centres[order], rings[order]
-    gaps = np.diff(ring_two_theta[np.argsort(ring_two_theta)])
     widths = np.empty(centres.size)
     sorted_all = np.sort(ring_two_theta)
     for n, c in enumerate(centres):
         k = np.searchsorted(sorted_all, c)
         near = [abs(sorted_all[j] - c) for j in (k - 1, k + 1) if 0 <= j < sorted_all.size]
         widths[n] = min([half_width] + [0.45 * g for g in near if g > 0])
-    del gaps
     # nearest selected ring of every pixel, and its offset from it
     mids = 0.5 * (centres[1:] + centres[:-1])
     nearest = np.searchsorted(mids, tth)
@@ -365,6 +364,10 @@ def extract_control_points(image: np.ndarray, geometry, ring_two_theta: np.ndarr
         return np.bincount(group, weights=x if where is None else np.where(where, x, 0.0),
                            minlength=n_groups)
 
+    # area in (2theta, chi) of each pixel: pixels crowd unevenly along 2theta, and an
+    # unweighted centroid would lean towards the crowded side (by about 1e-4 of 2theta)
+    flat_rows, flat_cols = np.divmod(index, tth.shape[1])
+    area = _angular_area(geometry, flat_rows.astype(np.float64), flat_cols.astype(np.float64))
     # linear background in delta from the outer parts of the window (both sides)
     outer = np.abs(delta) > 0.6 * w_ring
     n_o, sd, sv = gsum(np.ones_like(delta), outer), gsum(delta, outer), gsum(value, outer)
@@ -375,28 +378,29 @@ def extract_control_points(image: np.ndarray, geometry, ring_two_theta: np.ndarr
         level = np.where(n_o > 0, (sv - slope * sd) / np.maximum(n_o, 1), 0.0)
     signal_ = value - (level[group] + slope[group] * delta)
     variance = np.maximum(value, 1.0)
-    # centroid, re-centred twice on the peak, inner half-width 0.55 of the window
+    group_width = widths[np.repeat(np.arange(rings.size), n_sectors)]
+    # area-weighted centroid, re-centred on the peak, inner half-width 0.55 of the window
     centre_g = np.zeros(n_groups)
-    for _ in range(3):
+    for _ in range(4):
         inner = np.abs(delta - centre_g[group]) < 0.55 * w_ring
-        s = gsum(signal_, inner)
+        s = gsum(area * signal_, inner)
         with np.errstate(divide="ignore", invalid="ignore"):
-            new = np.where(s > 0, gsum(signal_ * delta, inner) / s, 0.0)
-        centre_g = np.clip(new, -0.4 * widths[np.repeat(np.arange(rings.size), n_sectors)],
-                           0.4 * widths[np.repeat(np.arange(rings.size), n_sectors)])
+            new = np.where(s > 0, gsum(area * signal_ * delta, inner) / s, 0.0)
+        previous, centre_g = centre_g, np.clip(new, -0.6 * group_width, 0.6 * group_width)
     inner = np.abs(delta - centre_g[group]) < 0.55 * w_ring
-    s = gsum(signal_, inner)
+    s = gsum(area * signal_, inner)
+    s_plain = gsum(signal_, inner)
     noise = np.sqrt(gsum(variance, inner))
-    spread = np.sqrt(gsum(variance * (delta - centre_g[group]) ** 2, inner))
+    spread = np.sqrt(gsum(area ** 2 * variance * (delta - centre_g[group]) ** 2, inner))
     n_in = gsum(np.ones_like(delta), inner)
-    s_pos = gsum(np.maximum(signal_, 0.0), inner)
     with np.errstate(divide="ignore", invalid="ignore"):
         cos_chi = gsum(np.maximum(signal_, 0.0) * np.cos(phi), inner)
         sin_chi = gsum(np.maximum(signal_, 0.0) * np.sin(phi), inner)
         sigma = spread / s
-        good = ((count >= min_pixels) & (n_in >= min_pixels) & (n_o >= 3) & (s > min_snr * noise)
-                & (s_pos > 0) & np.isfinite(sigma) & (sigma > 0)
-                & (np.abs(new - centre_g) < 0.05 * widths[np.repeat(np.arange(rings.size), n_sectors)]))
+        good = ((count >= min_pixels) & (n_in >= min_pixels) & (n_o >= 3)
+                & (s_plain > min_snr * noise) & (s > 0) & np.isfinite(sigma) & (sigma > 0)
+                & (np.abs(centre_g) < 0.55 * group_width)
+                & (np.abs(centre_g - previous) < 0.05 * group_width))
     groups = np.flatnonzero(good)
     if groups.size == 0:
         return empty
@@ -410,10 +414,14 @@ def extract_control_points(image: np.ndarray, geometry, ring_two_theta: np.ndarr
     return ControlPoints(rows[keep], cols[keep], rings[ring_local][keep], sigma[groups][keep])
 
 
-def ring_radii_px(geometry, ring_two_theta) -> np.ndarray:
-    """Approximate ring radii in pixels (tan(2theta) dist / pixel), for sizing windows."""
-    return np.tan(np.asarray(ring_two_theta)) * geometry.dist / min(geometry.detector.pixel1,
-                                                                      geometry.detector.pixel2)
+def _angular_area(geometry, rows, cols) -> np.ndarray:
+    """|d(2theta, chi) / d(row, col)| at pixel coordinates: the (2theta, chi) area of a pixel."""
+    t_r1, c_r1 = angles_at(geometry, rows + 0.5, cols)
+    t_r0, c_r0 = angles_at(geometry, rows - 0.5, cols)
+    t_c1, c_c1 = angles_at(geometry, rows, cols + 0.5)
+    t_c0, c_c0 = angles_at(geometry, rows, cols - 0.5)
+    wrap = lambda x: (x + np.pi) % (2 * np.pi) - np.pi  # noqa: E731
+    return np.abs((t_r1 - t_r0) * wrap(c_c1 - c_c0) - (t_c1 - t_c0) * wrap(c_r1 - c_r0))
 
 
 def points_two_theta(geometry, points: ControlPoints) -> np.ndarray:

@@ -130,7 +130,8 @@ def _bootstrap(image, detector, calibrant, wavelength, valid, mask):
     candidates = find_ring_candidates(image, detector, mask=None if mask is None else ~valid)
     pixel = 0.5 * (detector.pixel1 + detector.pixel2)
     assignment = assign_rings(candidates.radii, candidates.strengths,
-                              calibrant.two_theta(wavelength), pixel)
+                              calibrant.two_theta(wavelength), pixel,
+                              intensities=calibrant.intensity)
     start = starting_geometry(candidates.centre, assignment.dist_px, detector, wavelength)
     return candidates, assignment, start
 
@@ -164,25 +165,30 @@ def _stages(geometry, calibrant, assignment):
 
 
 def _refine_outwards(images, valids, starts, calibrant, fix, assignments, half_width_px):
-    """Extraction and refinement, adding rings outwards, then two passes over every ring."""
+    """Extraction and refinement, adding rings outwards, then two passes over every ring.
+
+    The first rings are extracted with wide windows (up to 0.45 of the distance to the next
+    ring) and refined without tilts, then with them; each later stage adds the rings up to
+    1.6 times further out (in tan 2theta) with narrower windows; the last two passes use
+    ``half_width_px`` on every ring.
+    """
     geometries = list(starts)
     stage_limits = [_stages(g, calibrant, a) for g, a in zip(geometries, assignments)]
     n_stages = max(len(s) for s in stage_limits)
+    # (stage, window half-width in pixels, tilts refined)
+    schedule = [(0, 40.0, False), (0, 15.0, True)]
+    schedule += [(stage, 10.0, True) for stage in range(1, n_stages)]
+    schedule += [(n_stages - 1, half_width_px, True)] * 2
     refinement = None
-    schedule = [min(i, n_stages - 1) for i in range(n_stages)] + [n_stages - 1] * 2
-    for step, stage in enumerate(schedule):
+    for stage, width_px, tilts in schedule:
         points = []
         for image, valid, geo, limits in zip(images, valids, geometries, stage_limits):
             rings = calibrant.two_theta(geo.wavelength)
             limit = limits[min(stage, len(limits) - 1)]
-            selected = np.flatnonzero(rings <= limit)
             pixel_angle = min(geo.detector.pixel1, geo.detector.pixel2) / geo.dist
-            width = (half_width_px * 1.5 if step == 0 else half_width_px) * pixel_angle
-            points.append(extract_control_points(image, geo, rings, selected, valid=valid,
-                                                 half_width=width))
-        stage_fix = fix
-        if step == 0:  # the innermost rings say little about the tilts: keep them for later
-            stage_fix = tuple(set(fix) | {"rot1", "rot2", "rot3", "wavelength"})
+            points.append(extract_control_points(image, geo, rings, np.flatnonzero(rings <= limit),
+                                                 valid=valid, half_width=width_px * pixel_angle))
+        stage_fix = fix if tilts else tuple(set(fix) | {"rot1", "rot2", "rot3", "wavelength"})
         if sum(len(p) for p in points) <= 10:
             raise ValueError("image: too few ring points could be extracted around the expected "
                              "rings; the starting geometry is probably wrong")
