@@ -62,8 +62,8 @@ def _match(radii, tangents, dist_px, tolerance):
 
 
 def assign_rings(radii_px, strengths, ring_two_theta, pixel_size: float,
-                 dist_range_m: tuple = (0.01, 5.0), tolerance: float = 0.01,
-                 intensities=None) -> RingAssignment:
+                 dist_range_m: tuple = (0.02, 5.0), tolerance: float = 0.01,
+                 intensities=None, max_hypotheses: int = 3) -> list:
     """Calibrant ring numbers of observed ring radii, trying every anchor.
 
     Parameters
@@ -77,7 +77,15 @@ def assign_rings(radii_px, strengths, ring_two_theta, pixel_size: float,
         ``tolerance + 0.008 / cos^2(2theta)``, the mean-radius change of a ring seen on a
         detector tilted by 5 degrees.
     intensities : relative calibrant ring intensities (largest 100), optional: a strong ring
-        predicted between matched rings but not seen costs a full match, a weak one less.
+        predicted between matched rings but not seen costs more than a weak one.
+    max_hypotheses : how many of the best numberings to return.
+
+    Returns
+    -------
+    list of RingAssignment
+        The best numberings, best first. A match counts by how unlikely it is by chance
+        (``-log`` of twice the tolerance over the local spacing of the predicted rings), so that
+        a fit to a dense set of high-order rings does not beat a few well-separated ones.
 
     Raises
     ------
@@ -88,7 +96,7 @@ def assign_rings(radii_px, strengths, ring_two_theta, pixel_size: float,
     -------
     >>> tth = np.radians([10.0, 14.2, 17.4, 20.2])
     >>> radii = 1000 * np.tan(tth[1:])          # the first ring is hidden
-    >>> a = assign_rings(radii, np.ones(3), tth, 1e-4)
+    >>> a = assign_rings(radii, np.ones(3), tth, 1e-4)[0]
     >>> a.calibrant.tolist(), round(a.dist_px)
     ([1, 2, 3], 1000)
     """
@@ -104,7 +112,7 @@ def assign_rings(radii_px, strengths, ring_two_theta, pixel_size: float,
     if radii.size == 0 or tangents.size == 0:
         raise ValueError("rings: nothing to assign (no observed ring or no calibrant ring in range)")
     weight = strengths / strengths.max()
-    best = None
+    hypotheses = {}
     for j, radius in enumerate(radii):
         for k, tangent in enumerate(tangents):
             dist_px = radius / tangent
@@ -112,27 +120,36 @@ def assign_rings(radii_px, strengths, ring_two_theta, pixel_size: float,
                 continue
             ok, ring, error = _match(radii, tangents, dist_px, tolerance)
             if ok.sum() >= 2:  # least-squares distance from the matches, then match again
-                dist_px = float(np.dot(radii[ok], tangents[ring[ok]]) / np.dot(tangents[ring[ok]],
-                                                                                 tangents[ring[ok]]))
+                t = tangents[ring[ok]]
+                dist_px = float(np.dot(radii[ok], t) / np.dot(t, t))
                 ok, ring, error = _match(radii, tangents, dist_px, tolerance)
+            if not ok.any():
+                continue
+            key = tuple(zip(np.flatnonzero(ok).tolist(), ring[ok].tolist()))
+            if key in hypotheses:
+                continue
             predicted = dist_px * tangents
-            span = (predicted > radii[ok].min() * 0.999) & (predicted < radii[ok].max() * 1.001) \
-                if ok.any() else np.zeros(predicted.size, bool)
+            # evidence of a match: how unlikely it is by chance, given the local ring spacing
+            spacing = np.minimum(np.abs(np.diff(predicted, prepend=-np.inf)),
+                                 np.abs(np.diff(predicted, append=np.inf)))
+            chance = np.minimum(1.0, 2 * tolerance * predicted / spacing)
+            evidence = -np.log(chance[ring[ok]])
+            span = (predicted > radii[ok].min() * 0.999) & (predicted < radii[ok].max() * 1.001)
             seen = np.zeros(tangents.size, bool)
             seen[ring[ok]] = True
             unseen = float(expected[span & ~seen].sum())
-            score = (weight[ok].sum() + ok.sum() - 1.5 * unseen, -float(np.mean(error[ok])))
-            if best is None or score > best[0]:
-                best = (score, ok, ring, error, dist_px)
-    if best is None:
-        raise ValueError(f"rings: no distance within {dist_range_m} m explains the observed rings")
-    _, ok, ring, error, dist_px = best
+            score = float(np.sum(evidence * (0.5 + 0.5 * weight[ok]))) - 1.5 * unseen
+            hypotheses[key] = (score, -float(np.mean(error[ok])), ok, ring, error, dist_px)
     needed = min(3, radii.size)
-    if ok.sum() < needed:
+    ranked = sorted(hypotheses.values(), key=lambda h: (h[0], h[1]), reverse=True)
+    ranked = [h for h in ranked if h[2].sum() >= needed]
+    if not ranked:
+        best = max((int(h[2].sum()) for h in hypotheses.values()), default=0)
         raise ValueError(f"rings: the observed ring radii do not match the calibrant at this "
-                         f"wavelength (best: {int(ok.sum())} of {radii.size} rings); check the "
-                         f"calibrant and the energy")
-    return RingAssignment(np.flatnonzero(ok), ring[ok], float(dist_px), int(radii.size), error[ok])
+                         f"wavelength (best: {best} of {radii.size} rings, within distances "
+                         f"{dist_range_m} m); check the calibrant and the energy")
+    return [RingAssignment(np.flatnonzero(ok), ring[ok], float(dist_px), int(radii.size), error[ok])
+            for _, _, ok, ring, error, dist_px in ranked[:max_hypotheses]]
 
 
 def starting_geometry(centre_px: tuple, dist_px: float, detector, wavelength: float) -> Geometry:

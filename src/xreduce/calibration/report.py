@@ -18,12 +18,18 @@ from .points import angles_at, pixels_at_angles
 __all__ = ["validate_profile", "plot_calibration"]
 
 
-def validate_profile(image, geometry, calibrant, valid=None, strong_fraction: float = 0.1) -> dict:
+def validate_profile(image, geometry, calibrant, valid=None, strong_fraction: float = 0.02) -> dict:
     """Peaks of the integrated profile against the calibrant's rings.
+
+    A peak counts when its prominence is above 8 Poisson standard errors of the profile and
+    ``strong_fraction`` of its range (no solid-angle correction, so that rings of any angle
+    compare on the raw counts).
 
     Returns a dict: ``matched`` (list of {ring, two_theta_deg, offset_mdeg}), ``unexplained_deg``
     (2theta of strong peaks more than 3 bins from any ring), ``unexplained_fraction`` (of the
-    strong peaks), ``bin_mdeg`` (the bin width).
+    strong peaks), ``missing_rings`` (strong calibrant rings, at least 6 bins from the others and
+    inside the profile, with no peak), ``missing_fraction`` (of those expected), ``bin_mdeg``
+    (the bin width).
     """
     from ..integrator import AzimuthalIntegrator
 
@@ -33,12 +39,17 @@ def validate_profile(image, geometry, calibrant, valid=None, strong_fraction: fl
     npt = int(np.clip(extent, 100, 5000))
     mask = None if valid is None else (~np.asarray(valid)).astype(np.uint8)
     result = AzimuthalIntegrator(geometry).integrate1d(np.asarray(image, dtype=np.float32), npt,
-                                                       unit="2th_deg", mask=mask)
+                                                       unit="2th_deg", mask=mask,
+                                                       correct_solid_angle=False,
+                                                       error_model="poisson")
     x = np.asarray(result.radial, dtype=np.float64)
     y = np.nan_to_num(np.asarray(result.intensity, dtype=np.float64))
     step = float(x[1] - x[0])
     base = np.percentile(y[y > 0], 10) if np.any(y > 0) else 0.0
-    peaks, props = signal.find_peaks(y, prominence=strong_fraction * max(y.max() - base, 1e-12))
+    sigma = np.asarray(result.sigma, dtype=np.float64)
+    noise = float(np.median(sigma[np.isfinite(sigma) & (y > 0)])) if np.any(y > 0) else 0.0
+    peaks, props = signal.find_peaks(y, prominence=max(8 * noise, strong_fraction * (y.max() - base),
+                                                       1e-12))
     rings = np.degrees(calibrant.two_theta(geometry.wavelength))
     matched, unexplained = [], []
     for p in peaks:
@@ -52,8 +63,23 @@ def validate_profile(image, geometry, calibrant, valid=None, strong_fraction: fl
         else:
             unexplained.append(position)
     total = len(matched) + len(unexplained)
+    # strong rings inside the profile, resolved from their neighbours, that show no peak
+    filled = x[y > 0]
+    strong = (calibrant.intensity[:rings.size] >= 10.0 if calibrant.intensity is not None
+              else np.ones(rings.size, bool))
+    expected = []
+    if filled.size:
+        for k, ring in enumerate(rings):
+            others = np.delete(rings, k)
+            resolved = others.size == 0 or np.min(np.abs(others - ring)) > 6 * step
+            if strong[k] and resolved and filled.min() + 3 * step < ring < filled.max() - 3 * step:
+                expected.append(k)
+    found = {m["ring"] for m in matched}
+    missing = [k for k in expected if k not in found]
     return {"matched": matched, "unexplained_deg": unexplained,
             "unexplained_fraction": len(unexplained) / total if total else 1.0,
+            "missing_rings": missing,
+            "missing_fraction": len(missing) / len(expected) if expected else 0.0,
             "bin_mdeg": step * 1e3}
 
 

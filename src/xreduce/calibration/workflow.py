@@ -29,7 +29,7 @@ class Thresholds:
 
     Attributes
     ----------
-    min_rings : fewer refined rings than this is too few.
+    min_rings : fewer rings with at least 5 control points than this is too few.
     min_points : fewer control points than this is too few.
     max_rms_px : RMS residual above this (as a radial distance on the detector, pixels).
     max_relative_sigma_dist : sigma(dist) / dist above this.
@@ -38,6 +38,10 @@ class Thresholds:
     max_relative_sigma_wavelength : sigma(wavelength) / wavelength above this.
     max_unexplained_fraction : integrated-profile peaks that match no calibrant ring, as a
         fraction of all the strong peaks, above this.
+    max_missing_fraction : strong, resolved calibrant rings inside the integrated profile
+        that show no peak, as a fraction of those expected, above this.
+    max_ring_offset_px : a ring (of at least 5 points) whose mean residual is above this, as a
+        radial distance on the detector in pixels (a good geometry leaves every ring centred).
     """
 
     min_rings: int = 3
@@ -48,6 +52,8 @@ class Thresholds:
     max_sigma_rotation: float = 1e-3
     max_relative_sigma_wavelength: float = 1e-3
     max_unexplained_fraction: float = 0.2
+    max_missing_fraction: float = 0.5
+    max_ring_offset_px: float = 0.25
 
 
 @dataclass
@@ -126,14 +132,16 @@ def _wavelength(energy_kev, wavelength, geometry) -> float:
     raise ValueError("energy_kev: the energy (or the wavelength) is needed to place the rings")
 
 
-def _bootstrap(image, detector, calibrant, wavelength, valid, mask):
-    candidates = find_ring_candidates(image, detector, mask=None if mask is None else ~valid)
+def _bootstrap(image, detector, calibrant, wavelength, valid):
+    """Ring candidates, and the starting geometries of the best ring numberings."""
+    candidates = find_ring_candidates(image, detector, mask=~valid)
     pixel = 0.5 * (detector.pixel1 + detector.pixel2)
-    assignment = assign_rings(candidates.radii, candidates.strengths,
-                              calibrant.two_theta(wavelength), pixel,
-                              intensities=calibrant.intensity)
-    start = starting_geometry(candidates.centre, assignment.dist_px, detector, wavelength)
-    return candidates, assignment, start
+    assignments = assign_rings(candidates.radii, candidates.strengths,
+                               calibrant.two_theta(wavelength), pixel,
+                               intensities=calibrant.intensity)
+    starts = [starting_geometry(candidates.centre, a.dist_px, detector, wavelength)
+              for a in assignments]
+    return candidates, assignments, starts
 
 
 def _rings_on_detector(geometry, calibrant) -> np.ndarray:
@@ -287,46 +295,61 @@ def calibrate_jointly(images, detectors, calibrant: Calibrant | str, *,
         raise ValueError(f"masks: expected {len(images)}, got {len(masks)}")
     guess = None if geometries is None else geometries[0]
     wl = _wavelength(energy_kev, wavelength, guess)
-    valids, starts, candidates, assignments = [], [], [], []
+    valids, options, candidates = [], [], []
     for n, (image, detector) in enumerate(zip(images, detectors)):
         if image.ndim != 2 or image.shape != tuple(detector.shape):
             raise ValueError(f"image: expected a 2D image of the detector's shape "
                              f"{tuple(detector.shape)}, got shape {image.shape}")
-        mask = None if masks is None else masks[n]
-        valid = valid_pixels(image, detector, mask)
+        valid = valid_pixels(image, detector, None if masks is None else masks[n])
         valids.append(valid)
         if geometries is None or geometries[n] is None:
-            cand, assign, start = _bootstrap(image, detector, calibrant, wl, valid, mask)
+            cand, assigns, starts = _bootstrap(image, detector, calibrant, wl, valid)
             candidates.append(cand)
-            assignments.append(assign)
+            options.append(list(zip(assigns, starts)))
         else:
             start = geometries[n]
             if not isinstance(start, Geometry):
                 raise TypeError(f"geometry: expected a Geometry, got {type(start).__name__}")
-            start = start.with_(wavelength=wl, detector=detector)
             candidates.append(None)
-            assignments.append(None)
-        starts.append(start)
-    refinement = _refine_outwards(images, valids, starts, calibrant, fix, assignments,
-                                  float(half_width_px))
-    result = CalibrationResult(refinement.geometries[0], refinement, calibrant, starts,
-                               candidates, assignments, thresholds=thresholds)
-    if validate:
-        from .report import validate_profile
+            options.append([(None, start.with_(wavelength=wl, detector=detector))])
+    # every image starts from its best ring numbering; while the result is poor, the next
+    # numbering of each bootstrapped image is tried (at most 3 tries)
+    best, failure = None, None
+    for attempt in range(max(len(o) for o in options)):
+        chosen = [o[min(attempt, len(o) - 1)] for o in options]
+        assignments = [c[0] for c in chosen]
+        starts = [c[1] for c in chosen]
+        try:
+            refinement = _refine_outwards(images, valids, starts, calibrant, fix, assignments,
+                                          float(half_width_px))
+        except ValueError as error:
+            failure = failure or error
+            continue
+        result = CalibrationResult(refinement.geometries[0], refinement, calibrant, starts,
+                                   candidates, assignments, thresholds=thresholds)
+        if validate:
+            from .report import validate_profile
 
-        result.validation = [validate_profile(image, geo, calibrant, valid)
-                             for image, geo, valid in zip(images, refinement.geometries, valids)]
-    result.problems = _problems(result, thresholds)
-    return result
+            result.validation = [validate_profile(image, geo, calibrant, valid)
+                                 for image, geo, valid in zip(images, refinement.geometries, valids)]
+        result.problems = _problems(result, thresholds)
+        if best is None or len(result.problems) < len(best.problems):
+            best = result
+        if result.ok:
+            break
+    if best is None:
+        raise failure
+    return best
 
 
 def _problems(result: CalibrationResult, limits: Thresholds) -> list:
     ref = result.refinement
     problems = []
-    n_rings = len({(r["image"], r["ring"]) for r in ref.per_ring})
+    n_rings = len({(r["image"], r["ring"]) for r in ref.per_ring if r["points"] >= 5})
     n_points = sum(len(p) for p in ref.points)
     if n_rings < limits.min_rings:
-        problems.append(f"only {n_rings} rings refined (at least {limits.min_rings} needed)")
+        problems.append(f"only {n_rings} rings with at least 5 control points (at least "
+                        f"{limits.min_rings} needed)")
     if n_points < limits.min_points:
         problems.append(f"only {n_points} control points (at least {limits.min_points} needed)")
     rms_px = ref.rms_px()
@@ -351,7 +374,21 @@ def _problems(result: CalibrationResult, limits: Thresholds) -> list:
             problems.append(f"{name} is poorly determined (uncertainty {sigma:.3g}, limit "
                             f"{limit:g}{' relative' if base in ('dist', 'wavelength') else ''}"
                             f"{' px' if base.startswith('poni') else ''})")
+    for ring in ref.per_ring:
+        geo = ref.geometries[ring["image"]]
+        offset_px = abs(math.radians(ring["mean_mdeg"] * 1e-3)) * geo.dist / min(
+            geo.detector.pixel1, geo.detector.pixel2)
+        if ring["points"] >= 5 and offset_px > limits.max_ring_offset_px:
+            problems.append(f"image {ring['image']}: ring {ring['ring']} is off by {offset_px:.2f} px "
+                            f"on average ({ring['mean_mdeg']:.3g} mdeg; limit "
+                            f"{limits.max_ring_offset_px} px): rings misnumbered or a wrong "
+                            f"wavelength?")
+            break
     for n, check in enumerate(result.validation):
+        if check.get("missing_fraction", 0.0) > limits.max_missing_fraction:
+            problems.append(f"image {n}: {len(check['missing_rings'])} strong {result.calibrant.name} "
+                            f"rings show no peak in the integrated profile (rings "
+                            f"{check['missing_rings'][:6]}): wrong geometry or calibrant?")
         if check.get("unexplained_fraction", 0.0) > limits.max_unexplained_fraction:
             peaks = ", ".join(f"{x:.3f}" for x in check["unexplained_deg"][:5])
             problems.append(f"image {n}: integrated profile has peaks that match no {result.calibrant.name} "
