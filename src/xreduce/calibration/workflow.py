@@ -92,9 +92,10 @@ class CalibrationResult:
         return self.refinement.geometries
 
     def report(self) -> dict:
-        """A JSON-serialisable summary (parameters, uncertainties, correlations, rings, checks)."""
+        """A JSON-serialisable summary (parameters, uncertainties, correlations, rings, checks);
+        non-finite numbers (an undetermined parameter's uncertainty) become None."""
         ref = self.refinement
-        return {
+        return _finite({
             "ok": self.ok,
             "problems": list(self.problems),
             "warnings": list(ref.warnings),
@@ -114,7 +115,20 @@ class CalibrationResult:
             "thresholds": asdict(self.thresholds),
             "units": {"dist": "m", "poni1": "m", "poni2": "m", "rot1": "rad", "rot2": "rad",
                       "rot3": "rad", "wavelength": "m", "residual": "millidegree 2theta"},
-        }
+        })
+
+
+def _finite(value):
+    """``value`` with every non-finite float (and NumPy scalar) made JSON-safe."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def _wavelength(energy_kev, wavelength, geometry) -> float:
