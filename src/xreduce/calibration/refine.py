@@ -27,7 +27,10 @@ _BOUNDS = {"dist": (1e-4, 100.0), "poni1": (-10.0, 10.0), "poni2": (-10.0, 10.0)
            "rot1": (-math.pi / 2, math.pi / 2), "rot2": (-math.pi / 2, math.pi / 2),
            "rot3": (-math.pi, math.pi), "wavelength": (1e-13, 1e-8)}
 #: Correlation above which two free parameters are reported as not separable by the data.
-CORRELATION_WARNING = 0.98
+CORRELATION_WARNING = 0.999
+#: Units the optimiser sees (so that finite-difference steps suit every parameter): the
+#: wavelength in Angstrom, everything else in SI.
+_SCALE = {"wavelength": 1e10}
 
 
 def check_fix(fix) -> tuple:
@@ -154,6 +157,7 @@ def refine_geometry(points: ControlPoints | list, geometries, d_spacings, fix=("
         params = [g.parameters() for g in geometries]
         shared = wavelength
         for value, (image, name) in zip(x, layout):
+            value = value / _SCALE.get(name, 1.0)
             if image is None:
                 shared = value
             else:
@@ -174,15 +178,17 @@ def refine_geometry(points: ControlPoints | list, geometries, d_spacings, fix=("
 
     x0 = np.array([geometries[0].wavelength if image is None else getattr(geometries[image], name)
                    for image, name in layout])
-    low = np.array([_BOUNDS[name][0] for _, name in layout])
-    high = np.array([_BOUNDS[name][1] for _, name in layout])
+    scale = np.array([_SCALE.get(name, 1.0) for _, name in layout])
+    x0 = x0 * scale
+    low = np.array([_BOUNDS[name][0] for _, name in layout]) * scale
+    high = np.array([_BOUNDS[name][1] for _, name in layout]) * scale
     x0 = np.clip(x0, low + 1e-12 * np.abs(low), high - 1e-12 * np.abs(high))
     keep = [np.ones(len(p), bool) for p in points]
     first = least_squares(residual, x0, args=(keep,), bounds=(low, high), loss=loss, f_scale=3.0,
                           x_scale="jac", jac="3-point", max_nfev=200 * (len(layout) + 1))
     r = residual(first.x, keep)
-    scale = 1.4826 * np.median(np.abs(r - np.median(r)))
-    limit = outlier_sigma * max(scale, 1e-12)
+    spread = 1.4826 * np.median(np.abs(r - np.median(r)))
+    limit = outlier_sigma * max(spread, 1e-12)
     start = 0
     for n, pts in enumerate(points):
         keep[n] = np.abs(r[start:start + len(pts)]) < limit
@@ -193,7 +199,8 @@ def refine_geometry(points: ControlPoints | list, geometries, d_spacings, fix=("
     dof = max(r.size - len(layout), 1)
     chi2 = float(np.dot(r, r) / dof)
     names = [_label(image, name, len(geometries)) for image, name in layout]
-    covariance, warnings = _covariance(second.jac, chi2, names)
+    covariance, warnings = _covariance(second.jac, chi2, names)  # in the optimiser's units
+    covariance = covariance / np.outer(scale, scale)
     sigma = np.sqrt(np.clip(np.diag(covariance), 0, None))
     with np.errstate(divide="ignore", invalid="ignore"):
         correlation = covariance / np.outer(sigma, sigma)
@@ -208,9 +215,13 @@ def refine_geometry(points: ControlPoints | list, geometries, d_spacings, fix=("
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
             if abs(correlation[i, j]) > CORRELATION_WARNING:
-                warnings.append(f"{names[i]} and {names[j]} are correlated ({correlation[i, j]:+.3f}): "
-                                f"these data cannot separate them; fix one of them or add images at "
-                                f"other distances")
+                pair = {names[i].split("[")[0], names[j].split("[")[0]}
+                remedy = ("fix one of them, or refine images at several distances jointly"
+                          if pair == {"dist", "wavelength"} else
+                          "fix one of them, or use rings at larger angles")
+                warnings.append(f"{names[i]} and {names[j]} are correlated "
+                                f"({correlation[i, j]:+.4f}): these data barely separate them; "
+                                f"{remedy}")
     per_ring = []
     for image, (pts, res) in enumerate(zip(kept_points, residuals)):
         for ring in np.unique(pts.ring):
@@ -218,7 +229,7 @@ def refine_geometry(points: ControlPoints | list, geometries, d_spacings, fix=("
             per_ring.append({"image": image, "ring": int(ring), "points": int(sel.sum()),
                              "mean_mdeg": float(np.degrees(res[sel].mean()) * 1e3),
                              "rms_mdeg": float(np.degrees(np.sqrt(np.mean(res[sel] ** 2))) * 1e3)})
-    return Refinement(refined, names, dict(zip(names, second.x.tolist())),
+    return Refinement(refined, names, dict(zip(names, (second.x / scale).tolist())),
                       dict(zip(names, sigma.tolist())), correlation, residuals, kept_points, chi2,
                       per_ring, warnings)
 
