@@ -15,7 +15,7 @@ Example
 4.156826
 >>> two_theta = lab6.two_theta(wavelength=1e-10)   # radians, reachable rings only
 >>> round(float(two_theta[0]), 5)
-0.24109
+0.24115
 """
 from __future__ import annotations
 
@@ -408,7 +408,7 @@ def fake_calibration_image(geometry, calibrant: Calibrant | str, fwhm_deg: float
     >>> geo = Geometry(0.1, 0.04, 0.04, 0, 0, 0, 1e-10, get_detector("Pilatus 1M").binned(4))
     >>> image = fake_calibration_image(geo, "LaB6", fwhm_deg=0.1)
     >>> image.shape, image.dtype.name
-    ((245, 246), 'int32')
+    ((260, 245), 'int32')
     """
     calibrant = get_calibrant(calibrant)
     if geometry.wavelength is None:

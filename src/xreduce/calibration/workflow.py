@@ -146,9 +146,39 @@ def _wavelength(energy_kev, wavelength, geometry) -> float:
     raise ValueError("energy_kev: the energy (or the wavelength) is needed to place the rings")
 
 
+#: Bootstrap images larger than this (pixels along either axis) are binned down to it first.
+BOOTSTRAP_SIZE = 600
+
+
+def _binned_for_bootstrap(image, valid, detector):
+    """The image binned (mean of the valid pixels of each block) to at most BOOTSTRAP_SIZE
+    pixels a side, its valid map, a plain detector of that shape, and the binning factor."""
+    from ..detectors import Detector
+
+    factor = max(1, math.ceil(max(image.shape) / BOOTSTRAP_SIZE))
+    if factor == 1:
+        return image, valid, detector, 1
+    rows, cols = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
+    values = np.where(valid, image, 0.0)[:rows, :cols].astype(np.float64)
+    counts = valid[:rows, :cols].reshape(rows // factor, factor, cols // factor, factor).sum((1, 3))
+    sums = values.reshape(rows // factor, factor, cols // factor, factor).sum((1, 3))
+    small_valid = counts >= 0.5 * factor * factor
+    small = np.where(small_valid, sums / np.maximum(counts, 1), -1.0)
+    small_detector = Detector(detector.pixel1 * factor, detector.pixel2 * factor, small.shape,
+                              mask=~small_valid, orientation=detector.orientation)
+    return small, small_valid, small_detector, factor
+
+
 def _bootstrap(image, detector, calibrant, wavelength, valid):
-    """Ring candidates, and the starting geometries of the best ring numberings."""
-    candidates = find_ring_candidates(image, detector, mask=~valid)
+    """Ring candidates (on a binned copy of large images), and the starting geometries of the
+    best ring numberings."""
+    small, small_valid, small_detector, factor = _binned_for_bootstrap(image, valid, detector)
+    candidates = find_ring_candidates(small, small_detector, mask=~small_valid)
+    if factor > 1:  # back to the full-resolution pixel coordinates
+        candidates = RingCandidates(
+            tuple(c * factor + (factor - 1) / 2 for c in candidates.centre),
+            candidates.radii * factor, candidates.strengths, candidates.rows * factor,
+            candidates.cols * factor, candidates.weights)
     pixel = 0.5 * (detector.pixel1 + detector.pixel2)
     assignments = assign_rings(candidates.radii, candidates.strengths,
                                calibrant.two_theta(wavelength), pixel,
@@ -264,8 +294,8 @@ def calibrate(image, detector, calibrant: Calibrant | str, *, energy_kev: float 
     >>> from xreduce import get_detector
     >>> from xreduce.calibrant import fake_calibration_image
     >>> det = get_detector("Pilatus 1M").binned(4)
-    >>> truth = Geometry(0.1, 0.02, 0.025, 0.01, -0.02, 0, 1e-10, det)
-    >>> image = fake_calibration_image(truth, "LaB6", fwhm_deg=0.15)
+    >>> truth = Geometry(0.1, 0.09, 0.085, 0.01, -0.02, 0, 1e-10, det)
+    >>> image = fake_calibration_image(truth, "LaB6", fwhm_deg=0.5)
     >>> result = calibrate(image, det, "LaB6", wavelength=1e-10)
     >>> result.ok, round(result.geometry.dist, 4)
     (True, 0.1)
