@@ -121,7 +121,7 @@ def _search_centre(rows, cols, weights, shape) -> tuple:
 
 
 def find_ring_candidates(image: np.ndarray, detector, mask=None, *, width_px: int = 15,
-                         threshold_sigma: float = 5.0, max_points: int = 12000,
+                         threshold_sigma: float = 5.0, max_points: int = 6000,
                          seed: int = 0) -> RingCandidates:
     """Beam centre and ring radii from the image alone (no geometry).
 
@@ -367,7 +367,8 @@ def extract_control_points(image: np.ndarray, geometry, ring_two_theta: np.ndarr
     # area in (2theta, chi) of each pixel: pixels crowd unevenly along 2theta, and an
     # unweighted centroid would lean towards the crowded side (by about 1e-4 of 2theta)
     flat_rows, flat_cols = np.divmod(index, tth.shape[1])
-    area = _angular_area(geometry, flat_rows.astype(np.float64), flat_cols.astype(np.float64))
+    area = _angular_area(geometry, flat_rows.astype(np.float64), flat_cols.astype(np.float64),
+                         tth.ravel()[index], phi)
     # linear background in delta from the outer parts of the window (both sides)
     outer = np.abs(delta) > 0.6 * w_ring
     n_o, sd, sv = gsum(np.ones_like(delta), outer), gsum(delta, outer), gsum(value, outer)
@@ -414,14 +415,13 @@ def extract_control_points(image: np.ndarray, geometry, ring_two_theta: np.ndarr
     return ControlPoints(rows[keep], cols[keep], rings[ring_local][keep], sigma[groups][keep])
 
 
-def _angular_area(geometry, rows, cols) -> np.ndarray:
-    """|d(2theta, chi) / d(row, col)| at pixel coordinates: the (2theta, chi) area of a pixel."""
-    t_r1, c_r1 = angles_at(geometry, rows + 0.5, cols)
-    t_r0, c_r0 = angles_at(geometry, rows - 0.5, cols)
-    t_c1, c_c1 = angles_at(geometry, rows, cols + 0.5)
-    t_c0, c_c0 = angles_at(geometry, rows, cols - 0.5)
+def _angular_area(geometry, rows, cols, tth, chi) -> np.ndarray:
+    """|d(2theta, chi) / d(row, col)| at pixel centres (forward differences of half a pixel
+    from the angles ``tth``, ``chi`` already known there): the (2theta, chi) area of a pixel."""
+    t_r, c_r = angles_at(geometry, rows + 0.5, cols)
+    t_c, c_c = angles_at(geometry, rows, cols + 0.5)
     wrap = lambda x: (x + np.pi) % (2 * np.pi) - np.pi  # noqa: E731
-    return np.abs((t_r1 - t_r0) * wrap(c_c1 - c_c0) - (t_c1 - t_c0) * wrap(c_r1 - c_r0))
+    return np.abs((t_r - tth) * wrap(c_c - chi) - (t_c - tth) * wrap(c_r - chi))
 
 
 def points_two_theta(geometry, points: ControlPoints) -> np.ndarray:
