@@ -77,7 +77,9 @@ def assign_rings(radii_px, strengths, ring_two_theta, pixel_size: float,
         ``tolerance + 0.008 / cos^2(2theta)``, the mean-radius change of a ring seen on a
         detector tilted by 5 degrees.
     intensities : relative calibrant ring intensities (largest 100), optional: a strong ring
-        predicted between matched rings but not seen costs more than a weak one.
+        predicted between matched rings (and well apart from its neighbours) but not seen
+        costs more than a weak one; an observed ring inside the first predicted ring costs
+        twice its relative strength.
     max_hypotheses : how many of the best numberings to return.
 
     Returns
@@ -137,8 +139,12 @@ def assign_rings(radii_px, strengths, ring_two_theta, pixel_size: float,
             span = (predicted > radii[ok].min() * 0.999) & (predicted < radii[ok].max() * 1.001)
             seen = np.zeros(tangents.size, bool)
             seen[ring[ok]] = True
-            unseen = float(expected[span & ~seen].sum())
-            score = float(np.sum(evidence * (0.5 + 0.5 * weight[ok]))) - 1.5 * unseen
+            resolved = spacing > np.maximum(8.0, 4 * tolerance * predicted)
+            unseen = float(expected[span & resolved & ~seen].sum())
+            # observed rings inside the first predicted one cannot be calibrant rings
+            impossible = float(weight[radii < 0.97 * predicted[0]].sum())
+            score = (float(np.sum(evidence * (0.5 + 0.5 * weight[ok]))) - 0.5 * unseen
+                     - 2.0 * impossible)
             hypotheses[key] = (score, -float(np.mean(error[ok])), ok, ring, error, dist_px)
     needed = min(3, radii.size)
     ranked = sorted(hypotheses.values(), key=lambda h: (h[0], h[1]), reverse=True)

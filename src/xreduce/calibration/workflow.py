@@ -148,6 +148,8 @@ def _wavelength(energy_kev, wavelength, geometry) -> float:
 
 #: Bootstrap images larger than this (pixels along either axis) are binned down to it first.
 BOOTSTRAP_SIZE = 600
+#: Only this many of the innermost ring candidates are numbered.
+MAX_BOOTSTRAP_RINGS = 8
 
 
 def _binned_for_bootstrap(image, valid, detector):
@@ -180,7 +182,9 @@ def _bootstrap(image, detector, calibrant, wavelength, valid):
             candidates.radii * factor, candidates.strengths, candidates.rows * factor,
             candidates.cols * factor, candidates.weights)
     pixel = 0.5 * (detector.pixel1 + detector.pixel2)
-    assignments = assign_rings(candidates.radii, candidates.strengths,
+    # the innermost rings only: outer bands of a tilted or dense pattern are the least reliable
+    inner = slice(0, MAX_BOOTSTRAP_RINGS)
+    assignments = assign_rings(candidates.radii[inner], candidates.strengths[inner],
                                calibrant.two_theta(wavelength), pixel,
                                intensities=calibrant.intensity)
     starts = [starting_geometry(candidates.centre, a.dist_px, detector, wavelength)
