@@ -204,8 +204,7 @@ def _fit_ellipse(rows, cols, rng):
         return None
     if circle is None or inliers is None or inliers.sum() < max(0.5 * rows.size, 12):
         return None
-    ellipse = EllipseModel.from_estimate(data[inliers]) if hasattr(EllipseModel, "from_estimate") \
-        else None
+    ellipse = EllipseModel.from_estimate(data[inliers])
     if not ellipse:
         return None
     a, b = ellipse.axis_lengths

@@ -119,7 +119,11 @@ def main(argv: list | None = None) -> int:
             json.dump(result.report(), handle, indent=1,
                       default=lambda x: None if isinstance(x, float) and not math.isfinite(x) else x)
     if args.plot:
-        plot_calibration(args.plot, image, result)
+        try:
+            plot_calibration(args.plot, image, result)
+        except ImportError:
+            print("xreduce-calib: --plot needs matplotlib (pip install xreduce[plot]); "
+                  "no figure written", file=sys.stderr)
     print(f"wrote {args.output}")
     if not result.ok:
         for problem in result.problems:
