@@ -188,7 +188,7 @@ class Calibrant:
             largest = max(e[3] for e in entries)
             entries = [e for e in entries if e[3] > 1e-6 * largest]
         intensity = np.array([e[3] for e in entries])
-        return cls(name, [e[0] for e in entries], [_canonical(e[1]) for e in entries],
+        return cls(name, [e[0] for e in entries], [tuple(int(x) for x in e[1]) for e in entries],
                    [e[2] for e in entries], 100 * intensity / intensity.max() if atoms else None,
                    source)
 
@@ -239,11 +239,6 @@ class Calibrant:
 def _readonly(array: np.ndarray) -> np.ndarray:
     array.setflags(write=False)
     return array
-
-
-def _canonical(hkl: tuple) -> tuple:
-    """The representative Miller index of a ring: absolute values, sorted decreasing for display."""
-    return tuple(int(x) for x in hkl)
 
 
 def _parse_hkl(comment: str):

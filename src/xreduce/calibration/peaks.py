@@ -421,8 +421,3 @@ def _angular_area(geometry, rows, cols, tth, chi) -> np.ndarray:
     t_c, c_c = angles_at(geometry, rows, cols + 0.5)
     wrap = lambda x: (x + np.pi) % (2 * np.pi) - np.pi  # noqa: E731
     return np.abs((t_r - tth) * wrap(c_c - chi) - (t_c - tth) * wrap(c_r - chi))
-
-
-def points_two_theta(geometry, points: ControlPoints) -> np.ndarray:
-    """2theta (radians) of control points under a geometry."""
-    return angles_at(geometry, points.rows, points.cols)[0]
