@@ -83,16 +83,25 @@ def _ridge(image: np.ndarray, valid: np.ndarray, width_px: int) -> np.ndarray:
     return ridge
 
 
-def _sharpness(rows, cols, weights, centre, bin_px: float) -> float:
-    """How ring-like the distances from ``centre`` are: the power of the distance histogram
-    above its 7-bin running mean (a narrow but smooth distribution, as seen from a point far
-    outside the pattern, scores low). Weights are divided by the distance, so that every ring
-    counts alike whatever its circumference: inner rings, the least distorted by a detector
-    tilt, matter as much as outer ones."""
-    r = np.hypot(rows - centre[0], cols - centre[1])
-    hist = np.bincount((r / bin_px).astype(np.int64), weights=weights / (r + 10.0))
-    detail = hist - ndimage.uniform_filter1d(hist, 7, mode="constant")
-    return float(np.dot(detail, detail))
+def _sharpness(rows, cols, weights, centres, bin_px: float) -> np.ndarray:
+    """How ring-like the distances from each of ``centres`` (m, 2) are: the power of the
+    distance histogram above its 7-bin running mean (a narrow but smooth distribution, as seen
+    from a point far outside the pattern, scores low). Weights are divided by the distance, so
+    that every ring counts alike whatever its circumference: inner rings, the least distorted
+    by a detector tilt, matter as much as outer ones."""
+    centres = np.atleast_2d(np.asarray(centres, dtype=np.float64))
+    scores = np.empty(len(centres))
+    for start in range(0, len(centres), 64):  # 64 histograms at a time, one bincount
+        block = centres[start:start + 64]
+        r = np.hypot(rows[None, :] - block[:, :1], cols[None, :] - block[:, 1:])
+        bins = (r / bin_px).astype(np.int64)
+        width = int(bins.max()) + 1
+        flat = bins + width * np.arange(len(block))[:, None]
+        hist = np.bincount(flat.ravel(), weights=(weights[None, :] / (r + 10.0)).ravel(),
+                           minlength=width * len(block)).reshape(len(block), width)
+        detail = hist - ndimage.uniform_filter1d(hist, 7, axis=1, mode="constant")
+        scores[start:start + 64] = np.einsum("ij,ij->i", detail, detail)
+    return scores
 
 
 def _search_centre(rows, cols, weights, shape) -> tuple:
@@ -102,21 +111,19 @@ def _search_centre(rows, cols, weights, shape) -> tuple:
     step = max(shape) / 20.0
     grid_r = np.arange(-0.1 * shape[0], 1.1 * shape[0] + step, step)
     grid_c = np.arange(-0.1 * shape[1], 1.1 * shape[1] + step, step)
-    scores = sorted(((_sharpness(rows, cols, weights, (gr, gc), step / 3), gr, gc)
-                     for gr in grid_r for gc in grid_c), reverse=True)
+    grid = np.array([(gr, gc) for gr in grid_r for gc in grid_c])
+    scores = _sharpness(rows, cols, weights, grid, step / 3)
     best = None
-    for _, r0, c0 in scores[:3]:
-        centre, s = (r0, c0), step
+    for first in np.argsort(-scores, kind="stable")[:3]:
+        centre, s = grid[first], step
         while s > 2.0:
             s /= 2.5
             offsets = np.arange(-3, 4) * s
-            _, cr, cc = max((_sharpness(rows, cols, weights, (centre[0] + dr, centre[1] + dc),
-                                        max(s / 3, 1.0)),
-                             centre[0] + dr, centre[1] + dc) for dr in offsets for dc in offsets)
-            centre = (cr, cc)
-        score = _sharpness(rows, cols, weights, centre, 1.0)
+            local = np.array([(centre[0] + dr, centre[1] + dc) for dr in offsets for dc in offsets])
+            centre = local[int(np.argmax(_sharpness(rows, cols, weights, local, max(s / 3, 1.0))))]
+        score = float(_sharpness(rows, cols, weights, centre, 1.0)[0])
         if best is None or score > best[0]:
-            best = (score, centre)
+            best = (score, (float(centre[0]), float(centre[1])))
     return best[1]
 
 
