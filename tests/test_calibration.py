@@ -231,7 +231,7 @@ def test_pyfai_scripted_path_from_our_start_agrees_and_we_are_closer():
     theirs = pyfai_refine(image, ours.start[0], get_calibrant("LaB6"))
     pixel = truth.detector.pixel1
     # pyFAI converges near the same geometry (within 1 % and a few pixels on this 4x binned
-    # image, where its pixel-maximum control points are coarse) and ours is closer to the truth
+    # image) and ours is closer to the truth
     assert abs(theirs["dist"] - truth.dist) < 0.01 * truth.dist
     for name in ("poni1", "poni2"):
         assert abs(theirs[name] - getattr(truth, name)) < 10 * pixel
