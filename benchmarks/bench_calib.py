@@ -11,7 +11,8 @@ beam stop) the image is made from a known geometry, then:
 Both are compared with the truth: distance (relative), PONI (pixels), rotations (rad), the
 beam centre (pixels), and xreduce's errors in units of its reported standard uncertainties.
 The ratio is pyFAI's time over xreduce's (xreduce's time includes its bootstrap; pyFAI's does
-not).
+not). "pyFAI*" is pyFAI's same path started from xreduce's refined geometry instead: whether
+its refinement agrees with xreduce's result within xreduce's uncertainties when it starts there.
 
 Usage: ``python benchmarks/bench_calib.py [--small] [--binning N] [--json out.json]``
 (``--small``: 3 cases, 2x binned detectors; default: the full matrix at full resolution).
@@ -92,6 +93,20 @@ def run_case(case, binning: int, pyfai: bool) -> dict:
         except Exception as error:  # pyFAI failing is a result to report, not a crash
             row["pyfai"] = {"failed": f"{type(error).__name__}: {error}",
                             "time_s": time.perf_counter() - start}
+        # and from xreduce's refined geometry: does pyFAI's refinement stay there?
+        start = time.perf_counter()
+        try:
+            theirs = pyfai_refine(image, result.geometry, get_calibrant(calibrant))
+            elapsed = time.perf_counter() - start
+            geo = result.geometry.with_(**{k: theirs[k] for k in ("dist", "poni1", "poni2", "rot1",
+                                                                  "rot2", "rot3")})
+            row["pyfai_from_ours"] = {
+                **errors(geo), "time_s": elapsed, "points": theirs["points"],
+                "diff_sigmas": {name: abs(theirs[name] - getattr(result.geometry, name)) / sigma[name]
+                                for name in ("dist", "poni1", "poni2", "rot1", "rot2")}}
+        except Exception as error:
+            row["pyfai_from_ours"] = {"failed": f"{type(error).__name__}: {error}",
+                                      "time_s": time.perf_counter() - start}
     return row
 
 
@@ -126,6 +141,8 @@ def main(argv=None) -> None:
         rows.append(row)
         print(f"{row['case']}  {tuple(row['shape'])}")
         print(_line("xreduce", row["xreduce"]))
+        if "pyfai_from_ours" in row:
+            print(_line("pyFAI*", row["pyfai_from_ours"]))
         if "pyfai" in row:
             print(_line("pyFAI", row["pyfai"]))
             if "failed" not in row["pyfai"] and "failed" not in row["xreduce"]:

@@ -237,3 +237,8 @@ def test_pyfai_scripted_path_from_our_start_agrees_and_we_are_closer():
         assert abs(theirs[name] - getattr(truth, name)) < 10 * pixel
     for name in ("dist", "poni1", "poni2"):
         assert abs(getattr(ours.geometry, name) - getattr(truth, name)) < abs(theirs[name] - getattr(truth, name))
+    # started from our result, pyFAI's refinement stays within 5 of our standard uncertainties
+    settled = pyfai_refine(image, ours.geometry, get_calibrant("LaB6"))
+    sigma = ours.refinement.uncertainties
+    for name in ("dist", "poni1", "poni2", "rot1", "rot2"):
+        assert abs(settled[name] - getattr(ours.geometry, name)) < 5 * sigma[name], name
