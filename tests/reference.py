@@ -692,8 +692,18 @@ def nf_midas_spots(U, g, geometry, n_frames):
     return out
 
 
+_NF_TILTS = {}
+
+
 def _nf_tilt(geometry):
-    tx, ty, tz = np.radians(geometry.tilts_deg)
+    key = tuple(geometry.tilts_deg)
+    if key not in _NF_TILTS:
+        _NF_TILTS[key] = _nf_tilt_matrix(key)
+    return _NF_TILTS[key]
+
+
+def _nf_tilt_matrix(tilts_deg):
+    tx, ty, tz = np.radians(tilts_deg)
     rx = np.array([[1, 0, 0], [0, np.cos(tx), -np.sin(tx)], [0, np.sin(tx), np.cos(tx)]])
     ry = np.array([[np.cos(ty), 0, np.sin(ty)], [0, 1, 0], [-np.sin(ty), 0, np.cos(ty)]])
     rz = np.array([[np.cos(tz), -np.sin(tz), 0], [np.sin(tz), np.cos(tz), 0], [0, 0, 1]])
@@ -742,7 +752,7 @@ def nf_midas_footprint(spot, triangle, geometry, one_pixel):
                 for k in range(3):
                     a, b = r[k], r[(k + 1) % 3]
                     edge = b - a
-                    cross = np.cross(edge, p - a)
+                    cross = edge[0] * (p - a)[1] - edge[1] * (p - a)[0]
                     keep_in &= cross >= 0
                     if edge @ edge > 0:
                         keep_near |= cross ** 2 / (edge @ edge) < 0.9801
@@ -772,11 +782,12 @@ def nf_midas_confidence(U, triangle, g, geometry, lit, one_pixel):
     return hits / counted if counted else 0.0
 
 
-def nf_midas_lit_stack(orientations, triangles, g, geometry, n_frames, one_pixel):
-    """Binary images (bool, (n_distances, n_frames, NrPixelsY, NrPixelsZ)) where every voxel
-    lights its own footprint at every distance: each voxel scores 1.0 at its orientation."""
+def nf_midas_lit_words(orientations, triangles, g, geometry, n_frames, one_pixel):
+    """Binary images where every voxel lights its own footprint at every distance, as
+    SpotsInfo words (uint32, bit k = ((d * n_frames + frame) * NY + y) * NZ + z, LSB first):
+    each voxel scores 1.0 at its orientation. Built from bit indices, never a dense stack."""
     ny, nz = geometry.detector_shape
-    lit = np.zeros((len(geometry.lsd_um), n_frames, ny, nz), dtype=bool)
+    bits = []
     cache = {}
     for U, tri in zip(orientations, triangles):
         key = U.tobytes()
@@ -785,5 +796,9 @@ def nf_midas_lit_stack(orientations, triangles, g, geometry, n_frames, one_pixel
         for spot in cache[key]:
             for pix in nf_midas_footprint(spot, tri, geometry, one_pixel) or ():
                 for d in range(len(pix)):
-                    lit[d, spot[3], pix[d, 0], pix[d, 1]] = True
-    return lit
+                    bits.append(((d * n_frames + spot[3]) * ny + pix[d, 0]) * nz + pix[d, 1])
+    total = len(geometry.lsd_um) * n_frames * ny * nz
+    words = np.zeros((total + 31) // 32, dtype=np.uint32)
+    bits = np.unique(np.asarray(bits, dtype=np.int64))
+    np.bitwise_or.at(words, bits >> 5, (np.uint32(1) << (bits & 31).astype(np.uint32)))
+    return words

@@ -19,9 +19,9 @@ def test_quaternion_file_round_trip(tmp_path):
 
 def test_matrix_and_grains_csv_files(tmp_path):
     U = random_orientations(3, np.random.default_rng(1))
-    (tmp_path / "m.txt").write_text("\n".join(" ".join(map(repr, u.ravel())) for u in U))
+    (tmp_path / "m.txt").write_text("\n".join(" ".join("%.17g" % v for v in u.ravel()) for u in U))
     np.testing.assert_allclose(read_seed_file(tmp_path / "m.txt"), U, atol=1e-12)
-    rows = [f"{i + 1}\t" + "\t".join(map(repr, u.ravel())) + "\t1.0\t2.0\t3.0\t4.08\t4.08"
+    rows = [f"{i + 1}\t" + "\t".join("%.17g" % v for v in u.ravel()) + "\t1.0\t2.0\t3.0\t4.08\t4.08"
             for i, u in enumerate(U)]
     (tmp_path / "Grains.csv").write_text("%NumGrains 3\n%GrainID O11 ...\n" + "\n".join(rows))
     ids, got, pos = read_grains_csv(tmp_path / "Grains.csv")

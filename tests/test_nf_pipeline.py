@@ -9,14 +9,11 @@ import h5py
 import numpy as np
 import pytest
 
-import reference as ref
-from nf_fit_cases import N_FRAMES, geometry, reflections, rotate_by
-from xreduce.nf.grid import hexagonal_grid
-from xreduce.nf.microstructure import random_orientations, voronoi_microstructure
+from nf_fit_cases import N_FRAMES, rotate_by, voronoi_case
+from xreduce.nf.microstructure import random_orientations
 from xreduce.nf.orientations import write_quaternion_seeds
-from xreduce.nf.overlap import midas_vertices
 from xreduce.nf.pipeline import completed_stages, stage_names
-from xreduce.nf.spotsinfo import pack_lit, write_spots_info
+from xreduce.nf.spotsinfo import write_spots_info
 
 PARAMS = """\
 DataDirectory {folder}
@@ -27,17 +24,17 @@ EndNr {n_frames}
 nDistances 2
 Lsd 3000
 Lsd 4000
-BC 256.3 255.6
-BC 257.2 254.9
+BC 320.3 319.6
+BC 321.2 318.9
 px 1.48
-NrPixels 512
-Wavelength 0.172979
+NrPixels 640
+Wavelength 0.12
 SpaceGroup 225
 LatticeParameter 4.08 4.08 4.08 90 90 90
 OmegaStart -180
-OmegaStep 2
+OmegaStep 0.5
 OmegaRange -180 180
-BoxSize -370 370 -370 370
+BoxSize -350 350 -350 350
 ExcludePoleAngle 2
 tx 0.2
 ty -0.15
@@ -45,7 +42,7 @@ tz 0.3
 Rsample 20
 GridSize 4
 EdgeLength 4
-MaxRingRad 300
+MaxRingRad 330
 OrientTol 0.5
 MinFracAccept 0.5
 MinConfidence 0.6
@@ -60,15 +57,9 @@ PrecomputedSpotsInfo 1
 
 
 def _make_case(folder, n_decoys=100):
-    geo = geometry()
-    refl = reflections()
-    grid = hexagonal_grid(20.0, 4.0)
-    micro = voronoi_microstructure(grid, 5, seed=8)
-    U = micro.orientation_matrices()
-    lit = ref.nf_midas_lit_stack(U, midas_vertices(grid), refl.g, geo, N_FRAMES, False)
-    write_spots_info(folder / "SpotsInfo.bin", pack_lit(lit))
+    model, grid, micro, truth = voronoi_case()
+    write_spots_info(folder / "SpotsInfo.bin", model.words)
     rng = np.random.default_rng(0)
-    truth = np.stack([U[micro.grain_id == k][0] for k in np.unique(micro.grain_id)])
     seeds = np.concatenate([rotate_by(truth, rng.uniform(0.02, 0.1, len(truth)), rng),
                             random_orientations(n_decoys, rng)])
     write_quaternion_seeds(folder / "seeds.txt", seeds[rng.permutation(len(seeds))])

@@ -129,9 +129,9 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         applied to the seed (no gimbal singularity).
     search_step_deg : float, optional
         Beyond MIDAS: also screen a local grid of rotations (this spacing, within a ball of
-        OrientTol) around every seed; the ``search_keep`` best of each voxel that pass
-        MinFracAccept are refined with the rotation-vector box of half-width
-        ``search_step_deg``. Off (None) by default.
+        OrientTol) around every seed; the ``search_keep`` best of each voxel (any non-zero
+        confidence: a grid point may sit half a step from the truth) are refined with the
+        rotation-vector box of half-width ``search_step_deg``. Off (None) by default.
     chunk_voxels : int
         Voxels per screening call (progress granularity).
     progress : bool
@@ -210,12 +210,14 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
             keep_k = int(search_keep)
             order = np.argsort(-ls, axis=0, kind="stable")[:keep_k]          # (k, nsub)
             best = np.take_along_axis(ls, order, axis=0)
-            kv, kk = np.nonzero((best >= minfrac).T)
+            # a grid point is at most step * sqrt(3) / 2 from the truth, where the confidence
+            # can be well below MinFracAccept: keep the best few that score at all
+            kv, kk = np.nonzero((best > 0).T)
             cand_e.append(local_euler[order[kk, kv]])
             cand_r.append(local_row[order[kk, kv]])
             cand_v.append(kv)
             cand_t.append(np.full(len(kv), float(search_step_deg)))
-            ncand[idx] += np.count_nonzero(best >= minfrac, axis=0)
+            ncand[idx] += np.count_nonzero(best > 0, axis=0)
         ce, cr, cv, ct = (np.concatenate(a) for a in (cand_e, cand_r, cand_v, cand_t))
         order = np.lexsort((np.arange(len(cv)), cv))
         ce, cr, cv, ct = ce[order], cr[order], cv[order], ct[order]
