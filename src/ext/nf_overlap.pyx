@@ -292,24 +292,50 @@ def screen(const double[::1] lsd, const double[:, ::1] bc, double px, const doub
     for k in range(npairs):
         if not (0 <= pair_orientation[k] < n) or not (0 <= pair_voxel[k] < verts.shape[0]):
             raise ValueError(f"pair {k}: orientation or voxel index out of range")
-    cdef int maxs = 2 * S.nrefl if S.nrefl else 1
-    # spots of every orientation: (n, maxs) table plus counts
-    cdef Spot *table = <Spot *>malloc(n * maxs * sizeof(Spot) + 1)
+    # pairs grouped by orientation (stable: each group keeps the caller's order)
+    order = np.argsort(np.asarray(pair_orientation), kind="stable")
+    ptr_arr = np.searchsorted(np.asarray(pair_orientation)[order], np.arange(n + 1))
+    cdef const int64_t[::1] od = np.ascontiguousarray(order, dtype=np.int64)
+    cdef const int64_t[::1] ptr = np.ascontiguousarray(ptr_arr, dtype=np.int64)
+    hits_arr = np.zeros(npairs, dtype=np.int64)
+    counted_arr = np.zeros(npairs, dtype=np.int64)
+    cdef int64_t[::1] hits = hits_arr, counted = counted_arr
     counts = np.zeros(n, dtype=np.int32)
     cdef int[::1] cnt = counts
-    out = np.zeros(npairs, dtype=np.float64)
-    cdef double[::1] o = out
-    if table == NULL:
-        raise MemoryError(f"spot table of {n} orientations")
-    try:
-        for i in prange(n, nogil=True, schedule="guided", num_threads=num_threads):
-            cnt[i] = _predict(&S, &U[i, 0, 0], &table[i * maxs])
-        for k in prange(npairs, nogil=True, schedule="guided", num_threads=num_threads):
-            o[k] = _confidence(&S, &table[pair_orientation[k] * maxs], cnt[pair_orientation[k]],
-                               &verts[pair_voxel[k], 0, 0])
-    finally:
-        free(table)
+    if npairs:
+        for i in prange(n, nogil=True, schedule="dynamic", num_threads=num_threads):
+            if ptr[i + 1] > ptr[i]:
+                cnt[i] = _screen_orientation(&S, &U[i, 0, 0], &verts[0, 0, 0], &od[0],
+                                             ptr[i], ptr[i + 1], &pair_voxel[0], &hits[0],
+                                             &counted[0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(counted_arr > 0, hits_arr / np.maximum(counted_arr, 1), 0.0)
     return out, counts
+
+
+cdef int _screen_orientation(const Setup *S, const double *U, const double *verts,
+                             const int64_t *order, int64_t k0, int64_t k1,
+                             const int64_t *pair_voxel, int64_t *hits,
+                             int64_t *counted) noexcept nogil:
+    """One orientation against its pairs order[k0:k1]: spot by spot over all of its voxels, so
+    the detector region of a spot stays in cache. Returns the number of spots."""
+    cdef Spot *buf = <Spot *>malloc((2 * S.nrefl + 1) * sizeof(Spot))
+    cdef int ns, s
+    cdef int64_t k, pk
+    cdef long h, c
+    if buf == NULL:
+        return -1
+    ns = _predict(S, U, buf)
+    for s in range(ns):
+        for k in range(k0, k1):
+            pk = order[k]
+            h = 0
+            c = 0
+            _count_spot(S, &buf[s], &verts[6 * pair_voxel[pk]], &h, &c)
+            hits[pk] += h
+            counted[pk] += c
+    free(buf)
+    return ns
 
 
 cdef double _objective(const Setup *S, Spot *buf, const double *x, int rotvec,
@@ -332,7 +358,9 @@ cdef int _nelder_mead(const Setup *S, Spot *buf, double *x, const double *lo, co
                       double step, int rotvec, const double *U0, const double *v, double ftol,
                       double xtol, int max_evals, double *fbest) noexcept nogil:
     """Bounded Nelder-Mead (3 parameters; points clamped to the box). Standard coefficients
-    (reflection 1, expansion 2, contraction 1/2, shrink 1/2). Returns the evaluations used."""
+    (reflection 1, expansion 2, contraction 1/2, shrink 1/2); stops on the first of: objective
+    0, f spread of the simplex <= ftol (relative), simplex size <= xtol (relative), max_evals
+    (doc/nf_fit.md, "Refinement"). Returns the evaluations used."""
     cdef double P[4][3]
     cdef double F[4]
     cdef double cen[3]
@@ -371,10 +399,11 @@ cdef int _nelder_mead(const Setup *S, Spot *buf, double *x, const double *lo, co
             for j in range(3):
                 tmp = fabs(P[i][j] - P[lo_i][j])
                 size = tmp if tmp > size else size
-        if spread <= ftol * (fabs(F[lo_i]) + fabs(F[hi_i])) * 0.5 + 1e-300 and \
-                size <= xtol * (1.0 + fabs(P[lo_i][0]) + fabs(P[lo_i][1]) + fabs(P[lo_i][2])):
+        # either criterion stops (as nlopt's): f values of the simplex within ftol
+        # (relative), or the simplex smaller than xtol (relative to the point)
+        if spread <= ftol * 0.5 * (fabs(F[lo_i]) + fabs(F[hi_i])):
             break
-        if size <= xtol * (1.0 + fabs(P[lo_i][0]) + fabs(P[lo_i][1]) + fabs(P[lo_i][2])):
+        if size <= xtol * (fabs(P[lo_i][0]) + fabs(P[lo_i][1]) + fabs(P[lo_i][2]) + 1e-3):
             break
         for j in range(3):
             cen[j] = 0.0
