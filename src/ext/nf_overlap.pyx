@@ -37,6 +37,7 @@ cdef struct Setup:
     double bcz[MAXD]
     double px, inv_wl, ome0, ostep, tan_pole
     double Rt[9]
+    double p0x, p0y, p0z    # Rt (-Lsd0, 0, 0)
     const double *g        # (nrefl, 3) crystal reciprocal vectors, 1/A
     const double *gsin     # |g| sin(theta); <= 0: cannot diffract
     const double *ranges   # (nranges, 2) degrees
@@ -46,7 +47,10 @@ cdef struct Setup:
 
 cdef struct Spot:
     double y, z, c, s       # undisplaced position at the first distance (um), cos/sin omega
+    double cy, cz           # its pixel at the first distance (tilt rule)
     int frame
+    int base_y[MAXD]        # floor((c - BC0) Lsd_L / Lsd0 + BC_L): the centre at distance L
+    int base_z[MAXD]
 
 
 cdef int _predict(const Setup *S, const double *U, Spot *out) noexcept nogil:
@@ -105,6 +109,7 @@ cdef int _predict(const Setup *S, const double *U, Spot *out) noexcept nogil:
             out[n].c = c
             out[n].s = s
             out[n].frame = r
+            _spot_centre(S, &out[n])
             n += 1
     return n
 
@@ -114,14 +119,24 @@ cdef inline void _tilted_pixel(const Setup *S, double dy, double dz, double *py,
     """Pixel of the point (dy, dz) um of the first detector plane, through MIDAS's tilt rule:
     P0 = Rt (-Lsd0, 0, 0), P1 = Rt (0, dy, dz), P0 - (P1 - P0) P0x / (P1x - P0x)."""
     cdef const double *R = S.Rt
-    cdef double L = S.lsd[0]
-    cdef double p0x = -R[0] * L, p0y = -R[3] * L, p0z = -R[6] * L
+    cdef double p0x = S.p0x, p0y = S.p0y, p0z = S.p0z
     cdef double p1x = R[1] * dy + R[2] * dz
     cdef double p1y = R[4] * dy + R[5] * dz
     cdef double p1z = R[7] * dy + R[8] * dz
     cdef double f = p0x / (p1x - p0x)
     py[0] = (p0y - (p1y - p0y) * f) / S.px + S.bcy[0]
     pz[0] = (p0z - (p1z - p0z) * f) / S.px + S.bcz[0]
+
+
+cdef inline void _spot_centre(const Setup *S, Spot *sp) noexcept nogil:
+    """The spot's undisplaced pixel at the first distance and its integer centre at each."""
+    cdef int d
+    cdef double scale
+    _tilted_pixel(S, sp.y, sp.z, &sp.cy, &sp.cz)
+    for d in range(S.nd):
+        scale = S.lsd[d] / S.lsd[0]
+        sp.base_y[d] = <int>floor((sp.cy - S.bcy[0]) * scale + S.bcy[d])
+        sp.base_z[d] = <int>floor((sp.cz - S.bcz[0]) * scale + S.bcz[d])
 
 
 cdef inline int _lit(const Setup *S, int d, int frame, int y, int z) noexcept nogil:
@@ -138,9 +153,9 @@ cdef void _count_spot(const Setup *S, const Spot *sp, const double *v, long *hit
     cdef int k, k1, d, i, j, inside, near, iy0, iy1, iz0, iz1, ny, nz, ok, hit
     cdef int ry[3]
     cdef int rz[3]
-    cdef int base_y[MAXD]
-    cdef int base_z[MAXD]
-    cdef double lsd0 = S.lsd[0], scale
+    cdef double lsd0 = S.lsd[0]
+    cdef const int *base_y = sp.base_y
+    cdef const int *base_z = sp.base_z
     for k in range(3):
         xa = v[2 * k] * sp.c - v[2 * k + 1] * sp.s
         ya = v[2 * k] * sp.s + v[2 * k + 1] * sp.c
@@ -148,11 +163,8 @@ cdef void _count_spot(const Setup *S, const Spot *sp, const double *v, long *hit
         _tilted_pixel(S, ya + sp.y * t, sp.z * t, &vy[k], &vz[k])
         if vy[k] < 0.0 or vy[k] > S.ny or vz[k] < 0.0 or vz[k] > S.nz:
             return  # the whole spot is dropped
-    _tilted_pixel(S, sp.y, sp.z, &cy, &cz)
-    for d in range(S.nd):
-        scale = S.lsd[d] / lsd0
-        base_y[d] = <int>floor((cy - S.bcy[0]) * scale + S.bcy[d])
-        base_z[d] = <int>floor((cz - S.bcz[0]) * scale + S.bcz[d])
+    cy = sp.cy
+    cz = sp.cz
     if S.one_pixel:
         iy0 = <int>round((vy[0] + vy[1] + vy[2]) / 3.0 - cy)
         iz0 = <int>round((vz[0] + vz[1] + vz[2]) / 3.0 - cz)
@@ -262,6 +274,9 @@ cdef void _setup(Setup *S, const double[::1] lsd, const double[:, ::1] bc, doubl
     S.tan_pole = np.tan(np.radians(pole_deg))
     for i in range(9):
         S.Rt[i] = Rt[i // 3, i % 3]
+    S.p0x = -S.Rt[0] * S.lsd[0]
+    S.p0y = -S.Rt[3] * S.lsd[0]
+    S.p0z = -S.Rt[6] * S.lsd[0]
     S.g = &g[0, 0] if g.shape[0] else NULL
     S.gsin = &gsin[0] if g.shape[0] else NULL
     S.ranges = &ranges[0, 0]
