@@ -149,31 +149,38 @@ cdef void _count_spot(const Setup *S, const Spot *sp, const double *v, long *hit
     """Add one spot's footprint of the triangle v (3 x (x, y) um, MIDAS vertex order)."""
     cdef double vy[3]
     cdef double vz[3]
-    cdef double cy, cz, xa, ya, t, ey, ez, cross, len2, oy, oz
-    cdef int k, k1, d, i, j, inside, near, iy0, iy1, iz0, iz1, ny, nz, ok, hit
+    cdef double xa, ya, t
+    cdef int k, k1, d, i, j, inside, near, iy0, iy1, iz0, iz1, py, pz, hit, cross
     cdef int ry[3]
     cdef int rz[3]
-    cdef double lsd0 = S.lsd[0]
+    cdef int ey[3]
+    cdef int ez[3]
+    cdef double band[3]
     cdef const int *base_y = sp.base_y
     cdef const int *base_z = sp.base_z
     for k in range(3):
         xa = v[2 * k] * sp.c - v[2 * k + 1] * sp.s
         ya = v[2 * k] * sp.s + v[2 * k + 1] * sp.c
-        t = 1.0 - xa / lsd0
+        t = 1.0 - xa / S.lsd[0]
         _tilted_pixel(S, ya + sp.y * t, sp.z * t, &vy[k], &vz[k])
         if vy[k] < 0.0 or vy[k] > S.ny or vz[k] < 0.0 or vz[k] > S.nz:
             return  # the whole spot is dropped
-    cy = sp.cy
-    cz = sp.cz
     if S.one_pixel:
-        iy0 = <int>round((vy[0] + vy[1] + vy[2]) / 3.0 - cy)
-        iz0 = <int>round((vz[0] + vz[1] + vz[2]) / 3.0 - cz)
+        iy0 = <int>round((vy[0] + vy[1] + vy[2]) / 3.0 - sp.cy)
+        iz0 = <int>round((vz[0] + vz[1] + vz[2]) / 3.0 - sp.cz)
         iy1 = iy0
         iz1 = iz0
     else:
         for k in range(3):
-            ry[k] = <int>round(vy[k] - cy)
-            rz[k] = <int>round(vz[k] - cz)
+            ry[k] = <int>round(vy[k] - sp.cy)
+            rz[k] = <int>round(vz[k] - sp.cz)
+        for k in range(3):
+            k1 = k + 1 if k < 2 else 0
+            ey[k] = ry[k1] - ry[k]
+            ez[k] = rz[k1] - rz[k]
+            # squared distance to the edge line below 0.9801 px^2: cross^2 < band (none for a
+            # collapsed edge)
+            band[k] = EDGE_BAND2 * (ey[k] * ey[k] + ez[k] * ez[k])
         iy0 = min(ry[0], min(ry[1], ry[2])); iy1 = max(ry[0], max(ry[1], ry[2]))
         iz0 = min(rz[0], min(rz[1], rz[2])); iz1 = max(rz[0], max(rz[1], rz[2]))
     for i in range(iy0, iy1 + 1):
@@ -182,24 +189,20 @@ cdef void _count_spot(const Setup *S, const Spot *sp, const double *v, long *hit
                 inside = 1
                 near = 0
                 for k in range(3):
-                    k1 = k + 1 if k < 2 else 0
-                    ey = ry[k1] - ry[k]
-                    ez = rz[k1] - rz[k]
-                    cross = ey * (j - rz[k]) - ez * (i - ry[k])
-                    if cross < 0.0:
+                    cross = ey[k] * (j - rz[k]) - ez[k] * (i - ry[k])
+                    if cross < 0:
                         inside = 0
-                    len2 = ey * ey + ez * ez
-                    if len2 > 0.0 and cross * cross < EDGE_BAND2 * len2:
+                    if <double>cross * cross < band[k]:
                         near = 1
                 if not inside and not near:
                     continue
             hit = 1
             for d in range(S.nd):
-                ny = base_y[d] + i
-                nz = base_z[d] + j
-                if ny < 0 or ny >= S.ny or nz < 0 or nz >= S.nz:
+                py = base_y[d] + i
+                pz = base_z[d] + j
+                if py < 0 or py >= S.ny or pz < 0 or pz >= S.nz:
                     return  # MIDAS skips the rest of this spot's pixels
-                if hit and not _lit(S, d, sp.frame, ny, nz):
+                if hit and not _lit(S, d, sp.frame, py, pz):
                     hit = 0
             counted[0] += 1
             hits[0] += hit

@@ -105,7 +105,8 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
                      orient_tol_deg: float, save_n_solutions: int = 1,
                      min_miso_n_saves_deg: float = 1.0, space_group: int | None = None,
                      parametrization: str = "euler", search_step_deg: float | None = None,
-                     search_keep: int = 4, chunk_voxels: int = 512, progress: bool = True,
+                     search_keep: int = 4, chunk_voxels: int | None = None,
+                     progress: bool = True,
                      progress_desc: str = "NF fit", num_threads: int = 0) -> FitResult:
     """Fit an orientation to every voxel of ``grid``.
 
@@ -132,8 +133,10 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         OrientTol) around every seed; the ``search_keep`` best of each voxel (any non-zero
         confidence: a grid point may sit half a step from the truth) are refined with the
         rotation-vector box of half-width ``search_step_deg``. Off (None) by default.
-    chunk_voxels : int
-        Voxels per screening call (progress granularity).
+    chunk_voxels : int, optional
+        Voxels per screening call (progress granularity). Default: as many as keep about
+        4 million (seed, voxel) pairs per call; more voxels per call share each seed's
+        detector regions in cache.
     progress : bool
         tqdm progress bar with ETA.
     num_threads : int
@@ -164,6 +167,10 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
                          "are compared with crystal symmetry)")
     if search_step_deg is not None and not search_step_deg > 0:
         raise ValueError(f"search_step_deg: expected > 0 or None, got {search_step_deg}")
+    if chunk_voxels is None:
+        n_orient = len(U) * (1 if search_step_deg is None else
+                             len(local_rotation_grid(orient_tol_deg, search_step_deg)))
+        chunk_voxels = max(16, min(len(grid), 4_000_000 // max(n_orient, 1)))
     if int(chunk_voxels) < 1:
         raise ValueError(f"chunk_voxels: expected >= 1, got {chunk_voxels}")
     seed_euler = matrix_to_euler(U)
