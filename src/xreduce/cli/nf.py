@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from xreduce.nf.params import read_parameters
     from xreduce.nf.pipeline import _output_directory, run_pipeline
 
+    handler = None
     try:
         threads = check_num_threads(args.ncpus, "--ncpus")
         path = Path(args.params)
@@ -67,12 +68,17 @@ def main(argv: list[str] | None = None) -> int:
         for w in caught:
             logger.warning("%s", w.message)
             print(f"warning: {w.message}", file=sys.stderr)
+        logger.info("%s", summary.text())
+        print(summary.text())
+        return 0
     except (ValueError, TypeError, FileNotFoundError) as exc:
+        logging.getLogger("xreduce.nf").error("%s", exc)
         print(f"xreduce-nf: error: {exc}", file=sys.stderr)
         return 2
-    logger.info("%s", summary.text())
-    print(summary.text())
-    return 0
+    finally:
+        if handler is not None:
+            logging.getLogger("xreduce.nf").removeHandler(handler)
+            handler.close()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ Example
 >>> refl = reflection_list(225, (4.08,) * 3 + (90.0,) * 3, 0.172979, 3000.0, 300.0)
 >>> words = np.zeros(n_words((1, 360, 256, 256)), np.uint32)  # nothing lit
 >>> model = OverlapModel(geo, refl, words, n_frames=360)
->>> model.confidence(np.eye(3)[None], hexagonal_grid(10.0, 5.0))[:3]
+>>> model.confidence(np.eye(3)[None], hexagonal_grid(10.0, 5.0))[0, :3]
 array([0., 0., 0.])
 """
 from __future__ import annotations
