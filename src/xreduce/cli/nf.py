@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print(summary.text())
         return 0
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        logging.getLogger("xreduce.nf").error("%s", exc)
+        if handler is not None:
+            logging.getLogger("xreduce.nf").error("%s", exc)
         print(f"xreduce-nf: error: {exc}", file=sys.stderr)
         return 2
     finally:
