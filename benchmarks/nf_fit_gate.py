@@ -38,6 +38,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--decoys", type=int, default=2000)
     ap.add_argument("--grains", type=int, default=20)
+    ap.add_argument("--restarts", type=int, default=0,
+                    help="Nelder-Mead restarts (0 = MIDAS's refinement)")
+    ap.add_argument("--cache", help="npy file keeping the reference images between runs")
     args = ap.parse_args()
     print(f"load: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores")
     geo = geometry()
@@ -46,7 +49,12 @@ def main() -> int:
     micro = voronoi_microstructure(grid, args.grains, seed=1)
     U = micro.orientation_matrices()
     t0 = time.perf_counter()
-    words = ref.nf_midas_lit_words(U, midas_vertices(grid), refl.g, geo, N_FRAMES, False)
+    if args.cache and os.path.exists(args.cache):
+        words = np.load(args.cache)
+    else:
+        words = ref.nf_midas_lit_words(U, midas_vertices(grid), refl.g, geo, N_FRAMES, False)
+        if args.cache:
+            np.save(args.cache, words)
     print(f"reference images: {time.perf_counter() - t0:.0f} s")
     model = OverlapModel(geo, refl, words, N_FRAMES)
     rng = np.random.default_rng(0)
@@ -62,8 +70,8 @@ def main() -> int:
     seeds = seeds[rng.permutation(len(seeds))]
     t0, c0 = time.perf_counter(), time.process_time()
     res = fit_orientations(model, grid, seeds, min_frac_accept=0.5, orient_tol_deg=1.0,
-                           progress=False)
-    print(f"fit: {len(grid)} voxels x {len(seeds)} seeds in {time.perf_counter() - t0:.1f} s "
+                           restarts=args.restarts, progress=False)
+    print(f"fit (restarts {args.restarts}): {len(grid)} voxels x {len(seeds)} seeds in {time.perf_counter() - t0:.1f} s "
           f"({time.process_time() - c0:.1f} s CPU)")
     err = errors_deg(res.euler_rad, U)
     grains = cluster_grains(res.euler_rad, res.confidence, grid.x_um, grid.y_um, grid.edge_um,

@@ -521,7 +521,7 @@ def refine(const double[::1] lsd, const double[:, ::1] bc, double px, const doub
            const uint32_t[::1] words, const double[:, :, ::1] verts,
            const int64_t[::1] cand_indptr, const double[:, ::1] cand_euler,
            double tol_rad, bint rotation_vector, double ftol=1e-5, double xtol=1e-5,
-           int max_evals=5000, bint stop_at_one=True, int num_threads=0):
+           int max_evals=5000, bint stop_at_one=True, int num_threads=0, int restarts=0):
     """Refine the candidates of each voxel (voxel v: rows cand_indptr[v]:cand_indptr[v+1] of
     cand_euler, Bunge radians) by bounded Nelder-Mead within +-tol_rad.
 
@@ -554,14 +554,15 @@ def refine(const double[::1] lsd, const double[:, ::1] bc, double px, const doub
         return params_out, conf_out, evals_out
     for v in prange(nvox, nogil=True, schedule="dynamic", num_threads=num_threads):
         _refine_voxel(&S, &verts[v, 0, 0], cand_indptr[v], cand_indptr[v + 1], &cand_euler[0, 0],
-                      tol_rad, rotation_vector, ftol, xtol, max_evals, stop_at_one, &po[0, 0],
+                      tol_rad, rotation_vector, ftol, xtol, max_evals, stop_at_one, restarts,
+                      &po[0, 0],
                       &co[0], &ev[0])
     return params_out, conf_out, evals_out
 
 
 cdef void _refine_voxel(const Setup *S, const double *v, int64_t c0, int64_t c1,
                         const double *cand, double tol, int rotvec, double ftol, double xtol,
-                        int max_evals, int stop_at_one, double *po, double *co,
+                        int max_evals, int stop_at_one, int restarts, double *po, double *co,
                         int *ev) noexcept nogil:
     """Refine candidates c0..c1-1 of one voxel (all scratch is local to this call)."""
     cdef Spot *buf = <Spot *>malloc((2 * S.nrefl + 1) * sizeof(Spot))
@@ -569,9 +570,9 @@ cdef void _refine_voxel(const Setup *S, const double *v, int64_t c0, int64_t c1,
     cdef double lo[3]
     cdef double hi[3]
     cdef double U0[9]
-    cdef double f
+    cdef double f, fprev
     cdef int64_t c
-    cdef int j
+    cdef int j, r
     if buf == NULL:
         return  # left at confidence 0 and 0 evaluations
     for c in range(c0, c1):
@@ -583,6 +584,16 @@ cdef void _refine_voxel(const Setup *S, const double *v, int64_t c0, int64_t c1,
             hi[j] = x[j] + tol
         ev[c] = _nelder_mead(S, buf, x, lo, hi, tol / 2.0, rotvec, U0, v, ftol, xtol,
                              max_evals, &f)
+        # option (not MIDAS): restart from the best point while it improves; a simplex on a
+        # piecewise-constant objective often stops on a flat patch short of the peak
+        for r in range(restarts):
+            if f < 1e-4:
+                break
+            fprev = f
+            ev[c] += _nelder_mead(S, buf, x, lo, hi, tol / 2.0, rotvec, U0, v, ftol, xtol,
+                                  max_evals, &f)
+            if not f < fprev:
+                break
         co[c] = 1.0 - f
         for j in range(3):
             po[3 * c + j] = x[j]

@@ -105,7 +105,8 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
                      orient_tol_deg: float, save_n_solutions: int = 1,
                      min_miso_n_saves_deg: float = 1.0, space_group: int | None = None,
                      parametrization: str = "euler", search_step_deg: float | None = None,
-                     search_keep: int = 4, chunk_voxels: int | None = None,
+                     search_keep: int = 4, restarts: int = 0,
+                     chunk_voxels: int | None = None,
                      progress: bool = True,
                      progress_desc: str = "NF fit", num_threads: int = 0) -> FitResult:
     """Fit an orientation to every voxel of ``grid``.
@@ -133,6 +134,10 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         OrientTol) around every seed; the ``search_keep`` best of each voxel (any non-zero
         confidence: a grid point may sit half a step from the truth) are refined with the
         rotation-vector box of half-width ``search_step_deg``. Off (None) by default.
+    restarts : int
+        Beyond MIDAS (0 = MIDAS): restart the simplex from its best point up to this many
+        times while the confidence improves (a simplex on the piecewise-constant confidence
+        often stops on a flat patch below the peak).
     chunk_voxels : int, optional
         Voxels per screening call (progress granularity). Default: as many as keep about
         4 million (seed, voxel) pairs per call; more voxels per call share each seed's
@@ -167,6 +172,8 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
                          "are compared with crystal symmetry)")
     if search_step_deg is not None and not search_step_deg > 0:
         raise ValueError(f"search_step_deg: expected > 0 or None, got {search_step_deg}")
+    if int(restarts) < 0:
+        raise ValueError(f"restarts: expected >= 0, got {restarts}")
     if chunk_voxels is None:
         n_orient = len(U) * (1 if search_step_deg is None else
                              len(local_rotation_grid(orient_tol_deg, search_step_deg)))
@@ -240,7 +247,7 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
                                 and tol_value != orient_tol_deg)
             e, c, n = model.refine(sub, ip, ce[sel], tol_value, rotation_vector=use_rv,
                                    stop_at_one=(nsave == 1 and local is None),
-                                   num_threads=num_threads)
+                                   restarts=restarts, num_threads=num_threads)
             pe[sel], pc[sel], pn[sel] = e, c, n
         for j in range(len(idx)):
             a, b = indptr[j], indptr[j + 1]

@@ -177,7 +177,7 @@ class OverlapModel:
 
     def refine(self, grid: Grid, cand_indptr, cand_euler_rad, orient_tol_deg: float,
                rotation_vector: bool = False, stop_at_one: bool = True,
-               max_evaluations: int = 5000, num_threads: int = 0):
+               max_evaluations: int = 5000, restarts: int = 0, num_threads: int = 0):
         """Refine the candidates of every voxel by bounded Nelder-Mead (see
         :func:`xreduce.nf.fit.fit_orientations`).
 
@@ -200,7 +200,8 @@ class OverlapModel:
         params, conf, evals = _ext.refine(
             *self._args(grid), midas_vertices(grid), indptr, euler,
             float(np.radians(orient_tol_deg)), bool(rotation_vector), 1e-5, 1e-5,
-            int(max_evaluations), bool(stop_at_one), check_num_threads(num_threads))
+            int(max_evaluations), bool(stop_at_one), check_num_threads(num_threads),
+            int(restarts))
         if rotation_vector and len(params):
             from scipy.spatial.transform import Rotation
 
