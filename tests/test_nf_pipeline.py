@@ -157,7 +157,8 @@ def test_restart_from_a_stage(case_files, tmp_path):
     folder = tmp_path / "restart"
     _copy_case(src, folder)
     params = str(folder / "params.txt")
-    first = _run([params, "--no-progress", "--stop-after", "loop_1_merge"], timeout=600)
+    first = _run([params, "--no-progress", "--stop-after", "loop_1_merge", "--nm-restarts", "2"],
+                 timeout=600)
     assert first.returncode == 0, first.stderr
     pfile = folder / "pipeline.h5"
     assert completed_stages(pfile) == stage_names(3)[:4]

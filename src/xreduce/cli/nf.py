@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="continue an interrupted run from its pipeline file")
     p.add_argument("--restart-from", metavar="STAGE",
                    help="redo from this stage (e.g. loop_1_seeded)")
+    p.add_argument("--nm-restarts", type=int, default=0, metavar="N",
+                   help="beyond MIDAS: restart each Nelder-Mead from its best point up to N "
+                        "times while the confidence improves (default 0: MIDAS)")
     p.add_argument("--stop-after", metavar="STAGE", help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -64,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                                    restart_from=args.restart_from,
                                    skip_image_processing=args.skip_image_processing,
                                    progress=not args.no_progress, num_threads=threads,
-                                   stop_after=args.stop_after)
+                                   stop_after=args.stop_after,
+                                   restarts=args.nm_restarts)
         for w in caught:
             logger.warning("%s", w.message)
             print(f"warning: {w.message}", file=sys.stderr)

@@ -210,7 +210,7 @@ def completed_stages(path: str | os.PathLike) -> list[str]:
                 else str(grp[str(i)][()]) for i in range(len(grp))]
 
 
-def _new_pipeline_file(path: Path, param_text: str) -> None:
+def _new_pipeline_file(path: Path, param_text: str, options: str) -> None:
     import h5py
 
     from xreduce.io.writers import atomic_output
@@ -224,6 +224,7 @@ def _new_pipeline_file(path: Path, param_text: str) -> None:
             prov = f.create_group("provenance")
             prov.attrs["NX_class"] = "NXcollection"
             prov["parameters"] = param_text
+            prov["fit_options"] = options
             prov["program"] = "xreduce-nf"
             prov["xreduce_version"] = str(version)
             prov["numpy_version"] = np.__version__
@@ -319,7 +320,7 @@ def _grains_dict(gr: Grains) -> dict:
 def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
                  restart_from: str | None = None, skip_image_processing: bool = False,
                  progress: bool = True, num_threads: int = 0,
-                 stop_after: str | None = None) -> PipelineSummary:
+                 stop_after: str | None = None, restarts: int = 0) -> PipelineSummary:
     """Run (or resume) the NF reconstruction a MIDAS parameter set describes.
 
     Parameters
@@ -335,6 +336,9 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
         Fit the existing ``SpotsInfo.bin`` (also with ``PrecomputedSpotsInfo 1``).
     stop_after : str, optional
         Stop after this stage (the rest can be resumed).
+    restarts : int
+        Nelder-Mead restarts (beyond MIDAS, 0 = MIDAS's refinement; see
+        :func:`xreduce.nf.fit.fit_orientations`).
 
     Returns
     -------
@@ -356,6 +360,7 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
     else:
         start, scale, nloops = None, None, 1
     names = stage_names(nloops)
+    options = f"restarts={int(restarts)}"
     pfile = Path(resume) if resume else out_dir / "pipeline.h5"
     if restart_from is not None and restart_from not in names:
         raise ValueError(f"restart_from: expected one of {names}, got {restart_from!r}")
@@ -380,10 +385,15 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
 
         with h5py.File(pfile, "r") as f:
             stored = f["provenance/parameters"][()]
+            stored_opts = f["provenance/fit_options"][()]
         stored = stored.decode() if isinstance(stored, bytes) else str(stored)
+        stored_opts = stored_opts.decode() if isinstance(stored_opts, bytes) else str(stored_opts)
         if stored != param_text:
             raise ValueError(f"resume: {str(pfile)!r} was made with other parameters; start a "
                              f"new run or use the same parameter file")
+        if stored_opts != options:
+            raise ValueError(f"resume: {str(pfile)!r} was made with the fit options "
+                             f"{stored_opts}, this run has {options}")
         done = completed_stages(pfile)
         if done != names[:len(done)]:
             raise ValueError(f"resume: stages {done} in {str(pfile)!r} do not match this run's "
@@ -393,7 +403,7 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
             raise ValueError(f"restart_from: needs the pipeline file {str(pfile)!r}")
         done = completed_stages(pfile)
     else:
-        _new_pipeline_file(pfile, param_text)
+        _new_pipeline_file(pfile, param_text, options)
         done = []
     if restart_from is not None:
         first = names.index(restart_from)
@@ -407,7 +417,8 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
     opts = dict(min_frac_accept=params.min_frac_accept, orient_tol_deg=params.orient_tol_deg,
                 save_n_solutions=params.save_n_solutions or 1,
                 min_miso_n_saves_deg=extra_value(params, "MinMisoNSaves", float, 1.0),
-                space_group=sg, progress=progress, num_threads=num_threads)
+                space_group=sg, restarts=restarts, progress=progress,
+                num_threads=num_threads)
     min_conf = params.min_confidence if params.min_confidence is not None else 0.0
     max_angle = params.max_angle_deg or 1.0
 
