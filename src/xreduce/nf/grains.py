@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .crystal import (euler_to_matrix, euler_to_quaternion, laue_quaternions,
+from .crystal import (euler_to_quaternion, laue_quaternions,
                       misorientation_rad, quaternion_to_matrix)
 
 __all__ = ["Grains", "cluster_grains", "write_grains_csv", "GRAINS_CSV_COLUMNS"]

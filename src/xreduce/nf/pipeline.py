@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .crystal import euler_to_matrix
 from .fit import FitResult, fit_orientations
 from .grains import Grains, cluster_grains, write_grains_csv
 from .grid import Grid, grid_from_parameters
