@@ -807,3 +807,134 @@ def sigma_clip_rings_reference(bins, signal, norm, valid, nbins, thres, max_iter
                     np.bincount(bins, keep.astype(np.float64), nbins),
                     np.nan_to_num(spread2 * sn2)))
     return out
+
+
+# ---- NF-HEDM: MIDAS's footprint and confidence rules (issue 11b) --------------------------
+# Written from REFERENCE section 5b / doc/nf_fit.md without the kernels: spots from
+# nf_spots_brute (textbook eta route), footprints pixel by pixel in NumPy.
+
+
+def nf_midas_spots(U, g, geometry, n_frames):
+    """Spots (y, z, omega_deg, frame) of one orientation U for a voxel at the origin, MIDAS's
+    windows: OmegaRange / BoxSize at the first distance, ExcludePoleAngle, frames in range."""
+    spots = nf_spots_brute(U[None], g, geometry.wavelength_A, geometry.lsd_um[0],
+                           geometry.omega_ranges_deg, geometry.box_sizes_um,
+                           geometry.exclude_pole_deg)
+    out = []
+    for _, _, omega, _, y, z in spots:
+        frame = int(np.floor((omega - geometry.omega_start_deg) / geometry.omega_step_deg))
+        if 0 <= frame < n_frames:
+            out.append((y, z, omega, frame))
+    return out
+
+
+_NF_TILTS = {}
+
+
+def _nf_tilt(geometry):
+    key = tuple(geometry.tilts_deg)
+    if key not in _NF_TILTS:
+        _NF_TILTS[key] = _nf_tilt_matrix(key)
+    return _NF_TILTS[key]
+
+
+def _nf_tilt_matrix(tilts_deg):
+    tx, ty, tz = np.radians(tilts_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(tx), -np.sin(tx)], [0, np.sin(tx), np.cos(tx)]])
+    ry = np.array([[np.cos(ty), 0, np.sin(ty)], [0, 1, 0], [-np.sin(ty), 0, np.cos(ty)]])
+    rz = np.array([[np.cos(tz), -np.sin(tz), 0], [np.sin(tz), np.cos(tz), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _nf_first_pixel(point_yz, geometry):
+    """MIDAS's tilt rule at the first distance: the line through P0 = R(-Lsd, 0, 0) and
+    P1 = R(0, y, z) met with the plane x = 0."""
+    R = _nf_tilt(geometry)
+    p0 = R @ np.array([-geometry.lsd_um[0], 0.0, 0.0])
+    p1 = R @ np.array([0.0, point_yz[0], point_yz[1]])
+    s = -p0[0] / (p1[0] - p0[0])
+    hit = p0 + s * (p1 - p0)
+    bc = geometry.bc_px[0]
+    return np.array([hit[1] / geometry.px_um + bc[0], hit[2] / geometry.px_um + bc[1]])
+
+
+def nf_midas_footprint(spot, triangle, geometry, one_pixel):
+    """Pixels of one spot's footprint, as a list of (n_distances, 2) integer arrays in
+    MIDAS's order (first index outer), cut where a pixel leaves a detector; None when a
+    vertex leaves the first detector (spot dropped)."""
+    y, z, omega, _ = spot
+    ny, nz = geometry.detector_shape
+    w = np.radians(omega)
+    corners = []
+    for X, Y in triangle:
+        xa = X * np.cos(w) - Y * np.sin(w)
+        ya = X * np.sin(w) + Y * np.cos(w)
+        t = 1 - xa / geometry.lsd_um[0]
+        p = _nf_first_pixel((ya + y * t, z * t), geometry)
+        if p[0] < 0 or p[0] > ny or p[1] < 0 or p[1] > nz:
+            return None
+        corners.append(p)
+    centre = _nf_first_pixel((y, z), geometry)
+    offsets = np.array(corners) - centre
+    if one_pixel:
+        cells = [np.round(offsets.mean(axis=0)).astype(int)]
+    else:
+        r = np.round(offsets).astype(int)
+        cells = []
+        for i in range(r[:, 0].min(), r[:, 0].max() + 1):
+            for j in range(r[:, 1].min(), r[:, 1].max() + 1):
+                p = np.array([i, j])
+                keep_in, keep_near = True, False
+                for k in range(3):
+                    a, b = r[k], r[(k + 1) % 3]
+                    edge = b - a
+                    cross = edge[0] * (p - a)[1] - edge[1] * (p - a)[0]
+                    keep_in &= cross >= 0
+                    if edge @ edge > 0:
+                        keep_near |= cross ** 2 / (edge @ edge) < 0.9801
+                if keep_in or keep_near:
+                    cells.append(p)
+    bc0 = np.array(geometry.bc_px[0])
+    bases = [np.floor((centre - bc0) * L / geometry.lsd_um[0] + np.array(bc)).astype(int)
+             for L, bc in zip(geometry.lsd_um, geometry.bc_px)]
+    out = []
+    for cell in cells:
+        pix = np.array([base + cell for base in bases])
+        if np.any(pix < 0) or np.any(pix[:, 0] >= ny) or np.any(pix[:, 1] >= nz):
+            break
+        out.append(pix)
+    return out
+
+
+def nf_midas_confidence(U, triangle, g, geometry, lit, one_pixel):
+    """Confidence of orientation U at a triangle voxel against a boolean lit stack
+    (n_distances, n_frames, NrPixelsY, NrPixelsZ)."""
+    hits = counted = 0
+    for spot in nf_midas_spots(U, g, geometry, lit.shape[1]):
+        pixels = nf_midas_footprint(spot, triangle, geometry, one_pixel)
+        for pix in pixels or ():
+            counted += 1
+            hits += all(lit[d, spot[3], pix[d, 0], pix[d, 1]] for d in range(len(pix)))
+    return hits / counted if counted else 0.0
+
+
+def nf_midas_lit_words(orientations, triangles, g, geometry, n_frames, one_pixel):
+    """Binary images where every voxel lights its own footprint at every distance, as
+    SpotsInfo words (uint32, bit k = ((d * n_frames + frame) * NY + y) * NZ + z, LSB first):
+    each voxel scores 1.0 at its orientation. Built from bit indices, never a dense stack."""
+    ny, nz = geometry.detector_shape
+    bits = []
+    cache = {}
+    for U, tri in zip(orientations, triangles):
+        key = U.tobytes()
+        if key not in cache:
+            cache[key] = nf_midas_spots(U, g, geometry, n_frames)
+        for spot in cache[key]:
+            for pix in nf_midas_footprint(spot, tri, geometry, one_pixel) or ():
+                for d in range(len(pix)):
+                    bits.append(((d * n_frames + spot[3]) * ny + pix[d, 0]) * nz + pix[d, 1])
+    total = len(geometry.lsd_um) * n_frames * ny * nz
+    words = np.zeros((total + 31) // 32, dtype=np.uint32)
+    bits = np.unique(np.asarray(bits, dtype=np.int64))
+    np.bitwise_or.at(words, bits >> 5, (np.uint32(1) << (bits & 31).astype(np.uint32)))
+    return words
