@@ -406,26 +406,17 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _atomic_target(path: str) -> str:
-    folder, base = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f".{base}.tmp-{os.getpid()}")
-
-
 def write_json(report: dict, path: str) -> None:
-    """Write the report as JSON, to a temporary name renamed when complete."""
-    tmp = _atomic_target(path)
-    try:
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write the report as JSON, atomically (``xreduce.io.writers.atomic_output``)."""
+    from xreduce.io.writers import atomic_output
+
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
 
 
 def write_plot(report: dict, path: str) -> None:
     """Frames/s against detector Mpixels, log axes, one line per (back end, device, split),
-    1D and 2D side by side; written to a temporary name renamed when complete."""
+    1D and 2D side by side; written atomically (``atomic_output``)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -465,14 +456,13 @@ def write_plot(report: dict, path: str) -> None:
                  f"{report['machine']['cpu_model']} ({report['machine']['cores']} cores)",
                  fontsize=9)
     fig.tight_layout()
-    tmp = _atomic_target(path) + os.path.splitext(path)[1]
+    from xreduce.io.writers import atomic_output
+
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=100)  # the temporary name keeps the extension last
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 if __name__ == "__main__":

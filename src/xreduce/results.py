@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,14 +42,6 @@ _NEXUS_UNITS = {"2th_deg": "degrees", "2th_rad": "rad", "q_nm^-1": "1/nm",
 
 def _nexus_units(unit: Any) -> str:
     return _NEXUS_UNITS.get(_unit_name(unit), _unit_name(unit))
-
-
-def _atomic_path(path: str) -> str:
-    """A temporary file name in the same folder as ``path`` (for write-then-rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
-    os.close(fd)
-    return tmp
 
 
 @dataclass(frozen=True)

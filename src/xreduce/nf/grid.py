@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -167,7 +166,7 @@ def square_grid(rsample_um: float, grid_size_um: float) -> Grid:
 
 
 def write_grid(grid: Grid, path: str | os.PathLike) -> None:
-    """Write a triangle grid as MIDAS ``grid.txt`` (temporary name, then rename)."""
+    """Write a triangle grid as MIDAS ``grid.txt`` (atomically: ``atomic_output``)."""
     if grid.kind != "triangle":
         raise ValueError("grid: grid.txt holds triangle grids only, got a square grid")
     height = _SQ3 / 2 * grid.edge_um
@@ -176,13 +175,12 @@ def write_grid(grid: Grid, path: str | os.PathLike) -> None:
     inward_apex = (grid.ud * sign_y) < 0
     outer = np.where(inward_apex, height / 3, 2 * height / 3)
     inner = height - outer
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w") as f:
+    from xreduce.io.writers import atomic_output
+
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="ascii") as f:
         f.write(f"{len(grid)}\n")
         for row in zip(outer, inner, grid.x_um, grid.y_um):
             f.write("%f %f %f %f %f\n" % (*row, grid.edge_um / 2))
-    os.replace(tmp, path)
 
 
 def read_grid(path: str | os.PathLike) -> Grid:

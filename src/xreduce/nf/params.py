@@ -698,10 +698,10 @@ def write_parameters(params: NFParameters, path: str | os.PathLike) -> None:
             buf.write(key.name + " " + " ".join(_format_value(v) for v in vals) + "\n")
     for name, toks in params.extra.items():
         buf.write(name + (" " + " ".join(toks) if toks else "") + "\n")
-    _atomic_write_text(Path(path), buf.getvalue())
+    _write_text_file(Path(path), buf.getvalue())
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def _write_text_file(path: Path, text: str) -> None:
     from xreduce.io.writers import atomic_output
 
     with atomic_output(path) as tmp:
@@ -721,7 +721,7 @@ def save_yaml(params: NFParameters, path: str | os.PathLike) -> None:
 
     if not isinstance(params, NFParameters):
         raise TypeError(f"params: expected NFParameters, got {type(params).__name__}")
-    _atomic_write_text(Path(path), yaml.safe_dump(params.to_dict(), sort_keys=False))
+    _write_text_file(Path(path), yaml.safe_dump(params.to_dict(), sort_keys=False))
 
 
 def load_yaml(path: str | os.PathLike) -> NFParameters:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -94,10 +93,10 @@ class ReflectionList:
                        two_theta_deg=self.two_theta_deg[index], radius_um=self.radius_um[index])
 
     def write_csv(self, path: str | os.PathLike) -> None:
-        """Write MIDAS's ``hkls.csv`` (space separated, one header line); atomic rename."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".part")
-        with open(tmp, "w") as f:
+        """Write MIDAS's ``hkls.csv`` (space separated, one header line), atomically (``atomic_output``)."""
+        from xreduce.io.writers import atomic_output
+
+        with atomic_output(path) as tmp, open(tmp, "w", encoding="ascii") as f:
             f.write(HKLS_CSV_HEADER + "\n")
             for i in range(len(self)):
                 h, k, l = self.hkl[i]
@@ -105,7 +104,6 @@ class ReflectionList:
                 f.write(f"{h} {k} {l} {self.d_A[i]:.10f} {self.ring_nr[i]} {g1:.10f} {g2:.10f} "
                         f"{g3:.10f} {self.theta_deg[i]:.10f} {self.two_theta_deg[i]:.10f} "
                         f"{self.radius_um[i]:.6f}\n")
-        os.replace(tmp, path)
 
 
 def _check_positive(value, name) -> float:

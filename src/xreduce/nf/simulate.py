@@ -336,7 +336,7 @@ def write_frames_hdf5(path: str | os.PathLike, frames_iter, geometry: NFGeometry
                 grp.attrs["bc_px"] = geometry.bc_px[d]
                 omega = grp.create_dataset("omega_deg", data=geometry.omega_start_deg
                                            + geometry.omega_step_deg * np.arange(nf))
-                omega.attrs["units"] = "deg"
+                omega.attrs["units"] = "degrees"  # the NeXus spelling (doc/pyfai.md, "Files")
                 dsets[d] = grp.create_dataset("data", shape=(nf, nz, ny), dtype=img.dtype,
                                               chunks=(1, nz, ny), compression=compression)
                 dsets[d].attrs["interpretation"] = "image"
