@@ -250,7 +250,8 @@ def _dct_preprocess(path, mp):
         h5["data"] = raw
     preprocess({"preprocess": {"input": f"{source}::/data", "output": path,
                                "normalization": "none", "moving_median": {"window": 5},
-                               "median_filter": {"size": None}, "chunk_frames": 4}},
+                               "median_filter": {"size": None}, "chunk_frames": 4,
+                               "overwrite": True}},
                progress=False)
 
 
@@ -274,6 +275,12 @@ def _benchmark_json(path, mp):
     from xreduce.benchmark import write_json
 
     write_json({"results": [], "settings": {}}, path)
+
+
+def _demo_poni(path, mp):
+    from xreduce.demo_data import write_demo_poni
+
+    write_demo_poni(path)
 
 
 WRITERS = {
@@ -304,6 +311,7 @@ WRITERS = {
     "calib_report": ("calib.json", lambda p, mp: _calib_cli(p, "--report", mp)),
     "calib_plot": ("calib.png", lambda p, mp: _calib_cli(p, "--plot", mp)),
     "benchmark_json": ("bench.json", _benchmark_json),
+    "demo_poni": ("demo.poni", _demo_poni),
 }
 # resumable outputs keep a fixed partial name: a link there makes them refuse (OSError)
 RESUMABLE = {"dct_preprocess"}

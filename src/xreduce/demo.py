@@ -135,18 +135,22 @@ def run_demo(output_dir: str = ".", plot: bool = True, seed: int = 0) -> int:
         except ImportError:
             print("matplotlib not installed: no plots")
         else:
+            from xreduce.io.writers import atomic_output
+
             fig, ax = plt.subplots(figsize=(9, 4))
             res.plot(ax=ax)
             for position in rings:
                 ax.axvline(position, color="r", lw=0.3, alpha=0.5)
             ax.set_title("Synthetic LaB6, Pilatus 1M: 1D integration (red: expected rings)")
             path_1d = os.path.join(output_dir, "demo_1d.png")
-            fig.savefig(path_1d, dpi=120, bbox_inches="tight")
+            with atomic_output(path_1d) as tmp:
+                fig.savefig(tmp, dpi=120, bbox_inches="tight")
             fig, ax = plt.subplots(figsize=(9, 5))
             cake.plot(ax=ax)
             ax.set_title("Synthetic LaB6, Pilatus 1M: cake (2D integration)")
             path_2d = os.path.join(output_dir, "demo_2d.png")
-            fig.savefig(path_2d, dpi=120, bbox_inches="tight")
+            with atomic_output(path_2d) as tmp:
+                fig.savefig(tmp, dpi=120, bbox_inches="tight")
             plt.close("all")
             print(f"Wrote {path_1d} and {path_2d}")
     print(f"Demo done in {time.perf_counter() - t_start:.1f} s")

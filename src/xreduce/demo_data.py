@@ -32,9 +32,11 @@ Wavelength: 1e-10
 
 
 def write_demo_poni(path: str | os.PathLike) -> str:
-    """Write :data:`DEMO_PONI` to ``path`` and return the path (as a str)."""
+    """Write :data:`DEMO_PONI` to ``path`` (atomically) and return the path (as a str)."""
+    from xreduce.io.writers import atomic_output
+
     path = os.fspath(path)
-    with open(path, "w", encoding="utf-8") as handle:
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         handle.write(DEMO_PONI)
     return path
 
