@@ -380,8 +380,8 @@ class _PreprocessJob:
         cfg = dataclasses.replace(self.cfg, num_threads=threads)
         correct = copy.copy(state["correct"])  # its own raw-frame buffer
         correct.raw, correct.threads = None, threads
-        buffers = _Buffers(correct.stack.shape[1:])
         frame_shape = tuple(correct.stack.shape[1:])
+        buffers = _Buffers(frame_shape)
         plan = (None if cfg.moving_median.window is None else
                 _Background(cfg, self.n_frames, frame_shape, correct, buffers))
         first, stop = index * self.chunk, min(self.n_frames, (index + 1) * self.chunk)
