@@ -111,28 +111,18 @@ def test_preprocess_executor_options_checked(tmp_path, rng):
                    executor=pool)
 
 
-def test_dct_command_line_workers_reach_the_executor(tmp_path, rng, monkeypatch):
+def test_dct_command_line_workers_reach_the_executor(tmp_path, rng, fake_cluster):
     """``--workers 2`` opens a cluster of 2 workers and runs the chunks there (the cluster is
     a thread pool here: the dask case is tested above)."""
     import yaml
 
-    import xreduce.executors
     from xreduce.cli.dct import main
 
-    asked = {}
-
-    @contextlib.contextmanager
-    def fake_cluster(workers=None, scheduler=None):
-        asked.update(workers=workers, scheduler=scheduler)
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            yield pool
-
-    monkeypatch.setattr(xreduce.executors, "open_cluster", fake_cluster)
     config, *_ = make_config(tmp_path, rng)
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump(config))
     assert main(["preprocess", str(path), "--no-progress", "--workers", "2"]) == 0
-    assert asked == {"workers": 2, "scheduler": None}
+    assert fake_cluster == {"workers": 2, "scheduler": None}
     assert (tmp_path / "out.h5").is_file()
 
 
@@ -170,3 +160,38 @@ def test_nf_fit_thread_pool_and_dask_same_results(nf_case, client):
 def test_nf_fit_bad_executor(nf_case):
     with pytest.raises(TypeError, match="executor: expected None"):
         fit(nf_case, executor=object())
+
+
+@pytest.fixture()
+def fake_cluster(monkeypatch):
+    """``open_cluster`` replaced by a thread pool; records what it was asked."""
+    import xreduce.executors
+
+    asked = {}
+
+    @contextlib.contextmanager
+    def fake(workers=None, scheduler=None):
+        asked.update(workers=workers, scheduler=scheduler)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            yield pool
+
+    monkeypatch.setattr(xreduce.executors, "open_cluster", fake)
+    return asked
+
+
+def test_preprocess_workers_key_opens_a_cluster(tmp_path, rng, fake_cluster):
+    config, *_ = make_config(tmp_path, rng, workers=3)
+    result = preprocess(config, progress=False)
+    assert fake_cluster == {"workers": 3, "scheduler": None}
+    assert result.chunks_computed == result.chunks_total
+
+
+def test_nf_command_line_cluster_options(fake_cluster):
+    from xreduce.cli.nf import _cluster, _parser
+
+    args = _parser().parse_args(["p.txt", "--scheduler", "tcp://host:8786"])
+    with _cluster(args.workers, args.scheduler) as executor:
+        assert isinstance(executor, concurrent.futures.Executor)
+    assert fake_cluster == {"workers": None, "scheduler": "tcp://host:8786"}
+    with _cluster(None, None) as executor:
+        assert executor is None
