@@ -39,13 +39,22 @@ preprocess:
   num_threads: null                      # OpenMP threads (null or 0: all cores)
   compression: null                      # null | gzip | lzf
   overwrite: false
+  workers: null                          # dask: a local cluster of N processes (0: per core)
+  scheduler: null                        # dask: an existing cluster's address or file
 """
 
 
-def _run_preprocess(config: str, progress: bool, restart: bool = False) -> str:
+def _run_preprocess(config: str, progress: bool, restart: bool = False,
+                    workers: int | None = None, scheduler: str | None = None) -> str:
     from xreduce.dct.preprocess import preprocess
 
-    result = preprocess(config, progress=progress, restart=restart)
+    if workers is None and scheduler is None:
+        result = preprocess(config, progress=progress, restart=restart)
+    else:
+        from xreduce.executors import open_cluster
+
+        with open_cluster(workers=workers, scheduler=scheduler) as client:
+            result = preprocess(config, progress=progress, restart=restart, executor=client)
     salvaged = (f"; {result.chunks_salvaged_redone} damaged chunk(s) of the partial file "
                 "computed again" if result.chunks_salvaged_redone else "")
     return (f"{result.output}: {result.n_frames} frames of {result.frame_shape}, "
@@ -54,12 +63,30 @@ def _run_preprocess(config: str, progress: bool, restart: bool = False) -> str:
 
 
 def _add_preprocess(sub: argparse._SubParsersAction) -> Runner:
-    return add_config_command(
+    cluster: dict = {}  # --workers/--scheduler of the command line being run
+
+    def run_config(config: str, progress: bool, restart: bool) -> str:
+        return _run_preprocess(config, progress, restart, **cluster)
+
+    runner = add_config_command(
         sub, "preprocess",
         help="dark/offset, margin normalisation, moving-median background, 2D median",
         description="Preprocess a DCT volume as configured in the 'preprocess' section of a "
                     "YAML file. An interrupted run resumes when started again.",
-        template=TEMPLATE, run_config=_run_preprocess)
+        template=TEMPLATE, run_config=run_config)
+    parser = sub.choices["preprocess"]
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="compute the chunks on a local dask cluster of N worker processes "
+                             "(0: one per core; same results; or the 'workers' key)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="compute the chunks on an existing dask cluster (scheduler "
+                             "address or file; or the 'scheduler' key)")
+
+    def run(args: argparse.Namespace) -> int:
+        cluster.update(workers=args.workers, scheduler=args.scheduler)
+        return runner(args)
+
+    return run
 
 
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], Runner]] = {

@@ -1,7 +1,7 @@
 """The ``xreduce-nf`` command: NF-HEDM reconstruction from a MIDAS parameter file.
 
     xreduce-nf params.txt [--ncpus N] [--skip-image-processing] [--resume pipeline.h5]
-               [--restart-from STAGE]
+               [--restart-from STAGE] [--workers N | --scheduler ADDRESS]
 
 Reads the MIDAS parameter file unchanged, writes into OutputDirectory (else DataDirectory): the
 text mic, Grains.csv, pipeline.h5 (every finished stage, resumable, NeXus map) and the log file
@@ -10,6 +10,7 @@ text mic, Grains.csv, pipeline.h5 (every finished stage, resumable, NeXus map) a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import warnings
@@ -29,9 +30,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--nm-restarts", type=int, default=0, metavar="N",
                    help="beyond MIDAS: restart each Nelder-Mead from its best point up to N "
                         "times while the confidence improves (default 0: MIDAS)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="fit voxel blocks on a local dask cluster of N worker processes "
+                        "(0: one per core; same results)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="fit voxel blocks on an existing dask cluster (scheduler address or "
+                        "scheduler file)")
     p.add_argument("--stop-after", metavar="STAGE", help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+@contextlib.contextmanager
+def _cluster(workers: int | None, scheduler: str | None):
+    """A dask client for ``--workers``/``--scheduler`` (closed at the end), else None."""
+    if workers is None and scheduler is None:
+        yield None
+        return
+    from xreduce.executors import open_cluster
+
+    with open_cluster(workers=workers, scheduler=scheduler) as client:
+        yield client
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,14 +80,15 @@ def main(argv: list[str] | None = None) -> int:
             logger.warning("%s", w.message)
             print(f"warning: {w.message}", file=sys.stderr)
         logger.info("xreduce-nf %s", " ".join(argv if argv is not None else sys.argv[1:]))
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, \
+                _cluster(args.workers, args.scheduler) as executor:
             warnings.simplefilter("always")
             summary = run_pipeline(params, text, resume=args.resume,
                                    restart_from=args.restart_from,
                                    skip_image_processing=args.skip_image_processing,
                                    progress=not args.no_progress, num_threads=threads,
                                    stop_after=args.stop_after,
-                                   restarts=args.nm_restarts)
+                                   restarts=args.nm_restarts, executor=executor)
         for w in caught:
             logger.warning("%s", w.message)
             print(f"warning: {w.message}", file=sys.stderr)

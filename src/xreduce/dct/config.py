@@ -320,6 +320,8 @@ class PreprocessConfig:
     num_threads: Optional[int] = None
     compression: Optional[str] = None
     overwrite: bool = False
+    workers: Optional[int] = None
+    scheduler: Optional[str] = None
 
     def __post_init__(self):
         check_str("preprocess.input", self.input)
@@ -352,3 +354,8 @@ class PreprocessConfig:
         check_choice("preprocess.backend", self.backend, ("cython", "opencl"))
         check_int("preprocess.num_threads", self.num_threads, 0, allow_none=True)
         check_choice("preprocess.compression", self.compression, (None, "gzip", "lzf"))
+        check_int("preprocess.workers", self.workers, 0, allow_none=True)
+        check_str("preprocess.scheduler", self.scheduler, allow_none=True)
+        if self.workers is not None and self.scheduler is not None:
+            raise ConfigError("preprocess.workers: give either workers (a local dask cluster) "
+                              "or scheduler (an existing one), not both")

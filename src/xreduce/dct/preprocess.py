@@ -37,11 +37,14 @@ Example
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import copy
 import dataclasses
 import datetime
 import os
 import time
+import uuid
 from typing import Callable, Mapping, Optional, Union
 
 import numpy as np
@@ -53,6 +56,7 @@ from xreduce.dct.config import (
     load_section,
 )
 from xreduce.dct.partial_file import frames_crc32, mark_completed
+from xreduce.executors import is_dask_client, run_chunks
 from xreduce.io import open_stack, partial_path, read_stack
 from xreduce.io.run_identity import RunLock, stack_identity
 from xreduce.io.writers import fsync_path, naming_file
@@ -322,6 +326,85 @@ class _Background:
         return out, background
 
 
+def _compute_chunk(cfg: PreprocessConfig, correct: _Corrector,
+                   background_plan: Optional[_Background], buffers: _Buffers,
+                   watch: _Stopwatch, first: int, stop: int
+                   ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Frames first..stop-1 preprocessed, and their background (None when not computed)."""
+    from xreduce.median import median_filter2d
+
+    mf = cfg.median_filter
+    if background_plan is None:
+        result = correct.into(np.arange(first, stop), buffers.get_output("result", stop - first))
+        background = None
+    else:
+        result, background = background_plan.subtract(first, stop)
+    if mf.active:
+        with watch("median2d"):
+            result = median_filter2d(result, tuple(mf.size) if isinstance(mf.size, list)
+                                     else mf.size, mode=mf.mode,
+                                     out=buffers.get_output("filtered", stop - first),
+                                     backend=cfg.backend, num_threads=cfg.num_threads)
+    return result, background
+
+
+class _PreprocessJob:
+    """The chunks of a run as a :class:`xreduce.executors.ChunkJob`: a task computes one
+    chunk (reading the frames its windows reach) and returns its frames; the caller writes
+    them. Each task has its own buffers, so tasks of one process may run side by side."""
+
+    def __init__(self, key: str, cfg: PreprocessConfig, n_frames: int, chunk: int,
+                 threads: int):
+        self.key, self.cfg, self.n_frames, self.chunk = key, cfg, n_frames, chunk
+        self.threads = threads  # 0: the task's OpenMP threads (set by run_chunks)
+
+    def setup(self) -> dict:
+        """The input, open, and its dark/normalisation (read once per worker process)."""
+        stack = open_stack(self.cfg.input)
+        try:
+            return {"stack": stack, "correct": _Corrector(self.cfg, stack, _Stopwatch())}
+        except BaseException:
+            stack.close()
+            raise
+
+    def teardown(self, state: dict) -> None:
+        state["stack"].close()
+
+    def load(self, state: dict, index: int) -> int:
+        return index  # the frames a chunk reads depend on its windows: read in compute
+
+    def compute(self, state: dict, index: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        from xreduce.ext import openmp_info
+
+        threads = self.threads or openmp_info.max_threads()
+        cfg = dataclasses.replace(self.cfg, num_threads=threads)
+        correct = copy.copy(state["correct"])  # its own raw-frame buffer
+        correct.raw, correct.threads = None, threads
+        frame_shape = tuple(correct.stack.shape[1:])
+        buffers = _Buffers(frame_shape)
+        plan = (None if cfg.moving_median.window is None else
+                _Background(cfg, self.n_frames, frame_shape, correct, buffers))
+        first, stop = index * self.chunk, min(self.n_frames, (index + 1) * self.chunk)
+        return _compute_chunk(cfg, correct, plan, buffers, _Stopwatch(), first, stop)
+
+
+@contextlib.contextmanager
+def _executor_of(cfg: PreprocessConfig, executor):
+    """``executor``, or a dask client for the configuration's ``workers``/``scheduler``
+    (closed at the end), or None (this machine)."""
+    wanted = cfg.workers is not None or cfg.scheduler is not None
+    if executor is not None and wanted:
+        raise ValueError("executor: given together with preprocess.workers/scheduler; "
+                         "give one of them")
+    if not wanted:
+        yield executor
+        return
+    from xreduce.executors import open_cluster
+
+    with open_cluster(workers=cfg.workers, scheduler=cfg.scheduler) as client:
+        yield client
+
+
 def _reuse_or_correct(needed: np.ndarray, cache: tuple, correct: "_Corrector",
                       frames: np.ndarray) -> np.ndarray:
     """Fill ``frames`` with the corrected frames ``needed`` (sorted), taking those the
@@ -421,9 +504,10 @@ def _report(written: list, bar, on_chunk) -> int:
 
 
 def _results_differ(a: PreprocessConfig, b: PreprocessConfig) -> bool:
-    """Whether two configurations can give different output data (threads, back end and
-    overwrite cannot: the back ends are bit-identical)."""
-    neutral = {"overwrite": False, "num_threads": None, "backend": "cython"}
+    """Whether two configurations can give different output data (threads, back end,
+    workers and overwrite cannot: the back ends and executors are bit-identical)."""
+    neutral = {"overwrite": False, "num_threads": None, "backend": "cython", "workers": None,
+               "scheduler": None}
     return dataclasses.replace(a, **neutral) != dataclasses.replace(b, **neutral)
 
 
@@ -505,6 +589,7 @@ def preprocess(
     on_chunk: Optional[Callable[[int, int, int], None]] = None,
     timings: Optional[dict] = None,
     restart: bool = False,
+    executor=None,
 ) -> PreprocessResult:
     """Run the DCT preprocessing of one volume (see the module notes).
 
@@ -526,6 +611,12 @@ def preprocess(
     restart : bool
         Delete the partial file of an unfinished run and start again, instead of refusing
         when its inputs or configuration changed or it is damaged beyond repair.
+    executor : None, concurrent.futures.Executor or dask.distributed.Client, optional
+        Where the chunks are computed (:func:`xreduce.executors.run_chunks`; the results are
+        identical, bit for bit, and only this process writes the file). None: this process,
+        unless the configuration's ``workers``/``scheduler`` ask for a dask cluster
+        (doc/stack.md, "Other jobs on the same executors"). ``timings`` then only times the
+        writing.
 
     Returns
     -------
@@ -550,9 +641,11 @@ def preprocess(
     """
     from tqdm.auto import tqdm
 
-    from xreduce.median import median_filter2d
-
     cfg, source_text = _as_config(config)
+    if executor is not None and not (isinstance(executor, concurrent.futures.Executor)
+                                     or is_dask_client(executor)):
+        raise TypeError(f"executor: expected None, a concurrent.futures.Executor or a "
+                        f"dask.distributed.Client, got {type(executor).__name__}")
     if not isinstance(restart, bool):
         raise TypeError(f"restart: expected True or False, got {restart!r}")
     if os.path.lexists(cfg.output) and not cfg.overwrite:
@@ -565,12 +658,13 @@ def preprocess(
     if cfg.save_background and cfg.moving_median.window is None:
         raise ConfigError("preprocess.save_background: needs moving_median.window")
     config_yaml = dump_section(cfg)
+    task_threads = cfg.num_threads or 0  # with an executor, 0: each task's share of its cores
     # threads capped to the machine (doc/limits.md); not part of the run's identity
     cfg = dataclasses.replace(cfg, num_threads=check_num_threads(cfg.num_threads,
                                                                  "preprocess.num_threads"))
-    mm, mf = cfg.moving_median, cfg.median_filter
-    threads = cfg.num_threads
-    with RunLock(cfg.output, "preprocess.output"), _open_input(cfg.input) as stack:
+    mm = cfg.moving_median
+    with RunLock(cfg.output, "preprocess.output"), _open_input(cfg.input) as stack, \
+            _executor_of(cfg, executor) as where:
         n_frames = len(stack)
         if n_frames == 0:
             raise ValueError(f"preprocess.input: {cfg.input!r} holds no frames")
@@ -600,26 +694,30 @@ def preprocess(
             bar = tqdm(total=n_chunks, disable=not progress, unit="chunk",
                        desc="preprocess", initial=int(flags.sum()))
             with bar:
-                for index in range(n_chunks):
-                    if flags[index]:
-                        skipped += 1
-                        continue
-                    first, stop = index * chunk, min(n_frames, (index + 1) * chunk)
-                    buffers.slot ^= 1            # the writer may still hold the other slot
-                    if background_plan is None:
-                        result = correct.into(np.arange(first, stop),
-                                              buffers.get_output("result", stop - first))
-                        background = None
-                    else:
-                        result, background = background_plan.subtract(first, stop)
-                    if mf.active:
-                        with watch("median2d"):
-                            result = median_filter2d(result, tuple(mf.size) if isinstance(
-                                mf.size, list) else mf.size, mode=mf.mode,
-                                out=buffers.get_output("filtered", stop - first),
-                                backend=cfg.backend, num_threads=threads)
-                    computed += _report(writer.drain(), bar, on_chunk)  # previous chunk
-                    writer.submit(index, first, stop, result, background)
+                if where is None:
+                    for index in range(n_chunks):
+                        if flags[index]:
+                            skipped += 1
+                            continue
+                        first, stop = index * chunk, min(n_frames, (index + 1) * chunk)
+                        buffers.slot ^= 1            # the writer may still hold the other slot
+                        result, background = _compute_chunk(cfg, correct, background_plan,
+                                                             buffers, watch, first, stop)
+                        computed += _report(writer.drain(), bar, on_chunk)  # previous chunk
+                        writer.submit(index, first, stop, result, background)
+                else:
+                    todo = [index for index in range(n_chunks) if not flags[index]]
+                    skipped = n_chunks - len(todo)
+                    job = _PreprocessJob(f"xreduce-preprocess-{uuid.uuid4().hex}", cfg,
+                                         n_frames, chunk, task_threads)
+                    with contextlib.closing(run_chunks(job, todo, where,
+                                                       num_threads=task_threads or None)) as runs:
+                        for index, outcome in runs:  # as they finish; written here only
+                            if isinstance(outcome, BaseException):
+                                raise outcome
+                            first, stop = index * chunk, min(n_frames, (index + 1) * chunk)
+                            computed += _report(writer.drain(), bar, on_chunk)
+                            writer.submit(index, first, stop, *outcome)
                 computed += _report(writer.drain(), bar, on_chunk)
             mark_completed(h5, datetime.datetime.now(datetime.timezone.utc).isoformat())
         finally:

@@ -36,6 +36,7 @@ Example
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,7 +109,8 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
                      search_keep: int = 4, restarts: int = 0,
                      chunk_voxels: int | None = None,
                      progress: bool = True,
-                     progress_desc: str = "NF fit", num_threads: int = 0) -> FitResult:
+                     progress_desc: str = "NF fit", num_threads: int = 0,
+                     executor=None) -> FitResult:
     """Fit an orientation to every voxel of ``grid``.
 
     Parameters
@@ -145,7 +147,12 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
     progress : bool
         tqdm progress bar with ETA.
     num_threads : int
-        0 = all cores. Results do not depend on it.
+        0 = all cores (with an executor: each task's share of its worker's cores). Results
+        do not depend on it.
+    executor : None, concurrent.futures.Executor or dask.distributed.Client, optional
+        Where the voxel blocks (``chunk_voxels`` each) are fitted
+        (:func:`xreduce.executors.run_chunks`); the results are the same (doc/stack.md,
+        "Other jobs on the same executors"). None: this process.
 
     Returns
     -------
@@ -181,7 +188,7 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
     if int(chunk_voxels) < 1:
         raise ValueError(f"chunk_voxels: expected >= 1, got {chunk_voxels}")
     seed_euler = matrix_to_euler(U)
-    local = None
+    local = local_U = local_euler = local_row = None
     if search_step_deg is not None:
         from scipy.spatial.transform import Rotation
 
@@ -191,6 +198,14 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         local_euler = matrix_to_euler(local_U)
         local_row = np.repeat(np.arange(len(U)), len(local))
 
+    plan = _FitPlan(model=model, grid=grid, U=U, seed_euler=seed_euler, local=local,
+                    local_U=local_U, local_euler=local_euler, local_row=local_row,
+                    minfrac=minfrac,
+                    orient_tol_deg=float(orient_tol_deg), nsave=nsave,
+                    min_miso_n_saves_deg=min_miso_n_saves_deg, space_group=space_group,
+                    rotvec=parametrization == "rotation_vector",
+                    search_step_deg=search_step_deg, search_keep=int(search_keep),
+                    restarts=restarts, chunk_voxels=int(chunk_voxels))
     nvox = len(grid)
     euler = np.full((nvox, 3), np.nan)
     conf = np.zeros(nvox)
@@ -205,72 +220,145 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         from tqdm import tqdm
 
         bar = tqdm(total=nvox, desc=progress_desc, unit="voxel", smoothing=0.1)
-    rotvec = parametrization == "rotation_vector"
-    for c0 in chunks:
-        t0 = time.perf_counter()
-        idx = np.arange(c0, min(c0 + int(chunk_voxels), nvox))
-        sub = grid.select(idx)
-        scores = model.confidence(U, sub, num_threads=num_threads)  # (nseed, nsub)
-        ok = scores >= minfrac
-        seed_of, vox_of = np.nonzero(ok.T)[1], np.nonzero(ok.T)[0]   # voxel-major, file order
-        cand_e = [seed_euler[seed_of]]
-        cand_r = [seed_of]
-        cand_v = [vox_of]
-        ncand[idx] = ok.sum(axis=0)
-        tol = np.full(len(seed_of), float(orient_tol_deg))
-        cand_t = [tol]
-        if local is not None:
-            ls = model.confidence(local_U, sub, num_threads=num_threads)  # (nloc, nsub)
-            keep_k = int(search_keep)
-            order = np.argsort(-ls, axis=0, kind="stable")[:keep_k]          # (k, nsub)
-            best = np.take_along_axis(ls, order, axis=0)
-            # a grid point is at most step * sqrt(3) / 2 from the truth, where the confidence
-            # can be well below MinFracAccept: keep the best few that score at all
-            kv, kk = np.nonzero((best > 0).T)
-            cand_e.append(local_euler[order[kk, kv]])
-            cand_r.append(local_row[order[kk, kv]])
-            cand_v.append(kv)
-            cand_t.append(np.full(len(kv), float(search_step_deg)))
-            ncand[idx] += np.count_nonzero(best > 0, axis=0)
-        ce, cr, cv, ct = (np.concatenate(a) for a in (cand_e, cand_r, cand_v, cand_t))
-        order = np.lexsort((np.arange(len(cv)), cv))
-        ce, cr, cv, ct = ce[order], cr[order], cv[order], ct[order]
-        indptr = np.searchsorted(cv, np.arange(len(idx) + 1))
-        # the MIDAS candidates and the local-search ones have different boxes: refine each set
-        pe = np.empty_like(ce)
-        pc = np.zeros(len(ce))
-        pn = np.zeros(len(ce), dtype=np.int32)
-        for tol_value in np.unique(ct):
-            sel = ct == tol_value
-            ip = np.searchsorted(cv[sel], np.arange(len(idx) + 1))
-            use_rv = rotvec or (local is not None and tol_value == search_step_deg
-                                and tol_value != orient_tol_deg)
-            e, c, n = model.refine(sub, ip, ce[sel], tol_value, rotation_vector=use_rv,
-                                   stop_at_one=(nsave == 1 and local is None),
-                                   restarts=restarts, num_threads=num_threads)
-            pe[sel], pc[sel], pn[sel] = e, c, n
-        for j in range(len(idx)):
-            a, b = indptr[j], indptr[j + 1]
-            done = np.nonzero(pn[a:b] > 0)[0] + a
-            if len(done) == 0:
-                continue
-            # best confidence, a later candidate wins ties (MIDAS)
-            best_i = done[len(done) - 1 - np.argmax(pc[done][::-1])]
-            v = idx[j]
-            euler[v], conf[v], row[v] = pe[best_i], pc[best_i], cr[best_i]
-            if nsave > 1:
-                picked = _distinct_best(pe[done], pc[done], nsave, min_miso_n_saves_deg,
-                                        space_group)
-                sol_e[v, :len(picked)] = pe[done][picked]
-                sol_c[v, :len(picked)] = pc[done][picked]
-            else:
-                sol_e[v, 0], sol_c[v, 0] = euler[v], conf[v]
-        tsec[idx] = (time.perf_counter() - t0) / len(idx)
+    if executor is None:
+        blocks = ((c0, _fit_block(plan, c0, num_threads)) for c0 in chunks)
+    else:
+        from xreduce.executors import run_chunks
+
+        threads = int(num_threads or 0)
+        blocks = run_chunks(_FitJob(f"xreduce-nf-fit-{uuid.uuid4().hex}", plan, threads),
+                            chunks, executor, num_threads=threads or None)
+    try:
+        for c0, block in blocks:  # in any order with an executor
+            if isinstance(block, BaseException):
+                raise block
+            idx = np.arange(c0, min(c0 + int(chunk_voxels), nvox))
+            found = block["row"] >= 0
+            euler[idx[found]], conf[idx[found]] = block["euler"][found], block["conf"][found]
+            row[idx], ncand[idx], tsec[idx] = block["row"], block["ncand"], block["tsec"]
+            sol_e[idx[found]], sol_c[idx[found]] = block["sol_e"][found], block["sol_c"][found]
+            if bar is not None:
+                bar.update(len(idx))
+    finally:
+        if executor is not None:
+            blocks.close()  # cancels the tasks not started
         if bar is not None:
-            bar.update(len(idx))
-    if bar is not None:
-        bar.close()
+            bar.close()
     return FitResult(euler, conf, row, ncand, tsec, sol_e, sol_c)
+
+
+@dataclass(frozen=True)
+class _FitPlan:
+    """What fitting a block of voxels needs (checked by :func:`fit_orientations`)."""
+
+    model: OverlapModel
+    grid: Grid
+    U: np.ndarray
+    seed_euler: np.ndarray
+    local: np.ndarray | None
+    local_U: np.ndarray | None
+    local_euler: np.ndarray | None
+    local_row: np.ndarray | None
+    minfrac: float
+    orient_tol_deg: float
+    nsave: int
+    min_miso_n_saves_deg: float
+    space_group: int | None
+    rotvec: bool
+    search_step_deg: float | None
+    search_keep: int
+    restarts: int
+    chunk_voxels: int
+
+
+class _FitJob:
+    """Voxel blocks as a :class:`xreduce.executors.ChunkJob` (a chunk: the block's first
+    voxel); a task returns the block's results, the caller assembles them."""
+
+    def __init__(self, key: str, plan: _FitPlan, threads: int):
+        self.key, self.plan, self.threads = key, plan, threads  # 0: the task's OpenMP share
+
+    def setup(self) -> None:
+        return None
+
+    def load(self, state: None, c0: int) -> int:
+        return c0
+
+    def compute(self, state: None, c0: int) -> dict:
+        from xreduce.ext import openmp_info
+
+        return _fit_block(self.plan, c0, self.threads or openmp_info.max_threads())
+
+
+def _fit_block(plan: _FitPlan, c0: int, num_threads: int) -> dict:
+    """Fit voxels c0..c0+chunk_voxels-1: arrays ``euler, conf, row, ncand, tsec, sol_e,
+    sol_c`` for them (NaN / 0 / -1 where no candidate was refined)."""
+    model, local = plan.model, plan.local
+    nsave = plan.nsave
+    t0 = time.perf_counter()
+    idx = np.arange(c0, min(c0 + plan.chunk_voxels, len(plan.grid)))
+    sub = plan.grid.select(idx)
+    euler = np.full((len(idx), 3), np.nan)
+    conf = np.zeros(len(idx))
+    row = np.full(len(idx), -1, dtype=np.int64)
+    sol_e = np.full((len(idx), nsave, 3), np.nan)
+    sol_c = np.zeros((len(idx), nsave))
+    scores = model.confidence(plan.U, sub, num_threads=num_threads)  # (nseed, nsub)
+    ok = scores >= plan.minfrac
+    seed_of, vox_of = np.nonzero(ok.T)[1], np.nonzero(ok.T)[0]   # voxel-major, file order
+    cand_e = [plan.seed_euler[seed_of]]
+    cand_r = [seed_of]
+    cand_v = [vox_of]
+    ncand = ok.sum(axis=0).astype(np.int64)
+    tol = np.full(len(seed_of), plan.orient_tol_deg)
+    cand_t = [tol]
+    if local is not None:
+        ls = model.confidence(plan.local_U, sub, num_threads=num_threads)  # (nloc, nsub)
+        order = np.argsort(-ls, axis=0, kind="stable")[:plan.search_keep]      # (k, nsub)
+        best = np.take_along_axis(ls, order, axis=0)
+        # a grid point is at most step * sqrt(3) / 2 from the truth, where the confidence
+        # can be well below MinFracAccept: keep the best few that score at all
+        kv, kk = np.nonzero((best > 0).T)
+        cand_e.append(plan.local_euler[order[kk, kv]])
+        cand_r.append(plan.local_row[order[kk, kv]])
+        cand_v.append(kv)
+        cand_t.append(np.full(len(kv), float(plan.search_step_deg)))
+        ncand += np.count_nonzero(best > 0, axis=0)
+    ce, cr, cv, ct = (np.concatenate(a) for a in (cand_e, cand_r, cand_v, cand_t))
+    order = np.lexsort((np.arange(len(cv)), cv))
+    ce, cr, cv, ct = ce[order], cr[order], cv[order], ct[order]
+    indptr = np.searchsorted(cv, np.arange(len(idx) + 1))
+    # the MIDAS candidates and the local-search ones have different boxes: refine each set
+    pe = np.empty_like(ce)
+    pc = np.zeros(len(ce))
+    pn = np.zeros(len(ce), dtype=np.int32)
+    for tol_value in np.unique(ct):
+        sel = ct == tol_value
+        ip = np.searchsorted(cv[sel], np.arange(len(idx) + 1))
+        use_rv = plan.rotvec or (local is not None and tol_value == plan.search_step_deg
+                                 and tol_value != plan.orient_tol_deg)
+        e, c, n = model.refine(sub, ip, ce[sel], tol_value, rotation_vector=use_rv,
+                               stop_at_one=(nsave == 1 and local is None),
+                               restarts=plan.restarts, num_threads=num_threads)
+        pe[sel], pc[sel], pn[sel] = e, c, n
+    for j in range(len(idx)):
+        a, b = indptr[j], indptr[j + 1]
+        done = np.nonzero(pn[a:b] > 0)[0] + a
+        if len(done) == 0:
+            continue
+        # best confidence, a later candidate wins ties (MIDAS)
+        best_i = done[len(done) - 1 - np.argmax(pc[done][::-1])]
+        euler[j], conf[j], row[j] = pe[best_i], pc[best_i], cr[best_i]
+        if nsave > 1:
+            picked = _distinct_best(pe[done], pc[done], nsave, plan.min_miso_n_saves_deg,
+                                    plan.space_group)
+            sol_e[j, :len(picked)] = pe[done][picked]
+            sol_c[j, :len(picked)] = pc[done][picked]
+        else:
+            sol_e[j, 0], sol_c[j, 0] = euler[j], conf[j]
+    tsec = np.full(len(idx), (time.perf_counter() - t0) / len(idx))
+    return {"euler": euler, "conf": conf, "row": row, "ncand": ncand, "tsec": tsec,
+            "sol_e": sol_e, "sol_c": sol_c}
 
 
 def _distinct_best(euler, conf, n, min_miso_deg, space_group) -> list[int]:

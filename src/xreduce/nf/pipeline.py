@@ -319,7 +319,8 @@ def _grains_dict(gr: Grains) -> dict:
 def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
                  restart_from: str | None = None, skip_image_processing: bool = False,
                  progress: bool = True, num_threads: int = 0,
-                 stop_after: str | None = None, restarts: int = 0) -> PipelineSummary:
+                 stop_after: str | None = None, restarts: int = 0,
+                 executor=None) -> PipelineSummary:
     """Run (or resume) the NF reconstruction a MIDAS parameter set describes.
 
     Parameters
@@ -338,6 +339,8 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
     restarts : int
         Nelder-Mead restarts (beyond MIDAS, 0 = MIDAS's refinement; see
         :func:`xreduce.nf.fit.fit_orientations`).
+    executor : None, concurrent.futures.Executor or dask.distributed.Client, optional
+        Where the fits' voxel blocks run (:func:`xreduce.nf.fit.fit_orientations`).
 
     Returns
     -------
@@ -417,7 +420,7 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
                 save_n_solutions=params.save_n_solutions or 1,
                 min_miso_n_saves_deg=extra_value(params, "MinMisoNSaves", float, 1.0),
                 space_group=sg, restarts=restarts, progress=progress,
-                num_threads=num_threads)
+                num_threads=num_threads, executor=executor)
     min_conf = params.min_confidence if params.min_confidence is not None else 0.0
     max_angle = params.max_angle_deg or 1.0
 
