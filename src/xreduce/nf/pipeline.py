@@ -500,7 +500,8 @@ def _write_outputs(params: NFParameters, out_dir: Path, pfile: Path, last: str,
     summary.mean_confidence = float(d["confidence"][fitted].mean()) if fitted.any() else 0.0
     summary.n_grains = int(len(d["grain_n_voxels"]))
     columns = {"x_um": d["x_um"], "y_um": d["y_um"], "edge_um": edge, "ud": d["ud"],
-               "euler_rad": np.nan_to_num(d["euler_rad"]), "confidence": d["confidence"], "row": d["row"],
+               "euler_rad": np.nan_to_num(d["euler_rad"]), "confidence": d["confidence"],
+               "row": np.where(fitted, d["row"], 0),   # -1 (no seed passed) is no mic row
                "orientation_id": d["n_candidates"], "time": d["time_s"]}
     mic_name = params.mic_file_text or "microstructure.mic"
     write_mic(out_dir / mic_name, **{k: v[fitted] if np.ndim(v) else v
@@ -510,7 +511,7 @@ def _write_outputs(params: NFParameters, out_dir: Path, pfile: Path, last: str,
                   for k, v in columns.items() if np.ndim(v)}
         write_mic_binary(out_dir / params.mic_file_binary, edge_um=np.where(fitted, edge, 0.0),
                          **binary)
-    provenance = {"program": "xreduce-nf", "stage": last, "pipeline_file": str(pfile),
+    provenance = {"command": "xreduce-nf", "stage": last, "pipeline_file": str(pfile),
                   "fit_options": options}
     write_map_hdf5(out_dir / f"{mic_name}.h5", **columns, params=params,
                    space_group=params.space_group, lattice_parameter=params.lattice_parameter,
