@@ -149,6 +149,20 @@ def test_three_loops_killed_and_resumed_is_identical(case_files, tmp_path):
         assert nx is not None and nx.is_valid
         assert nx.signal.name.endswith("confidence")
     assert (full_dir / "Grains.csv").read_text().startswith("%NumGrains")
+    # MIDAS's binary mic (every voxel), the NeXus map and its picture
+    from xreduce.nf.mic import read_mic_binary
+
+    binary = read_mic_binary(full_dir / "map.mic.bin")
+    assert len(binary) == len(a["confidence"])
+    np.testing.assert_allclose(binary.confidence, a["confidence"])
+    np.testing.assert_array_equal(binary.x_um[a["confidence"] > 0],
+                                  a["x_um"][a["confidence"] > 0])
+    with h5py.File(full_dir / "map.mic.h5", "r") as f:
+        nx = get_default(f)
+        assert nx is not None and nx.is_valid
+        np.testing.assert_allclose(f["entry/map/confidence"][()], a["confidence"])
+        assert f["entry/map/ipf_rgb"].shape == (len(a["confidence"]), 3)
+    assert (full_dir / "map.mic.png").read_bytes()[:4] == b"\x89PNG"
     assert (full_dir / "xreduce-nf.log").stat().st_size > 0
 
 

@@ -3,8 +3,10 @@
     xreduce-nf params.txt [--ncpus N] [--skip-image-processing] [--resume pipeline.h5]
                [--restart-from STAGE] [--workers N | --scheduler ADDRESS]
 
-Reads the MIDAS parameter file unchanged, writes into OutputDirectory (else DataDirectory): the
-text mic, Grains.csv, pipeline.h5 (every finished stage, resumable, NeXus map) and the log file
+Reads the MIDAS parameter file unchanged, processes the raw frames into SpotsInfo.bin (unless
+--skip-image-processing or PrecomputedSpotsInfo 1), fits, and writes into OutputDirectory (else
+DataDirectory): the text mic, MicFileBinary, the NeXus map ``<mic>.h5`` and its IPF/confidence
+picture ``<mic>.png``, Grains.csv, pipeline.h5 (every finished stage, resumable) and the log file
 ``xreduce-nf.log``; prints a summary at the end. Also ``python -m xreduce.nf``.
 """
 from __future__ import annotations

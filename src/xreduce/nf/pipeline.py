@@ -62,12 +62,8 @@ def stage_names(n_loops: int) -> list[str]:
 
 
 def extra_value(params: NFParameters, key: str, kind=float, default=None):
-    """A MIDAS key the typed parameters do not have (kept in ``params.extra``)."""
-    attr = {"NrFilesPerDistance": "nr_files_per_distance", "NrOrientations": "nr_orientations",
-            "PrecomputedSpotsInfo": "precomputed_spots_info",
-            "MinMisoNSaves": "min_miso_n_saves"}.get(key)
-    if attr and getattr(params, attr, None) is not None:
-        return kind(getattr(params, attr))
+    """A MIDAS key :class:`NFParameters` has no typed field for (kept in ``params.extra``),
+    e.g. ``MinMisoNSaves``."""
     tokens = params.extra.get(key)
     if not tokens:
         return default
@@ -113,40 +109,43 @@ def _output_directory(params: NFParameters) -> Path:
     return out
 
 
-def load_model(params: NFParameters, skip_image_processing: bool = False,
-               progress: bool = True, num_threads: int = 0) -> OverlapModel:
-    """The overlap model of a parameter set: geometry, reflections and the lit pixels
-    (``SpotsInfo.bin`` when precomputed, else from the raw images)."""
-    from .spotsinfo import read_spots_info
+#: Folder (under the output folder) where image processing keeps its finished pieces until the
+#: whole run is done, so that an interrupted run resumes without processing the frames again.
+IMAGES_CHECKPOINT = "nf_images.partial"
 
-    shape = params.detector_shape
-    if shape is None:
-        raise ValueError("params: NrPixels (or NrPixelsY and NrPixelsZ) is needed")
-    n_frames = extra_value(params, "NrFilesPerDistance", int, params.n_frames)
-    if n_frames is None or n_frames < 1:
-        raise ValueError("params: NrFilesPerDistance (or StartNr and EndNr) must give >= 1 "
-                         f"frame, got {n_frames}")
+
+def load_model(params: NFParameters, skip_image_processing: bool = False,
+               progress: bool = True, num_threads: int = 0,
+               checkpoint_dir: str | os.PathLike | None = None) -> OverlapModel:
+    """The overlap model of a parameter set: geometry, reflections and the lit pixels.
+
+    With ``skip_image_processing`` or ``PrecomputedSpotsInfo 1`` the lit pixels are read from
+    ``SpotsInfo.bin`` (OutputDirectory, else DataDirectory); otherwise the raw frames are
+    processed (:func:`xreduce.nf.images.process_images`, keeping finished pieces in
+    ``checkpoint_dir``) and the result is written to ``SpotsInfo.bin`` in the output folder,
+    as MIDAS does.
+    """
+    from .images import process_images, stack_shape
+    from .spotsinfo import read_spots_info, write_spots_info
+
+    shape = stack_shape(params)   # one rule for frames per distance and detector size
     geometry = NFGeometry.from_parameters(params)
     reflections = reflections_from_parameters(params)
-    precomputed = extra_value(params, "PrecomputedSpotsInfo", int, 0) == 1
     folders = [d for d in (params.output_directory, params.data_directory) if d]
-    if skip_image_processing or precomputed:
+    if skip_image_processing or params.precomputed_spots_info == 1:
         paths = [Path(d) / "SpotsInfo.bin" for d in folders]
         found = [p for p in paths if p.is_file()]
         if not found:
             raise ValueError(f"SpotsInfo.bin: not found in {[str(p) for p in paths]} "
                              f"(--skip-image-processing / PrecomputedSpotsInfo 1 needs it)")
-        words = read_spots_info(found[0], (geometry.n_distances, n_frames) + tuple(shape))
+        words = read_spots_info(found[0], shape)
     else:
-        try:
-            from .images import process_images
-        except ImportError:
-            raise ValueError("image processing (xreduce.nf.images) is not available in this "
-                             "build; give --skip-image-processing with a SpotsInfo.bin") from None
-        words = process_images(params, progress=progress, num_threads=num_threads)
+        words = process_images(params, progress=progress, num_threads=num_threads,
+                               checkpoint_dir=checkpoint_dir)
+        write_spots_info(_output_directory(params) / "SpotsInfo.bin", words)
     if not np.any(words):
         raise ValueError("images: no lit pixel in the binary images (empty or missing data)")
-    return OverlapModel(geometry, reflections, words, n_frames, params.edge_length_um)
+    return OverlapModel(geometry, reflections, words, shape[1], params.edge_length_um)
 
 
 def _check_grid(grid: Grid, model: OverlapModel, params: NFParameters) -> None:
@@ -179,7 +178,7 @@ def _full_seeds(params: NFParameters, space_group: int, prefer_all: bool = True)
         path = params.seed_orientations or params.seed_orientations_all
     if path:
         return read_seed_file(_resolve(params, path),
-                              extra_value(params, "NrOrientations", int, None)
+                              params.nr_orientations
                               if path == params.seed_orientations else None)
     log.info("no SeedOrientationsAll/SeedOrientations: using a 1.5 deg fundamental-zone grid")
     return fundamental_zone_grid(space_group, 1.5)
@@ -369,9 +368,10 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
     if stop_after is not None and stop_after not in names:
         raise ValueError(f"stop_after: expected one of {names}, got {stop_after!r}")
     # every check on inputs before any computing
-    model = load_model(params, skip_image_processing, progress, num_threads)
     sg = int(params.space_group)
     full = _full_seeds(params, sg, prefer_all=start is not None)
+    model = load_model(params, skip_image_processing, progress, num_threads,
+                       checkpoint_dir=out_dir / IMAGES_CHECKPOINT)
 
     def grid_of(k):
         if start is None:
@@ -481,14 +481,19 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
             break
     last_done = completed_stages(pfile)
     if last_done == names:
-        _write_outputs(params, out_dir, pfile, names[-1], summary)
+        _write_outputs(params, out_dir, pfile, names[-1], summary, options)
+        shutil.rmtree(out_dir / IMAGES_CHECKPOINT, ignore_errors=True)
     return summary
 
 
 def _write_outputs(params: NFParameters, out_dir: Path, pfile: Path, last: str,
-                   summary: PipelineSummary) -> None:
-    """The final map as MIDAS's text mic (voxels with confidence > 0) and Grains.csv."""
-    from . import mic as mic_module
+                   summary: PipelineSummary, options: str) -> None:
+    """The final map: MIDAS's text mic (voxels with confidence > 0), its MicFileBinary (every
+    voxel, all-zero rows where no orientation was found, as MIDAS), Grains.csv, and the NeXus
+    map ``<mic>.h5`` (every voxel, Euler angles 0 where none was found) with its picture
+    ``<mic>.png`` (IPF colours and confidence)."""
+    from .maps import plot_map, write_map_hdf5
+    from .mic import write_mic, write_mic_binary
 
     d = _read_stage(pfile, last)
     edge = float(d["@edge_um"])
@@ -497,22 +502,27 @@ def _write_outputs(params: NFParameters, out_dir: Path, pfile: Path, last: str,
     summary.n_fitted = int(fitted.sum())
     summary.mean_confidence = float(d["confidence"][fitted].mean()) if fitted.any() else 0.0
     summary.n_grains = int(len(d["grain_n_voxels"]))
+    columns = {"x_um": d["x_um"], "y_um": d["y_um"], "edge_um": edge, "ud": d["ud"],
+               "euler_rad": np.nan_to_num(d["euler_rad"]), "confidence": d["confidence"],
+               "row": np.where(fitted, d["row"], 0),   # -1 (no seed passed) is no mic row
+               "orientation_id": d["n_candidates"], "time": d["time_s"]}
     mic_name = params.mic_file_text or "microstructure.mic"
-    mic_module.write_mic(out_dir / mic_name, d["x_um"][fitted], d["y_um"][fitted], edge,
-                         d["ud"][fitted], d["euler_rad"][fitted], d["confidence"][fitted],
-                         row=d["row"][fitted], orientation_id=d["n_candidates"][fitted],
-                         time=d["time_s"][fitted])
-    # MicFileBinary and the NeXus map file with IPF plots are written by 11a's
-    # xreduce.nf.mic.write_mic_binary / xreduce.nf.maps.write_map_hdf5 (merge-time call site):
-    write_binary = getattr(mic_module, "write_mic_binary", None)
-    if params.mic_file_binary and write_binary is not None:
-        write_binary(out_dir / params.mic_file_binary, d["x_um"][fitted], d["y_um"][fitted],
-                     edge, d["ud"][fitted], d["euler_rad"][fitted], d["confidence"][fitted],
-                     row=d["row"][fitted], orientation_id=d["n_candidates"][fitted],
-                     time=d["time_s"][fitted])
-    elif params.mic_file_binary:
-        log.warning("MicFileBinary %s not written: xreduce.nf.mic.write_mic_binary is not "
-                    "available in this build", params.mic_file_binary)
+    write_mic(out_dir / mic_name, **{k: v[fitted] if np.ndim(v) else v
+                                     for k, v in columns.items()})
+    if params.mic_file_binary:
+        binary = {k: np.where(fitted.reshape((-1,) + (1,) * (np.ndim(v) - 1)), v, 0)
+                  for k, v in columns.items() if np.ndim(v)}
+        write_mic_binary(out_dir / params.mic_file_binary, edge_um=np.where(fitted, edge, 0.0),
+                         **binary)
+    provenance = {"command": "xreduce-nf", "stage": last, "pipeline_file": str(pfile),
+                  "fit_options": options}
+    write_map_hdf5(out_dir / f"{mic_name}.h5", **columns, params=params,
+                   space_group=params.space_group, lattice_parameter=params.lattice_parameter,
+                   provenance=provenance)
+    plot_map(out_dir / f"{mic_name}.png", d["x_um"], d["y_um"], edge, d["ud"],
+             columns["euler_rad"], d["confidence"], params.space_group,
+             params.lattice_parameter, min_confidence=params.min_confidence or 0.0,
+             title=f"NF map {mic_name} ({summary.n_fitted} of {summary.n_voxels} voxels fitted)")
     grains = Grains(d["grain"], d["grain_orientation"], d["grain_centroid_um"],
                     d["grain_n_voxels"],
                     d["grain_n_voxels"] * np.sqrt(3.0) / 4.0 * edge ** 2,
