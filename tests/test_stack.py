@@ -134,6 +134,12 @@ def test_dask_local_cluster_bit_identical_and_survives_a_killed_worker(data, tmp
         check_identical(out, data)
 
 
+def _finished_fragments(parts) -> int:
+    """Chunk fragments renamed into place (the atomic writer's temporaries are hidden names
+    ending in the same extension)."""
+    return sum(1 for n in os.listdir(parts) if n.endswith(".npz") and not n.startswith("."))
+
+
 def test_sigkill_and_resume_gives_the_same_file(data, tmp_path):
     """A CLI run killed with SIGKILL, then resumed: same data and provenance as one
     uninterrupted run (the date aside)."""
@@ -155,8 +161,7 @@ def test_sigkill_and_resume_gives_the_same_file(data, tmp_path):
         proc = subprocess.Popen(args + ["-o", str(out)], stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
-            if parts.is_dir() and sum(1 for n in os.listdir(parts)
-                                      if n.endswith(".npz")) >= 20:
+            if parts.is_dir() and _finished_fragments(parts) >= 20:
                 proc.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.002)
@@ -165,7 +170,7 @@ def test_sigkill_and_resume_gives_the_same_file(data, tmp_path):
             killed = True
             break
     assert killed and not out.exists(), proc.stderr.read().decode()
-    done = sum(1 for n in os.listdir(parts) if n.endswith(".npz"))
+    done = _finished_fragments(parts)
     assert 0 < done < N_FRAMES
     result = subprocess.run(args + ["-o", str(out), "--resume"], capture_output=True, text=True,
                             timeout=120)

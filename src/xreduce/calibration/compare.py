@@ -11,8 +11,13 @@ import numpy as np
 __all__ = ["pyfai_refine"]
 
 
-def pyfai_refine(image, start, calibrant, fix=("rot3", "wavelength"), max_rings=None) -> dict:
+def pyfai_refine(image, start, calibrant, fix=("rot3", "wavelength"), max_rings=None,
+                 seed: int | None = 0) -> dict:
     """Refine ``start`` (an xreduce Geometry) on ``image`` with pyFAI's scripted path.
+
+    pyFAI picks control points at random from NumPy's global generator, so its result moves
+    by about one of our standard uncertainties from run to run; ``seed`` (None: leave the
+    generator alone) seeds that generator first, so that comparisons are reproducible.
 
     Returns the refined parameters (SI) and ``points``, the number of control points pyFAI
     extracted.
@@ -22,6 +27,8 @@ def pyfai_refine(image, start, calibrant, fix=("rot3", "wavelength"), max_rings=
     import pyFAI.geometry
     from pyFAI.goniometer import SingleGeometry
 
+    if seed is not None:
+        np.random.seed(seed)
     det = start.detector
     detector = pyFAI.detectors.Detector(det.pixel1, det.pixel2, max_shape=tuple(det.shape))
     mask = np.zeros(det.shape, np.int8) if det.mask is None else np.asarray(det.mask, np.int8).copy()
