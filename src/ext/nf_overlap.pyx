@@ -61,28 +61,11 @@ cdef inline double _atan2(double y, double x) noexcept nogil:
     return r
 
 
-cdef inline double _round(double x) noexcept nogil:
-    """libm's round (halves away from zero), exactly, without the library call (the call was
-    a large part of a footprint's cost): x - trunc(x) is exact, so the comparison with 0.5 is
-    too. Outside +-2^52 (every double an integer) and for NaN: libm's round."""
-    cdef double t, d
-    if not fabs(x) < 4503599627370496.0:
-        return round(x)
-    t = <double>(<int64_t>x)
-    d = x - t
-    if d >= 0.5:
-        t += 1.0
-    elif d <= -0.5:
-        t -= 1.0
-    return t
-
-
 cdef struct Setup:
     int nd, ny, nz, nframes, nrefl, nranges, one_pixel
     double lsd[MAXD]
     double bcy[MAXD]
     double bcz[MAXD]
-    double scale[MAXD]      # lsd[d] / lsd[0], computed once (same value as per spot)
     double px, inv_wl, ome0, ostep, tan_pole
     double Rt[9]
     double p0x, p0y, p0z    # Rt (-Lsd0, 0, 0)
@@ -179,10 +162,12 @@ cdef inline void _tilted_pixel(const Setup *S, double dy, double dz, double *py,
 cdef inline void _spot_centre(const Setup *S, Spot *sp) noexcept nogil:
     """The spot's undisplaced pixel at the first distance and its integer centre at each."""
     cdef int d
+    cdef double scale
     _tilted_pixel(S, sp.y, sp.z, &sp.cy, &sp.cz)
     for d in range(S.nd):
-        sp.base_y[d] = <int>floor((sp.cy - S.bcy[0]) * S.scale[d] + S.bcy[d])
-        sp.base_z[d] = <int>floor((sp.cz - S.bcz[0]) * S.scale[d] + S.bcz[d])
+        scale = S.lsd[d] / S.lsd[0]
+        sp.base_y[d] = <int>floor((sp.cy - S.bcy[0]) * scale + S.bcy[d])
+        sp.base_z[d] = <int>floor((sp.cz - S.bcz[0]) * scale + S.bcz[d])
 
 
 cdef inline int _lit(const Setup *S, int d, int frame, int y, int z) noexcept nogil:
@@ -202,9 +187,6 @@ cdef void _count_spot(const Setup *S, const Spot *sp, const double *v, long *hit
     cdef int ey[3]
     cdef int ez[3]
     cdef double band[3]
-    cdef int64_t plane[MAXD]
-    cdef int64_t kb
-    cdef int inb, c0, c1, c2
     cdef const int *base_y = sp.base_y
     cdef const int *base_z = sp.base_z
     for k in range(3):
@@ -215,14 +197,14 @@ cdef void _count_spot(const Setup *S, const Spot *sp, const double *v, long *hit
         if vy[k] < 0.0 or vy[k] > S.ny or vz[k] < 0.0 or vz[k] > S.nz:
             return  # the whole spot is dropped
     if S.one_pixel:
-        iy0 = <int>_round((vy[0] + vy[1] + vy[2]) / 3.0 - sp.cy)
-        iz0 = <int>_round((vz[0] + vz[1] + vz[2]) / 3.0 - sp.cz)
+        iy0 = <int>round((vy[0] + vy[1] + vy[2]) / 3.0 - sp.cy)
+        iz0 = <int>round((vz[0] + vz[1] + vz[2]) / 3.0 - sp.cz)
         iy1 = iy0
         iz1 = iz0
     else:
         for k in range(3):
-            ry[k] = <int>_round(vy[k] - sp.cy)
-            rz[k] = <int>_round(vz[k] - sp.cz)
+            ry[k] = <int>round(vy[k] - sp.cy)
+            rz[k] = <int>round(vz[k] - sp.cz)
         for k in range(3):
             k1 = k + 1 if k < 2 else 0
             ey[k] = ry[k1] - ry[k]
@@ -232,37 +214,6 @@ cdef void _count_spot(const Setup *S, const Spot *sp, const double *v, long *hit
             band[k] = EDGE_BAND2 * (ey[k] * ey[k] + ez[k] * ez[k])
         iy0 = min(ry[0], min(ry[1], ry[2])); iy1 = max(ry[0], max(ry[1], ry[2]))
         iz0 = min(rz[0], min(rz[1], rz[2])); iz1 = max(rz[0], max(rz[1], rz[2]))
-    # fast path (same pixels, same order): when the footprint's box lies on every detector,
-    # no pixel can end the spot, so the bounds tests leave the loop and the bit index of a
-    # pixel is the frame plane's first bit + its row and column
-    inb = 1
-    for d in range(S.nd):
-        if (base_y[d] + iy0 < 0 or base_y[d] + iy1 >= S.ny or base_z[d] + iz0 < 0
-                or base_z[d] + iz1 >= S.nz):
-            inb = 0
-            break
-    if inb:
-        for d in range(S.nd):
-            plane[d] = ((<int64_t>d * S.nframes + sp.frame) * S.ny + base_y[d]) * \
-                <int64_t>S.nz + base_z[d]
-        for i in range(iy0, iy1 + 1):
-            for j in range(iz0, iz1 + 1):
-                if not S.one_pixel:
-                    # the same test without branches (they mispredict): inside when no cross
-                    # product is negative, near when one is within the edge band
-                    c0 = ey[0] * (j - rz[0]) - ez[0] * (i - ry[0])
-                    c1 = ey[1] * (j - rz[1]) - ez[1] * (i - ry[1])
-                    c2 = ey[2] * (j - rz[2]) - ez[2] * (i - ry[2])
-                    if not (((c0 | c1 | c2) >= 0) | (<double>c0 * c0 < band[0])
-                            | (<double>c1 * c1 < band[1]) | (<double>c2 * c2 < band[2])):
-                        continue
-                hit = 1
-                for d in range(S.nd):
-                    kb = plane[d] + <int64_t>i * S.nz + j
-                    hit = hit & <int>((S.words[kb >> 5] >> (kb & 31)) & 1)
-                counted[0] += 1
-                hits[0] += hit
-        return
     for i in range(iy0, iy1 + 1):
         for j in range(iz0, iz1 + 1):
             if not S.one_pixel:
@@ -353,8 +304,6 @@ cdef void _setup(Setup *S, const double[::1] lsd, const double[:, ::1] bc, doubl
     S.nrefl = g.shape[0]; S.nranges = ranges.shape[0]; S.one_pixel = one_pixel
     for d in range(S.nd):
         S.lsd[d] = lsd[d]; S.bcy[d] = bc[d, 0]; S.bcz[d] = bc[d, 1]
-    for d in range(S.nd):
-        S.scale[d] = S.lsd[d] / S.lsd[0]
     S.px = px; S.inv_wl = 1.0 / wavelength; S.ome0 = ome0; S.ostep = ostep
     S.tan_pole = np.tan(np.radians(pole_deg))
     for i in range(9):
