@@ -38,7 +38,7 @@ from xreduce.nf.overlap import OverlapModel
 from xreduce.nf.reflections import reflection_list
 from xreduce.nf.simulate import simulate_binary_images
 from xreduce.nf.spots import NFGeometry, predict_spots
-from xreduce.nf.spotsinfo import n_words, write_spots_info
+from xreduce.nf.spotsinfo import write_spots_info
 
 WL = 0.172979
 AU = (4.08, 4.08, 4.08, 90.0, 90.0, 90.0)
@@ -58,20 +58,6 @@ def geometry() -> NFGeometry:
                       omega_ranges_deg=((-180.0, 180.0),),
                       box_sizes_um=((-1400.0, 1400.0, -1400.0, 1400.0),), tilts_deg=TILTS,
                       exclude_pole_deg=6.0, detector_shape=(NPX, NPX), n_frames=N_FRAMES)
-
-
-def images_as_words(packed: np.ndarray) -> np.ndarray:
-    """Big-bit-order packed frames (d, f, y, z / 8) -> SpotsInfo words, frame by frame."""
-    nd, nf, ny, _ = packed.shape
-    words = np.zeros(n_words((nd, nf, ny, NPX)), dtype=np.uint32)
-    as_bytes = words.view(np.uint8)
-    frame_bytes = ny * NPX // 8
-    for d in range(nd):
-        for f in range(nf):
-            bits = np.unpackbits(packed[d, f], axis=-1, count=NPX)
-            k = (d * nf + f) * frame_bytes
-            as_bytes[k:k + frame_bytes] = np.packbits(bits.ravel(), bitorder="little")
-    return words
 
 
 def errors_deg(euler, U_true):
@@ -170,9 +156,7 @@ def main() -> None:
     micro = voronoi_microstructure(grid, args.grains, seed=1)
     U = micro.orientation_matrices()
     t0 = time.perf_counter()
-    packed = simulate_binary_images(micro, refl, geo, n_frames=N_FRAMES, conservative=True)
-    words = images_as_words(packed)
-    del packed
+    words = simulate_binary_images(micro, refl, geo, n_frames=N_FRAMES, conservative=True)
     print(f"case: {len(grid)} voxels, {len(np.unique(micro.grain_id))} grains, "
           f"{len(refl)} reflections, images made in {time.perf_counter() - t0:.1f} s")
     model = OverlapModel(geo, refl, words, N_FRAMES)
