@@ -303,15 +303,10 @@ class Detector:
         import h5py
 
         if isinstance(target, (str, os.PathLike)):
-            from .io.writers import atomic_output
+            from .io.writers import atomic_output, nexus_entry
 
             with atomic_output(os.fspath(target)) as tmp, h5py.File(tmp, "w") as h5:
-                h5.attrs["NX_class"] = "NXroot"
-                h5.attrs["creator"] = "xreduce"
-                h5.attrs["default"] = "entry"
-                entry = h5.create_group("entry")
-                entry.attrs["NX_class"] = "NXentry"
-                entry.attrs["default"] = "mask"
+                entry = nexus_entry(h5, "mask")
                 entry["start_time"] = _now_iso()
                 instrument = entry.create_group("instrument")
                 instrument.attrs["NX_class"] = "NXinstrument"

@@ -19,7 +19,6 @@ array([3., 4.])
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,16 +86,11 @@ class _Result:
         """
         import h5py
 
-        from xreduce.io.writers import atomic_output
+        from xreduce.io.writers import atomic_output, nexus_entry
 
         header = self._header()
         with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
-            h5.attrs["NX_class"] = "NXroot"
-            h5.attrs["creator"] = "xreduce"
-            h5.attrs["default"] = "entry"
-            entry = h5.create_group("entry")
-            entry.attrs["NX_class"] = "NXentry"
-            entry.attrs["default"] = "data"
+            entry = nexus_entry(h5, "data")
             entry["program_name"] = "xreduce"
             entry["definition"] = "NXazint2d" if len(axes) == 2 else "NXazint1d"
             process = entry.create_group("integrate")

@@ -37,7 +37,7 @@ import numpy as np
 
 from xreduce.executors import run_chunks
 from xreduce.io.stacks import StackUrl, open_stack
-from xreduce.io.writers import atomic_output, partial_path
+from xreduce.io.writers import atomic_output, nexus_entry, partial_path
 from xreduce.limits import check_allocation
 
 __all__ = ["integrate_stack", "StackReport", "StackIntegrationError", "sinogram",
@@ -376,12 +376,7 @@ def _write_nexus(tmp: str, results: dict, radial_unit: str, config: dict, input_
     intensity = results["intensity"]
     radial_name = radial_unit.split("_")[0].replace("2th", "2theta").replace("d*2", "dstar2")
     with h5py.File(tmp, "w") as h5:
-        h5.attrs["NX_class"] = "NXroot"
-        h5.attrs["creator"] = "xreduce"
-        h5.attrs["default"] = "entry"
-        entry = h5.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        entry.attrs["default"] = "sinogram" if scan else "integrated"
+        entry = nexus_entry(h5, "sinogram" if scan else "integrated")
         entry["program_name"] = "xreduce"
         entry["program_name"].attrs["version"] = xreduce.__version__
         process = entry.create_group("process")

@@ -234,6 +234,7 @@ def write_difspots(path: str | os.PathLike, segmentation: Segmentation,
     import h5py
 
     from xreduce.io import atomic_output
+    from xreduce.io.writers import nexus_entry
     if compression not in (None, "gzip", "lzf"):
         raise ValueError(f"compression: expected None, 'gzip' or 'lzf', got {compression!r}")
     from xreduce.dct.partial_file import reserve_space
@@ -250,11 +251,7 @@ def write_difspots(path: str | os.PathLike, segmentation: Segmentation,
                       + 8 * (projections + overview) + 16 * len(seg.voxels) + table.nbytes
                       + 1024 * len(seg) + 2**20, "segment.output")
         with h5py.File(tmp, "w") as h5:
-            h5.attrs["NX_class"] = "NXroot"
-            h5.attrs["default"] = "difspots"
-            root = h5.create_group("difspots")
-            root.attrs["NX_class"] = "NXentry"
-            root.attrs["default"] = "overview"
+            root = nexus_entry(h5, "overview", name="difspots")
             _write_overview(root, seg)
             root.attrs["stack_shape"] = np.asarray(seg.shape, np.int64)
             root.attrs["stack_dtype"] = np.dtype(seg.dtype).str

@@ -35,7 +35,7 @@ from typing import Optional
 
 import numpy as np
 
-from xreduce.io.writers import check_regular_file
+from xreduce.io.writers import check_regular_file, nexus_entry
 
 __all__ = ["PartialFileError", "create_partial", "open_for_resume", "frames_crc32",
            "reserve_space", "mark_completed"]
@@ -123,11 +123,7 @@ def create_partial(path: str, n_frames: int, frame_shape: tuple, groups: list[st
         os.remove(building)
     h5 = h5py.File(building, "x")
     try:
-        h5.attrs["NX_class"] = "NXroot"
-        h5.attrs["default"] = "entry"
-        entry = h5.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        entry.attrs["default"] = groups[0]
+        entry = nexus_entry(h5, groups[0])
         shape = (int(n_frames),) + tuple(int(s) for s in frame_shape)
         for name in groups:
             group = entry.create_group(name)

@@ -25,7 +25,7 @@ import numpy as np
 
 from xreduce.engines.cython_csr import CsrEngine
 from xreduce.engines.registry import SPLITS, EngineKey
-from xreduce.io.writers import atomic_output
+from xreduce.io.writers import atomic_output, nexus_entry
 from xreduce.limits import check_allocation
 
 _ARRAYS = {"indptr": "iu", "indices": "iu", "data": "f", "radial_edges": "f",
@@ -38,10 +38,7 @@ def write_engines(path: str | os.PathLike, geometry: Any, engines: list) -> None
     import h5py
 
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.attrs["NX_class"] = "NXroot"
-        h5.attrs["default"] = "entry"
-        entry = h5.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
+        entry = nexus_entry(h5, None)
         group = h5.create_group("geometry")
         group.attrs["NX_class"] = "NXcollection"
         for name in _PONI:

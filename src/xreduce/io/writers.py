@@ -45,7 +45,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-__all__ = ["partial_path", "atomic_output", "write_hdf5", "create_exclusive",
+__all__ = ["partial_path", "atomic_output", "write_hdf5", "nexus_entry", "create_exclusive",
            "check_regular_file", "fsync_path", "naming_file"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -257,3 +257,17 @@ def write_hdf5(path: str | os.PathLike, datasets: Mapping[str, np.ndarray],
                 for key, value in values.items():
                     node.attrs[key] = value
     return os.fspath(path)
+
+
+def nexus_entry(h5, default: str | None, name: str = "entry"):
+    """Start a NeXus file: the root (``NXroot``, ``@creator``, ``@default`` -> ``name``) and
+    its ``NXentry`` group ``name``, whose ``@default`` names the NXdata (or group) that silx view
+    opens first (None: set later). Returns the entry group."""
+    h5.attrs["NX_class"] = "NXroot"
+    h5.attrs["creator"] = "xreduce"
+    h5.attrs["default"] = name
+    entry = h5.create_group(name)
+    entry.attrs["NX_class"] = "NXentry"
+    if default is not None:
+        entry.attrs["default"] = default
+    return entry

@@ -163,7 +163,7 @@ def write_map_hdf5(path: str | os.PathLike, x_um, y_um, edge_um, ud, euler_rad,
     import h5py
 
     import xreduce
-    from xreduce.io.writers import atomic_output
+    from xreduce.io.writers import atomic_output, nexus_entry
 
     from .params import NFParameters, write_parameters
 
@@ -192,12 +192,7 @@ def write_map_hdf5(path: str | os.PathLike, x_um, y_um, edge_um, ud, euler_rad,
             with open(tmp_params, encoding="utf-8") as f:
                 param_text = f.read()
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.attrs["NX_class"] = "NXroot"
-        h5.attrs["default"] = "entry"
-        h5.attrs["creator"] = "xreduce"
-        entry = h5.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        entry.attrs["default"] = "map"
+        entry = nexus_entry(h5, "map")
         entry["title"] = "NF-HEDM orientation map"
         data = entry.create_group("map")
         data.attrs["NX_class"] = "NXdata"

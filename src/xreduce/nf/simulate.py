@@ -314,17 +314,13 @@ def write_frames_hdf5(path: str | os.PathLike, frames_iter, geometry: NFGeometry
     """
     import h5py
 
-    from xreduce.io.writers import atomic_output
+    from xreduce.io.writers import atomic_output, nexus_entry
 
     nf = default_n_frames(geometry) if n_frames is None else int(n_frames)
     ny, nz = geometry.detector_shape
     path = Path(path)
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.attrs["NX_class"] = "NXroot"
-        h5.attrs["default"] = "entry"
-        entry = h5.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        entry.attrs["default"] = "distance_0"
+        entry = nexus_entry(h5, "distance_0")
         dsets = {}
         for d, f, img in frames_iter:
             if d not in dsets:
