@@ -31,7 +31,8 @@
  * Compile-time constants (-D): FRAME_T (type of the raw frame), FRAME_IS_FLOAT (0/1),
  * FRAME_IS_SIGNED (0/1), FRAME_IS_DOUBLE (0/1), FRAME_MAX (the integer type's maximum, e.g. USHRT_MAX),
  * WG (work-group size, a power of two), HAS_COEF (0: every coefficient is 1), HAS_DARK,
- * ERROR_MODEL, USE_DOUBLE (1: accumulate in double; 0: compensated float32, double-word).
+ * ERROR_MODEL, USE_DOUBLE (1: accumulate in double; 0: compensated float32, double-word; the
+ * azimuthal model's deviations from the bin mean are then formed in double-word too).
  *
  * Output: out[q * nbins + bin] for q = 0..4 (signal, variance, norm, norm2, count) as acc_t,
  * then the number of valid kept pixels as an int in nvalid[bin].
@@ -87,6 +88,43 @@ inline acc_t dw_add(acc_t a, acc_t b) {
     return make_acc(hi, e - (hi - t.hi));
 }
 inline acc_t acc_neg(acc_t a) { return make_acc(-a.hi, -a.lo); }
+
+/* Double-word times float: the product of the high parts exact through fma. */
+inline acc_t dw_mul_f(acc_t a, float b) {
+    const float p = a.hi * b;
+    const float e = fma(a.hi, b, -p) + a.lo * b;
+    const float hi = p + e;
+    return make_acc(hi, e - (hi - p));
+}
+
+/* Double-word times double-word (cross terms in float: about 44 bits). */
+inline acc_t dw_mul(acc_t a, acc_t b) {
+    const float p = a.hi * b.hi;
+    const float e = fma(a.hi, b.hi, -p) + (a.hi * b.lo + a.lo * b.hi);
+    const float hi = p + e;
+    return make_acc(hi, e - (hi - p));
+}
+
+/* Double-word quotient: the float quotient plus one correction from the exact remainder. */
+inline acc_t dw_div(acc_t a, acc_t b) {
+    const float q = a.hi / b.hi;
+    const acc_t r = dw_add(a, acc_neg(dw_mul_f(b, q)));
+    const float q2 = (r.hi + r.lo) / b.hi;
+    const float hi = q + q2;
+    return make_acc(hi, q2 - (hi - q));
+}
+
+/* A raw value as a double-word: exact for every integer type up to 48 bits and for float. */
+inline acc_t raw_to_dw(FRAME_T v) {
+    const float hi = (float)v;
+#if FRAME_IS_DOUBLE
+    return make_acc(hi, (float)(v - (double)hi));
+#elif FRAME_IS_FLOAT
+    return make_acc(hi, 0.0f);
+#else
+    return make_acc(hi, (float)(long)(v - (FRAME_T)hi));
+#endif
+}
 #define ACC_ADD(a, x) dw_add_f((a), (x))
 #define ACC_SUM(a, b) dw_add((a), (b))
 #define ACC_NEG(a) acc_neg(a)
@@ -174,6 +212,7 @@ kernel void csr_integrate(
     global const float *dark,         /* per pixel, read when HAS_DARK */
     global const float *variance,     /* per pixel, read when ERROR_MODEL == 2 */
     global const real_t *norm,        /* per pixel normalisation (flat*solid angle*...) */
+    global const float *norm_lo,      /* float32 mode, ERROR_MODEL 3: norm's rounding error */
     global const int *indptr,
     global const int *indices,
     global const float *coefs,        /* read when HAS_COEF */
@@ -272,6 +311,10 @@ kernel void csr_integrate(
         mean = (n_ok > 0 && norm_total != (real_t)0) ? ACC_VALUE(sig) / norm_total : (real_t)0;
 #if ERROR_MODEL == 3
         /* second pass: spread of the corrected values around the bin mean */
+#if !USE_DOUBLE
+        const acc_t mean_dw = (n_ok > 0 && norm_total != (real_t)0) ? dw_div(sig, sum_norm)
+                                                                     : ACC_ZERO;
+#endif
         var = ACC_ZERO;
         for (int j = start + lid; j < stop; j += WG) {
             const int idx = indices[j];
@@ -294,7 +337,21 @@ kernel void csr_integrate(
 #endif
                 /* c n (s / n - mean)^2, written without the division by n squared */
                 const real_t n = (real_t)norm[idx];
+#if USE_DOUBLE
                 const real_t d = s - n * mean;
+#else
+                /* the deviation s - n * mean cancels most of s: formed in double-word (raw,
+                   dark, norm and mean to ~44 bits) it keeps float32's 1e-7 relative, where a
+                   float32 difference would lose digits in proportion to mean / spread */
+#if HAS_DARK
+                const acc_t s_dw = dw_add_f(raw_to_dw(v), -dark[idx]);
+#else
+                const acc_t s_dw = raw_to_dw(v);
+#endif
+                const acc_t d_dw = dw_add(s_dw, acc_neg(dw_mul(make_acc(n, norm_lo[idx]),
+                                                               mean_dw)));
+                const real_t d = d_dw.hi + d_dw.lo;
+#endif
                 var = ACC_ADD(var, c * d * d / n);
             }
         }
@@ -303,16 +360,11 @@ kernel void csr_integrate(
            their usual formulas: sum_variance = spread^2 * sum_norm2 */
         {
             /* a single value has no spread: exact zero rather than a rounding residue */
-            const real_t scale = (n_ok > 1 && norm_total != (real_t)0)
-                                     ? ACC_VALUE(sum_norm2) / norm_total : (real_t)0;
+            const int has_spread = n_ok > 1 && norm_total != (real_t)0;
 #if USE_DOUBLE
-            var = var * scale;
+            var = has_spread ? var * (sum_norm2 / norm_total) : 0.0;
 #else
-            /* double-word times float: product hi with its error, plus lo * scale */
-            const float p = var.hi * scale;
-            const float e = fma(var.hi, scale, -p) + var.lo * scale;
-            const float hi = p + e;
-            var = make_acc(hi, e - (hi - p));
+            var = has_spread ? dw_mul(var, dw_div(sum_norm2, sum_norm)) : ACC_ZERO;
 #endif
         }
 #endif

@@ -299,11 +299,6 @@ def flat_detector():
                 variance=rng.uniform(500, 1500, (3, npix)).astype(np.float32), norm=norm)
 
 
-# The azimuthal spread in float32 mode: the deviations x - mean are formed in float32, so the
-# spread carries a relative error of about eps32 * mean / spread (cancellation): 1e-7 * 30 for
-# Poisson(1000) data, measured up to 2.1e-6; every other sum holds 1e-6.
-AZIMUTHAL_F32_RTOL = 1e-5
-
 CROSS_CASES = [(split, npt_azim, model, precision)
                for split in ("no", "bbox", "pseudo", "full") for npt_azim in (None, 36)
                for model in (None, "poisson", "variance", "azimuthal")
@@ -340,8 +335,7 @@ def test_same_sums_as_cython_engine(opencl_context, flat_detector, split, npt_az
     got = gpu.integrate(args, norm)
     assert gpu.device_engines[-1].precision == precision  # the precision asked is the one run
     for name in ("signal", "variance", "norm", "norm2", "count"):
-        rtol = 1e-12 if precision == "float64" else (
-            AZIMUTHAL_F32_RTOL if name == "variance" and error_model == "azimuthal" else 1e-6)
+        rtol = 1e-12 if precision == "float64" else 1e-6
         expected = getattr(want, name)
         np.testing.assert_allclose(getattr(got, name), expected, rtol=rtol,
                                    atol=rtol * 1e-3 * np.abs(expected).max(), err_msg=name)

@@ -168,6 +168,10 @@ class OpenCLCsrEngine:
 
         # the normalisation in the accumulation precision: the kernel reads it for the pixels
         # it leaves out, and the frame-invariant sums below are computed from the same values
+        # float32 mode: the rounding error of each value too, for the azimuthal model's
+        # deviations from the bin mean (formed in double-word, see csr_integrate.cl)
+        norm_lo = None if precision == "float64" else \
+            (norm - norm.astype(np.float32).astype(np.float64)).astype(np.float32)
         norm = norm.astype(np.float64 if precision == "float64" else np.float32)
         if presums is None:  # frame-invariant per-bin sums, in float64 on the host
             rows = np.repeat(np.arange(nbins), np.diff(indptr))
@@ -181,7 +185,7 @@ class OpenCLCsrEngine:
         presums = presums if precision == "float64" else _to_double_word(presums)
 
         self._check_memory(indptr.nbytes + indices.nbytes + (0 if coefs is None else coefs.nbytes)
-                           + norm.nbytes
+                           + norm.nbytes + (0 if norm_lo is None else norm_lo.nbytes)
                            + presums.nbytes, "the CSR matrix and per-pixel arrays")
         mf = cl.mem_flags
         ro = mf.READ_ONLY | mf.COPY_HOST_PTR
@@ -192,6 +196,7 @@ class OpenCLCsrEngine:
         self._indptr, self._indices = upload(indptr), upload(indices)
         self._coefs = upload(coefs) if coefs is not None else upload(np.zeros(1, np.float32))
         self._norm = upload(norm)
+        self._norm_lo = self._coefs if norm_lo is None else upload(norm_lo)
         self._presums = upload(presums)
         self._acc_itemsize = 8  # one double or one float2 per sum
         self._flags = None
@@ -439,7 +444,7 @@ class OpenCLCsrEngine:
                                              is_blocking=False, wait_for=previous)
                     offset, wait = 0, [upload]
                 kernel.set_args(frame_bufs[slot], np.uint64(offset), dark_buf,
-                                var_bufs[i if len(var_bufs) > 1 else 0], self._norm,
+                                var_bufs[i if len(var_bufs) > 1 else 0], self._norm, self._norm_lo,
                                 self._indptr, self._indices, self._coefs, self._presums,
                                 np.int32(self.nbins), *scalars, np.int32(max_iter),
                                 np.float32(thres), flags, out_bufs[slot], valid_bufs[slot])
