@@ -23,9 +23,13 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Detector", "get_detector", "detector_names", "module_gap_mask"]
+__all__ = ["Detector", "get_detector", "detector_names", "module_gap_mask",
+           "hexagonal_pixel_corners"]
 
 _ORIENTATIONS = (1, 2, 3, 4)
+# Corners a pixel polygon may have (4: square pixels, 6: hexagonal ones); the pixel-splitting
+# kernel (src/ext/csr_builder.pyx, MAX_CORNERS) takes up to 8.
+MAX_CORNERS = 8
 
 
 # Dectris detectors mark dead and overflowing pixels with the largest value of the frame type.
@@ -53,12 +57,14 @@ class Detector:
         Name, e.g. ``"Pilatus 1M"``.
     binning : tuple of int
         Binning already applied to the pixels (informative; see :meth:`binned`).
-    corners : array_like of shape (rows, cols, 4, 3), optional
-        Explicit pixel-corner positions for distorted or non-flat detectors, in metres from the
-        detector origin: ``[..., 0]`` along axis 1 (slow), ``[..., 1]`` along axis 2 (fast),
-        ``[..., 2]`` along axis 3 (towards the sample is negative, i.e. a positive value moves
-        the point away from the sample). Corner order: (0,0), (1,0), (1,1), (0,1) in (slow, fast)
-        offsets. When given, ``orientation`` is not applied to them.
+    corners : array_like of shape (rows, cols, k, 3), optional
+        Explicit pixel-corner positions for distorted, non-flat or non-square pixels, in metres
+        from the detector origin: ``[..., 0]`` along axis 1 (slow), ``[..., 1]`` along axis 2
+        (fast), ``[..., 2]`` along axis 3 (towards the sample is negative, i.e. a positive value
+        moves the point away from the sample). ``k`` corners going round each pixel: 4 for
+        square pixels, in the order (0,0), (1,0), (1,1), (0,1) in (slow, fast) offsets; 6 for
+        hexagonal pixels (Pixirad); 3 to 8 are accepted. A pixel's centre is the mean of its
+        corners (doc/detectors.md). When given, ``orientation`` is not applied to them.
     orientation : int
         EXIF orientation 1-4 of the image (3 = native, origin at the bottom-left seen from the
         sample). 1 flips both axes, 2 flips the slow axis, 4 flips the fast axis.
@@ -122,8 +128,10 @@ class Detector:
             object.__setattr__(self, "mask", _as_readonly(np.zeros(shape, np.uint8)))
         if self.corners is not None:
             corners = np.asarray(self.corners, dtype=np.float64)
-            if corners.shape != shape + (4, 3):
-                raise ValueError(f"corners: expected shape {shape + (4, 3)}, got {corners.shape}")
+            if corners.shape[:2] != shape or corners.ndim != 4 or corners.shape[3] != 3 \
+                    or not 3 <= corners.shape[2] <= MAX_CORNERS:
+                raise ValueError(f"corners: expected shape {shape + ('k', 3)} with 3 <= k <= "
+                                 f"{MAX_CORNERS} corners per pixel, got {corners.shape}")
             if not np.isfinite(corners).all():
                 raise ValueError("corners: expected finite positions, got NaN or infinity")
             object.__setattr__(self, "corners", _as_readonly(np.ascontiguousarray(corners)))
@@ -225,12 +233,10 @@ class Detector:
         corners = None
         regular = getattr(detector, "uniform_pixel", True) and getattr(detector, "IS_FLAT", True)
         if not regular or getattr(detector, "_splinefile", None):
-            zyx = np.asarray(detector.get_pixel_corners(), dtype=np.float64)
-            if zyx.shape[-2] != 4:
-                raise ValueError(f"detector: pyFAI's {detector.name} has pixels with "
-                                 f"{zyx.shape[-2]} corners (hexagonal); xreduce handles "
-                                 f"4-cornered pixels only")
-            corners = np.stack([zyx[..., 1], zyx[..., 2], zyx[..., 0]], axis=-1)
+            zyx = detector.get_pixel_corners()           # (rows, cols, k, (z, y, x))
+            corners = np.empty(zyx.shape, np.float64)     # one copy: curved ones are GBs
+            for ours, theirs in enumerate((1, 2, 0)):
+                corners[..., ours] = zyx[..., theirs]
         orientation = int(getattr(detector, "orientation", 3) or 3)
         name = detector.name if detector.name not in ("Detector", "", None) else None
         if name is not None:
@@ -341,7 +347,7 @@ class Detector:
         if self.corners is not None:
             group.create_dataset("pixel_corners", data=self.corners, compression="gzip")
             group["pixel_corners"].attrs["units"] = "m"
-            group["pixel_corners"].attrs["doc"] = "(rows, cols, 4 corners, (slow, fast, normal))"
+            group["pixel_corners"].attrs["doc"] = "(rows, cols, k corners, (slow, fast, normal))"
 
     @classmethod
     def read_nexus(cls, source, path: str | None = None) -> "Detector":
@@ -552,6 +558,55 @@ def module_gap_mask(shape, module, gap, mid_module_columns: int = 0) -> np.ndarr
         first = module[1] // 2 - mid_module_columns // 2
         cols &= ~((cols_in_module >= first) & (cols_in_module < first + mid_module_columns))
     return (~(rows[:, None] & cols[None, :])).astype(np.uint8)
+
+
+def hexagonal_pixel_corners(shape, pitch_m: float) -> np.ndarray:
+    """Corners of a detector of regular hexagonal pixels (Pixirad), for ``Detector(corners=)``.
+
+    Pixels are hexagons with two sides along the fast axis, ``pitch_m`` apart along a row;
+    rows are ``pitch_m * sqrt(3) / 2`` apart and odd rows are shifted by half a pitch along the
+    fast axis (the Pixirad layout, as pyFAI defines it; doc/detectors.md). The first pixel's
+    box starts at the origin.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (rows, cols).
+    pitch_m : float
+        Distance between neighbouring pixel centres, in metres.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (rows, cols, 6, 3) float64: (slow, fast, 0) of the 6 corners going round each
+        pixel, starting at its low-slow tip.
+
+    Example
+    -------
+    >>> corners = hexagonal_pixel_corners((2, 3), 60e-6)
+    >>> det = Detector(60e-6 * 3 ** 0.5 / 2, 60e-6, (2, 3), corners=corners, name="Pixirad")
+    >>> det.corners.shape
+    (2, 3, 6, 3)
+    >>> round(float(corners[1, 0, :, 1].mean() - corners[0, 0, :, 1].mean()) / 60e-6, 9)
+    0.5
+    """
+    rows, cols = _int_pair("shape", shape)
+    if rows <= 0 or cols <= 0:
+        raise ValueError(f"shape: expected two positive integers (rows, cols), got {shape!r}")
+    if not (isinstance(pitch_m, (int, float, np.floating)) and np.isfinite(pitch_m)
+            and pitch_m > 0):
+        raise ValueError(f"pitch_m: expected a finite positive length in metres, got {pitch_m!r}")
+    radius = pitch_m / np.sqrt(3.0)                   # centre to corner
+    # Corner offsets from the centre (slow, fast), going round: tip, right side, tip, left side.
+    d_slow = radius * np.array([-1.0, -0.5, 0.5, 1.0, 0.5, -0.5])
+    d_fast = 0.5 * pitch_m * np.array([0.0, 1.0, 1.0, 0.0, -1.0, -1.0])
+    row = np.arange(rows)[:, None]
+    centre_slow = radius + row * (1.5 * radius) + np.zeros((1, cols))
+    centre_fast = (np.arange(cols)[None, :] + 0.5 + 0.5 * (row % 2)) * pitch_m
+    corners = np.zeros((rows, cols, 6, 3))
+    corners[..., 0] = centre_slow[..., None] + d_slow
+    corners[..., 1] = centre_fast[..., None] + d_fast
+    return corners
 
 
 def circular_mask(shape) -> np.ndarray:
