@@ -231,3 +231,11 @@ def test_pixirad_no_split_integration_equals_pyfais(npt_azim):
     assert same.sum() > 0.5 * count.size if npt_azim is None else same.sum() > 200
     np.testing.assert_allclose(np.asarray(mine.intensity)[same],
                                np.asarray(their.intensity)[same], rtol=1e-5)
+
+
+def test_to_pyfai_needs_pyfais_own_corners():
+    """A detector with explicit corners goes to pyFAI only as pyFAI's detector of the same
+    name and corners; our test hexagons (no pyFAI class) are refused with a clear error."""
+    pytest.importorskip("pyFAI")
+    with pytest.raises(ValueError, match="corners"):
+        hex_geometry().detector.to_pyfai()

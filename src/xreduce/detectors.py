@@ -249,7 +249,9 @@ class Detector:
 
     def to_pyfai(self):
         """This detector as a pyFAI detector: pixel sizes, shape (as ``max_shape`` with the
-        binning), orientation and mask; detectors with explicit corners are refused.
+        binning), orientation and mask. A detector with explicit corners becomes pyFAI's
+        detector of the same name when that one has the same corners (to pyFAI's float32
+        precision); other detectors with explicit corners are refused.
 
         Example
         -------
@@ -258,9 +260,6 @@ class Detector:
         """
         import pyFAI.detectors as pyfai_detectors
 
-        if self.corners is not None:
-            raise ValueError("detector: a detector with explicit pixel corners has no pyFAI "
-                             "equivalent here; write it with write_nexus instead")
         det = None
         cls = _pyfai_class(self.name) if self.name else None
         if cls is not None:                        # pyFAI's own class, when it is the same
@@ -271,8 +270,11 @@ class Detector:
             if det is not None and tuple(det.max_shape or ()) == self.max_shape:
                 det.set_binning(self.binning)
             if det is None or (det.pixel1, det.pixel2, tuple(det.shape)) != \
-                    (self.pixel1, self.pixel2, self.shape):
+                    (self.pixel1, self.pixel2, self.shape) or not _same_corners(self, det):
                 det = None
+        if self.corners is not None and det is None:
+            raise ValueError("detector: a detector with explicit pixel corners has no pyFAI "
+                             "equivalent here; write it with write_nexus instead")
         if det is None:
             unbinned = (self.pixel1 / self.binning[0], self.pixel2 / self.binning[1])
             det = pyfai_detectors.Detector(pixel1=unbinned[0], pixel2=unbinned[1],
@@ -499,6 +501,19 @@ class _NexusReader:
             raise ValueError(f"{self.filename}: NXdetector {g.name}: {error}") from None
 
 
+def _same_corners(ours: Detector, theirs) -> bool:
+    """True when the pyFAI detector ``theirs`` has the pixels of ``ours``: both regular, or the
+    same explicit corners to pyFAI's float32 precision."""
+    regular = getattr(theirs, "uniform_pixel", True) and getattr(theirs, "IS_FLAT", True)
+    if ours.corners is None or regular:
+        return ours.corners is None and regular
+    zyx = np.asarray(theirs.get_pixel_corners())
+    if zyx.shape != ours.corners.shape:
+        return False
+    return all(np.allclose(ours.corners[..., axis], zyx[..., their_axis], rtol=2e-7, atol=1e-12)
+               for axis, their_axis in enumerate((1, 2, 0)))
+
+
 def _now_iso() -> str:
     import datetime
 
@@ -632,6 +647,7 @@ class _Model:
     build_mask: Callable[[tuple], np.ndarray] | None = None
     aliases: tuple = field(default=())
     binning: tuple = (1, 1)          # default binning: ``pixel_m`` and ``shape`` are unbinned
+    build_corners: Callable[[tuple], np.ndarray] | None = None   # pixels off a regular grid
 
 
 def _modules(module, gap, mid=0):
@@ -646,6 +662,25 @@ def _edges_of_modules(module):
         edge_rows = (rows == 0) | (rows == module[0] - 1)
         edge_cols = (cols == 0) | (cols == module[1] - 1)
         return (edge_rows[:, None] | edge_cols[None, :]).astype(np.uint8)
+    return build
+
+
+def _xpad_flat_corners(module, pixel_m, border_relative, module_gap_m):
+    """Corners of a flat Xpad (S540): along the fast axis the two pixels on either side of a
+    module join are ``border_relative`` times wider; along the slow axis modules are
+    ``module_gap_m`` apart (doc/detectors.md; pyFAI's Xpad_flat layout)."""
+    def build(shape):
+        rows, cols = shape
+        widths = np.full(cols, pixel_m)
+        joins = np.arange(module[1], cols, module[1])
+        widths[joins - 1] = widths[joins] = border_relative * pixel_m
+        edges2 = np.concatenate([[0.0], np.cumsum(widths)])
+        low1 = np.arange(rows) * pixel_m + (np.arange(rows) // module[0]) * module_gap_m
+        corners = np.zeros((rows, cols, 4, 3))
+        for k, (d1, d2) in enumerate(((0, 0), (1, 0), (1, 1), (0, 1))):
+            corners[..., k, 0] = (low1 + d1 * pixel_m)[:, None]
+            corners[..., k, 1] = edges2[d2:cols + d2][None, :]
+        return corners
     return build
 
 
@@ -732,7 +767,8 @@ def _models() -> list:
         _Model("Maxipix 2x2", 55e-6, (516, 516), lambda_),
         _Model("Maxipix 5x1", 55e-6, (256, 1296), lambda_),
         _Model("Xpad S540 flat", 130e-6, (960, 560), _edges_of_modules((120, 80)),
-               ("Xpad flat", "D5")),
+               ("Xpad flat", "D5"),
+               build_corners=_xpad_flat_corners((120, 80), 130e-6, 2.5, 3.57e-3)),
     ]
     return models
 
@@ -797,6 +833,13 @@ def get_detector(name: str, binning: tuple | None = None, orientation: int = 3) 
         hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
         raise KeyError(f"name: unknown detector {name!r}{hint} (known: {', '.join(detector_names())})")
     b1, b2 = model.binning if binning is None else _int_pair("binning", binning)
+    if model.build_corners is not None:
+        if (b1, b2) != (1, 1):
+            raise ValueError(f"binning: {model.name} has pixels off a regular grid (explicit "
+                             f"corners) and cannot be binned, got {(b1, b2)}")
+        return Detector(model.pixel_m, model.pixel_m, model.shape,
+                        model.build_mask(model.shape), model.name, (1, 1),
+                        model.build_corners(model.shape), orientation)
     if model.build_mask is None and b1 > 0 and b2 > 0:      # nothing to bin but the pixels
         shape = (model.shape[0] // b1, model.shape[1] // b2)
         return Detector(model.pixel_m * b1, model.pixel_m * b2, shape, None, model.name,
