@@ -259,6 +259,39 @@ def test_read_pyfai_detector_file(tmp_path, name, pyfai_name):
     assert Detector.read_nexus(path) == get_detector(name)
 
 
+@pytest.mark.parametrize("pyfai_name", ["Pixirad1", "Cirpad", "Xpad_flat"])
+def test_detector_files_with_corners_both_ways(tmp_path, pyfai_name):
+    """Explicit corners in detector files, in pyFAI's (z, y, x) order: pyFAI's NexusDetector
+    reads ours with the same corners, and we read pyFAI's (float32 there: 2e-7)."""
+    detectors = pytest.importorskip("pyFAI.detectors")
+    theirs = detectors.detector_factory(pyfai_name)
+    ours = Detector.from_pyfai(theirs)
+    ours.write_nexus(tmp_path / "ours.h5")
+    read_by_pyfai = detectors.NexusDetector(str(tmp_path / "ours.h5"))
+    np.testing.assert_allclose(read_by_pyfai.get_pixel_corners(), theirs.get_pixel_corners(),
+                               rtol=2e-7, atol=1e-12)
+    theirs.save(str(tmp_path / "theirs.h5"))
+    back = Detector.read_nexus(tmp_path / "theirs.h5")
+    np.testing.assert_allclose(back.corners, ours.corners, rtol=2e-7, atol=1e-12)
+    np.testing.assert_array_equal(back.mask, ours.mask)
+
+
+def test_detector_files_of_earlier_xreduce_keep_their_corner_order(tmp_path):
+    """Files xreduce wrote before stored corners as (slow, fast, normal), said so in the
+    dataset's doc attribute, and still read the same."""
+    import h5py
+
+    corners = np.random.default_rng(2).random((3, 2, 4, 3)) * 1e-3
+    det = Detector(1e-4, 1e-4, (3, 2), name="distorted", corners=corners)
+    det.write_nexus(tmp_path / "x.h5")
+    with h5py.File(tmp_path / "x.h5", "a") as h5:
+        group = h5["entry/instrument/detector"]
+        del group["pixel_corners"]
+        old = group.create_dataset("pixel_corners", data=corners)
+        old.attrs["doc"] = "(rows, cols, 4 corners, (slow, fast, normal))"
+    np.testing.assert_array_equal(Detector.read_nexus(tmp_path / "x.h5").corners, corners)
+
+
 def test_largest_integer_value_is_invalid_only_for_dectris_detectors():
     from xreduce.detectors import Detector, get_detector
     assert get_detector("Pilatus 1M").max_value_invalid

@@ -27,6 +27,11 @@ __all__ = ["Detector", "get_detector", "detector_names", "module_gap_mask",
            "hexagonal_pixel_corners"]
 
 _ORIENTATIONS = (1, 2, 3, 4)
+# Axis order of pixel corners: ours (slow, fast, normal), pyFAI's (z = normal, y = slow,
+# x = fast) in its detector files' ``pixel_corners`` and in ``get_pixel_corners``.
+_ZYX_FROM_OURS = [2, 0, 1]
+_OURS_FROM_ZYX = [1, 2, 0]
+_CORNERS_DOC = "(rows, cols, k corners, (z: normal, y: slow, x: fast)), pyFAI's order"
 # Corners a pixel polygon may have (4: square pixels, 6: hexagonal ones); the pixel-splitting
 # kernel (src/ext/csr_builder.pyx, MAX_CORNERS) takes up to 8.
 MAX_CORNERS = 8
@@ -235,7 +240,7 @@ class Detector:
         if not regular or getattr(detector, "_splinefile", None):
             zyx = detector.get_pixel_corners()           # (rows, cols, k, (z, y, x))
             corners = np.empty(zyx.shape, np.float64)     # one copy: curved ones are GBs
-            for ours, theirs in enumerate((1, 2, 0)):
+            for ours, theirs in enumerate(_OURS_FROM_ZYX):
                 corners[..., ours] = zyx[..., theirs]
         orientation = int(getattr(detector, "orientation", 3) or 3)
         name = detector.name if detector.name not in ("Detector", "", None) else None
@@ -347,9 +352,13 @@ class Detector:
         group["max_value_invalid"] = np.int8(self.max_value_invalid)
         group["max_value_invalid"].attrs["doc"] = "1 = the largest value of an integer frame type marks an invalid pixel"
         if self.corners is not None:
-            group.create_dataset("pixel_corners", data=self.corners, compression="gzip")
+            # pyFAI's dataset, in pyFAI's axis order (z, y, x) so that its NexusDetector reads
+            # it (doc/detectors.md)
+            group.create_dataset("pixel_corners", data=self.corners[..., _ZYX_FROM_OURS],
+                                 compression="gzip")
             group["pixel_corners"].attrs["units"] = "m"
-            group["pixel_corners"].attrs["doc"] = "(rows, cols, k corners, (slow, fast, normal))"
+            group["pixel_corners"].attrs["interpretation"] = "vertex"
+            group["pixel_corners"].attrs["doc"] = _CORNERS_DOC
 
     @classmethod
     def read_nexus(cls, source, path: str | None = None) -> "Detector":
@@ -470,6 +479,11 @@ class _NexusReader:
         mask_key = "pixel_mask" if "pixel_mask" in g else ("mask" if "mask" in g else None)
         mask = self.read(mask_key, "biuf", (2,), 1) if mask_key else None
         corners = self.read("pixel_corners", "f", (4,)) if "pixel_corners" in g else None
+        if corners is not None and corners.shape[-1:] == (3,):
+            doc = g["pixel_corners"].attrs.get("doc", "")
+            doc = doc.decode("utf-8", "replace") if isinstance(doc, bytes) else str(doc)
+            if "(slow, fast, normal)" not in doc:     # pyFAI's (z, y, x); files of xreduce
+                corners = corners[..., _OURS_FROM_ZYX]  # before 2026-12 are (slow, fast, z)
         if mask is not None:
             shape = mask.shape
         elif corners is not None:
@@ -511,7 +525,7 @@ def _same_corners(ours: Detector, theirs) -> bool:
     if zyx.shape != ours.corners.shape:
         return False
     return all(np.allclose(ours.corners[..., axis], zyx[..., their_axis], rtol=2e-7, atol=1e-12)
-               for axis, their_axis in enumerate((1, 2, 0)))
+               for axis, their_axis in enumerate(_OURS_FROM_ZYX))
 
 
 def _now_iso() -> str:
