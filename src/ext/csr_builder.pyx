@@ -49,6 +49,8 @@ cdef enum:
     MODE_FILL = 2         # pass 3 recomputing: write entries in place
 
 SPLIT_CODES = {"no": SPLIT_NO, "bbox": SPLIT_BBOX, "pseudo": SPLIT_PSEUDO, "full": SPLIT_FULL}
+# The most corners a pixel polygon may have (xreduce.detectors.Detector checks it too).
+MAX_CORNERS_PER_PIXEL = MAX_CORNERS
 
 cdef double TWO_PI = 2.0 * M_PI
 # Coefficients at or below this are rounding slivers (a pixel corner lying on a bin edge): dropped.
@@ -461,6 +463,16 @@ cdef void split_full(const Bins* g, const double* quad, int nc, double rref, dou
 
 cdef void process_pixel(const Bins* g, int split, const double* corner, int nc,
                         Emitter* e) noexcept nogil:
+    """Split one pixel of nc corners. Square pixels (4 corners, nearly all of them) take a
+    copy of the code where the corner count is a constant, which the compiler unrolls."""
+    if nc == 4:
+        process_polygon(g, split, corner, 4, e)
+    else:
+        process_polygon(g, split, corner, nc, e)
+
+
+cdef inline void process_polygon(const Bins* g, int split, const double* corner, int nc,
+                                 Emitter* e) noexcept nogil:
     """Unwrap the pixel's nc corners and hand it to its splitting scheme (bbox, pseudo,
     full)."""
     cdef double quad[2 * MAX_CORNERS]

@@ -23,6 +23,8 @@ from typing import Callable
 
 import numpy as np
 
+from xreduce.ext.csr_builder import MAX_CORNERS_PER_PIXEL
+
 __all__ = ["Detector", "get_detector", "detector_names", "module_gap_mask",
            "hexagonal_pixel_corners"]
 
@@ -32,9 +34,9 @@ _ORIENTATIONS = (1, 2, 3, 4)
 _ZYX_FROM_OURS = [2, 0, 1]
 _OURS_FROM_ZYX = [1, 2, 0]
 _CORNERS_DOC = "(rows, cols, k corners, (z: normal, y: slow, x: fast)), pyFAI's order"
-# Corners a pixel polygon may have (4: square pixels, 6: hexagonal ones); the pixel-splitting
-# kernel (src/ext/csr_builder.pyx, MAX_CORNERS) takes up to 8.
-MAX_CORNERS = 8
+# Corners a pixel polygon may have (4: square pixels, 6: hexagonal ones): as many as the
+# pixel-splitting kernel takes.
+MAX_CORNERS = MAX_CORNERS_PER_PIXEL
 
 
 # Dectris detectors mark dead and overflowing pixels with the largest value of the frame type.
