@@ -12,7 +12,7 @@ from scipy.sparse import csr_matrix
 
 import reference
 from xreduce.detectors import Detector, hexagonal_pixel_corners
-from xreduce.geometry import Geometry
+from xreduce.geometry import Geometry, rotation_matrix
 from xreduce.sparse import build_csr, build_csr_from_arrays
 
 PITCH = 60e-6
@@ -64,8 +64,6 @@ def test_geometry_of_hexagonal_pixels():
     assert corners.shape == (9, 11, 6, 2)
     centre = g.detector.corners.mean(axis=2)
     # 2theta of the centroid, by hand: rotate the point and take the angle to the beam
-    from xreduce.geometry import rotation_matrix
-
     d1 = centre[..., 0] - g.poni1
     d2 = centre[..., 1] - g.poni2
     xyz = np.stack([d1, d2, np.full_like(d1, g.dist)], axis=-1) @ rotation_matrix(
