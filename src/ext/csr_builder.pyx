@@ -22,7 +22,8 @@ How it runs (OpenMP, deterministic):
    whatever the number of threads.
 
 Each splitting scheme is one function that produces a pixel's (bin, coefficient) list through
-``emit``, shared by both passes.
+``emit``, shared by both passes. A pixel is the polygon of its k corners (4 for square pixels,
+6 for hexagonal ones, up to MAX_CORNERS; doc/detectors.md); the polygon code serves every k.
 
 Chi (azimuth, radians) lives on a circle. Corners are first mapped into the period
 ``[chi_lo, chi_lo + 2 pi)``; a pixel whose corners span more than pi straddles the
