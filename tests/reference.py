@@ -149,11 +149,12 @@ def split_matrix_dense(corners, centers, split, radial_edges, azimuthal_edges=No
                        azimuth_range_rad=None, chi_lo=-np.pi, mask=None):
     """Dense (nbins, npix) pixel-splitting matrix, one pixel and one bin at a time.
 
-    corners (npix, 4, 2) and centers (npix, 2) hold (radial, chi in radians). 2D when
+    corners (npix, k, 2) (k = 4, or 6 for hexagonal pixels) and centers (npix, 2) hold
+    (radial, chi in radians). 2D when
     `azimuthal_edges` is given (bins azimuth-major); 1D otherwise, over `azimuth_range_rad`
     (None: the full circle). A pixel unwrapped past the chi period also contributes through its
     copy shifted by -2 pi. Full split: clipped area / pixel area, where a self-intersecting or
-    zero-area quadrilateral falls back to its bounding box. Pseudo: the bounding box shrunk
+    zero-area polygon falls back to its bounding box. Pseudo: the bounding box shrunk
     about its centre to the pixel's area.
     """
     if azimuthal_edges is None:
@@ -188,8 +189,10 @@ def split_matrix_dense(corners, centers, split, radial_edges, azimuthal_edges=No
             mid_r, mid_c = (rlo + rhi) / 2, (clo + chi) / 2
             half_r, half_c = (rhi - rlo) / 2 * scale, (chi - clo) / 2 * scale
             box = (mid_r - half_r, mid_r + half_r, mid_c - half_c, mid_c + half_c)
-        bow_tie = (split_segments_cross(local[0], local[1], local[2], local[3])
-                   or split_segments_cross(local[1], local[2], local[3], local[0]))
+        n = len(local)                             # 4 corners, or 6 for hexagonal pixels
+        bow_tie = any(split_segments_cross(local[i], local[(i + 1) % n], local[j],
+                                           local[(j + 1) % n])
+                      for i in range(n) for j in range(i + 2, n) if (j + 1) % n != i)
         use_polygon = split == "full" and area != 0 and not bow_tie
         for j in range(nazim):
             for i in range(nrad):

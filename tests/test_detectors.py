@@ -6,6 +6,8 @@ package's mask builder; they are also compared pixel by pixel with pyFAI's masks
 """
 import pickle
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -257,6 +259,47 @@ def test_read_pyfai_detector_file(tmp_path, name, pyfai_name):
     assert Detector.read_nexus(path) == get_detector(name)
 
 
+@pytest.mark.parametrize("pyfai_name", ["Pixirad1", "Xpad_flat", "curved"])
+def test_detector_files_with_corners_both_ways(tmp_path, pyfai_name):
+    """Explicit corners in detector files, in pyFAI's (z, y, x) order: pyFAI's NexusDetector
+    reads ours with the same corners, and we read pyFAI's (float32 there: 2e-7). "curved":
+    small random corners off the plane (Cirpad's 1.3 M pixels take 14 s to compress)."""
+    detectors = pytest.importorskip("pyFAI.detectors")
+    if pyfai_name == "curved":
+        corners = np.random.default_rng(3).random((5, 6, 4, 3)) * 1e-3
+        (tmp_path / "made").mkdir()
+        Detector(1e-4, 1e-4, (5, 6), corners=corners).write_nexus(tmp_path / "made" / "d.h5")
+        theirs = detectors.NexusDetector(str(tmp_path / "made" / "d.h5"))
+        np.testing.assert_allclose(theirs.get_pixel_corners()[..., 0], corners[..., 2])
+    else:
+        theirs = detectors.detector_factory(pyfai_name)
+    ours = Detector.from_pyfai(theirs)
+    ours.write_nexus(tmp_path / "ours.h5")
+    read_by_pyfai = detectors.NexusDetector(str(tmp_path / "ours.h5"))
+    np.testing.assert_allclose(read_by_pyfai.get_pixel_corners(), theirs.get_pixel_corners(),
+                               rtol=2e-7, atol=1e-12)
+    theirs.save(str(tmp_path / "theirs.h5"))
+    back = Detector.read_nexus(tmp_path / "theirs.h5")
+    np.testing.assert_allclose(back.corners, ours.corners, rtol=2e-7, atol=1e-12)
+    np.testing.assert_array_equal(back.mask, ours.mask)
+
+
+def test_detector_files_of_earlier_xreduce_keep_their_corner_order(tmp_path):
+    """Files xreduce wrote before stored corners as (slow, fast, normal), said so in the
+    dataset's doc attribute, and still read the same."""
+    import h5py
+
+    corners = np.random.default_rng(2).random((3, 2, 4, 3)) * 1e-3
+    det = Detector(1e-4, 1e-4, (3, 2), name="distorted", corners=corners)
+    det.write_nexus(tmp_path / "x.h5")
+    with h5py.File(tmp_path / "x.h5", "a") as h5:
+        group = h5["entry/instrument/detector"]
+        del group["pixel_corners"]
+        old = group.create_dataset("pixel_corners", data=corners)
+        old.attrs["doc"] = "(rows, cols, 4 corners, (slow, fast, normal))"
+    np.testing.assert_array_equal(Detector.read_nexus(tmp_path / "x.h5").corners, corners)
+
+
 def test_largest_integer_value_is_invalid_only_for_dectris_detectors():
     from xreduce.detectors import Detector, get_detector
     assert get_detector("Pilatus 1M").max_value_invalid
@@ -303,10 +346,12 @@ def test_own_definitions_need_no_pyfai(monkeypatch):
         get_detector("Pixirad1")            # only pyFAI knows it
 
 
-# Curved detectors of 12-17 M pixels: their explicit corners take 1.2-1.6 GB in float64 (and
-# pyFAI's as many again), too much for a unit test on a shared 2-core machine. They go through
-# the same code as Cirpad (curved, tested here); checked by hand for the record (doc/pyfai.md).
-HUGE_CURVED = {"Aarhus", "Rapid", "Jungfrau_16M_cor"}
+# Curved detectors of 12-17 M pixels: their explicit corners take 1.2-1.6 GB in float64 (with
+# pyFAI's float32 ones, ~2.7 GB and 10-20 s each to build on a loaded 2-core machine): each is
+# its own test case, so that pytest-xdist spreads them and only one is held at a time.
+HUGE_CURVED = ("Aarhus", "Rapid", "Jungfrau_16M_cor")
+# Detectors with explicit corners of more pixels than this have a subsample of them compared.
+CORNER_SAMPLE_ABOVE = 1_000_000
 
 
 def _pyfai_registry():
@@ -317,38 +362,82 @@ def _pyfai_registry():
     return detectors, by_class
 
 
+def _poni_as_pyfai_writes_it(theirs, path):
+    """A PONI file naming `theirs`, written by pyFAI itself (its Detector_config included)."""
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+    AzimuthalIntegrator(dist=0.1, poni1=0.01, poni2=0.01, wavelength=1e-10,
+                        detector=theirs).write(str(path))
+    return path
+
+
+def _assert_same_detector(ours, theirs, label):
+    """Shape, pixel sizes, mask pixel for pixel and, for explicit corners, their positions
+    (all of them, or every 7th row and 5th column above CORNER_SAMPLE_ABOVE pixels; to
+    float32 precision, pyFAI's type for them: our own Xpad S540 flat is computed in float64)."""
+    assert ours.shape == tuple(theirs.shape), label
+    assert (ours.pixel1, ours.pixel2) == (theirs.pixel1, theirs.pixel2), label
+    their_mask = np.zeros(theirs.shape, bool) if theirs.mask is None else theirs.mask != 0
+    assert np.array_equal(ours.mask != 0, their_mask), label
+    regular = getattr(theirs, "uniform_pixel", True) and getattr(theirs, "IS_FLAT", True)
+    assert (ours.corners is None) == regular, label
+    if ours.corners is not None:
+        sample = (slice(None), slice(None))
+        if ours.shape[0] * ours.shape[1] > CORNER_SAMPLE_ABOVE:
+            sample = (slice(None, None, 7), slice(None, None, 5))
+        zyx = theirs.get_pixel_corners()[sample]
+        assert ours.corners.shape[2:] == zyx.shape[2:], label
+        for axis, their_axis in enumerate((1, 2, 0)):   # pyFAI's corners are float32
+            np.testing.assert_allclose(ours.corners[sample][..., axis], zyx[..., their_axis],
+                                       rtol=2e-7, atol=1e-12, err_msg=label)
+
+
 def test_every_pyfai_detector_loads_from_a_poni_file_with_pyfais_mask(tmp_path):
-    """For each class of pyFAI's registry: a PONI file naming it (as pyFAI writes it) loads,
-    and the detector has pyFAI's shape, pixel sizes and mask, pixel for pixel. Hexagonal
-    pixels (Pixirad) are refused with a clear error: xreduce's pixels have 4 corners."""
+    """For each class of pyFAI's registry (the huge curved ones: next test): a PONI file
+    naming it, as pyFAI writes it, loads, and the detector has pyFAI's shape, pixel sizes,
+    mask pixel for pixel and corners (hexagonal Pixirad pixels included). The generic
+    ``Detector`` loads from the pixel sizes and shape of its Detector_config."""
     from xreduce.geometry import Geometry
 
     detectors, by_class = _pyfai_registry()
     checked, hexagonal = 0, []
     for cls, names in sorted(by_class.items(), key=lambda item: item[0].__name__):
-        if cls is detectors.Detector or cls.__name__ in HUGE_CURVED:
+        if cls.__name__ in HUGE_CURVED:
             continue
-        theirs = cls()
-        path = tmp_path / f"{cls.__name__}.poni"
-        path.write_text(f"poni_version: 2.1\nDetector: {theirs.name}\n"
-                        "Distance: 0.1\nPoni1: 0.01\nPoni2: 0.01\nRot1: 0\nRot2: 0\nRot3: 0\n"
-                        "Wavelength: 1e-10\n")
-        if "pixirad" in cls.__name__.lower():
-            with pytest.raises(ValueError, match="corners"):
-                Geometry.load(path)
+        theirs = cls(1e-4, 1.2e-4, max_shape=(100, 120)) if cls is detectors.Detector \
+            else cls()
+        path = _poni_as_pyfai_writes_it(theirs, tmp_path / f"{cls.__name__}.poni")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # config keys such as Cirpad's
+            ours = Geometry.load(path).detector
+        _assert_same_detector(ours, theirs, cls.__name__)
+        if ours.corners is not None and ours.corners.shape[2] == 6:
             hexagonal.append(cls.__name__)
-            continue
-        ours = Geometry.load(path).detector
-        assert ours.shape == tuple(theirs.shape), cls.__name__
-        assert (ours.pixel1, ours.pixel2) == (theirs.pixel1, theirs.pixel2), cls.__name__
-        their_mask = np.zeros(theirs.shape, bool) if theirs.mask is None else theirs.mask != 0
-        assert np.array_equal(ours.mask != 0, their_mask), cls.__name__
         for alias in names:                       # every registry spelling resolves
+            if cls is detectors.Detector:
+                continue
             model = _REGISTRY.get(_normalise(alias))
             assert (model is not None and model.name == ours.name) or \
                 _pyfai_class(alias) is cls, alias
         checked += 1
-    assert checked >= 100 and len(hexagonal) == 4
+    assert checked + len(HUGE_CURVED) == len(by_class)
+    assert sorted(hexagonal) == ["Pixirad1", "Pixirad2", "Pixirad4", "Pixirad8"]
+
+
+@pytest.mark.parametrize("name", HUGE_CURVED)
+def test_huge_curved_pyfai_detectors_load_from_a_poni_file(tmp_path, name):
+    """The 3 largest curved detectors: shape, pixel sizes, mask, and every 7th row and 5th
+    column of their corners equal pyFAI's."""
+    from xreduce.geometry import Geometry
+
+    detectors, _ = _pyfai_registry()
+    theirs = getattr(detectors, name)()
+    path = _poni_as_pyfai_writes_it(theirs, tmp_path / f"{name}.poni")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # "radius": pyFAI's default is the one used
+        ours = Geometry.load(path).detector
+    assert ours.shape[0] * ours.shape[1] > CORNER_SAMPLE_ABOVE
+    _assert_same_detector(ours, theirs, name)
 
 
 def test_pyfai_round_trip_keeps_parameters_and_masks():
@@ -359,7 +448,7 @@ def test_pyfai_round_trip_keeps_parameters_and_masks():
     from xreduce.geometry import Geometry
 
     for name in ("Pilatus1M", "Eiger2_CdTe_1M", "Pilatus4_CdTe_1M", "Mar345", "Cirpad",
-                 "Perkin", "RayonixMx225hs"):
+                 "Perkin", "RayonixMx225hs", "Xpad_flat", "Pixirad1"):
         theirs = AzimuthalIntegrator(dist=0.123, poni1=0.021, poni2=0.034, rot1=0.012,
                                      rot2=-0.023, rot3=0.034, detector=name, wavelength=7.1e-11)
         mask = np.zeros(theirs.detector.shape, np.int8)
@@ -368,12 +457,9 @@ def test_pyfai_round_trip_keeps_parameters_and_masks():
             mask |= np.asarray(theirs.detector.mask, np.int8)
         theirs.detector.mask = mask
         geometry = Geometry.from_pyfai(theirs)
-        if geometry.detector.corners is not None:   # non-flat: read faithfully, not written
-            assert name == "Cirpad"
-            with pytest.raises(ValueError, match="corners"):
-                geometry.to_pyfai()
-            continue
-        back = geometry.to_pyfai()
+        assert (geometry.detector.corners is not None) == \
+            (name in ("Cirpad", "Xpad_flat", "Pixirad1")), name
+        back = geometry.to_pyfai()     # explicit corners: pyFAI's class of the same corners
         for key in ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength"):
             assert getattr(back, key) == getattr(theirs, key), (name, key)
         assert back.detector.shape == theirs.detector.shape, name

@@ -308,7 +308,7 @@ def test_bad_input(detector):
     with pytest.raises(ValueError, match="azimuth_range"):
         build_csr((corners, centers), 10, 4, azimuth_range=(-190, 0))
     with pytest.raises(ValueError, match="corners"):
-        build_csr((corners[:, :3], centers), 10)
+        build_csr((corners[:, :2], centers), 10)
     with pytest.raises(ValueError, match="centers"):
         build_csr((corners, None), 10, split="no")
     with pytest.raises(ValueError, match="mask"):

@@ -22,7 +22,8 @@ How it runs (OpenMP, deterministic):
    whatever the number of threads.
 
 Each splitting scheme is one function that produces a pixel's (bin, coefficient) list through
-``emit``, shared by both passes.
+``emit``, shared by both passes. A pixel is the polygon of its k corners (4 for square pixels,
+6 for hexagonal ones, up to MAX_CORNERS; doc/detectors.md); the polygon code serves every k.
 
 Chi (azimuth, radians) lives on a circle. Corners are first mapped into the period
 ``[chi_lo, chi_lo + 2 pi)``; a pixel whose corners span more than pi straddles the
@@ -38,7 +39,8 @@ from libc.stdlib cimport malloc, calloc, realloc, free
 cimport openmp
 
 cdef enum:
-    MAX_VERTICES = 64     # room for a quadrilateral clipped by 4 lines, degenerate cases included
+    MAX_CORNERS = 8       # pixels are polygons of 3-8 corners (4: square pixels, 6: hexagonal)
+    MAX_VERTICES = 64     # room for a pixel polygon clipped by 4 lines, degenerate cases included
     SPLIT_NO = 0
     SPLIT_BBOX = 1
     SPLIT_PSEUDO = 2
@@ -48,6 +50,8 @@ cdef enum:
     MODE_FILL = 2         # pass 3 recomputing: write entries in place
 
 SPLIT_CODES = {"no": SPLIT_NO, "bbox": SPLIT_BBOX, "pseudo": SPLIT_PSEUDO, "full": SPLIT_FULL}
+# The most corners a pixel polygon may have (xreduce.detectors.Detector checks it too).
+MAX_CORNERS_PER_PIXEL = MAX_CORNERS
 
 cdef double TWO_PI = 2.0 * M_PI
 # Coefficients at or below this are rounding slivers (a pixel corner lying on a bin edge): dropped.
@@ -274,6 +278,36 @@ cdef double slab_area(const double* v, int n, int axis, double lo, double hi) no
     return polygon_area(part, m) if m >= 3 else 0.0
 
 
+cdef inline double cross3(const double* a, const double* b, const double* c) noexcept nogil:
+    """z of (b - a) x (c - a): > 0 when a, b, c turn left."""
+    return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+
+
+cdef bint edges_cross(const double* a, const double* b, const double* c,
+                      const double* d) noexcept nogil:
+    """Segments ab and cd cross at a point inside both (a proper crossing)."""
+    cdef double d1 = cross3(a, b, c), d2 = cross3(a, b, d)
+    cdef double d3 = cross3(c, d, a), d4 = cross3(c, d, b)
+    return ((d1 > 0) != (d2 > 0)) and d1 != 0 and d2 != 0 and \
+        ((d3 > 0) != (d4 > 0)) and d3 != 0 and d4 != 0
+
+
+cdef bint is_tangled(const double* v, int n) noexcept nogil:
+    """The pixel polygon crosses itself (a quadrilateral: the bow-tie test below; more
+    corners: two edges that are not neighbours cross)."""
+    cdef int i, j
+    if n == 4:
+        return is_bow_tie(v)
+    for i in range(n):
+        for j in range(i + 2, n):
+            if i == 0 and j == n - 1:       # neighbours through the closing edge
+                continue
+            if edges_cross(v + 2 * i, v + 2 * (i + 1), v + 2 * j,
+                           v + 2 * ((j + 1) % n)):
+                return True
+    return False
+
+
 cdef bint is_bow_tie(const double* q) noexcept nogil:
     """A self-intersecting quadrilateral turns two times left and two times right."""
     cdef int k, a, c, left = 0, right = 0
@@ -370,30 +404,32 @@ cdef void split_box(const Bins* g, double rlo, double rhi, double clo, double ch
                  fa * axis_fraction(rlo, rhi, inv_r, g.r0 + i * g.dr, g.r0 + (i + 1) * g.dr))
 
 
-cdef inline double area_left_of(const double* quad, double rlo, double rhi, double area,
-                                double x) noexcept nogil:
-    """Signed area of the quadrilateral (radial extent [rlo, rhi]) where radial <= x."""
+cdef inline double area_left_of(const double* quad, int nc, double rlo, double rhi,
+                                double area, double x) noexcept nogil:
+    """Signed area of the pixel polygon (nc corners, radial extent [rlo, rhi]) where
+    radial <= x."""
     cdef double part[2 * MAX_VERTICES]
     cdef int n
     if x <= rlo:
         return 0.0
     if x >= rhi:
         return area
-    n = clip_halfplane(quad, 4, part, 0, x, -1.0)
+    n = clip_halfplane(quad, nc, part, 0, x, -1.0)
     return polygon_area(part, n) if n >= 3 else 0.0
 
 
-cdef void split_full(const Bins* g, const double* quad, double rref, double cref,
+cdef void split_full(const Bins* g, const double* quad, int nc, double rref, double cref,
                      double area, Emitter* e) noexcept nogil:
-    """Exact area split: clip the quadrilateral (local coordinates, origin (rref, cref), signed
-    area `area` != 0) against each bin; coefficient = clipped area / pixel area."""
+    """Exact area split: clip the pixel polygon (nc corners, local coordinates, origin
+    (rref, cref), signed area `area` != 0) against each bin; coefficient = clipped area / pixel
+    area."""
     cdef double slab[2 * MAX_VERTICES]
     cdef double rlo = quad[0], rhi = quad[0], clo = quad[1], chi = quad[1]
     cdef double elo, alo, part, left, right
     cdef int i0, i1, i, j, k, n
     cdef bint wraps
     cdef AzimSpan s
-    for k in range(1, 4):
+    for k in range(1, nc):
         rlo = quad[2 * k] if quad[2 * k] < rlo else rlo
         rhi = quad[2 * k] if quad[2 * k] > rhi else rhi
         clo = quad[2 * k + 1] if quad[2 * k + 1] < clo else clo
@@ -402,9 +438,9 @@ cdef void split_full(const Bins* g, const double* quad, double rref, double cref
         return
     if not g.azim_clip:
         # 1D over the full circle: slab areas as differences of the area left of each edge
-        left = area_left_of(quad, rlo, rhi, area, (g.r0 - rref) + i0 * g.dr)
+        left = area_left_of(quad, nc, rlo, rhi, area, (g.r0 - rref) + i0 * g.dr)
         for i in range(i0, i1 + 1):
-            right = area_left_of(quad, rlo, rhi, area, (g.r0 - rref) + (i + 1) * g.dr)
+            right = area_left_of(quad, nc, rlo, rhi, area, (g.r0 - rref) + (i + 1) * g.dr)
             emit(e, i, (right - left) / area)
             left = right
         return
@@ -412,7 +448,7 @@ cdef void split_full(const Bins* g, const double* quad, double rref, double cref
     wraps = chi + cref > g.chi_lo + TWO_PI  # part of it lies past the period: its copy counts
     for i in range(i0, i1 + 1):
         elo = (g.r0 - rref) + i * g.dr
-        n = clip_slab(quad, 4, slab, 0, elo, elo + g.dr)
+        n = clip_slab(quad, nc, slab, 0, elo, elo + g.dr)
         if n < 3:
             continue
         for k in range(span_size(&s)):
@@ -426,41 +462,53 @@ cdef void split_full(const Bins* g, const double* quad, double rref, double cref
             emit(e, j * g.nr + i, part / area)
 
 
-cdef void process_pixel(const Bins* g, int split, const double* corner, Emitter* e) noexcept nogil:
-    """Unwrap the pixel's corners and hand it to its splitting scheme (bbox, pseudo, full)."""
-    cdef double quad[8]
+cdef void process_pixel(const Bins* g, int split, const double* corner, int nc,
+                        Emitter* e) noexcept nogil:
+    """Split one pixel of nc corners. Square pixels (4 corners, nearly all of them) take a
+    copy of the code where the corner count is a constant, which the compiler unrolls."""
+    if nc == 4:
+        process_polygon(g, split, corner, 4, e)
+    else:
+        process_polygon(g, split, corner, nc, e)
+
+
+cdef inline void process_polygon(const Bins* g, int split, const double* corner, int nc,
+                                 Emitter* e) noexcept nogil:
+    """Unwrap the pixel's nc corners and hand it to its splitting scheme (bbox, pseudo,
+    full)."""
+    cdef double quad[2 * MAX_CORNERS]
     cdef double rlo, rhi, clo, chi, area, scale, half_r, half_c, mid_r, mid_c, total = 0.0
     cdef int k
-    for k in range(8):
+    for k in range(2 * nc):
         total += corner[k]
     if total - total != 0.0:                # some corner value is infinite or NaN
         return
     rlo = rhi = corner[0]
-    for k in range(1, 4):
+    for k in range(1, nc):
         rlo = corner[2 * k] if corner[2 * k] < rlo else rlo
         rhi = corner[2 * k] if corner[2 * k] > rhi else rhi
-    for k in range(4):
+    for k in range(nc):
         quad[2 * k] = corner[2 * k]
         quad[2 * k + 1] = wrap_chi(g, corner[2 * k + 1])
     clo = chi = quad[1]
-    for k in range(1, 4):
+    for k in range(1, nc):
         clo = quad[2 * k + 1] if quad[2 * k + 1] < clo else clo
         chi = quad[2 * k + 1] if quad[2 * k + 1] > chi else chi
     if chi - clo > M_PI:                    # straddles the discontinuity: unwrap
-        for k in range(4):
+        for k in range(nc):
             if quad[2 * k + 1] < g.chi_lo + M_PI:
                 quad[2 * k + 1] += TWO_PI
         clo = chi = quad[1]
-        for k in range(1, 4):
+        for k in range(1, nc):
             clo = quad[2 * k + 1] if quad[2 * k + 1] < clo else clo
             chi = quad[2 * k + 1] if quad[2 * k + 1] > chi else chi
     if split == SPLIT_BBOX:
         split_box(g, rlo, rhi, clo, chi, e)
         return
-    for k in range(4):                      # local coordinates keep the areas precise
+    for k in range(nc):                      # local coordinates keep the areas precise
         quad[2 * k] -= rlo
         quad[2 * k + 1] -= clo
-    area = polygon_area(quad, 4)
+    area = polygon_area(quad, nc)
     if split == SPLIT_PSEUDO:
         scale = 1.0
         if (rhi - rlo) * (chi - clo) > 0.0:
@@ -470,10 +518,10 @@ cdef void process_pixel(const Bins* g, int split, const double* corner, Emitter*
         mid_r = 0.5 * (rlo + rhi)
         mid_c = 0.5 * (clo + chi)
         split_box(g, mid_r - half_r, mid_r + half_r, mid_c - half_c, mid_c + half_c, e)
-    elif area == 0.0 or is_bow_tie(quad):  # no proper polygon: fall back to its bounding box
+    elif area == 0.0 or is_tangled(quad, nc):  # no proper polygon: fall back to its bounding box
         split_box(g, rlo, rhi, clo, chi, e)
     else:
-        split_full(g, quad, rlo, clo, area, e)
+        split_full(g, quad, nc, rlo, clo, area, e)
 
 
 # ------------------------------------------------------------------------------------------
@@ -484,7 +532,8 @@ ctypedef struct Positions:
     const int32_t* pixel_bin        # split "no": each pixel's bin, -1 for none (else NULL)
     const double* bounds            # 1D bbox over the full circle: (npix, 2) radial (min, max),
                                     # NaN for a left-out pixel (else NULL)
-    const double* corners           # (npix, 4, 2) C-contiguous, or NULL for split "no"
+    const double* corners           # (npix, ncorners, 2) C-contiguous, or NULL for split "no"
+    int ncorners                    # corners per pixel, 3..MAX_CORNERS (4: square pixels)
     const double* center_radial     # pixel centres (split "no"), strided
     const double* center_chi
     int64_t radial_stride           # in doubles
@@ -580,7 +629,7 @@ cdef void split_chunk(const Bins* g, int split, const Positions* pos, int64_t st
         if pos.mask != NULL and pos.mask[p]:
             continue
         e.pixel = <int32_t>p
-        process_pixel(g, split, pos.corners + 8 * p, e)
+        process_pixel(g, split, pos.corners + 2 * pos.ncorners * p, pos.ncorners, e)
 
 
 cdef void scatter_chunk(const Emitter* e, int64_t* cursor, int32_t* indices, float* data32,
@@ -617,13 +666,21 @@ cdef void bins_no_split(const Bins* g, const Positions* pos, int64_t npix, int32
         out[p] = <int32_t>(<int>fj * g.nr + <int>fi)    # truncation is floor: both are >= 0
 
 
+def check_corner_shape(corners):
+    """ValueError unless `corners` has the shape (npix, k, 2) with 3 <= k <= MAX_CORNERS."""
+    shape = np.shape(corners)
+    if len(shape) != 3 or shape[2] != 2 or not 3 <= shape[1] <= MAX_CORNERS:
+        raise ValueError(f"corners must have shape (npix, k, 2) with 3 <= k <= {MAX_CORNERS} "
+                         f"corners per pixel, got {shape}")
+
+
 def radial_bounds(corners, mask, int num_threads=0):
     """Each pixel's radial (min, max) over its corners, and their extent, in one parallel pass.
 
     Parameters
     ----------
-    corners : ndarray (npix, 4, 2) float64, C-contiguous
-        Radial value and chi at the 4 corners of each pixel.
+    corners : ndarray (npix, k, 2) float64, C-contiguous
+        Radial value and chi at the k corners of each pixel (3 <= k <= 8; 4: square pixels).
     mask : ndarray (npix,) uint8 or None
         Non-zero: the pixel is left out.
     num_threads : int
@@ -650,7 +707,7 @@ def radial_bounds(corners, mask, int num_threads=0):
     cdef const uint8_t* mp = NULL
     cdef int64_t npix = cv.shape[0], p, start, stop, chunk
     cdef int nthreads = num_threads if num_threads > 0 else openmp.omp_get_max_threads()
-    cdef int t, k
+    cdef int t, k, nc = <int>cv.shape[1]
     cdef double[::1] lows = np.full(nthreads, np.inf)
     cdef double[::1] highs = np.full(nthreads, -np.inf)
     cdef int64_t[::1] valid = np.zeros(nthreads, dtype=np.int64)
@@ -659,8 +716,7 @@ def radial_bounds(corners, mask, int num_threads=0):
     cdef const double* q
     bounds_arr = np.empty((npix, 2), dtype=np.float64)
     cdef double[:, ::1] out = bounds_arr
-    if cv.shape[1] != 4 or cv.shape[2] != 2:
-        raise ValueError(f"corners must have shape (npix, 4, 2), got {corners.shape}")
+    check_corner_shape(corners)
     if mask is not None:
         mask_view = mask
         if mask_view.shape[0] != npix:
@@ -679,14 +735,14 @@ def radial_bounds(corners, mask, int num_threads=0):
             for p in range(start, stop):
                 q = &cv[p, 0, 0]
                 total = 0.0
-                for k in range(8):
+                for k in range(2 * nc):
                     total = total + q[k]
                 if (mp != NULL and mp[p]) or total - total != 0.0:  # masked, or not finite
                     out[p, 0] = out[p, 1] = NAN
                     continue
                 count = count + 1
                 rlo = rhi = q[0]
-                for k in range(1, 4):
+                for k in range(1, nc):
                     rlo = q[2 * k] if q[2 * k] < rlo else rlo
                     rhi = q[2 * k] if q[2 * k] > rhi else rhi
                 out[p, 0] = rlo
@@ -706,8 +762,8 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
 
     Parameters
     ----------
-    corners : ndarray (npix, 4, 2) float64, C-contiguous, or None (only for split "no")
-        Radial value and chi (radians) at the 4 corners, going round each pixel.
+    corners : ndarray (npix, k, 2) float64, C-contiguous, or None (only for split "no")
+        Radial value and chi (radians) at the k corners (3 <= k <= 8), going round each pixel.
     centers : pair of ndarrays (npix,) float64 (any stride), or None (needed for split "no")
         Radial value and chi (radians) at each pixel centre.
     mask : ndarray (npix,) uint8 or None
@@ -766,9 +822,12 @@ def build(corners, centers, mask, str split, int nr, double r0, double r1, int n
     pos.corners = pos.center_radial = pos.center_chi = NULL
     pos.radial_stride = pos.chi_stride = 0
     pos.mask = NULL
+    pos.ncorners = 4
     if corners is not None:
+        check_corner_shape(corners)
         corner_view = corners
         npix = corner_view.shape[0]
+        pos.ncorners = <int>corner_view.shape[1]
         pos.corners = &corner_view[0, 0, 0] if npix > 0 else NULL
     if centers is not None:
         radial_view, chi_view = centers

@@ -23,9 +23,20 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Detector", "get_detector", "detector_names", "module_gap_mask"]
+from xreduce.ext.csr_builder import MAX_CORNERS_PER_PIXEL
+
+__all__ = ["Detector", "get_detector", "detector_names", "module_gap_mask",
+           "hexagonal_pixel_corners"]
 
 _ORIENTATIONS = (1, 2, 3, 4)
+# Axis order of pixel corners: ours (slow, fast, normal), pyFAI's (z = normal, y = slow,
+# x = fast) in its detector files' ``pixel_corners`` and in ``get_pixel_corners``.
+_ZYX_FROM_OURS = [2, 0, 1]
+_OURS_FROM_ZYX = [1, 2, 0]
+_CORNERS_DOC = "(rows, cols, k corners, (z: normal, y: slow, x: fast)), pyFAI's order"
+# Corners a pixel polygon may have (4: square pixels, 6: hexagonal ones): as many as the
+# pixel-splitting kernel takes.
+MAX_CORNERS = MAX_CORNERS_PER_PIXEL
 
 
 # Dectris detectors mark dead and overflowing pixels with the largest value of the frame type.
@@ -53,12 +64,14 @@ class Detector:
         Name, e.g. ``"Pilatus 1M"``.
     binning : tuple of int
         Binning already applied to the pixels (informative; see :meth:`binned`).
-    corners : array_like of shape (rows, cols, 4, 3), optional
-        Explicit pixel-corner positions for distorted or non-flat detectors, in metres from the
-        detector origin: ``[..., 0]`` along axis 1 (slow), ``[..., 1]`` along axis 2 (fast),
-        ``[..., 2]`` along axis 3 (towards the sample is negative, i.e. a positive value moves
-        the point away from the sample). Corner order: (0,0), (1,0), (1,1), (0,1) in (slow, fast)
-        offsets. When given, ``orientation`` is not applied to them.
+    corners : array_like of shape (rows, cols, k, 3), optional
+        Explicit pixel-corner positions for distorted, non-flat or non-square pixels, in metres
+        from the detector origin: ``[..., 0]`` along axis 1 (slow), ``[..., 1]`` along axis 2
+        (fast), ``[..., 2]`` along axis 3 (towards the sample is negative, i.e. a positive value
+        moves the point away from the sample). ``k`` corners going round each pixel: 4 for
+        square pixels, in the order (0,0), (1,0), (1,1), (0,1) in (slow, fast) offsets; 6 for
+        hexagonal pixels (Pixirad); 3 to 8 are accepted. A pixel's centre is the mean of its
+        corners (doc/detectors.md). When given, ``orientation`` is not applied to them.
     orientation : int
         EXIF orientation 1-4 of the image (3 = native, origin at the bottom-left seen from the
         sample). 1 flips both axes, 2 flips the slow axis, 4 flips the fast axis.
@@ -122,8 +135,10 @@ class Detector:
             object.__setattr__(self, "mask", _as_readonly(np.zeros(shape, np.uint8)))
         if self.corners is not None:
             corners = np.asarray(self.corners, dtype=np.float64)
-            if corners.shape != shape + (4, 3):
-                raise ValueError(f"corners: expected shape {shape + (4, 3)}, got {corners.shape}")
+            if corners.shape[:2] != shape or corners.ndim != 4 or corners.shape[3] != 3 \
+                    or not 3 <= corners.shape[2] <= MAX_CORNERS:
+                raise ValueError(f"corners: expected shape {shape + ('k', 3)} with 3 <= k <= "
+                                 f"{MAX_CORNERS} corners per pixel, got {corners.shape}")
             if not np.isfinite(corners).all():
                 raise ValueError("corners: expected finite positions, got NaN or infinity")
             object.__setattr__(self, "corners", _as_readonly(np.ascontiguousarray(corners)))
@@ -225,12 +240,10 @@ class Detector:
         corners = None
         regular = getattr(detector, "uniform_pixel", True) and getattr(detector, "IS_FLAT", True)
         if not regular or getattr(detector, "_splinefile", None):
-            zyx = np.asarray(detector.get_pixel_corners(), dtype=np.float64)
-            if zyx.shape[-2] != 4:
-                raise ValueError(f"detector: pyFAI's {detector.name} has pixels with "
-                                 f"{zyx.shape[-2]} corners (hexagonal); xreduce handles "
-                                 f"4-cornered pixels only")
-            corners = np.stack([zyx[..., 1], zyx[..., 2], zyx[..., 0]], axis=-1)
+            zyx = detector.get_pixel_corners()           # (rows, cols, k, (z, y, x))
+            corners = np.empty(zyx.shape, np.float64)     # one copy: curved ones are GBs
+            for ours, theirs in enumerate(_OURS_FROM_ZYX):
+                corners[..., ours] = zyx[..., theirs]
         orientation = int(getattr(detector, "orientation", 3) or 3)
         name = detector.name if detector.name not in ("Detector", "", None) else None
         if name is not None:
@@ -243,7 +256,9 @@ class Detector:
 
     def to_pyfai(self):
         """This detector as a pyFAI detector: pixel sizes, shape (as ``max_shape`` with the
-        binning), orientation and mask; detectors with explicit corners are refused.
+        binning), orientation and mask. A detector with explicit corners becomes pyFAI's
+        detector of the same name when that one has the same corners (to pyFAI's float32
+        precision); other detectors with explicit corners are refused.
 
         Example
         -------
@@ -252,9 +267,6 @@ class Detector:
         """
         import pyFAI.detectors as pyfai_detectors
 
-        if self.corners is not None:
-            raise ValueError("detector: a detector with explicit pixel corners has no pyFAI "
-                             "equivalent here; write it with write_nexus instead")
         det = None
         cls = _pyfai_class(self.name) if self.name else None
         if cls is not None:                        # pyFAI's own class, when it is the same
@@ -265,8 +277,11 @@ class Detector:
             if det is not None and tuple(det.max_shape or ()) == self.max_shape:
                 det.set_binning(self.binning)
             if det is None or (det.pixel1, det.pixel2, tuple(det.shape)) != \
-                    (self.pixel1, self.pixel2, self.shape):
+                    (self.pixel1, self.pixel2, self.shape) or not _same_corners(self, det):
                 det = None
+        if self.corners is not None and det is None:
+            raise ValueError("detector: a detector with explicit pixel corners has no pyFAI "
+                             "equivalent here; write it with write_nexus instead")
         if det is None:
             unbinned = (self.pixel1 / self.binning[0], self.pixel2 / self.binning[1])
             det = pyfai_detectors.Detector(pixel1=unbinned[0], pixel2=unbinned[1],
@@ -339,9 +354,13 @@ class Detector:
         group["max_value_invalid"] = np.int8(self.max_value_invalid)
         group["max_value_invalid"].attrs["doc"] = "1 = the largest value of an integer frame type marks an invalid pixel"
         if self.corners is not None:
-            group.create_dataset("pixel_corners", data=self.corners, compression="gzip")
+            # pyFAI's dataset, in pyFAI's axis order (z, y, x) so that its NexusDetector reads
+            # it (doc/detectors.md)
+            group.create_dataset("pixel_corners", data=self.corners[..., _ZYX_FROM_OURS],
+                                 compression="gzip")
             group["pixel_corners"].attrs["units"] = "m"
-            group["pixel_corners"].attrs["doc"] = "(rows, cols, 4 corners, (slow, fast, normal))"
+            group["pixel_corners"].attrs["interpretation"] = "vertex"
+            group["pixel_corners"].attrs["doc"] = _CORNERS_DOC
 
     @classmethod
     def read_nexus(cls, source, path: str | None = None) -> "Detector":
@@ -462,6 +481,11 @@ class _NexusReader:
         mask_key = "pixel_mask" if "pixel_mask" in g else ("mask" if "mask" in g else None)
         mask = self.read(mask_key, "biuf", (2,), 1) if mask_key else None
         corners = self.read("pixel_corners", "f", (4,)) if "pixel_corners" in g else None
+        if corners is not None and corners.shape[-1:] == (3,):
+            doc = g["pixel_corners"].attrs.get("doc", "")
+            doc = doc.decode("utf-8", "replace") if isinstance(doc, bytes) else str(doc)
+            if "(slow, fast, normal)" not in doc:     # pyFAI's (z, y, x); files of xreduce
+                corners = corners[..., _OURS_FROM_ZYX]  # before 2026-12 are (slow, fast, z)
         if mask is not None:
             shape = mask.shape
         elif corners is not None:
@@ -491,6 +515,19 @@ class _NexusReader:
                        max_value_invalid)
         except (TypeError, ValueError) as error:
             raise ValueError(f"{self.filename}: NXdetector {g.name}: {error}") from None
+
+
+def _same_corners(ours: Detector, theirs) -> bool:
+    """True when the pyFAI detector ``theirs`` has the pixels of ``ours``: both regular, or the
+    same explicit corners to pyFAI's float32 precision."""
+    regular = getattr(theirs, "uniform_pixel", True) and getattr(theirs, "IS_FLAT", True)
+    if ours.corners is None or regular:
+        return ours.corners is None and regular
+    zyx = np.asarray(theirs.get_pixel_corners())
+    if zyx.shape != ours.corners.shape:
+        return False
+    return all(np.allclose(ours.corners[..., axis], zyx[..., their_axis], rtol=2e-7, atol=1e-12)
+               for axis, their_axis in enumerate(_OURS_FROM_ZYX))
 
 
 def _now_iso() -> str:
@@ -554,6 +591,55 @@ def module_gap_mask(shape, module, gap, mid_module_columns: int = 0) -> np.ndarr
     return (~(rows[:, None] & cols[None, :])).astype(np.uint8)
 
 
+def hexagonal_pixel_corners(shape, pitch_m: float) -> np.ndarray:
+    """Corners of a detector of regular hexagonal pixels (Pixirad), for ``Detector(corners=)``.
+
+    Pixels are hexagons with two sides along the fast axis, ``pitch_m`` apart along a row;
+    rows are ``pitch_m * sqrt(3) / 2`` apart and odd rows are shifted by half a pitch along the
+    fast axis (the Pixirad layout, as pyFAI defines it; doc/detectors.md). The first pixel's
+    box starts at the origin.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (rows, cols).
+    pitch_m : float
+        Distance between neighbouring pixel centres, in metres.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (rows, cols, 6, 3) float64: (slow, fast, 0) of the 6 corners going round each
+        pixel, starting at its low-slow tip.
+
+    Example
+    -------
+    >>> corners = hexagonal_pixel_corners((2, 3), 60e-6)
+    >>> det = Detector(60e-6 * 3 ** 0.5 / 2, 60e-6, (2, 3), corners=corners, name="Pixirad")
+    >>> det.corners.shape
+    (2, 3, 6, 3)
+    >>> round(float(corners[1, 0, :, 1].mean() - corners[0, 0, :, 1].mean()) / 60e-6, 9)
+    0.5
+    """
+    rows, cols = _int_pair("shape", shape)
+    if rows <= 0 or cols <= 0:
+        raise ValueError(f"shape: expected two positive integers (rows, cols), got {shape!r}")
+    if not (isinstance(pitch_m, (int, float, np.floating)) and np.isfinite(pitch_m)
+            and pitch_m > 0):
+        raise ValueError(f"pitch_m: expected a finite positive length in metres, got {pitch_m!r}")
+    radius = pitch_m / np.sqrt(3.0)                   # centre to corner
+    # Corner offsets from the centre (slow, fast), going round: tip, right side, tip, left side.
+    d_slow = radius * np.array([-1.0, -0.5, 0.5, 1.0, 0.5, -0.5])
+    d_fast = 0.5 * pitch_m * np.array([0.0, 1.0, 1.0, 0.0, -1.0, -1.0])
+    row = np.arange(rows)[:, None]
+    centre_slow = radius + row * (1.5 * radius) + np.zeros((1, cols))
+    centre_fast = (np.arange(cols)[None, :] + 0.5 + 0.5 * (row % 2)) * pitch_m
+    corners = np.zeros((rows, cols, 6, 3))
+    corners[..., 0] = centre_slow[..., None] + d_slow
+    corners[..., 1] = centre_fast[..., None] + d_fast
+    return corners
+
+
 def circular_mask(shape) -> np.ndarray:
     """Mask (uint8, 1 = masked) of the pixels whose centre lies outside the inscribed circle.
 
@@ -577,6 +663,7 @@ class _Model:
     build_mask: Callable[[tuple], np.ndarray] | None = None
     aliases: tuple = field(default=())
     binning: tuple = (1, 1)          # default binning: ``pixel_m`` and ``shape`` are unbinned
+    build_corners: Callable[[tuple], np.ndarray] | None = None   # pixels off a regular grid
 
 
 def _modules(module, gap, mid=0):
@@ -591,6 +678,25 @@ def _edges_of_modules(module):
         edge_rows = (rows == 0) | (rows == module[0] - 1)
         edge_cols = (cols == 0) | (cols == module[1] - 1)
         return (edge_rows[:, None] | edge_cols[None, :]).astype(np.uint8)
+    return build
+
+
+def _xpad_flat_corners(module, pixel_m, border_relative, module_gap_m):
+    """Corners of a flat Xpad (S540): along the fast axis the two pixels on either side of a
+    module join are ``border_relative`` times wider; along the slow axis modules are
+    ``module_gap_m`` apart (doc/detectors.md; pyFAI's Xpad_flat layout)."""
+    def build(shape):
+        rows, cols = shape
+        widths = np.full(cols, pixel_m)
+        joins = np.arange(module[1], cols, module[1])
+        widths[joins - 1] = widths[joins] = border_relative * pixel_m
+        edges2 = np.concatenate([[0.0], np.cumsum(widths)])
+        low1 = np.arange(rows) * pixel_m + (np.arange(rows) // module[0]) * module_gap_m
+        corners = np.zeros((rows, cols, 4, 3))
+        for k, (d1, d2) in enumerate(((0, 0), (1, 0), (1, 1), (0, 1))):
+            corners[..., k, 0] = (low1 + d1 * pixel_m)[:, None]
+            corners[..., k, 1] = edges2[d2:cols + d2][None, :]
+        return corners
     return build
 
 
@@ -677,7 +783,8 @@ def _models() -> list:
         _Model("Maxipix 2x2", 55e-6, (516, 516), lambda_),
         _Model("Maxipix 5x1", 55e-6, (256, 1296), lambda_),
         _Model("Xpad S540 flat", 130e-6, (960, 560), _edges_of_modules((120, 80)),
-               ("Xpad flat", "D5")),
+               ("Xpad flat", "D5"),
+               build_corners=_xpad_flat_corners((120, 80), 130e-6, 2.5, 3.57e-3)),
     ]
     return models
 
@@ -742,6 +849,13 @@ def get_detector(name: str, binning: tuple | None = None, orientation: int = 3) 
         hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
         raise KeyError(f"name: unknown detector {name!r}{hint} (known: {', '.join(detector_names())})")
     b1, b2 = model.binning if binning is None else _int_pair("binning", binning)
+    if model.build_corners is not None:
+        if (b1, b2) != (1, 1):
+            raise ValueError(f"binning: {model.name} has pixels off a regular grid (explicit "
+                             f"corners) and cannot be binned, got {(b1, b2)}")
+        return Detector(model.pixel_m, model.pixel_m, model.shape,
+                        model.build_mask(model.shape), model.name, (1, 1),
+                        model.build_corners(model.shape), orientation)
     if model.build_mask is None and b1 > 0 and b2 > 0:      # nothing to bin but the pixels
         shape = (model.shape[0] // b1, model.shape[1] // b2)
         return Detector(model.pixel_m * b1, model.pixel_m * b2, shape, None, model.name,

@@ -295,7 +295,9 @@ class Geometry:
 
         Returns an array of shape (rows, cols, 4, 2): ``[..., 0]`` the radial ``unit`` in its
         scale, ``[..., 1]`` chi in radians in (-pi, pi]. Corner order (0,0), (1,0), (1,1), (0,1)
-        in (slow, fast) offsets, going round the pixel. Read-only and cached.
+        in (slow, fast) offsets, going round the pixel. A detector with explicit corners gives
+        its own number of corners per pixel in the same way (6 for hexagonal pixels, in the
+        detector's order). Read-only and cached.
 
         Example
         -------
@@ -313,7 +315,8 @@ class Geometry:
             from xreduce.ext import geometry_kernels as kernels
 
             rows, cols = self.detector.shape
-            out = np.empty((rows, cols, 4, 2), dtype)
+            ncorners = 4 if self.detector.is_flat else self.detector.corners.shape[2]
+            out = np.empty((rows, cols, ncorners, 2), dtype)
             code, wavelength = self._radial_code(unit), self.wavelength or 0.0
             if self.detector.is_flat:
                 e1, e2 = self._grid(corners=True)
@@ -391,7 +394,8 @@ class Geometry:
                                            self._radial_code(unit), unit.scale,
                                            self.wavelength or 0.0, out)
             else:
-                corners = self.corner_array(unit).reshape(-1, 4, 2)
+                corners = self.corner_array(unit)
+                corners = corners.reshape((-1,) + corners.shape[-2:])
                 out = csr_builder.radial_bounds(corners, None)[0].reshape(rows, cols, 2)
             self._cache[key] = _readonly(out)
         return self._cache[key]

@@ -378,7 +378,8 @@ class AzimuthalIntegrator:
         if split == "no":
             values = np.asarray(self._geometry.center_array(unit)).reshape(-1, 1)
         else:
-            values = np.asarray(self._geometry.corner_array(unit))[..., 0].reshape(-1, 4)
+            corners = np.asarray(self._geometry.corner_array(unit))
+            values = corners[..., 0].reshape(-1, corners.shape[-2])
         valid = np.isfinite(values).all(axis=1) & ~mask.reshape(-1)
         if not valid.any():
             raise ValueError("mask: every pixel is masked, nothing to integrate")

@@ -84,6 +84,8 @@ class _Result:
         wavelength, NXdetector) and ``data`` (NXdata: ``intensity`` with ``long_name`` and
         units, ``intensity_errors``, axes in NeXus units, and the per-bin sums).
         """
+        import datetime
+
         import h5py
 
         from xreduce.io.writers import atomic_output, nexus_entry
@@ -93,6 +95,8 @@ class _Result:
             entry = nexus_entry(h5, "data")
             entry["program_name"] = "xreduce"
             entry["definition"] = "NXazint2d" if len(axes) == 2 else "NXazint1d"
+            # NXentry's start_time: pyFAI's NeXus reader lists only entries that have one
+            entry["start_time"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
             process = entry.create_group("integrate")
             process.attrs["NX_class"] = "NXprocess"
             process["program"] = "xreduce"

@@ -8,7 +8,8 @@ integration is then a sparse product with the frame. Four splitting schemes:
 - ``"bbox"``: the pixel's bounding box in (radial, chi) is spread uniformly over the bins it
   covers;
 - ``"pseudo"``: as bbox, with the box shrunk about its centre to the pixel's area;
-- ``"full"``: the pixel quadrilateral is split exactly by area (polygon clipping);
+- ``"full"``: the pixel polygon (quadrilateral; hexagon for hexagonal pixels) is split
+  exactly by area (polygon clipping);
 - ``"bbox_pyfai"``: bbox with pyFAI's box, centre +- the largest corner deviation (symmetric,
   slightly wider than the true box; doc/integration.md), for bin-for-bin comparisons with
   pyFAI. Built from a geometry only (:func:`build_csr`).
@@ -157,9 +158,10 @@ def build_csr_from_arrays(
 
     Parameters
     ----------
-    corners : ndarray (npix, 4, 2) or (rows, cols, 4, 2), or None
+    corners : ndarray (npix, k, 2) or (rows, cols, k, 2), or None
         ``[..., 0]`` radial value (in the unit) and ``[..., 1]`` chi (radians, (-pi, pi]) at the
-        four corners of each pixel, going round it. Needed unless ``split == "no"``.
+        k corners of each pixel, going round it (k = 4, or 6 for hexagonal pixels; 3 to 8).
+        Needed unless ``split == "no"``.
     centers : ndarray (npix, 2) or (rows, cols, 2), or a pair (radial, chi) of arrays, or None
         Radial value and chi (radians) at each pixel centre. Needed for ``split == "no"``.
     npt_rad : int
@@ -232,9 +234,10 @@ def build_csr_from_arrays(
         if corners is None:
             raise ValueError(f"corners are needed for split={split!r}, got None")
         corners = np.ascontiguousarray(corners, dtype=np.float64)
-        if corners.shape[-2:] != (4, 2):
-            raise ValueError(f"corners must have shape (npix, 4, 2), got {corners.shape}")
-        corners = corners.reshape(-1, 4, 2)
+        if corners.ndim < 3:
+            raise ValueError(f"corners must have shape (npix, k, 2), got {corners.shape}")
+        corners = corners.reshape((-1,) + corners.shape[-2:])
+        csr_builder.check_corner_shape(corners)
         centers = None
         points_radial, points_chi = corners[:, :, 0], corners[:, :, 1]
     npix = points_radial.shape[0]

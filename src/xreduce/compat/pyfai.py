@@ -547,7 +547,7 @@ class AzimuthalIntegrator:
 
     def corner_array(self, shape: Any = None, unit: Any = "2th_deg", use_cython: bool = True,
                      scale: bool = True) -> np.ndarray:
-        """(rows, cols, 4, 2): ``unit`` and chi (radians) at the pixel corners."""
+        """(rows, cols, k, 2): ``unit`` and chi (radians) at the k corners of each pixel."""
         self._check_shape(shape)
         unit = get_unit(unit)
         arr = np.array(self.geometry.corner_array(unit))

@@ -114,12 +114,12 @@ def build(ai: Any, key: EngineKey, user_mask: np.ndarray | None) -> HistogramEng
             finite &= np.isfinite(azi_lo)
     else:
         corners = np.asarray(g.corner_array(key.unit))
-        rad = corners[..., 0].reshape(-1, 4)
+        rad = corners[..., 0].reshape(-1, corners.shape[-2])
         rad_lo, rad_hi = rad.min(axis=1), rad.max(axis=1)
         finite = np.isfinite(rad).all(axis=1)
         azi_lo = azi_hi = None
         if use_azimuth:
-            chi = corners[..., 1].reshape(-1, 4)
+            chi = corners[..., 1].reshape(-1, corners.shape[-2])
             chi = np.where(chi >= np.pi, chi - 2 * np.pi, chi)
             lo, hi = chi.min(axis=1), chi.max(axis=1)
             wrap = hi - lo > np.pi  # straddles the discontinuity: unwrap past +pi
