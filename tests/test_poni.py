@@ -206,3 +206,58 @@ def test_load_returns_integrator_holding_the_geometry(tmp_path):
     assert ai.geometry.parameters() == written.parameters()
     assert ai.twotheta_array().shape == (1043, 981)
     assert isinstance(Geometry.load(os.fspath(path)), Geometry)
+
+
+def test_pyfai_write_twice_to_one_file(tmp_path):
+    """pyFAI's ai.write() appends: a file written twice holds two geometries and pyFAI uses
+    the last; so do we (with a warning). A key twice within one geometry stays an error."""
+    pytest.importorskip("pyFAI")
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+    from pyFAI.io.ponifile import PoniFile
+
+    path = tmp_path / "twice.poni"
+    first = AzimuthalIntegrator(dist=0.1, poni1=0.02, poni2=0.03, wavelength=1e-10,
+                                detector="Pilatus1M")
+    second = AzimuthalIntegrator(dist=0.25, poni1=0.05, poni2=0.04, rot1=0.01,
+                                 wavelength=0.7e-10, detector="Eiger1M")
+    first.write(str(path))
+    second.write(str(path))
+    theirs = PoniFile(str(path))
+    with pytest.warns(UserWarning, match="2 geometries appended"):
+        ours = Geometry.load(path)
+    for key in ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength"):
+        assert getattr(ours, key) == getattr(theirs, key), key
+    assert ours.detector == get_detector("Eiger 1M")
+    text = path.read_text().replace("Distance: 0.25", "Distance: 0.25\nDistance: 0.3")
+    path.write_text(text)
+    with pytest.raises(ValueError, match="key 'Distance' already given"):
+        Geometry.load(path)
+
+
+def test_curved_detector_radius_reaches_pyfai_definition(monkeypatch):
+    """A curved pyFAI detector's ``radius`` in Detector_config builds its corners, as pyFAI's
+    detector_factory does (a small copy of pyFAI's Aarhus keeps the test fast); radius on a
+    flat detector, and other pixel sizes on pixels at explicit positions, are refused."""
+    pyfai_detectors = pytest.importorskip("pyFAI.detectors")
+    from xreduce import detectors
+    from xreduce.poni import detector_from_config
+
+    class SmallAarhus(pyfai_detectors.Aarhus):
+        MAX_SHAPE = (6, 40)
+
+    monkeypatch.setattr(detectors, "_pyfai_class", lambda name: SmallAarhus)
+    ours = detector_from_config("Aarhus", {"radius": 0.5, "orientation": 3})
+    want = Detector.from_pyfai(SmallAarhus(radius=0.5))
+    np.testing.assert_array_equal(ours.corners, want.corners)
+    default = detector_from_config("Aarhus", {"orientation": 3})
+    np.testing.assert_array_equal(default.corners, Detector.from_pyfai(SmallAarhus()).corners)
+    # the radius took effect: over 1 mm of arc the sagitta differs by ~0.7 um (0.3 vs 0.5 m)
+    assert np.abs(default.corners - ours.corners).max() > 5e-7
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="takes only pixel1, pixel2, got radius"):
+        detector_from_config("Pilatus 1M", {"radius": 0.3})
+    with pytest.raises(ValueError, match="radius: expected a length"):
+        detector_from_config("Pilatus 1M", {"radius": -1})
+    with pytest.raises(ValueError, match="explicit positions"):
+        get_detector("Xpad S540 flat", options={"pixel1": 1e-4, "pixel2": 1e-4})
+    assert detector_from_config("Pilatus 1M", {"pixel1": 1e-4, "pixel2": 1e-4}).pixel1 == 1e-4

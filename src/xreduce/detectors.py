@@ -16,6 +16,7 @@ Example
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 import re
 from dataclasses import dataclass, field
@@ -810,7 +811,8 @@ def detector_names() -> list:
     return sorted({model.name for model in _REGISTRY.values()})
 
 
-def get_detector(name: str, binning: tuple | None = None, orientation: int = 3) -> Detector:
+def get_detector(name: str, binning: tuple | None = None, orientation: int = 3,
+                 options: dict | None = None) -> Detector:
     """Return the named detector with its module-gap mask.
 
     Parameters
@@ -823,6 +825,11 @@ def get_detector(name: str, binning: tuple | None = None, orientation: int = 3) 
         (2x2 for the Rayonix MX225 / MX340HS, 1x1 for the others).
     orientation : int
         EXIF orientation 1-4 (3 = native).
+    options : dict, optional
+        Constructor options as a PONI file's ``Detector_config`` gives them: pixel1, pixel2
+        (m) for any detector whose pixels lie on a regular grid, and for a detector built from
+        pyFAI's registry whatever its pyFAI class takes (e.g. ``{"radius": 0.3}`` for a curved
+        one), as pyFAI's ``detector_factory`` passes them.
 
     Raises
     ------
@@ -830,6 +837,8 @@ def get_detector(name: str, binning: tuple | None = None, orientation: int = 3) 
         Unknown name; the message lists the closest known names.
     TypeError
         ``name`` is not a string.
+    ValueError
+        An option the detector's definition does not take.
 
     Example
     -------
@@ -840,7 +849,7 @@ def get_detector(name: str, binning: tuple | None = None, orientation: int = 3) 
         raise TypeError(f"name: expected a detector name (str), got {type(name).__name__}")
     model = _REGISTRY.get(_normalise(name))
     if model is None:
-        found = _from_pyfai_registry(name, binning, orientation)
+        found = _from_pyfai_registry(name, binning, orientation, options or {})
         if found is not None:
             return found
         key = _normalise(name)
@@ -848,6 +857,11 @@ def get_detector(name: str, binning: tuple | None = None, orientation: int = 3) 
         suggestions = sorted({_REGISTRY[c].name for c in close})
         hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
         raise KeyError(f"name: unknown detector {name!r}{hint} (known: {', '.join(detector_names())})")
+    return _with_pixel_sizes(_own_detector(model, binning, orientation), options or {})
+
+
+def _own_detector(model, binning, orientation: int) -> Detector:
+    """The detector of one of xreduce's own definitions."""
     b1, b2 = model.binning if binning is None else _int_pair("binning", binning)
     if model.build_corners is not None:
         if (b1, b2) != (1, 1):
@@ -863,6 +877,25 @@ def get_detector(name: str, binning: tuple | None = None, orientation: int = 3) 
     full = Detector(model.pixel_m, model.pixel_m, model.shape, model.build_mask(model.shape),
                     model.name, (1, 1), None, orientation)
     return full if (b1, b2) == (1, 1) else full.binned(b1, b2)
+
+
+def _with_pixel_sizes(detector: Detector, options: dict) -> Detector:
+    """``detector`` with the pixel sizes of ``options`` (pixel1, pixel2 in m; the only options
+    xreduce's own definitions take); pixels at explicit positions cannot change size."""
+    refused = sorted(set(options) - {"pixel1", "pixel2"})
+    if refused:
+        raise ValueError(f"options: {detector.name} is defined by xreduce and takes only "
+                         f"pixel1, pixel2, got {', '.join(refused)}")
+    pixel1 = options.get("pixel1", detector.pixel1)
+    pixel2 = options.get("pixel2", detector.pixel2)
+    if (pixel1, pixel2) == (detector.pixel1, detector.pixel2):
+        return detector
+    if detector.corners is not None:
+        raise ValueError(f"pixel1, pixel2: {detector.name} has pixels of {detector.pixel1:g} x "
+                         f"{detector.pixel2:g} m at explicit positions, which other sizes "
+                         f"cannot move; got {pixel1:g} x {pixel2:g} m")
+    return Detector(pixel1, pixel2, detector.shape, detector.mask, detector.name,
+                    detector.binning, None, detector.orientation, detector.max_value_invalid)
 
 
 def _pyfai_class(name: str):
@@ -884,19 +917,28 @@ def _pyfai_class(name: str):
     return None
 
 
-def _from_pyfai_registry(name: str, binning, orientation: int) -> Detector | None:
-    """A detector of pyFAI's registry that ours lacks, built from pyFAI's definition (None
-    when pyFAI is not installed or does not know the name either)."""
+def _from_pyfai_registry(name: str, binning, orientation: int,
+                         options: dict) -> Detector | None:
+    """A detector of pyFAI's registry that ours lacks, built from pyFAI's definition with
+    its constructor ``options`` (None when pyFAI is not installed or does not know the name
+    either). Options equal to the class's defaults are not passed."""
     cls = _pyfai_class(name)
     if cls is None:
         return None
-    try:
-        det = cls(orientation=orientation)
-    except TypeError:                 # a class without orientation: only the native one
-        if orientation != 3:
-            raise ValueError(f"orientation: pyFAI's {cls.__name__} has no orientation, "
-                             f"got {orientation!r}") from None
-        det = cls()
+    accepted = inspect.signature(cls.__init__).parameters
+    any_keyword = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+    if "orientation" in accepted or any_keyword:
+        options = {"orientation": orientation, **options}
+    elif orientation != 3:            # a class without orientation: only the native one
+        raise ValueError(f"orientation: pyFAI's {cls.__name__} has no orientation, "
+                         f"got {orientation!r}")
+    default = cls(**{k: v for k, v in options.items() if k == "orientation"})
+    options = {k: v for k, v in options.items()
+               if k == "orientation" or getattr(default, k, None) != v}
+    refused = [] if any_keyword else sorted(set(options) - set(accepted))
+    if refused:
+        raise ValueError(f"options: pyFAI's {cls.__name__} takes no {', '.join(refused)}")
+    det = cls(**options) if len(options) > ("orientation" in options) else default
     if binning is not None:
         det.set_binning(_int_pair("binning", binning))
     return Detector.from_pyfai(det)

@@ -43,12 +43,19 @@ _MAX_PONI_BYTES = 1 << 20      # a PONI file is a few hundred bytes; refuse to r
 def parse_poni(text: str, source: str = "<string>") -> dict:
     """Split PONI text into ``{lower-case key: (line number, original key, value)}``.
 
+    pyFAI's ``ai.write()`` appends to an existing file: a ``poni_version`` line after the
+    first starts a new geometry whose keys replace the earlier ones, as pyFAI reads it (with
+    a warning); within one geometry a key given twice is an error.
+
     Raises
     ------
     ValueError
-        A line that is not ``key: value`` or a key given twice (the message names the line).
+        A line that is not ``key: value`` or a key given twice in one geometry (the message
+        names the line).
     """
-    entries = {}
+    entries: dict = {}
+    block: set = set()
+    blocks = 1
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -58,10 +65,17 @@ def parse_poni(text: str, source: str = "<string>") -> dict:
         if not sep or not key:
             raise ValueError(f"{source}, line {number}: expected 'key: value', got {raw!r}")
         lower = key.lower()
-        if lower in entries:
+        if lower == "poni_version" and lower in block:
+            block, blocks = set(), blocks + 1
+        if lower in block:
             raise ValueError(f"{source}, line {number}: key {key!r} already given on line "
                              f"{entries[lower][0]}")
+        block.add(lower)
         entries[lower] = (number, key, value.strip())
+    if blocks > 1:
+        warnings.warn(f"{source}: {blocks} geometries appended one after the other (pyFAI's "
+                      f"ai.write() appends); the keys of the last one are used, as pyFAI does",
+                      stacklevel=2)
     return entries
 
 
@@ -182,7 +196,7 @@ def _detector(name: str, config: dict, shape, path: str, entries: dict) -> Detec
 
 
 _CONFIG_KEYS = {"pixel1", "pixel2", "max_shape", "binning", "orientation", "filename",
-                "splinefile"}
+                "splinefile", "radius"}
 
 
 def _config_size(where: str, key: str, value) -> float:
@@ -191,6 +205,14 @@ def _config_size(where: str, key: str, value) -> float:
                         f"got {value!r}")
     if not (value > 0 and value < 1.0):
         raise ValueError(f"{where}: {key}: expected a pixel size in metres in (0, 1), "
+                         f"got {value!r}")
+    return float(value)
+
+
+def _config_length(where: str, key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not (math.isfinite(value) and 0 < value <= 100):
+        raise ValueError(f"{where}: {key}: expected a length in metres in (0, 100], "
                          f"got {value!r}")
     return float(value)
 
@@ -294,8 +316,14 @@ def detector_from_config(name: str, config: dict, shape=None, where: str = "conf
             raise ValueError(f"{where}: shape: the file gives {(rows, cols)}, got {tuple(shape)}")
         return Detector(pixels["pixel1"], pixels["pixel2"], (rows, cols),
                         binning=binning, orientation=orientation)
+    # pixel sizes and a curved detector's radius go to the detector's constructor (a
+    # pyFAI-defined detector's corners depend on them), as pyFAI's detector_factory does
+    options = dict(pixels)
+    if config.get("radius") is not None:
+        options["radius"] = _config_length(where, "radius", config["radius"])
     try:
-        detector = get_detector(name, binning=binning, orientation=orientation)
+        detector = get_detector(name, binning=binning, orientation=orientation,
+                                options=options)
     except KeyError as error:
         raise ValueError(f"{where_name}: {error.args[0]}") from None
     except ValueError as error:
@@ -305,12 +333,6 @@ def detector_from_config(name: str, config: dict, shape=None, where: str = "conf
         if max_shape != full:
             raise ValueError(f"{where}: max_shape: {name} has {list(full)} pixels, the file "
                              f"says {list(max_shape)}")
-    pixel1 = pixels.get("pixel1", detector.pixel1)
-    pixel2 = pixels.get("pixel2", detector.pixel2)
-    if (pixel1, pixel2) != (detector.pixel1, detector.pixel2):
-        detector = Detector(pixel1, pixel2, detector.shape, detector.mask, detector.name,
-                            detector.binning, None, detector.orientation,
-                            detector.max_value_invalid)
     return detector
 
 
