@@ -30,68 +30,9 @@ cdef inline uint32_t _be32(const uint8_t* p) noexcept nogil:
     return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
 
 
-cdef int64_t _lz4_block(const uint8_t* src, int64_t n_src, uint8_t* dst,
-                        int64_t n_dst) noexcept nogil:
-    """Decode one LZ4 block; the number of bytes written, or -1 if the block is malformed
-    (every read and write is bounds-checked)."""
-    cdef int64_t ip = 0, op = 0, length, offset, i, step
-    cdef uint8_t token, extra
-    while ip < n_src:
-        token = src[ip]
-        ip += 1
-        length = token >> 4
-        if length == 15:
-            while True:
-                if ip >= n_src:
-                    return -1
-                extra = src[ip]
-                ip += 1
-                length += extra
-                if extra != 255:
-                    break
-        if ip + length > n_src or op + length > n_dst:
-            return -1
-        memcpy(dst + op, src + ip, <size_t>length)
-        ip += length
-        op += length
-        if ip >= n_src:  # the last sequence has literals only
-            break
-        if ip + 2 > n_src:
-            return -1
-        offset = src[ip] | (<int64_t>src[ip + 1] << 8)
-        ip += 2
-        if offset == 0 or offset > op:
-            return -1
-        length = token & 15
-        if length == 15:
-            while True:
-                if ip >= n_src:
-                    return -1
-                extra = src[ip]
-                ip += 1
-                length += extra
-                if extra != 255:
-                    break
-        length += 4
-        if op + length > n_dst:
-            return -1
-        if offset >= length:
-            memcpy(dst + op, dst + op - offset, <size_t>length)
-        elif offset == 1:  # a run of one byte (the zero bit planes of small counts)
-            memset(dst + op, dst[op - 1], <size_t>length)
-        else:  # a repeated pattern: copy whole periods, doubling what is available
-            i = 0
-            while i < length:
-                step = offset + i if offset + i < length - i else length - i
-                memcpy(dst + op + i, dst + op - offset, <size_t>step)
-                i += step
-        op += length
-    return op
-
-
 cdef extern from "bitshuffle_lz4_impl.h" nogil:
-    void xr_bitunshuffle(const uint8_t* src, uint8_t* dst, int64_t n, int64_t size,
-                         uint8_t* tmp)
+    int64_t xr_lz4_block(const uint8_t* src, int64_t n_src, uint8_t* dst, int64_t n_dst)
+    void xr_bitunshuffle(const uint8_t* src, uint8_t* dst, int64_t n, int64_t size)
 
 
 def decompress_chunk(const uint8_t[::1] raw, uint8_t[::1] out, int elem_size,
@@ -141,18 +82,17 @@ def decompress_chunk(const uint8_t[::1] raw, uint8_t[::1] out, int elem_size,
     if n_blocks < 2 * threads:
         threads = 1
     with nogil, parallel(num_threads=threads):
-        scratch = <uint8_t*>malloc(<size_t>(2 * block_bytes))
+        scratch = <uint8_t*>malloc(<size_t>block_bytes)  # one LZ4 block, hot in L1/L2
         for b in prange(n_blocks, schedule="dynamic", chunksize=8):  # a stalled thread holds 8 blocks, not half
             if scratch == NULL:
                 bad[b] = 3
                 continue
             nb = block if b * block + block <= n_elem else last
-            got = _lz4_block(src + start[b], csize[b], scratch, nb * elem_size)
+            got = xr_lz4_block(src + start[b], csize[b], scratch, nb * elem_size)
             if got != nb * elem_size:
                 bad[b] = 2
             else:
-                xr_bitunshuffle(scratch, dst + b * block * elem_size, nb, elem_size,
-                                scratch + block_bytes)
+                xr_bitunshuffle(scratch, dst + b * block * elem_size, nb, elem_size)
         free(scratch)
     if n_blocks and failed.max() > 0:
         return -1 - int(failed.max())
