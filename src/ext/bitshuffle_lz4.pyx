@@ -35,13 +35,11 @@ cdef extern from "bitshuffle_lz4_impl.h" nogil:
     void xr_bitunshuffle(const uint8_t* src, uint8_t* dst, int64_t n, int64_t size)
 
 
-cdef int64_t _plan_chunk(const uint8_t[::1] raw, int64_t n_out, int elem_size, int64_t* block,
-                         list offsets) except -2:
-    """Check a chunk's header and find its blocks: appends (start, compressed size, elements)
-    per block to ``offsets``; the bytes stored raw at the end (0 or more), or -1 for a header
-    or block that does not fit."""
-    cdef int64_t n_raw = raw.shape[0]
-    if n_raw < 12 or elem_size < 1:
+cdef int64_t _count_blocks(const uint8_t[::1] raw, int64_t n_out, int elem_size,
+                           int64_t* block) noexcept:
+    """Check a chunk's header: its number of LZ4 blocks (``block[0]`` elements each, the
+    last one maybe fewer), or -1 for a header that does not fit the output."""
+    if raw.shape[0] < 12 or elem_size < 1:
         return -1
     cdef int64_t total = <int64_t>_be64(&raw[0])
     cdef int64_t block_bytes = _be32(&raw[8])
@@ -52,17 +50,27 @@ cdef int64_t _plan_chunk(const uint8_t[::1] raw, int64_t n_out, int elem_size, i
     if block[0] <= 0 or block[0] % 8 != 0 or block[0] * elem_size != block_bytes:
         return -1
     cdef int64_t leftover = n_elem % block[0]
-    cdef int64_t last = leftover - leftover % 8
-    cdef int64_t n_blocks = n_elem // block[0] + (1 if last > 0 else 0)
-    cdef int64_t pos = 12, b, csize
-    for b in range(n_blocks):  # where each compressed block starts (a sequential scan)
+    return n_elem // block[0] + (1 if leftover - leftover % 8 > 0 else 0)
+
+
+cdef int64_t _plan_blocks(const uint8_t* raw, int64_t n_raw, uint8_t* out, int64_t n_out,
+                          int elem_size, int64_t block, int64_t n_blocks, uintptr_t* src,
+                          uintptr_t* dst, int64_t* csize, int64_t* count) noexcept nogil:
+    """Where each of a chunk's blocks starts (a sequential scan of the block sizes), where it
+    goes and how many elements it holds; the bytes stored raw at the end, or -1 for a block
+    that does not fit."""
+    cdef int64_t n_elem = n_out // elem_size, pos = 12, b, size
+    for b in range(n_blocks):
         if pos + 4 > n_raw:
             return -1
-        csize = _be32(&raw[pos])
-        if pos + 4 + csize > n_raw:
+        size = _be32(raw + pos)
+        if size > n_raw - pos - 4:
             return -1
-        offsets.append((pos + 4, csize, block[0] if (b + 1) * block[0] <= n_elem else last))
-        pos += 4 + csize
+        src[b] = <uintptr_t>(raw + pos + 4)
+        dst[b] = <uintptr_t>(out + b * block * elem_size)
+        csize[b] = size
+        count[b] = block if (b + 1) * block <= n_elem else (n_elem - b * block) // 8 * 8
+        pos += 4 + size
     cdef int64_t tail = (n_elem % 8) * elem_size
     if pos + tail != n_raw:
         return -1
@@ -82,36 +90,43 @@ def decompress_chunks(raws, outs, int elem_size, int num_threads=0) -> list:
     cdef Py_ssize_t n_chunks = len(raws), i
     cdef const uint8_t[::1] raw
     cdef uint8_t[::1] out
-    cdef int64_t block = 0, tail, k, max_block = 8
+    views = [(raws[i], outs[i]) for i in range(n_chunks)]  # alive (addresses valid) until the end
     status = [0] * n_chunks
-    tails = []
-    views = []  # keeps every buffer alive (and its address valid) during the parallel loop
-    src_addr, dst_addr, csizes, counts, owner = [], [], [], [], []
-    for i in range(n_chunks):
-        raw = raws[i]
-        out = outs[i]
-        views.append((raw, out))
-        offsets = []
-        tail = _plan_chunk(raw, out.shape[0], elem_size, &block, offsets)
-        if tail < 0:
+    blocks = np.zeros(n_chunks, np.int64)
+    counts_of = np.zeros(n_chunks + 1, np.int64)
+    cdef int64_t[::1] block = blocks
+    cdef int64_t[::1] first = counts_of
+    cdef int64_t n, max_block = 8
+    for i in range(n_chunks):  # headers: how many blocks in all
+        raw, out = views[i]
+        n = _count_blocks(raw, out.shape[0], elem_size, &block[i])
+        if n < 0:
             status[i] = -1
+            n = 0
+        else:
+            max_block = max(max_block, block[i])
+        first[i + 1] = first[i] + n
+    cdef Py_ssize_t n_blocks = first[n_chunks], b
+    arrays = [np.empty(max(n_blocks, 1), t) for t in (np.uintp, np.uintp, np.int64, np.int64)]
+    cdef uintptr_t[::1] srcs = arrays[0]
+    cdef uintptr_t[::1] dsts = arrays[1]
+    cdef int64_t[::1] csize_of = arrays[2]
+    cdef int64_t[::1] count_of = arrays[3]
+    tails = np.full(n_chunks, -1, np.int64)
+    cdef int64_t[::1] tail = tails
+    for i in range(n_chunks):  # where every block starts and goes
+        if status[i] != 0:
             continue
-        max_block = max(max_block, block)
-        for k in range(len(offsets)):
-            start, csize, count = offsets[k]
-            src_addr.append(<uintptr_t>&raw[0] + <uintptr_t>start)
-            dst_addr.append(<uintptr_t>&out[0] + <uintptr_t>(k * block * elem_size))
-            csizes.append(csize)
-            counts.append(count)
-            owner.append(i)
-        tails.append((i, tail))
-    cdef uintptr_t[::1] srcs = np.array(src_addr, dtype=np.uintp)
-    cdef uintptr_t[::1] dsts = np.array(dst_addr, dtype=np.uintp)
-    cdef int64_t[::1] csize_of = np.array(csizes, dtype=np.int64)
-    cdef int64_t[::1] count_of = np.array(counts, dtype=np.int64)
-    failed = np.zeros(max(len(counts), 1), dtype=np.int8)
+        raw, out = views[i]
+        b = first[i]
+        tail[i] = _plan_blocks(&raw[0], raw.shape[0], &out[0] if out.shape[0] else NULL,
+                               out.shape[0], elem_size, block[i], first[i + 1] - b,
+                               &srcs[b], &dsts[b], &csize_of[b], &count_of[b])
+        if tail[i] < 0:
+            status[i] = -1
+            count_of[b:first[i + 1]] = -1  # skipped below
+    failed = np.zeros(max(n_blocks, 1), dtype=np.int8)
     cdef int8_t[::1] bad = failed
-    cdef Py_ssize_t n_blocks = len(counts), b
     cdef int64_t got, nbytes
     cdef uint8_t* scratch
     cdef int threads = num_threads if num_threads > 0 else openmp.omp_get_max_threads()
@@ -122,6 +137,8 @@ def decompress_chunks(raws, outs, int elem_size, int num_threads=0) -> list:
             scratch = <uint8_t*>malloc(<size_t>(max_block * elem_size))  # one block, hot in L1/L2
             # dynamic: a thread that stalls holds 8 blocks, not its share of them all
             for b in prange(n_blocks, schedule="dynamic", chunksize=8):
+                if count_of[b] < 0:
+                    continue
                 if scratch == NULL:
                     bad[b] = 3
                     continue
@@ -132,14 +149,15 @@ def decompress_chunks(raws, outs, int elem_size, int num_threads=0) -> list:
                 else:
                     xr_bitunshuffle(scratch, <uint8_t*>dsts[b], count_of[b], elem_size)
             free(scratch)
-    for b in np.flatnonzero(failed[:n_blocks]):
-        i = owner[b]
-        status[i] = min(status[i], -1 - int(failed[b]))
-    for i, tail in tails:  # the last elements, stored raw
-        raw = raws[i]
-        out = outs[i]
-        if status[i] == 0 and tail > 0:
-            memcpy(&out[out.shape[0] - tail], &raw[raw.shape[0] - tail], <size_t>tail)
+        if failed.any():
+            owner = np.searchsorted(counts_of, np.arange(n_blocks), side="right") - 1
+            for b in np.flatnonzero(failed[:n_blocks]):
+                i = owner[b]
+                status[i] = min(status[i], -1 - int(failed[b]))
+    for i in range(n_chunks):  # the last elements, stored raw
+        raw, out = views[i]
+        if status[i] == 0 and tail[i] > 0:
+            memcpy(&out[out.shape[0] - tail[i]], &raw[raw.shape[0] - tail[i]], <size_t>tail[i])
     return status
 
 
