@@ -19,22 +19,28 @@ def _decompress(raw, nbytes, size, threads=1):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.float32, np.int64,
                                    np.float64])
-@pytest.mark.parametrize("n, block", [(2048, 2048), (8 * 16 * 3 + 8 * 5, 128), (4096 + 37, 1024),
-                                      (7, 8), (8, 8), (16 * 8 + 3, 64)])
+@pytest.mark.parametrize("n, block", [(2048, 2048), (8 * 53, 8 * 53), (4096 + 37, 1024),
+                                      (7, 8), (8, 8), (16 * 8 + 3, 64), (8 * 48, 8 * 48)])
 def test_unshuffle_equals_reference(rng, dtype, n, block):
     """Literal-only LZ4 blocks isolate the un-shuffle: random bits in every byte plane, and
-    planes that are zero in some 16-group spans only (the skipped case)."""
+    planes that are zero in some spans only (the skipped case); rows of 53 groups take
+    the AVX2 (32 groups), SSE2 (16) and one-group steps."""
     size = np.dtype(dtype).itemsize
     raw = rng.integers(0, 256, n * size, dtype=np.uint8)
     planes = raw.reshape(n, size).copy()
     planes[: n // 3, 1:] = 0  # high bytes zero in the first third only
     planes[n // 2:, 0] = 0  # the low byte zero in the second half
-    for values in (raw.view(dtype), planes.reshape(-1).view(dtype)):
-        chunk = bitshuffle_lz4_chunk_reference(values, block)
-        for threads in (1, 2):
-            status, out = _decompress(chunk, n * size, size, threads)
-            assert status == 0
-            np.testing.assert_array_equal(out, values.view(np.uint8))
+    try:
+        for avx2 in (True, False):  # AVX2 where the CPU has it, then SSE2 (x86-64) only
+            bitshuffle_lz4.simd(avx2)
+            for values in (raw.view(dtype), planes.reshape(-1).view(dtype)):
+                chunk = bitshuffle_lz4_chunk_reference(values, block)
+                for threads in (1, 2):
+                    status, out = _decompress(chunk, n * size, size, threads)
+                    assert status == 0
+                    np.testing.assert_array_equal(out, values.view(np.uint8))
+    finally:
+        bitshuffle_lz4.simd(True)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.uint32, np.float64])

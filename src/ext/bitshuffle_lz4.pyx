@@ -33,6 +33,17 @@ cdef inline uint32_t _be32(const uint8_t* p) noexcept nogil:
 cdef extern from "bitshuffle_lz4_impl.h" nogil:
     int64_t xr_lz4_block(const uint8_t* src, int64_t n_src, uint8_t* dst, int64_t n_dst)
     void xr_bitunshuffle(const uint8_t* src, uint8_t* dst, int64_t n, int64_t size)
+    int xr_avx2_allowed
+    int xr_cpu_has_avx2()
+
+
+def simd(enabled=None) -> bool:
+    """Whether the AVX2 un-shuffle is used (where the CPU has it; SSE2 otherwise on x86-64);
+    ``enabled`` switches it. Both give the same bytes (tested)."""
+    global xr_avx2_allowed
+    if enabled is not None:
+        xr_avx2_allowed = 1 if enabled else 0
+    return xr_cpu_has_avx2() != 0
 
 
 cdef int64_t _count_blocks(const uint8_t[::1] raw, int64_t n_out, int elem_size,

@@ -216,11 +216,125 @@ static inline void xr_store16(uint8_t *restrict dst, int64_t size, __m128i plane
 }
 #endif
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define XR_HAVE_AVX2_DISPATCH 1
+
+/* AVX2, where the CPU has it (chosen at run time; the SSE2 path otherwise): the same steps on
+   32 groups (256 elements) at a time. The unpacks work inside each 128-bit lane, so a
+   vector's low lane holds elements of the first 128 and its high lane the same elements of
+   the next 128; the stores put the lanes back in order. */
+static int xr_avx2_allowed = 1;  /* switched off by bitshuffle_lz4.simd(False) (tests) */
+
+static int xr_cpu_has_avx2(void)
+{
+    static int known = -1;
+    if (known < 0) {
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    return known && xr_avx2_allowed;
+}
+
+#define XR_STAGE256(x, shift, mask)                                                    \
+    do {                                                                               \
+        __m256i t_ = _mm256_and_si256(_mm256_xor_si256(x, _mm256_srli_epi64(x, shift)), mask); \
+        x = _mm256_xor_si256(x, _mm256_xor_si256(t_, _mm256_slli_epi64(t_, shift)));  \
+    } while (0)
+
+__attribute__((target("avx2")))
+static inline int xr_plane32(const uint8_t *restrict r, int64_t row, int64_t g, __m256i out[8])
+{
+    __m256i x0 = _mm256_loadu_si256((const __m256i *)(r + g));
+    __m256i x1 = _mm256_loadu_si256((const __m256i *)(r + row + g));
+    __m256i x2 = _mm256_loadu_si256((const __m256i *)(r + 2 * row + g));
+    __m256i x3 = _mm256_loadu_si256((const __m256i *)(r + 3 * row + g));
+    __m256i x4 = _mm256_loadu_si256((const __m256i *)(r + 4 * row + g));
+    __m256i x5 = _mm256_loadu_si256((const __m256i *)(r + 5 * row + g));
+    __m256i x6 = _mm256_loadu_si256((const __m256i *)(r + 6 * row + g));
+    __m256i x7 = _mm256_loadu_si256((const __m256i *)(r + 7 * row + g));
+    __m256i any = _mm256_or_si256(_mm256_or_si256(_mm256_or_si256(x0, x1), _mm256_or_si256(x2, x3)),
+                                  _mm256_or_si256(_mm256_or_si256(x4, x5), _mm256_or_si256(x6, x7)));
+    if (_mm256_testz_si256(any, any))
+        return 0;
+    __m256i a0 = _mm256_unpacklo_epi8(x0, x1), a1 = _mm256_unpackhi_epi8(x0, x1);
+    __m256i a2 = _mm256_unpacklo_epi8(x2, x3), a3 = _mm256_unpackhi_epi8(x2, x3);
+    __m256i a4 = _mm256_unpacklo_epi8(x4, x5), a5 = _mm256_unpackhi_epi8(x4, x5);
+    __m256i a6 = _mm256_unpacklo_epi8(x6, x7), a7 = _mm256_unpackhi_epi8(x6, x7);
+    __m256i b0 = _mm256_unpacklo_epi16(a0, a2), b1 = _mm256_unpackhi_epi16(a0, a2);
+    __m256i b2 = _mm256_unpacklo_epi16(a1, a3), b3 = _mm256_unpackhi_epi16(a1, a3);
+    __m256i b4 = _mm256_unpacklo_epi16(a4, a6), b5 = _mm256_unpackhi_epi16(a4, a6);
+    __m256i b6 = _mm256_unpacklo_epi16(a5, a7), b7 = _mm256_unpackhi_epi16(a5, a7);
+    out[0] = _mm256_unpacklo_epi32(b0, b4); out[1] = _mm256_unpackhi_epi32(b0, b4);
+    out[2] = _mm256_unpacklo_epi32(b1, b5); out[3] = _mm256_unpackhi_epi32(b1, b5);
+    out[4] = _mm256_unpacklo_epi32(b2, b6); out[5] = _mm256_unpackhi_epi32(b2, b6);
+    out[6] = _mm256_unpacklo_epi32(b3, b7); out[7] = _mm256_unpackhi_epi32(b3, b7);
+    const __m256i m1 = _mm256_set1_epi64x(0x00AA00AA00AA00AALL);
+    const __m256i m2 = _mm256_set1_epi64x(0x0000CCCC0000CCCCLL);
+    const __m256i m4 = _mm256_set1_epi64x(0x00000000F0F0F0F0LL);
+    for (int p = 0; p < 8; p++) {
+        __m256i x = out[p];
+        XR_STAGE256(x, 7, m1);
+        XR_STAGE256(x, 14, m2);
+        XR_STAGE256(x, 28, m4);
+        out[p] = x;
+    }
+    return 1;
+}
+
+/* Groups g .. of a block of 1, 2 or 4 byte elements, 32 at a time: the first group left. */
+__attribute__((target("avx2")))
+static int64_t xr_unshuffle_avx2(const uint8_t *restrict src, uint8_t *restrict dst,
+                                 int64_t row, int64_t size, int64_t g)
+{
+    __m256i plane[4][8];
+    int live[4];
+    const __m256i zero = _mm256_setzero_si256();
+    for (; g + 32 <= row; g += 32) {
+        for (int64_t j = 0; j < size; j++)
+            live[j] = xr_plane32(src + j * 8 * row, row, g, plane[j]);
+        uint8_t *out = dst + g * 8 * size;
+        for (int p = 0; p < 8; p++) {
+            __m256i y0 = live[0] ? plane[0][p] : zero;
+            if (size == 1) {
+                _mm_storeu_si128((__m128i *)(out + 16 * p), _mm256_castsi256_si128(y0));
+                _mm_storeu_si128((__m128i *)(out + 128 + 16 * p), _mm256_extracti128_si256(y0, 1));
+                continue;
+            }
+            __m256i y1 = live[1] ? plane[1][p] : zero;
+            __m256i lo01 = _mm256_unpacklo_epi8(y0, y1), hi01 = _mm256_unpackhi_epi8(y0, y1);
+            if (size == 2) {
+                _mm256_storeu_si256((__m256i *)(out + 32 * p), _mm256_permute2x128_si256(lo01, hi01, 0x20));
+                _mm256_storeu_si256((__m256i *)(out + 256 + 32 * p), _mm256_permute2x128_si256(lo01, hi01, 0x31));
+                continue;
+            }
+            __m256i y2 = live[2] ? plane[2][p] : zero, y3 = live[3] ? plane[3][p] : zero;
+            __m256i lo23 = _mm256_unpacklo_epi8(y2, y3), hi23 = _mm256_unpackhi_epi8(y2, y3);
+            __m256i w0 = _mm256_unpacklo_epi16(lo01, lo23), w1 = _mm256_unpackhi_epi16(lo01, lo23);
+            __m256i w2 = _mm256_unpacklo_epi16(hi01, hi23), w3 = _mm256_unpackhi_epi16(hi01, hi23);
+            uint8_t *o = out + 64 * p;
+            _mm256_storeu_si256((__m256i *)o, _mm256_permute2x128_si256(w0, w1, 0x20));
+            _mm256_storeu_si256((__m256i *)(o + 32), _mm256_permute2x128_si256(w2, w3, 0x20));
+            _mm256_storeu_si256((__m256i *)(o + 512), _mm256_permute2x128_si256(w0, w1, 0x31));
+            _mm256_storeu_si256((__m256i *)(o + 544), _mm256_permute2x128_si256(w2, w3, 0x31));
+        }
+    }
+    return g;
+}
+#else
+static int xr_avx2_allowed = 0;
+static int xr_cpu_has_avx2(void) { return 0; }
+#endif
+
 static void xr_bitunshuffle(const uint8_t *restrict src, uint8_t *restrict dst, int64_t n,
                             int64_t size)
 {
     const int64_t row = n / 8;
     int64_t g = 0;
+#ifdef XR_HAVE_AVX2_DISPATCH
+    if ((size == 1 || size == 2 || size == 4) && xr_cpu_has_avx2())
+        g = xr_unshuffle_avx2(src, dst, row, size, g);
+#endif
 #ifdef XR_HAVE_SSE2
     if (size == 1 || size == 2 || size == 4) {
         __m128i plane[4][8];
