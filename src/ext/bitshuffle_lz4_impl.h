@@ -76,10 +76,36 @@ static int64_t xr_lz4_block(const uint8_t *restrict src, int64_t n_src, uint8_t 
         const uint8_t *from = d - offset;
         if (offset >= 16 && length <= 16 && n_dst - op >= 16) {
             memcpy(d, from, 16);  /* no overlap: the source ends before d */
-        } else if (offset >= length) {
-            memcpy(d, from, (size_t)length);
         } else if (offset == 1) {  /* a run of one byte (zero bit planes) */
             memset(d, from[0], (size_t)length);
+        } else if (offset < 16 && n_dst - op >= length + 8) {
+            /* A short period (most matches of bit-shuffled counts), in 8-byte words, up to 7
+               bytes past the match (rewritten later). d[k] = from[k % offset]: the first word
+               from the period's bytes, then each word from `step` bytes back, a multiple of
+               the period >= 8, so that it reads only bytes already final. */
+            static const uint8_t lead[8][8] = {
+                {0}, {0, 0, 0, 0, 0, 0, 0, 0}, {0, 1, 0, 1, 0, 1, 0, 1},
+                {0, 1, 2, 0, 1, 2, 0, 1}, {0, 1, 2, 3, 0, 1, 2, 3}, {0, 1, 2, 3, 4, 0, 1, 2},
+                {0, 1, 2, 3, 4, 5, 0, 1}, {0, 1, 2, 3, 4, 5, 6, 0}};
+            static const uint8_t steps[8] = {0, 8, 8, 9, 8, 10, 12, 14};
+            uint64_t word;
+            int64_t step = offset;
+            if (offset < 8) {
+                uint8_t first[8];
+                for (int k = 0; k < 8; k++)
+                    first[k] = from[lead[offset][k]];
+                memcpy(d, first, 8);
+                step = steps[offset];
+            } else {
+                memcpy(&word, from, 8);
+                memcpy(d, &word, 8);
+            }
+            for (int64_t i = 8; i < length; i += 8) {
+                memcpy(&word, d + i - step, 8);
+                memcpy(d + i, &word, 8);
+            }
+        } else if (offset >= length) {
+            memcpy(d, from, (size_t)length);
         } else if (length <= 32) {  /* a short repeated pattern, byte by byte */
             for (int64_t i = 0; i < length; i++)
                 d[i] = from[i];
