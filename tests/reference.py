@@ -982,3 +982,36 @@ def bitshuffle_lz4_chunk_reference(elements, block):
         start += count
     parts.append(np.ascontiguousarray(elements[start:]).tobytes())
     return np.frombuffer(b"".join(parts), np.uint8)
+
+
+def lz4_decode_reference(block):
+    """Decode an LZ4 block byte by byte (lz4's block format: token, literal count, literals,
+    2-byte little-endian offset, match length; the last sequence has literals only)."""
+    out = bytearray()
+    ip = 0
+    while ip < len(block):
+        token = block[ip]
+        ip += 1
+        count = token >> 4
+        if count == 15:
+            while True:
+                count += block[ip]
+                ip += 1
+                if block[ip - 1] != 255:
+                    break
+        out += block[ip:ip + count]
+        ip += count
+        if ip >= len(block):
+            break
+        offset = block[ip] | block[ip + 1] << 8
+        ip += 2
+        length = token & 15
+        if length == 15:
+            while True:
+                length += block[ip]
+                ip += 1
+                if block[ip - 1] != 255:
+                    break
+        for _ in range(length + 4):
+            out.append(out[-offset])
+    return bytes(out)

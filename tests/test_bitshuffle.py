@@ -7,7 +7,8 @@ import hdf5plugin
 import numpy as np
 import pytest
 
-from reference import bitshuffle_lz4_chunk_reference, lz4_literal_block_reference
+from reference import (bitshuffle_block_reference, bitshuffle_lz4_chunk_reference,
+                       lz4_decode_reference, lz4_literal_block_reference)
 from xreduce.ext import bitshuffle_lz4
 
 
@@ -81,6 +82,56 @@ def test_lz4_length_bytes():
         elements = (np.arange(n) * 37 % 251).astype(np.uint8)
         status, out = _decompress(bitshuffle_lz4_chunk_reference(elements, n), n, 1)
         assert status == 0 and np.array_equal(out, elements)
+
+
+def _sequence(literals, offset, length):
+    """One LZ4 sequence: the literals, then a match of ``length`` (>= 4) bytes ``offset``
+    back."""
+    extra = length - 4
+    token = (min(len(literals), 15) << 4) | min(extra, 15)
+    out = bytes([token])
+    if len(literals) >= 15:
+        rest = len(literals) - 15
+        out += b"\xff" * (rest // 255) + bytes([rest % 255])
+    out += bytes(literals) + bytes([offset & 255, offset >> 8])
+    if extra >= 15:
+        rest = extra - 15
+        out += b"\xff" * (rest // 255) + bytes([rest % 255])
+    return out
+
+
+def test_lz4_matches_of_every_period(rng):
+    """Matches of offsets 1 to 40 (overlapping their own output below their length) and
+    lengths 4 to 300, with and without room after them in the block, decode as the byte by
+    byte reference does."""
+    seqs = [_sequence(rng.integers(0, 256, 40, dtype=np.uint8), 1, 4)]
+    for offset in range(1, 41):
+        for length in (4, 5, 7, 8, 9, 15, 16, 17, 19, 31, 33, 64, 300):
+            seqs.append(_sequence(rng.integers(0, 256, int(rng.integers(0, 3)), dtype=np.uint8),
+                                  offset, length))
+    body = b"".join(seqs)
+    size = len(lz4_decode_reference(body + b"\x00"))  # a last, empty literal run
+    pad = (-size) % 8 + 8  # the block ends on a short literal run after the last match
+    block = body + bytes([pad << 4]) + bytes(range(pad))
+    decoded = lz4_decode_reference(block)
+    n = len(decoded)
+    assert n % 8 == 0
+    chunk = np.frombuffer(n.to_bytes(8, "big") + n.to_bytes(4, "big") + len(block).to_bytes(4, "big")
+                          + block, np.uint8)
+    status, out = _decompress(chunk, n, 1)
+    assert status == 0
+    assert bitshuffle_block_reference(out).tobytes() == decoded  # undo our un-shuffle
+    ends = [(len(lz4_decode_reference(b"".join(seqs[:k]) + b"\x00")), k) for k in (1, 50, 300)]
+    for end, k in ends:  # blocks that end right after a match: no room past it
+        part = b"".join(seqs[:k])
+        tail = (-end) % 8
+        cut = part + bytes([tail << 4]) + bytes(tail)
+        want = lz4_decode_reference(cut)
+        m = len(want)
+        chunk = np.frombuffer(m.to_bytes(8, "big") + m.to_bytes(4, "big")
+                              + len(cut).to_bytes(4, "big") + cut, np.uint8)
+        status, out = _decompress(chunk, m, 1)
+        assert status == 0 and bitshuffle_block_reference(out).tobytes() == want
 
 
 def test_damaged_chunks_give_codes_not_crashes(tmp_path, rng):
