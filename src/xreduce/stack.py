@@ -24,6 +24,7 @@ Example
 """
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -621,14 +622,20 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
     failed: list[tuple[int, int, str]] = []
     from tqdm import tqdm
 
+    # fragments are written (and synced) by one writer thread: its waits on the disk overlap
+    # the next chunks instead of holding the integration up
     with tqdm(total=frames, initial=sum(b - a for a, b in done), unit="frame",
-              disable=not progress, desc="integrate", smoothing=0.1) as bar:
+              disable=not progress, desc="integrate", smoothing=0.1) as bar, \
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xreduce-write") as writer:
+        writes = []
         for chunk, result in run_chunks(job, todo, executor, num_threads=num_threads):
             if isinstance(result, BaseException):
                 failed.append((chunk[0], chunk[1], f"{type(result).__name__}: {result}"))
             else:
-                _write_fragment(parts, chunk, result)
+                writes.append(writer.submit(_write_fragment, parts, chunk, result))
             bar.update(chunk[1] - chunk[0])
+        for write in writes:
+            write.result()
     if failed:
         failed.sort()
         lines = [f"frames {a}-{b - 1}: {msg}" for a, b, msg in failed[:10]]

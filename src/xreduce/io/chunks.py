@@ -1,7 +1,8 @@
 """Direct chunk reads of bitshuffle-LZ4 HDF5 frames: raw chunks read with
-``read_direct_chunk`` and decompressed by our kernel (``xreduce.ext.bitshuffle_lz4``) with the
-GIL released and the blocks of a chunk on several OpenMP threads, so that reading overlaps
-integration (see ``doc/stack.md``, "Direct chunk reads").
+``read_direct_chunk`` (:func:`read_raw_chunks`, the I/O) and decompressed by our kernel
+(``xreduce.ext.bitshuffle_lz4``) with the GIL released and the blocks of all the chunks on
+OpenMP threads (:meth:`RawChunks.decompress_into`), possibly later and on another thread (see
+``doc/stack.md``, "Direct chunk reads").
 
 HDF5's own path decompresses one chunk at a time holding h5py's lock; this one gives the same
 bytes (tested against it) and is used by :class:`xreduce.io.FrameStack` whenever it applies:
@@ -11,10 +12,13 @@ steps of 1 without a crop.
 Example
 -------
 >>> import h5py                                                       # doctest: +SKIP
->>> from xreduce.io.chunks import direct_read_plan, read_frames_direct  # doctest: +SKIP
+>>> from xreduce.io.chunks import (direct_read_plan, read_frames_direct,  # doctest: +SKIP
+...                                 read_raw_chunks)
 >>> ds = h5py.File("scan.h5")["/entry/data/data"]                     # doctest: +SKIP
 >>> if direct_read_plan(ds):                                          # doctest: +SKIP
 ...     frames = read_frames_direct(ds, 0, 10)
+...     raw = read_raw_chunks(ds, 10, 20)  # read now (I/O), decompressed later, anywhere
+...     more = raw.decompress_into(num_threads=2)
 """
 from __future__ import annotations
 
