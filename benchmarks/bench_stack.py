@@ -145,7 +145,7 @@ def main() -> None:
         integrate_stack(url, ai, NPT, os.path.join(folder, "out.h5"), chunk_frames=CHUNK,
                         progress=False, overwrite=True, **options)
 
-    t_end = best(end_to_end, 1)
+    t_end = best(end_to_end)
 
     # pyFAI's batch path
     t_pyfai = None
