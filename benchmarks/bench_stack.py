@@ -12,7 +12,8 @@ writes them, bitshuffle-LZ4) is generated in /tmp. Frames per second of:
 - end to end: ``xreduce.stack.integrate_stack`` from the file to the NeXus output (raw chunk
   reads in a reader thread, then decompression and integration on every core, fragments and
   the final file included), next to the bound of two stages sharing the same cores,
-  ``1 / (1/decompression + 1/integration)``;
+  ``1 / (1/decompression + 1/integration)``, and the rate of the frames beyond the first
+  chunk (the run minus a run of the first chunk alone: the fixed costs of a run left out);
 - pyFAI's batch path: ``pyFAI.worker.Worker.process`` on each frame read by h5py, the way
   pyFAI's own batch tools loop (same geometry, bins, unit, method and error model).
 
@@ -137,9 +138,15 @@ def main() -> None:
 
     t_integrate = best(integrate)
 
-    # end to end (after a run on the first chunk: the modules it imports on first use)
-    integrate_stack(f"{path}::/entry/data/data[0:{CHUNK}]", ai, NPT,
-                    os.path.join(folder, "warm.h5"), progress=False, **options)
+    # end to end; a run on the first chunk alone first (the modules imported on first use),
+    # then timed: the whole run minus that one is the cost of the frames beyond it, without
+    # the fixed costs of a run (input checksum, NeXus file, folders)
+    def first_chunk() -> None:
+        integrate_stack(f"{path}::/entry/data/data[0:{CHUNK}]", ai, NPT,
+                        os.path.join(folder, "first.h5"), progress=False, **options)
+
+    first_chunk()
+    t_first = best(first_chunk)
 
     def end_to_end() -> None:
         integrate_stack(url, ai, NPT, os.path.join(folder, "out.h5"), chunk_frames=CHUNK,
@@ -181,6 +188,10 @@ def main() -> None:
     print(f"  same-cores bound (both stages on the same cores, 1/(1/d + 1/i)): {shared:.1f} "
           f"frames/s = {shared / slower:.2f} of the slower stage; measured / bound = "
           f"{rate(n, t_end) / shared:.2f}")
+    steady = (n - CHUNK) / max(t_end - t_first, 1e-9)
+    print(f"  frames beyond the first chunk of the run : {steady:7.1f} frames/s"
+          f"   = {steady / slower:.2f} of the slower stage (fixed costs of a run: "
+          f"{1e3 * (t_first - CHUNK / steady):.0f} ms)")
     if t_pyfai is not None:
         print(f"end to end, pyFAI Worker (h5py reads)      : {rate(n, t_pyfai):7.1f} frames/s"
               f"   xreduce / pyFAI = {t_pyfai / t_end:.2f}")

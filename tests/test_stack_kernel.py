@@ -54,3 +54,20 @@ def test_chunk_count():
     assert csr_integrate.chunk_count(1000, 2) == 8
     assert csr_integrate.chunk_count(4_600_000, 2) == 4_600_000 // 262144
     assert csr_integrate.chunk_count(0, 0) == 4
+
+
+def test_openmp_spin_default_respects_the_user():
+    """xreduce.ext shortens GNU OpenMP's spin (GOMP_SPINCOUNT) only when the user set
+    neither GOMP_SPINCOUNT nor OMP_WAIT_POLICY."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, xreduce.ext; print(os.environ.get('GOMP_SPINCOUNT'))"
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    for extra, want in (({}, "10000"), ({"OMP_WAIT_POLICY": "active"}, "None"),
+                        ({"GOMP_SPINCOUNT": "5"}, "5")):
+        out = subprocess.run([sys.executable, "-c", code], env=dict(base, **extra),
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert out == want, (extra, out)
