@@ -1,6 +1,8 @@
 # cython: language_level=3
 """Decompression of bitshuffle-LZ4 HDF5 chunks (filter 32008 with LZ4), GIL released, the
-blocks of a chunk spread over OpenMP threads.
+blocks of all the chunks of a call spread over OpenMP threads in one parallel region. The LZ4
+decoder and the bit un-shuffle (SSE2, AVX2 at run time) are in bitshuffle_lz4_impl.h; how they
+are made fast: doc/stack.md, "Direct chunk reads".
 
 The chunk format (doc/stack.md, "Direct chunk reads"): a 12-byte header (uncompressed size,
 uint64 big-endian; block size in bytes, uint32 big-endian), then per block a uint32 big-endian
@@ -13,7 +15,7 @@ from cython.parallel cimport prange, parallel
 from libc.stdint cimport int8_t, uint8_t, uint32_t, uint64_t, int64_t, uintptr_t
 cimport openmp
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy
 
 import numpy as np
 

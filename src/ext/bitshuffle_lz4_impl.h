@@ -1,18 +1,7 @@
-/* Undo the bit shuffle of one block (layout: bitshuffle_lz4.pyx, doc/stack.md "Direct chunk
-   reads"), straight into the output, no scratch.
-
-   For byte j of the elements and a group g of 8 elements, the 8 bytes x_k = row (8 j + k)[g]
-   form an 8x8 bit matrix (bit m of x_k = bit k of byte j of element 8 g + m). Put x_0..x_7
-   in the bytes of one 64-bit word (byte k = x_k, bit 8 k + m) and transpose the bit matrix
-   (bit 8 k + m <-> bit 8 m + k, by swapping 1x1, then 2x2, then 4x4 blocks): byte m is then
-   byte j of element 8 g + m.
-
-   x86-64 (SSE2 is part of its baseline, no dispatch): 16 groups (128 elements) at a time. The
-   8 rows' 16 bytes are interleaved by three stages of unpacks into 8 vectors of two 64-bit
-   words (groups 2p and 2p + 1), transposed by 64-bit shifts, and the byte planes are
-   interleaved into elements by unpacks in registers. A byte plane whose 8 rows are zero there
-   (the high bytes of small counts) is not transposed: it is a vector of zeros. Elsewhere, and
-   for the last groups of a block, one group at a time in a 64-bit word. */
+/* The two steps of decompressing a bitshuffle-LZ4 block, for bitshuffle_lz4.pyx: LZ4
+   decoding into a scratch block, then undoing the bit shuffle from there straight into the
+   output (doc/stack.md, "Direct chunk reads"). Written from the LZ4 block format and the
+   layout described there, not from another project's code. */
 #include <stdint.h>
 #include <string.h>
 
@@ -122,7 +111,21 @@ static int64_t xr_lz4_block(const uint8_t *restrict src, int64_t n_src, uint8_t 
     return op;
 }
 
-/* ---- bit un-shuffling ---- */
+/* ---- bit un-shuffling (layout: bitshuffle_lz4.pyx, doc/stack.md "Direct chunk reads") ----
+
+   For byte j of the elements and a group g of 8 elements, the 8 bytes x_k = row (8 j + k)[g]
+   form an 8x8 bit matrix (bit m of x_k = bit k of byte j of element 8 g + m). Put x_0..x_7
+   in the bytes of one 64-bit word (byte k = x_k, bit 8 k + m) and transpose the bit matrix
+   (bit 8 k + m <-> bit 8 m + k, by swapping 1x1, then 2x2, then 4x4 blocks): byte m is then
+   byte j of element 8 g + m.
+
+   x86-64 (SSE2 is part of its baseline, no dispatch): 16 groups (128 elements) at a time. The
+   8 rows' 16 bytes are interleaved by three stages of unpacks into 8 vectors of two 64-bit
+   words (groups 2p and 2p + 1), transposed by 64-bit shifts, and the byte planes are
+   interleaved into elements by unpacks in registers. A byte plane whose 8 rows are zero there
+   (the high bytes of small counts) is not transposed: it is a vector of zeros. Elsewhere, and
+   for the last groups of a block, one group at a time in a 64-bit word; where the CPU has AVX2
+   (checked at run time), 32 groups at a time first. */
 
 #if defined(__SSE2__) || defined(_M_X64)
 #include <emmintrin.h>
