@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from reference import (bitshuffle_block_reference, bitshuffle_lz4_chunk_reference,
-                       lz4_decode_reference, lz4_literal_block_reference)
+                       lz4_decode_reference)
 from xreduce.ext import bitshuffle_lz4
 
 
@@ -116,8 +116,8 @@ def test_lz4_matches_of_every_period(rng):
     decoded = lz4_decode_reference(block)
     n = len(decoded)
     assert n % 8 == 0
-    chunk = np.frombuffer(n.to_bytes(8, "big") + n.to_bytes(4, "big") + len(block).to_bytes(4, "big")
-                          + block, np.uint8)
+    chunk = np.frombuffer(n.to_bytes(8, "big") + n.to_bytes(4, "big")
+                          + len(block).to_bytes(4, "big") + block, np.uint8)
     status, out = _decompress(chunk, n, 1)
     assert status == 0
     assert bitshuffle_block_reference(out).tobytes() == decoded  # undo our un-shuffle

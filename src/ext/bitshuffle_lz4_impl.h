@@ -282,8 +282,9 @@ static inline int xr_plane32(const uint8_t *restrict r, int64_t row, int64_t g, 
     __m256i x5 = _mm256_loadu_si256((const __m256i *)(r + 5 * row + g));
     __m256i x6 = _mm256_loadu_si256((const __m256i *)(r + 6 * row + g));
     __m256i x7 = _mm256_loadu_si256((const __m256i *)(r + 7 * row + g));
-    __m256i any = _mm256_or_si256(_mm256_or_si256(_mm256_or_si256(x0, x1), _mm256_or_si256(x2, x3)),
-                                  _mm256_or_si256(_mm256_or_si256(x4, x5), _mm256_or_si256(x6, x7)));
+    __m256i any = _mm256_or_si256(
+        _mm256_or_si256(_mm256_or_si256(x0, x1), _mm256_or_si256(x2, x3)),
+        _mm256_or_si256(_mm256_or_si256(x4, x5), _mm256_or_si256(x6, x7)));
     if (_mm256_testz_si256(any, any))
         return 0;
     __m256i a0 = _mm256_unpacklo_epi8(x0, x1), a1 = _mm256_unpackhi_epi8(x0, x1);
@@ -327,14 +328,17 @@ static int64_t xr_unshuffle_avx2(const uint8_t *restrict src, uint8_t *restrict 
             __m256i y0 = live[0] ? plane[0][p] : zero;
             if (size == 1) {
                 _mm_storeu_si128((__m128i *)(out + 16 * p), _mm256_castsi256_si128(y0));
-                _mm_storeu_si128((__m128i *)(out + 128 + 16 * p), _mm256_extracti128_si256(y0, 1));
+                _mm_storeu_si128((__m128i *)(out + 128 + 16 * p),
+                                 _mm256_extracti128_si256(y0, 1));
                 continue;
             }
             __m256i y1 = live[1] ? plane[1][p] : zero;
             __m256i lo01 = _mm256_unpacklo_epi8(y0, y1), hi01 = _mm256_unpackhi_epi8(y0, y1);
             if (size == 2) {
-                _mm256_storeu_si256((__m256i *)(out + 32 * p), _mm256_permute2x128_si256(lo01, hi01, 0x20));
-                _mm256_storeu_si256((__m256i *)(out + 256 + 32 * p), _mm256_permute2x128_si256(lo01, hi01, 0x31));
+                _mm256_storeu_si256((__m256i *)(out + 32 * p),
+                                    _mm256_permute2x128_si256(lo01, hi01, 0x20));
+                _mm256_storeu_si256((__m256i *)(out + 256 + 32 * p),
+                                    _mm256_permute2x128_si256(lo01, hi01, 0x31));
                 continue;
             }
             __m256i y2 = live[2] ? plane[2][p] : zero, y3 = live[3] ? plane[3][p] : zero;
