@@ -941,3 +941,80 @@ def nf_midas_lit_words(orientations, triangles, g, geometry, n_frames, one_pixel
     bits = np.unique(np.asarray(bits, dtype=np.int64))
     np.bitwise_or.at(words, bits >> 5, (np.uint32(1) << (bits & 31).astype(np.uint32)))
     return words
+
+
+# ---- stacks: bitshuffle-LZ4 chunks (issue 12) ------------------------------------------------
+
+
+def bitshuffle_block_reference(elements):
+    """The bit-shuffled bytes of one block (doc/stack.md, "Direct chunk reads"): row
+    ``8 j + k`` holds bit ``k`` of byte ``j`` of every element, element ``8 g + m`` at bit
+    ``m`` of byte ``g``. ``elements``: a 1D array whose length is a multiple of 8."""
+    n = elements.shape[0]
+    raw = np.ascontiguousarray(elements).view(np.uint8).reshape(n, elements.dtype.itemsize)
+    bits = np.unpackbits(raw, axis=1, bitorder="little")  # column 8 j + k
+    return np.packbits(bits.T, axis=1, bitorder="little").reshape(-1)
+
+
+def lz4_literal_block_reference(data):
+    """An LZ4 block that stores ``data`` (bytes) as one literal run: a valid block that any
+    LZ4 decoder must give back unchanged."""
+    n = len(data)
+    token = min(n, 15) << 4
+    extra = b""
+    if n >= 15:
+        rest = n - 15
+        extra = b"\xff" * (rest // 255) + bytes([rest % 255])
+    return bytes([token]) + extra + bytes(data)
+
+
+def bitshuffle_lz4_chunk_reference(elements, block):
+    """A bitshuffle-LZ4 chunk (the HDF5 filter's layout) of a 1D array, its blocks stored as
+    literal-only LZ4 blocks (see :func:`lz4_literal_block_reference`)."""
+    import struct
+
+    size = elements.dtype.itemsize
+    n = elements.shape[0]
+    parts = [struct.pack(">QI", n * size, block * size)]
+    start = 0
+    while n - start >= 8:
+        count = min(block, (n - start) // 8 * 8)
+        payload = lz4_literal_block_reference(
+            bitshuffle_block_reference(elements[start:start + count]))
+        parts.append(struct.pack(">I", len(payload)) + payload)
+        start += count
+    parts.append(np.ascontiguousarray(elements[start:]).tobytes())
+    return np.frombuffer(b"".join(parts), np.uint8)
+
+
+def lz4_decode_reference(block):
+    """Decode an LZ4 block byte by byte (lz4's block format: token, literal count, literals,
+    2-byte little-endian offset, match length; the last sequence has literals only)."""
+    out = bytearray()
+    ip = 0
+    while ip < len(block):
+        token = block[ip]
+        ip += 1
+        count = token >> 4
+        if count == 15:
+            while True:
+                count += block[ip]
+                ip += 1
+                if block[ip - 1] != 255:
+                    break
+        out += block[ip:ip + count]
+        ip += count
+        if ip >= len(block):
+            break
+        offset = block[ip] | block[ip + 1] << 8
+        ip += 2
+        length = token & 15
+        if length == 15:
+            while True:
+                length += block[ip]
+                ip += 1
+                if block[ip - 1] != 255:
+                    break
+        for _ in range(length + 4):
+            out.append(out[-offset])
+    return bytes(out)

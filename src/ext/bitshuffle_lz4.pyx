@@ -1,6 +1,8 @@
 # cython: language_level=3
 """Decompression of bitshuffle-LZ4 HDF5 chunks (filter 32008 with LZ4), GIL released, the
-blocks of a chunk spread over OpenMP threads.
+blocks of all the chunks of a call spread over OpenMP threads in one parallel region. The LZ4
+decoder and the bit un-shuffle (SSE2, AVX2 at run time) are in bitshuffle_lz4_impl.h; how they
+are made fast: doc/stack.md, "Direct chunk reads".
 
 The chunk format (doc/stack.md, "Direct chunk reads"): a 12-byte header (uncompressed size,
 uint64 big-endian; block size in bytes, uint32 big-endian), then per block a uint32 big-endian
@@ -10,10 +12,10 @@ multiple of 8 are stored raw at the end. Bit-shuffled layout of a block of ``n``
 of every element, element ``8 g + m`` at bit ``m`` of byte ``g``.
 """
 from cython.parallel cimport prange, parallel
-from libc.stdint cimport int8_t, uint8_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport int8_t, uint8_t, uint32_t, uint64_t, int64_t, uintptr_t
 cimport openmp
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -30,132 +32,150 @@ cdef inline uint32_t _be32(const uint8_t* p) noexcept nogil:
     return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
 
 
-cdef int64_t _lz4_block(const uint8_t* src, int64_t n_src, uint8_t* dst,
-                        int64_t n_dst) noexcept nogil:
-    """Decode one LZ4 block; the number of bytes written, or -1 if the block is malformed
-    (every read and write is bounds-checked)."""
-    cdef int64_t ip = 0, op = 0, length, offset, i, step
-    cdef uint8_t token, extra
-    while ip < n_src:
-        token = src[ip]
-        ip += 1
-        length = token >> 4
-        if length == 15:
-            while True:
-                if ip >= n_src:
-                    return -1
-                extra = src[ip]
-                ip += 1
-                length += extra
-                if extra != 255:
-                    break
-        if ip + length > n_src or op + length > n_dst:
-            return -1
-        memcpy(dst + op, src + ip, <size_t>length)
-        ip += length
-        op += length
-        if ip >= n_src:  # the last sequence has literals only
-            break
-        if ip + 2 > n_src:
-            return -1
-        offset = src[ip] | (<int64_t>src[ip + 1] << 8)
-        ip += 2
-        if offset == 0 or offset > op:
-            return -1
-        length = token & 15
-        if length == 15:
-            while True:
-                if ip >= n_src:
-                    return -1
-                extra = src[ip]
-                ip += 1
-                length += extra
-                if extra != 255:
-                    break
-        length += 4
-        if op + length > n_dst:
-            return -1
-        if offset >= length:
-            memcpy(dst + op, dst + op - offset, <size_t>length)
-        elif offset == 1:  # a run of one byte (the zero bit planes of small counts)
-            memset(dst + op, dst[op - 1], <size_t>length)
-        else:  # a repeated pattern: copy whole periods, doubling what is available
-            i = 0
-            while i < length:
-                step = offset + i if offset + i < length - i else length - i
-                memcpy(dst + op + i, dst + op - offset, <size_t>step)
-                i += step
-        op += length
-    return op
-
-
 cdef extern from "bitshuffle_lz4_impl.h" nogil:
-    void xr_bitunshuffle(const uint8_t* src, uint8_t* dst, int64_t n, int64_t size,
-                         uint8_t* tmp)
+    int64_t xr_lz4_block(const uint8_t* src, int64_t n_src, uint8_t* dst, int64_t n_dst)
+    void xr_bitunshuffle(const uint8_t* src, uint8_t* dst, int64_t n, int64_t size)
+    int xr_avx2_allowed
+    int xr_cpu_has_avx2()
 
 
-def decompress_chunk(const uint8_t[::1] raw, uint8_t[::1] out, int elem_size,
-                     int num_threads=0) -> int:
-    """Decompress one bitshuffle-LZ4 chunk ``raw`` into ``out`` (its exact size in bytes).
+def simd(enabled=None) -> bool:
+    """Whether the AVX2 un-shuffle is used (where the CPU has it; SSE2 otherwise on x86-64);
+    ``enabled`` switches it. Both give the same bytes (tested)."""
+    global xr_avx2_allowed
+    if enabled is not None:
+        xr_avx2_allowed = 1 if enabled else 0
+    return xr_cpu_has_avx2() != 0
 
-    Returns 0, or a negative code: -1 a header or block that does not fit, -3 an LZ4 block
-    that does not decode to its size, -4 out of memory.
-    """
-    cdef int64_t n_raw = raw.shape[0], n_out = out.shape[0]
-    if n_raw < 12 or elem_size < 1:
+
+cdef int64_t _count_blocks(const uint8_t[::1] raw, int64_t n_out, int elem_size,
+                           int64_t* block) noexcept:
+    """Check a chunk's header: its number of LZ4 blocks (``block[0]`` elements each, the
+    last one maybe fewer), or -1 for a header that does not fit the output."""
+    if raw.shape[0] < 12 or elem_size < 1:
         return -1
     cdef int64_t total = <int64_t>_be64(&raw[0])
     cdef int64_t block_bytes = _be32(&raw[8])
     if total != n_out or total % elem_size != 0:
         return -1
     cdef int64_t n_elem = total // elem_size
-    cdef int64_t block = block_bytes // elem_size
-    if block <= 0 or block % 8 != 0 or block * elem_size != block_bytes:
+    block[0] = block_bytes // elem_size
+    if block[0] <= 0 or block[0] % 8 != 0 or block[0] * elem_size != block_bytes:
         return -1
-    cdef int64_t leftover = n_elem % block
-    cdef int64_t last = leftover - leftover % 8
-    cdef int64_t n_blocks = n_elem // block + (1 if last > 0 else 0)
-    starts = np.empty(n_blocks, dtype=np.int64)
-    sizes = np.empty(n_blocks, dtype=np.int64)
-    failed = np.zeros(max(n_blocks, 1), dtype=np.int8)
-    cdef int64_t[::1] start = starts
-    cdef int64_t[::1] csize = sizes
-    cdef int8_t[::1] bad = failed
-    cdef int64_t pos = 12, b
-    for b in range(n_blocks):  # where each compressed block starts (a sequential scan)
+    cdef int64_t leftover = n_elem % block[0]
+    return n_elem // block[0] + (1 if leftover - leftover % 8 > 0 else 0)
+
+
+cdef int64_t _plan_blocks(const uint8_t* raw, int64_t n_raw, uint8_t* out, int64_t n_out,
+                          int elem_size, int64_t block, int64_t n_blocks, uintptr_t* src,
+                          uintptr_t* dst, int64_t* csize, int64_t* count) noexcept nogil:
+    """Where each of a chunk's blocks starts (a sequential scan of the block sizes), where it
+    goes and how many elements it holds; the bytes stored raw at the end, or -1 for a block
+    that does not fit."""
+    cdef int64_t n_elem = n_out // elem_size, pos = 12, b, size
+    for b in range(n_blocks):
         if pos + 4 > n_raw:
             return -1
-        csize[b] = _be32(&raw[pos])
-        start[b] = pos + 4
-        pos += 4 + csize[b]
-        if pos > n_raw:
+        size = _be32(raw + pos)
+        if size > n_raw - pos - 4:
             return -1
+        src[b] = <uintptr_t>(raw + pos + 4)
+        dst[b] = <uintptr_t>(out + b * block * elem_size)
+        csize[b] = size
+        count[b] = block if (b + 1) * block <= n_elem else (n_elem - b * block) // 8 * 8
+        pos += 4 + size
     cdef int64_t tail = (n_elem % 8) * elem_size
     if pos + tail != n_raw:
         return -1
-    cdef int64_t nb, got
+    return tail
+
+
+def decompress_chunks(raws, outs, int elem_size, int num_threads=0) -> list:
+    """Decompress bitshuffle-LZ4 chunks ``raws[i]`` (uint8 arrays) into ``outs[i]`` (uint8
+    arrays of their exact sizes), the blocks of all of them spread over ``num_threads``
+    OpenMP threads (0: the OpenMP default) in one parallel region.
+
+    Returns a status per chunk: 0, or a negative code: -1 a header or block that does not
+    fit, -3 an LZ4 block that does not decode to its size, -4 out of memory.
+    """
+    if len(raws) != len(outs):
+        raise ValueError(f"outs: expected one output per chunk ({len(raws)}), got {len(outs)}")
+    cdef Py_ssize_t n_chunks = len(raws), i
+    cdef const uint8_t[::1] raw
+    cdef uint8_t[::1] out
+    views = [(raws[i], outs[i]) for i in range(n_chunks)]  # alive (addresses valid) until the end
+    status = [0] * n_chunks
+    blocks = np.zeros(n_chunks, np.int64)
+    counts_of = np.zeros(n_chunks + 1, np.int64)
+    cdef int64_t[::1] block = blocks
+    cdef int64_t[::1] first = counts_of
+    cdef int64_t n, max_block = 8
+    for i in range(n_chunks):  # headers: how many blocks in all
+        raw, out = views[i]
+        n = _count_blocks(raw, out.shape[0], elem_size, &block[i])
+        if n < 0:
+            status[i] = -1
+            n = 0
+        else:
+            max_block = max(max_block, block[i])
+        first[i + 1] = first[i] + n
+    cdef Py_ssize_t n_blocks = first[n_chunks], b
+    arrays = [np.empty(max(n_blocks, 1), t) for t in (np.uintp, np.uintp, np.int64, np.int64)]
+    cdef uintptr_t[::1] srcs = arrays[0]
+    cdef uintptr_t[::1] dsts = arrays[1]
+    cdef int64_t[::1] csize_of = arrays[2]
+    cdef int64_t[::1] count_of = arrays[3]
+    tails = np.full(n_chunks, -1, np.int64)
+    cdef int64_t[::1] tail = tails
+    for i in range(n_chunks):  # where every block starts and goes
+        if status[i] != 0:
+            continue
+        raw, out = views[i]
+        b = first[i]
+        tail[i] = _plan_blocks(&raw[0], raw.shape[0], &out[0] if out.shape[0] else NULL,
+                               out.shape[0], elem_size, block[i], first[i + 1] - b,
+                               &srcs[b], &dsts[b], &csize_of[b], &count_of[b])
+        if tail[i] < 0:
+            status[i] = -1
+            count_of[b:first[i + 1]] = -1  # skipped below
+    failed = np.zeros(max(n_blocks, 1), dtype=np.int8)
+    cdef int8_t[::1] bad = failed
+    cdef int64_t got, nbytes
     cdef uint8_t* scratch
-    cdef const uint8_t* src = &raw[0]
-    cdef uint8_t* dst = &out[0] if n_out > 0 else NULL
     cdef int threads = num_threads if num_threads > 0 else openmp.omp_get_max_threads()
     if n_blocks < 2 * threads:
         threads = 1
-    with nogil, parallel(num_threads=threads):
-        scratch = <uint8_t*>malloc(<size_t>(2 * block_bytes))
-        for b in prange(n_blocks, schedule="dynamic", chunksize=8):  # a stalled thread holds 8 blocks, not half
-            if scratch == NULL:
-                bad[b] = 3
-                continue
-            nb = block if b * block + block <= n_elem else last
-            got = _lz4_block(src + start[b], csize[b], scratch, nb * elem_size)
-            if got != nb * elem_size:
-                bad[b] = 2
-            else:
-                xr_bitunshuffle(scratch, dst + b * block * elem_size, nb, elem_size,
-                                scratch + block_bytes)
-        free(scratch)
-    if n_blocks and failed.max() > 0:
-        return -1 - int(failed.max())
-    if tail > 0:
-        memcpy(dst + n_out - tail, src + n_raw - tail, <size_t>tail)
-    return 0
+    if n_blocks:
+        with nogil, parallel(num_threads=threads):
+            scratch = <uint8_t*>malloc(<size_t>(max_block * elem_size))  # one block, hot in L1/L2
+            # dynamic: a thread that stalls holds 8 blocks, not its share of them all
+            for b in prange(n_blocks, schedule="dynamic", chunksize=8):
+                if count_of[b] < 0:
+                    continue
+                if scratch == NULL:
+                    bad[b] = 3
+                    continue
+                nbytes = count_of[b] * elem_size
+                got = xr_lz4_block(<const uint8_t*>srcs[b], csize_of[b], scratch, nbytes)
+                if got != nbytes:
+                    bad[b] = 2
+                else:
+                    xr_bitunshuffle(scratch, <uint8_t*>dsts[b], count_of[b], elem_size)
+            free(scratch)
+        if failed.any():
+            owner = np.searchsorted(counts_of, np.arange(n_blocks), side="right") - 1
+            for b in np.flatnonzero(failed[:n_blocks]):
+                i = owner[b]
+                status[i] = min(status[i], -1 - int(failed[b]))
+    for i in range(n_chunks):  # the last elements, stored raw
+        raw, out = views[i]
+        if status[i] == 0 and tail[i] > 0:
+            memcpy(&out[out.shape[0] - tail[i]], &raw[raw.shape[0] - tail[i]], <size_t>tail[i])
+    return status
+
+
+def decompress_chunk(const uint8_t[::1] raw, uint8_t[::1] out, int elem_size,
+                     int num_threads=0) -> int:
+    """Decompress one bitshuffle-LZ4 chunk ``raw`` into ``out`` (its exact size in bytes):
+    :func:`decompress_chunks` of one chunk. Returns 0 or a negative code (see there)."""
+    return decompress_chunks([raw], [out], elem_size, num_threads)[0]

@@ -1,86 +1,399 @@
-/* Undo the bit shuffle of one block (layout: bitshuffle_lz4.pyx). For each byte j of the
-   elements and each group g of 8 elements, the 8 bytes x_k = row (8 j + k)[g] form an 8x8
-   bit matrix (bit m of x_k = bit k of byte j of element 8 g + m); its transpose, by three
-   stages of bit-block swaps, gives byte j of the 8 elements. Eight groups are handled at
-   once in 64-bit words (the masks keep every swap inside its byte). ``planes`` is scratch of
-   n * size bytes. */
+/* The two steps of decompressing a bitshuffle-LZ4 block, for bitshuffle_lz4.pyx: LZ4
+   decoding into a scratch block, then undoing the bit shuffle from there straight into the
+   output (doc/stack.md, "Direct chunk reads"). Written from the LZ4 block format and the
+   layout described there, not from another project's code. */
 #include <stdint.h>
 #include <string.h>
 
-#define XR_SWAP(a, b, shift, mask)                      \
-    do {                                                \
-        uint64_t t_ = (((a) >> (shift)) ^ (b)) & (mask); \
-        (b) ^= t_;                                      \
-        (a) ^= t_ << (shift);                           \
-    } while (0)
+/* ---- LZ4 blocks (the format of lz4's doc/lz4_Block_format.md, written from that spec) ----
+   A block is a series of sequences: a token (high nibble: literal count, low nibble: match
+   length - 4; 15 means the count goes on in the next bytes), the literals, a 2-byte
+   little-endian offset back into the output, and the match copied from there (it may overlap
+   what it writes). The last sequence has literals only. Every read and write is checked. */
 
-static inline uint64_t xr_load8(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-static inline void xr_store8(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-
-static void xr_bitunshuffle(const uint8_t *restrict src, uint8_t *restrict dst, int64_t n,
-                            int64_t size, uint8_t *restrict planes)
+/* A literal count or match length of 15 goes on in the next bytes, each added, until one
+   below 255: the total, with *ip moved past them, or -1 when the block ends first. */
+static inline int64_t xr_lz4_length(const uint8_t *src, int64_t n_src, int64_t *ip,
+                                    int64_t length)
 {
-    const int64_t row = n / 8;
-    const uint64_t m1 = 0x5555555555555555ULL, m2 = 0x3333333333333333ULL,
-                   m4 = 0x0F0F0F0F0F0F0F0FULL;
+    for (;;) {
+        if (*ip >= n_src)
+            return -1;
+        const uint8_t extra = src[(*ip)++];
+        length += extra;
+        if (extra != 255)
+            return length;
+    }
+}
+
+/* Decode one LZ4 block of n_src bytes into dst (room for n_dst bytes): the number of bytes
+   written, or -1 for a malformed block. Short literal runs and matches (most of them in
+   bit-shuffled counts) are copied 16 bytes at once where both buffers have room: the bytes
+   past the run are overwritten by the next sequences or lie beyond the block's end. */
+static int64_t xr_lz4_block(const uint8_t *restrict src, int64_t n_src, uint8_t *dst,
+                            int64_t n_dst)
+{
+    int64_t ip = 0, op = 0;
+    while (ip < n_src) {
+        const unsigned token = src[ip++];
+        int64_t length = token >> 4;
+        if (length == 15 && (length = xr_lz4_length(src, n_src, &ip, length)) < 0)
+            return -1;
+        if (length > n_src - ip || length > n_dst - op)
+            return -1;
+        if (length <= 16 && n_src - ip >= 16 && n_dst - op >= 16)
+            memcpy(dst + op, src + ip, 16);
+        else
+            memcpy(dst + op, src + ip, (size_t)length);
+        ip += length;
+        op += length;
+        if (ip >= n_src)  /* the last sequence has literals only */
+            break;
+        if (n_src - ip < 2)
+            return -1;
+        const int64_t offset = src[ip] | ((int64_t)src[ip + 1] << 8);
+        ip += 2;
+        if (offset == 0 || offset > op)
+            return -1;
+        length = token & 15;
+        if (length == 15 && (length = xr_lz4_length(src, n_src, &ip, length)) < 0)
+            return -1;
+        length += 4;
+        if (length > n_dst - op)
+            return -1;
+        uint8_t *d = dst + op;
+        const uint8_t *from = d - offset;
+        if (offset >= 16 && length <= 16 && n_dst - op >= 16) {
+            memcpy(d, from, 16);  /* no overlap: the source ends before d */
+        } else if (offset == 1) {  /* a run of one byte (zero bit planes) */
+            memset(d, from[0], (size_t)length);
+        } else if (offset < 16 && n_dst - op >= length + 8) {
+            /* A short period (most matches of bit-shuffled counts), in 8-byte words, up to 7
+               bytes past the match (rewritten later). d[k] = from[k % offset]: the first word
+               from the period's bytes, then each word from `step` bytes back, a multiple of
+               the period >= 8, so that it reads only bytes already final. */
+            static const uint8_t lead[8][8] = {
+                {0}, {0, 0, 0, 0, 0, 0, 0, 0}, {0, 1, 0, 1, 0, 1, 0, 1},
+                {0, 1, 2, 0, 1, 2, 0, 1}, {0, 1, 2, 3, 0, 1, 2, 3}, {0, 1, 2, 3, 4, 0, 1, 2},
+                {0, 1, 2, 3, 4, 5, 0, 1}, {0, 1, 2, 3, 4, 5, 6, 0}};
+            static const uint8_t steps[8] = {0, 8, 8, 9, 8, 10, 12, 14};
+            uint64_t word;
+            int64_t step = offset;
+            if (offset < 8) {
+                uint8_t first[8];
+                for (int k = 0; k < 8; k++)
+                    first[k] = from[lead[offset][k]];
+                memcpy(d, first, 8);
+                step = steps[offset];
+            } else {
+                memcpy(&word, from, 8);
+                memcpy(d, &word, 8);
+            }
+            for (int64_t i = 8; i < length; i += 8) {
+                memcpy(&word, d + i - step, 8);
+                memcpy(d + i, &word, 8);
+            }
+        } else if (offset >= length) {
+            memcpy(d, from, (size_t)length);
+        } else if (length <= 32) {  /* a short repeated pattern, byte by byte */
+            for (int64_t i = 0; i < length; i++)
+                d[i] = from[i];
+        } else {  /* a long repeated pattern: whole periods, doubling what is available */
+            int64_t i = 0;
+            while (i < length) {
+                const int64_t step = offset + i < length - i ? offset + i : length - i;
+                memcpy(d + i, from, (size_t)step);
+                i += step;
+            }
+        }
+        op += length;
+    }
+    return op;
+}
+
+/* ---- bit un-shuffling (layout: bitshuffle_lz4.pyx, doc/stack.md "Direct chunk reads") ----
+
+   For byte j of the elements and a group g of 8 elements, the 8 bytes x_k = row (8 j + k)[g]
+   form an 8x8 bit matrix (bit m of x_k = bit k of byte j of element 8 g + m). Put x_0..x_7
+   in the bytes of one 64-bit word (byte k = x_k, bit 8 k + m) and transpose the bit matrix
+   (bit 8 k + m <-> bit 8 m + k, by swapping 1x1, then 2x2, then 4x4 blocks): byte m is then
+   byte j of element 8 g + m.
+
+   x86-64 (SSE2 is part of its baseline, no dispatch): 16 groups (128 elements) at a time. The
+   8 rows' 16 bytes are interleaved by three stages of unpacks into 8 vectors of two 64-bit
+   words (groups 2p and 2p + 1), transposed by 64-bit shifts, and the byte planes are
+   interleaved into elements by unpacks in registers. A byte plane whose 8 rows are zero there
+   (the high bytes of small counts) is not transposed: it is a vector of zeros. Elsewhere, and
+   for the last groups of a block, one group at a time in a 64-bit word; where the CPU has AVX2
+   (checked at run time), 32 groups at a time first. */
+
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>
+#define XR_HAVE_SSE2 1
+#endif
+
+/* The 8x8 bit transpose of a 64-bit word (bit 8 k + m <-> bit 8 m + k). */
+static inline uint64_t xr_transpose8(uint64_t x)
+{
+    uint64_t t;
+    t = (x ^ (x >> 7)) & 0x00AA00AA00AA00AAULL;
+    x ^= t ^ (t << 7);
+    t = (x ^ (x >> 14)) & 0x0000CCCC0000CCCCULL;
+    x ^= t ^ (t << 14);
+    t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0ULL;
+    x ^= t ^ (t << 28);
+    return x;
+}
+
+/* Groups g0 .. g1 - 1 of a block (rows of `row` bytes, elements of `size` bytes), one group
+   at a time: the portable path, and the last groups of the SSE2 path. */
+static void xr_unshuffle_groups(const uint8_t *restrict src, uint8_t *restrict dst,
+                                int64_t row, int64_t size, int64_t g0, int64_t g1)
+{
     for (int64_t j = 0; j < size; j++) {
         const uint8_t *restrict r = src + j * 8 * row;
-        uint8_t *restrict tmp = planes + j * n;
-        int64_t g = 0;
-        for (; g + 8 <= row; g += 8) {
-            uint64_t x0 = xr_load8(r + g), x1 = xr_load8(r + row + g);
-            uint64_t x2 = xr_load8(r + 2 * row + g), x3 = xr_load8(r + 3 * row + g);
-            uint64_t x4 = xr_load8(r + 4 * row + g), x5 = xr_load8(r + 5 * row + g);
-            uint64_t x6 = xr_load8(r + 6 * row + g), x7 = xr_load8(r + 7 * row + g);
-            XR_SWAP(x0, x1, 1, m1); XR_SWAP(x2, x3, 1, m1);
-            XR_SWAP(x4, x5, 1, m1); XR_SWAP(x6, x7, 1, m1);
-            XR_SWAP(x0, x2, 2, m2); XR_SWAP(x1, x3, 2, m2);
-            XR_SWAP(x4, x6, 2, m2); XR_SWAP(x5, x7, 2, m2);
-            XR_SWAP(x0, x4, 4, m4); XR_SWAP(x1, x5, 4, m4);
-            XR_SWAP(x2, x6, 4, m4); XR_SWAP(x3, x7, 4, m4);
-            xr_store8(tmp + g, x0); xr_store8(tmp + row + g, x1);
-            xr_store8(tmp + 2 * row + g, x2); xr_store8(tmp + 3 * row + g, x3);
-            xr_store8(tmp + 4 * row + g, x4); xr_store8(tmp + 5 * row + g, x5);
-            xr_store8(tmp + 6 * row + g, x6); xr_store8(tmp + 7 * row + g, x7);
-        }
-        for (; g < row; g++) {  /* the last groups, one at a time */
-            uint64_t x[8];
-            for (int k = 0; k < 8; k++) x[k] = r[k * row + g];
-            XR_SWAP(x[0], x[1], 1, m1); XR_SWAP(x[2], x[3], 1, m1);
-            XR_SWAP(x[4], x[5], 1, m1); XR_SWAP(x[6], x[7], 1, m1);
-            XR_SWAP(x[0], x[2], 2, m2); XR_SWAP(x[1], x[3], 2, m2);
-            XR_SWAP(x[4], x[6], 2, m2); XR_SWAP(x[5], x[7], 2, m2);
-            XR_SWAP(x[0], x[4], 4, m4); XR_SWAP(x[1], x[5], 4, m4);
-            XR_SWAP(x[2], x[6], 4, m4); XR_SWAP(x[3], x[7], 4, m4);
-            for (int m = 0; m < 8; m++) tmp[m * row + g] = (uint8_t)x[m];
+        for (int64_t g = g0; g < g1; g++) {
+            uint64_t x = 0;
+            for (int k = 0; k < 8; k++)
+                x |= (uint64_t)r[k * row + g] << (8 * k);
+            x = xr_transpose8(x);
+            uint8_t *restrict out = dst + g * 8 * size + j;
+            for (int m = 0; m < 8; m++)
+                out[m * size] = (uint8_t)(x >> (8 * m));
         }
     }
-    /* planes[j * n + m * row + g] is byte j of element 8 g + m: put the bytes together */
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    if (size == 4) {
-        const uint8_t *p0 = planes, *p1 = planes + n, *p2 = planes + 2 * n, *p3 = planes + 3 * n;
-        for (int m = 0; m < 8; m++)
-            for (int64_t g = 0; g < row; g++) {
-                const int64_t i = m * row + g;
-                const uint32_t v = (uint32_t)p0[i] | ((uint32_t)p1[i] << 8) |
-                                   ((uint32_t)p2[i] << 16) | ((uint32_t)p3[i] << 24);
-                memcpy(dst + (g * 8 + m) * 4, &v, 4);
-            }
-        return;
+}
+
+#ifdef XR_HAVE_SSE2
+/* One stage of the transpose on the two 64-bit words of a vector. */
+#define XR_STAGE(x, shift, mask)                                              \
+    do {                                                                      \
+        __m128i t_ = _mm_and_si128(_mm_xor_si128(x, _mm_srli_epi64(x, shift)), mask); \
+        x = _mm_xor_si128(x, _mm_xor_si128(t_, _mm_slli_epi64(t_, shift)));   \
+    } while (0)
+
+/* Byte j of the 128 elements of groups g .. g + 15: out[p] holds elements 16 p .. 16 p + 15.
+   Returns 0 (out untouched) when the 8 rows are zero there. */
+static inline int xr_plane16(const uint8_t *restrict r, int64_t row, int64_t g, __m128i out[8])
+{
+    __m128i x0 = _mm_loadu_si128((const __m128i *)(r + g));
+    __m128i x1 = _mm_loadu_si128((const __m128i *)(r + row + g));
+    __m128i x2 = _mm_loadu_si128((const __m128i *)(r + 2 * row + g));
+    __m128i x3 = _mm_loadu_si128((const __m128i *)(r + 3 * row + g));
+    __m128i x4 = _mm_loadu_si128((const __m128i *)(r + 4 * row + g));
+    __m128i x5 = _mm_loadu_si128((const __m128i *)(r + 5 * row + g));
+    __m128i x6 = _mm_loadu_si128((const __m128i *)(r + 6 * row + g));
+    __m128i x7 = _mm_loadu_si128((const __m128i *)(r + 7 * row + g));
+    __m128i any = _mm_or_si128(_mm_or_si128(_mm_or_si128(x0, x1), _mm_or_si128(x2, x3)),
+                               _mm_or_si128(_mm_or_si128(x4, x5), _mm_or_si128(x6, x7)));
+    if (_mm_movemask_epi8(_mm_cmpeq_epi8(any, _mm_setzero_si128())) == 0xFFFF)
+        return 0;
+    /* bytes k of group g: x0[g] x1[g] ... x7[g], two groups a vector */
+    __m128i a0 = _mm_unpacklo_epi8(x0, x1), a1 = _mm_unpackhi_epi8(x0, x1);
+    __m128i a2 = _mm_unpacklo_epi8(x2, x3), a3 = _mm_unpackhi_epi8(x2, x3);
+    __m128i a4 = _mm_unpacklo_epi8(x4, x5), a5 = _mm_unpackhi_epi8(x4, x5);
+    __m128i a6 = _mm_unpacklo_epi8(x6, x7), a7 = _mm_unpackhi_epi8(x6, x7);
+    __m128i b0 = _mm_unpacklo_epi16(a0, a2), b1 = _mm_unpackhi_epi16(a0, a2); /* groups 0-3, 4-7 */
+    __m128i b2 = _mm_unpacklo_epi16(a1, a3), b3 = _mm_unpackhi_epi16(a1, a3); /* 8-11, 12-15 */
+    __m128i b4 = _mm_unpacklo_epi16(a4, a6), b5 = _mm_unpackhi_epi16(a4, a6);
+    __m128i b6 = _mm_unpacklo_epi16(a5, a7), b7 = _mm_unpackhi_epi16(a5, a7);
+    out[0] = _mm_unpacklo_epi32(b0, b4); out[1] = _mm_unpackhi_epi32(b0, b4);
+    out[2] = _mm_unpacklo_epi32(b1, b5); out[3] = _mm_unpackhi_epi32(b1, b5);
+    out[4] = _mm_unpacklo_epi32(b2, b6); out[5] = _mm_unpackhi_epi32(b2, b6);
+    out[6] = _mm_unpacklo_epi32(b3, b7); out[7] = _mm_unpackhi_epi32(b3, b7);
+    const __m128i m1 = _mm_set1_epi64x(0x00AA00AA00AA00AALL);
+    const __m128i m2 = _mm_set1_epi64x(0x0000CCCC0000CCCCLL);
+    const __m128i m4 = _mm_set1_epi64x(0x00000000F0F0F0F0LL);
+    for (int p = 0; p < 8; p++) {
+        __m128i x = out[p];
+        XR_STAGE(x, 7, m1);
+        XR_STAGE(x, 14, m2);
+        XR_STAGE(x, 28, m4);
+        out[p] = x;
     }
-    if (size == 2) {
-        const uint8_t *p0 = planes, *p1 = planes + n;
-        for (int m = 0; m < 8; m++)
-            for (int64_t g = 0; g < row; g++) {
-                const int64_t i = m * row + g;
-                const uint16_t v = (uint16_t)(p0[i] | (p1[i] << 8));
-                memcpy(dst + (g * 8 + m) * 2, &v, 2);
+    return 1;
+}
+
+/* Elements 8 g0 .. 8 g0 + 127 from their byte planes (plane[j] valid when live[j], zeros
+   otherwise), for 1, 2 and 4 byte elements; other sizes go through a small buffer. */
+static inline void xr_store16(uint8_t *restrict dst, int64_t size, __m128i plane[][8],
+                              const int *live)
+{
+    const __m128i zero = _mm_setzero_si128();
+    if (size == 1) {
+        for (int p = 0; p < 8; p++)
+            _mm_storeu_si128((__m128i *)(dst + 16 * p), live[0] ? plane[0][p] : zero);
+    } else if (size == 2) {
+        for (int p = 0; p < 8; p++) {
+            __m128i lo = live[0] ? plane[0][p] : zero, hi = live[1] ? plane[1][p] : zero;
+            _mm_storeu_si128((__m128i *)(dst + 32 * p), _mm_unpacklo_epi8(lo, hi));
+            _mm_storeu_si128((__m128i *)(dst + 32 * p + 16), _mm_unpackhi_epi8(lo, hi));
+        }
+    } else if (size == 4) {
+        for (int p = 0; p < 8; p++) {
+            __m128i y0 = live[0] ? plane[0][p] : zero, y1 = live[1] ? plane[1][p] : zero;
+            __m128i y2 = live[2] ? plane[2][p] : zero, y3 = live[3] ? plane[3][p] : zero;
+            __m128i lo01 = _mm_unpacklo_epi8(y0, y1), hi01 = _mm_unpackhi_epi8(y0, y1);
+            __m128i lo23 = _mm_unpacklo_epi8(y2, y3), hi23 = _mm_unpackhi_epi8(y2, y3);
+            uint8_t *o = dst + 64 * p;
+            _mm_storeu_si128((__m128i *)o, _mm_unpacklo_epi16(lo01, lo23));
+            _mm_storeu_si128((__m128i *)(o + 16), _mm_unpackhi_epi16(lo01, lo23));
+            _mm_storeu_si128((__m128i *)(o + 32), _mm_unpacklo_epi16(hi01, hi23));
+            _mm_storeu_si128((__m128i *)(o + 48), _mm_unpackhi_epi16(hi01, hi23));
+        }
+    }
+}
+#endif
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define XR_HAVE_AVX2_DISPATCH 1
+
+/* AVX2, where the CPU has it (chosen at run time; the SSE2 path otherwise): the same steps on
+   32 groups (256 elements) at a time. The unpacks work inside each 128-bit lane, so a
+   vector's low lane holds elements of the first 128 and its high lane the same elements of
+   the next 128; the stores put the lanes back in order. */
+static int xr_avx2_allowed = 1;  /* switched off by bitshuffle_lz4.simd(False) (tests) */
+
+static int xr_cpu_has_avx2(void)
+{
+    static int known = -1;
+    if (known < 0) {
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    return known && xr_avx2_allowed;
+}
+
+#define XR_STAGE256(x, shift, mask)                                                    \
+    do {                                                                               \
+        __m256i t_ = _mm256_and_si256(_mm256_xor_si256(x, _mm256_srli_epi64(x, shift)), mask); \
+        x = _mm256_xor_si256(x, _mm256_xor_si256(t_, _mm256_slli_epi64(t_, shift)));  \
+    } while (0)
+
+__attribute__((target("avx2")))
+static inline int xr_plane32(const uint8_t *restrict r, int64_t row, int64_t g, __m256i out[8])
+{
+    __m256i x0 = _mm256_loadu_si256((const __m256i *)(r + g));
+    __m256i x1 = _mm256_loadu_si256((const __m256i *)(r + row + g));
+    __m256i x2 = _mm256_loadu_si256((const __m256i *)(r + 2 * row + g));
+    __m256i x3 = _mm256_loadu_si256((const __m256i *)(r + 3 * row + g));
+    __m256i x4 = _mm256_loadu_si256((const __m256i *)(r + 4 * row + g));
+    __m256i x5 = _mm256_loadu_si256((const __m256i *)(r + 5 * row + g));
+    __m256i x6 = _mm256_loadu_si256((const __m256i *)(r + 6 * row + g));
+    __m256i x7 = _mm256_loadu_si256((const __m256i *)(r + 7 * row + g));
+    __m256i any = _mm256_or_si256(
+        _mm256_or_si256(_mm256_or_si256(x0, x1), _mm256_or_si256(x2, x3)),
+        _mm256_or_si256(_mm256_or_si256(x4, x5), _mm256_or_si256(x6, x7)));
+    if (_mm256_testz_si256(any, any))
+        return 0;
+    __m256i a0 = _mm256_unpacklo_epi8(x0, x1), a1 = _mm256_unpackhi_epi8(x0, x1);
+    __m256i a2 = _mm256_unpacklo_epi8(x2, x3), a3 = _mm256_unpackhi_epi8(x2, x3);
+    __m256i a4 = _mm256_unpacklo_epi8(x4, x5), a5 = _mm256_unpackhi_epi8(x4, x5);
+    __m256i a6 = _mm256_unpacklo_epi8(x6, x7), a7 = _mm256_unpackhi_epi8(x6, x7);
+    __m256i b0 = _mm256_unpacklo_epi16(a0, a2), b1 = _mm256_unpackhi_epi16(a0, a2);
+    __m256i b2 = _mm256_unpacklo_epi16(a1, a3), b3 = _mm256_unpackhi_epi16(a1, a3);
+    __m256i b4 = _mm256_unpacklo_epi16(a4, a6), b5 = _mm256_unpackhi_epi16(a4, a6);
+    __m256i b6 = _mm256_unpacklo_epi16(a5, a7), b7 = _mm256_unpackhi_epi16(a5, a7);
+    out[0] = _mm256_unpacklo_epi32(b0, b4); out[1] = _mm256_unpackhi_epi32(b0, b4);
+    out[2] = _mm256_unpacklo_epi32(b1, b5); out[3] = _mm256_unpackhi_epi32(b1, b5);
+    out[4] = _mm256_unpacklo_epi32(b2, b6); out[5] = _mm256_unpackhi_epi32(b2, b6);
+    out[6] = _mm256_unpacklo_epi32(b3, b7); out[7] = _mm256_unpackhi_epi32(b3, b7);
+    const __m256i m1 = _mm256_set1_epi64x(0x00AA00AA00AA00AALL);
+    const __m256i m2 = _mm256_set1_epi64x(0x0000CCCC0000CCCCLL);
+    const __m256i m4 = _mm256_set1_epi64x(0x00000000F0F0F0F0LL);
+    for (int p = 0; p < 8; p++) {
+        __m256i x = out[p];
+        XR_STAGE256(x, 7, m1);
+        XR_STAGE256(x, 14, m2);
+        XR_STAGE256(x, 28, m4);
+        out[p] = x;
+    }
+    return 1;
+}
+
+/* Groups g .. of a block of 1, 2 or 4 byte elements, 32 at a time: the first group left. */
+__attribute__((target("avx2")))
+static int64_t xr_unshuffle_avx2(const uint8_t *restrict src, uint8_t *restrict dst,
+                                 int64_t row, int64_t size, int64_t g)
+{
+    __m256i plane[4][8];
+    int live[4];
+    const __m256i zero = _mm256_setzero_si256();
+    for (; g + 32 <= row; g += 32) {
+        for (int64_t j = 0; j < size; j++)
+            live[j] = xr_plane32(src + j * 8 * row, row, g, plane[j]);
+        uint8_t *out = dst + g * 8 * size;
+        for (int p = 0; p < 8; p++) {
+            __m256i y0 = live[0] ? plane[0][p] : zero;
+            if (size == 1) {
+                _mm_storeu_si128((__m128i *)(out + 16 * p), _mm256_castsi256_si128(y0));
+                _mm_storeu_si128((__m128i *)(out + 128 + 16 * p),
+                                 _mm256_extracti128_si256(y0, 1));
+                continue;
             }
-        return;
+            __m256i y1 = live[1] ? plane[1][p] : zero;
+            __m256i lo01 = _mm256_unpacklo_epi8(y0, y1), hi01 = _mm256_unpackhi_epi8(y0, y1);
+            if (size == 2) {
+                _mm256_storeu_si256((__m256i *)(out + 32 * p),
+                                    _mm256_permute2x128_si256(lo01, hi01, 0x20));
+                _mm256_storeu_si256((__m256i *)(out + 256 + 32 * p),
+                                    _mm256_permute2x128_si256(lo01, hi01, 0x31));
+                continue;
+            }
+            __m256i y2 = live[2] ? plane[2][p] : zero, y3 = live[3] ? plane[3][p] : zero;
+            __m256i lo23 = _mm256_unpacklo_epi8(y2, y3), hi23 = _mm256_unpackhi_epi8(y2, y3);
+            __m256i w0 = _mm256_unpacklo_epi16(lo01, lo23), w1 = _mm256_unpackhi_epi16(lo01, lo23);
+            __m256i w2 = _mm256_unpacklo_epi16(hi01, hi23), w3 = _mm256_unpackhi_epi16(hi01, hi23);
+            uint8_t *o = out + 64 * p;
+            _mm256_storeu_si256((__m256i *)o, _mm256_permute2x128_si256(w0, w1, 0x20));
+            _mm256_storeu_si256((__m256i *)(o + 32), _mm256_permute2x128_si256(w2, w3, 0x20));
+            _mm256_storeu_si256((__m256i *)(o + 512), _mm256_permute2x128_si256(w0, w1, 0x31));
+            _mm256_storeu_si256((__m256i *)(o + 544), _mm256_permute2x128_si256(w2, w3, 0x31));
+        }
+    }
+    return g;
+}
+#else
+static int xr_avx2_allowed = 0;
+static int xr_cpu_has_avx2(void) { return 0; }
+#endif
+
+static void xr_bitunshuffle(const uint8_t *restrict src, uint8_t *restrict dst, int64_t n,
+                            int64_t size)
+{
+    const int64_t row = n / 8;
+    int64_t g = 0;
+#ifdef XR_HAVE_AVX2_DISPATCH
+    if ((size == 1 || size == 2 || size == 4) && xr_cpu_has_avx2())
+        g = xr_unshuffle_avx2(src, dst, row, size, g);
+#endif
+#ifdef XR_HAVE_SSE2
+    if (size == 1 || size == 2 || size == 4) {
+        __m128i plane[4][8];
+        int live[4];
+        for (; g + 16 <= row; g += 16) {
+            for (int64_t j = 0; j < size; j++)
+                live[j] = xr_plane16(src + j * 8 * row, row, g, plane[j]);
+            xr_store16(dst + g * 8 * size, size, plane, live);
+        }
+    } else {  /* 8-byte (and other) elements: one plane at a time, bytes put in place */
+        __m128i plane[8];
+        uint8_t bytes[128];
+        for (; g + 16 <= row; g += 16) {
+            uint8_t *out = dst + g * 8 * size;
+            for (int64_t j = 0; j < size; j++) {
+                if (xr_plane16(src + j * 8 * row, row, g, plane)) {
+                    for (int p = 0; p < 8; p++)
+                        _mm_storeu_si128((__m128i *)(bytes + 16 * p), plane[p]);
+                } else {
+                    memset(bytes, 0, sizeof(bytes));
+                }
+                for (int e = 0; e < 128; e++)
+                    out[e * size + j] = bytes[e];
+            }
+        }
     }
 #endif
-    for (int64_t j = 0; j < size; j++)
-        for (int m = 0; m < 8; m++)
-            for (int64_t g = 0; g < row; g++)
-                dst[(g * 8 + m) * size + j] = planes[j * n + m * row + g];
+    xr_unshuffle_groups(src, dst, row, size, g, row);
 }

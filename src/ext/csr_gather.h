@@ -91,6 +91,47 @@ static ptrdiff_t xr_row_i32_avx2(const int32_t *frame, const int32_t *indices,
     _mm256_storeu_pd(var + 4, v1);
     return j;
 }
+/* Two frames over the same entries j..stop (whole blocks of 8 only): the index, coefficient
+ * and prefetch work is shared, and each frame's lanes get exactly the additions
+ * xr_row_i32_avx2 would make, so the sums are identical to two separate passes. Stops before
+ * the first block holding an invalid value in either frame; the caller finishes each frame
+ * from there on its own lanes. */
+__attribute__((target("avx2")))
+static ptrdiff_t xr_row2_i32_avx2(const int32_t *fa, const int32_t *fb, const int32_t *indices,
+                                  const float *coef, ptrdiff_t j, ptrdiff_t stop,
+                                  ptrdiff_t nnz, ptrdiff_t ahead, int is_signed, int poisson,
+                                  double *sig_a, double *var_a, double *sig_b, double *var_b) {
+    __m256d sa0 = _mm256_loadu_pd(sig_a), sa1 = _mm256_loadu_pd(sig_a + 4);
+    __m256d va0 = _mm256_loadu_pd(var_a), va1 = _mm256_loadu_pd(var_a + 4);
+    __m256d sb0 = _mm256_loadu_pd(sig_b), sb1 = _mm256_loadu_pd(sig_b + 4);
+    __m256d vb0 = _mm256_loadu_pd(var_b), vb1 = _mm256_loadu_pd(var_b + 4);
+    const __m256i top = _mm256_set1_epi32(0x7FFFFFFF);
+    for (; j + 8 <= stop; j += 8) {
+        if (j + ahead + 8 <= nnz) {
+            for (int k = 0; k < 8; k++) {
+                XR_PREFETCH(fa + indices[j + ahead + k]);
+                XR_PREFETCH(fb + indices[j + ahead + k]);
+            }
+        }
+        __m256i idx = _mm256_loadu_si256((const __m256i *)(indices + j));
+        __m256i ra = _mm256_i32gather_epi32((const int *)fa, idx, 4);
+        __m256i rb = _mm256_i32gather_epi32((const int *)fb, idx, 4);
+        __m256i bad = _mm256_or_si256(ra, rb);
+        if (is_signed)
+            bad = _mm256_or_si256(bad, _mm256_or_si256(_mm256_cmpeq_epi32(ra, top),
+                                                       _mm256_cmpeq_epi32(rb, top)));
+        if (_mm256_movemask_ps(_mm256_castsi256_ps(bad)))
+            break;
+        __m256 c = coef ? _mm256_loadu_ps(coef + j) : _mm256_setzero_ps();
+        xr_add8(coef ? &c : NULL, ra, poisson, &sa0, &sa1, &va0, &va1);
+        xr_add8(coef ? &c : NULL, rb, poisson, &sb0, &sb1, &vb0, &vb1);
+    }
+    _mm256_storeu_pd(sig_a, sa0); _mm256_storeu_pd(sig_a + 4, sa1);
+    _mm256_storeu_pd(var_a, va0); _mm256_storeu_pd(var_a + 4, va1);
+    _mm256_storeu_pd(sig_b, sb0); _mm256_storeu_pd(sig_b + 4, sb1);
+    _mm256_storeu_pd(var_b, vb0); _mm256_storeu_pd(var_b + 4, vb1);
+    return j;
+}
 #else
 static int xr_has_avx2(void) { return 0; }
 
@@ -98,6 +139,13 @@ static ptrdiff_t xr_row_i32_avx2(const int32_t *frame, const int32_t *indices,
                                  const float *coef, ptrdiff_t j, ptrdiff_t stop,
                                  ptrdiff_t nnz, ptrdiff_t ahead, int is_signed, int poisson,
                                  double *sig, double *var) {
+    return j; /* never called: xr_has_avx2() is 0 */
+}
+
+static ptrdiff_t xr_row2_i32_avx2(const int32_t *fa, const int32_t *fb, const int32_t *indices,
+                                  const float *coef, ptrdiff_t j, ptrdiff_t stop,
+                                  ptrdiff_t nnz, ptrdiff_t ahead, int is_signed, int poisson,
+                                  double *sig_a, double *var_a, double *sig_b, double *var_b) {
     return j; /* never called: xr_has_avx2() is 0 */
 }
 #endif

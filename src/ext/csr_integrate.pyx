@@ -5,9 +5,11 @@ Two kernels:
 
 - :func:`static_sums` computes, once per engine and set of corrections, the frame-invariant
   per-bin sums ``sum c*norm``, ``sum (c*norm)^2`` and ``count = sum c``.
-- :func:`integrate_frames` makes one pass over the matrix rows per call (``prange`` over
-  chunks of rows holding equal numbers of entries, frames looped inside so that each matrix
-  row is read once for the whole stack). It reads the raw frames in their own dtype (no
+- :func:`integrate_frames` makes one pass over the matrix per call (``prange`` over chunks
+  of rows holding equal numbers of entries, about 256k; inside a chunk the frames loop
+  outside its rows, so that the chunk's matrix stays in cache for the whole stack and the
+  pixels neighbouring rings share are gathered from cache; 32-bit integer frames go two at
+  a time, sharing the matrix reads). It reads the raw frames in their own dtype (no
   conversion copy) and accumulates ``sum c*(raw - dark)`` and ``sum c^2*variance`` in float64,
   8 entries at a time in independent lanes, prefetching the frame pixels 128 entries ahead;
   32-bit integer frames use an AVX2 gather where the CPU has it (csr_gather.h, identical
@@ -44,13 +46,23 @@ cdef extern from "csr_gather.h" nogil:
                                const cnp.float32_t* coef, Py_ssize_t j, Py_ssize_t stop,
                                Py_ssize_t nnz, Py_ssize_t ahead, int is_signed, int poisson,
                                double* sig, double* var) noexcept
+    Py_ssize_t xr_row2_i32_avx2(const cnp.int32_t* frame_a, const cnp.int32_t* frame_b,
+                                const cnp.int32_t* indices, const cnp.float32_t* coef,
+                                Py_ssize_t j, Py_ssize_t stop, Py_ssize_t nnz,
+                                Py_ssize_t ahead, int is_signed, int poisson, double* sig_a,
+                                double* var_a, double* sig_b, double* var_b) noexcept
 
 # Entries ahead whose frame pixels are prefetched: the gathers from the frame are the cost of
 # a CSR pass (the frame is read in no particular order), and their addresses are known from
 # the indices long before they are needed. 128 measured best of 64/128/256 on the bench.
+# Entries per chunk of rows: a chunk's indices and coefficients (2 MB) are read from memory
+# once for all the frames of a call, and the frame pixels its rows gather (neighbouring rings
+# share cache lines) are reused from the core's cache; 256k measured as good as 512k and 1M
+# and better than 128k and below on a Pilatus 2M 1D matrix (benchmarks/bench_stack.py).
 cdef enum:
     PREFETCH_AHEAD = 128
     LANES = 8
+    CHUNK_ENTRIES = 262144
 
 include "raw_values.pxi"
 
@@ -65,6 +77,12 @@ def simd(enabled=None):
     if enabled is not None:
         _use_simd = bool(enabled) and _HAVE_AVX2
     return _use_simd
+
+
+def chunk_count(Py_ssize_t nnz, int threads):
+    """How many chunks the rows are cut into for the parallel loops: about CHUNK_ENTRIES
+    entries each, and at least 4 per thread so that the threads finish together."""
+    return int(max(4 * max(threads, 1), nnz // CHUNK_ENTRIES))
 
 
 def balanced_chunks(const cnp.int32_t[::1] indptr, int nchunks):
@@ -178,24 +196,20 @@ cdef inline Py_ssize_t _fast_row(const raw_t* frame, const cnp.int32_t* indices,
                                  const cnp.float32_t* variance, Py_ssize_t j, Py_ssize_t stop,
                                  Py_ssize_t nnz, bint use_coef, bint use_dark, int error_mode,
                                  bint check_values, bint check_max, bint has_dummy,
-                                 raw_t dummy_a, raw_t dummy_b, bint simd, double* sig_out,
-                                 double* var_out) noexcept nogil:
-    """Accumulate entries j..stop of a row in blocks of 8, the last one maybe partial
-    (entry j+k into lane k: independent chains); stop before the first block holding an
-    invalid value. Returns the index of the first entry not consumed.
+                                 raw_t dummy_a, raw_t dummy_b, bint simd, double* s,
+                                 double* v) noexcept nogil:
+    """Accumulate entries j..stop of a row into the lanes s[LANES], v[LANES] in blocks of 8,
+    the last one maybe partial (entry j+k into lane k: independent chains); stop before the
+    first block holding an invalid value. Returns the index of the first entry not consumed.
 
     32-bit integer frames go through the AVX2 gather of csr_gather.h first when ``simd``;
-    it adds in the same lanes and order, so both paths give identical results. Called with
-    literal ``use_coef``, ``use_dark`` and ``error_mode`` so that the C compiler specialises
-    each call site (the branches fold away after inlining).
+    it adds in the same lanes and order, so both paths give identical results (and so does
+    the two-frame gather, whose lanes this call may continue). Called with literal
+    ``use_coef``, ``use_dark`` and ``error_mode`` so that the C compiler specialises each
+    call site (the branches fold away after inlining).
     """
-    cdef double s[LANES]
-    cdef double v[LANES]
     cdef int k
     cdef Py_ssize_t n
-    for k in range(LANES):
-        s[k] = 0.0
-        v[k] = 0.0
     if raw_t is cnp.uint32_t or raw_t is cnp.int32_t:
         if simd and not use_dark and error_mode < 2 and not has_dummy:
             j = xr_row_i32_avx2(<const cnp.int32_t*> frame, indices,
@@ -214,9 +228,148 @@ cdef inline Py_ssize_t _fast_row(const raw_t* frame, const cnp.int32_t* indices,
         if _add_block(frame, indices, coef, dark, variance, j, n, use_coef, use_dark,
                       error_mode, check_values, check_max, has_dummy, dummy_a, dummy_b, s, v):
             j = stop
-    sig_out[0] = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
-    var_out[0] = ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))
     return j
+
+
+cdef inline double _lane_sum(const double* s) noexcept nogil:
+    """The lanes added pairwise, in one fixed order."""
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
+
+
+cdef inline void _frame_row(const raw_t* frame, const cnp.int32_t* indices,
+                            const cnp.float32_t* coef, bint has_coef, const double* norm,
+                            double static_norm, double static_norm2, double static_count,
+                            const cnp.float32_t* dark, const cnp.float32_t* var_ptr,
+                            int error_mode, bint check_values, bint check_max, bint has_dummy,
+                            raw_t dummy_a, raw_t dummy_b, bint simd, Py_ssize_t start,
+                            Py_ssize_t stop, Py_ssize_t j, Py_ssize_t nnz, double* s,
+                            double* v, double* out_signal, double* out_variance,
+                            double* out_norm, double* out_norm2,
+                            double* out_count) noexcept nogil:
+    """One frame, one row: entries start..j-1 are already in the lanes s, v (the two-frame
+    gather); the fast path goes on from j, the exact loop does the rest (invalid values,
+    the azimuthal model), and the row's five sums are written to ``out_*[0]``."""
+    cdef bint has_dark = dark != NULL
+    cdef double c, x, w, sig, var, bad_n = 0.0, bad_n2 = 0.0, bad_c = 0.0
+    cdef double wsum = 0.0, wsum_before, mean = 0.0, m2 = 0.0, delta, sn, sn2, val
+    cdef Py_ssize_t nbad = 0
+    cdef cnp.int32_t idx
+    cdef raw_t r
+    if error_mode != 3:
+        # Fast path (no normalisation read), specialised per call site; it stops at the
+        # first invalid value and the exact loop below does the rest.
+        if not has_dark and not has_dummy and has_coef and error_mode == 1:
+            j = _fast_row(frame, indices, coef, NULL, NULL, j, stop, nnz, True, False, 1,
+                          check_values, check_max, False, dummy_a, dummy_b, simd, s, v)
+        elif not has_dark and not has_dummy and has_coef and error_mode == 0:
+            j = _fast_row(frame, indices, coef, NULL, NULL, j, stop, nnz, True, False, 0,
+                          check_values, check_max, False, dummy_a, dummy_b, simd, s, v)
+        elif not has_dark and not has_dummy and not has_coef and error_mode == 1:
+            j = _fast_row(frame, indices, NULL, NULL, NULL, j, stop, nnz, False, False, 1,
+                          check_values, check_max, False, dummy_a, dummy_b, simd, s, v)
+        elif not has_dark and not has_dummy and not has_coef and error_mode == 0:
+            j = _fast_row(frame, indices, NULL, NULL, NULL, j, stop, nnz, False, False, 0,
+                          check_values, check_max, False, dummy_a, dummy_b, simd, s, v)
+        else:
+            j = _fast_row(frame, indices, coef if has_coef else NULL, dark, var_ptr, j, stop,
+                          nnz, has_coef, has_dark, error_mode, check_values, check_max,
+                          has_dummy, dummy_a, dummy_b, simd, s, v)
+    sig = _lane_sum(s)
+    var = _lane_sum(v)
+    while j < stop:
+        idx = indices[j]
+        c = coef[j] if has_coef else 1.0
+        r = frame[idx]
+        j = j + 1
+        if check_values and (_invalid(r, check_max, has_dummy, dummy_a, dummy_b)
+                             or _invalid_correction(dark, var_ptr, idx)):
+            w = c * norm[idx]
+            bad_n = bad_n + w
+            bad_n2 = bad_n2 + w * w
+            bad_c = bad_c + c
+            nbad = nbad + 1
+            continue
+        val = <double> r
+        if has_dark:
+            val = val - dark[idx]
+        sig = sig + c * val
+        if error_mode == 1:
+            x = <double> r
+            if x < 1.0:
+                x = 1.0
+            var = var + c * c * x
+        elif error_mode == 2:
+            var = var + c * c * var_ptr[idx]
+        elif error_mode == 3:
+            w = c * norm[idx]
+            if w > 0.0:
+                x = val / norm[idx]
+                wsum_before = wsum
+                wsum = wsum + w
+                delta = x - mean
+                mean = mean + delta * w / wsum
+                # w delta^2 W_before / W: equal to West's w delta (x - mean) but never below
+                # zero in rounding (a zero-spread bin stays >= 0).
+                m2 = m2 + w * delta * delta * (wsum_before / wsum)
+    if nbad == 0:
+        sn = static_norm
+        sn2 = static_norm2
+        out_count[0] = static_count
+    elif nbad == stop - start:
+        sn = 0.0
+        sn2 = 0.0
+        out_count[0] = 0.0
+    else:
+        sn = static_norm - bad_n
+        sn2 = static_norm2 - bad_n2
+        out_count[0] = static_count - bad_c
+    if error_mode == 3:
+        sn = wsum
+        if wsum > 0.0 and sn2 > 0.0:
+            var = m2 / wsum * sn2
+    out_signal[0] = sig
+    out_variance[0] = var
+    out_norm[0] = sn
+    out_norm2[0] = sn2
+
+
+cdef inline void _row_frames(const raw_t* frame_a, const raw_t* frame_b,
+                             const cnp.int32_t* indices, const cnp.float32_t* coef,
+                             bint has_coef, const double* norm, double static_norm,
+                             double static_norm2, double static_count,
+                             const cnp.float32_t* dark, const cnp.float32_t* var_a,
+                             const cnp.float32_t* var_b, int error_mode, bint check_values,
+                             bint check_max, bint has_dummy, raw_t dummy_a, raw_t dummy_b,
+                             bint simd, Py_ssize_t start, Py_ssize_t stop, Py_ssize_t nnz,
+                             Py_ssize_t nbins, double* sig_out, double* var_out,
+                             double* norm_out, double* norm2_out,
+                             double* count_out) noexcept nogil:
+    """Row ``b`` of one frame (``frame_b`` NULL) or of two frames that share the matrix
+    reads (32-bit integer frames on the AVX2 path); ``*_out`` point at the frame's (or the
+    first frame's) output for this row, the second frame's lies ``nbins`` further."""
+    cdef double s[2][LANES]
+    cdef double v[2][LANES]
+    cdef int k, q, nq = 1 if frame_b == NULL else 2
+    cdef Py_ssize_t j = start
+    for q in range(2):
+        for k in range(LANES):
+            s[q][k] = 0.0
+            v[q][k] = 0.0
+    if raw_t is cnp.uint32_t or raw_t is cnp.int32_t:
+        if nq == 2:
+            j = xr_row2_i32_avx2(<const cnp.int32_t*> frame_a, <const cnp.int32_t*> frame_b,
+                                 indices, coef if has_coef else NULL, j, stop, nnz,
+                                 PREFETCH_AHEAD, raw_t is cnp.int32_t, error_mode == 1,
+                                 s[0], v[0], s[1], v[1])
+    _frame_row(frame_a, indices, coef, has_coef, norm, static_norm, static_norm2,
+               static_count, dark, var_a, error_mode, check_values, check_max, has_dummy,
+               dummy_a, dummy_b, simd, start, stop, j, nnz, s[0], v[0], sig_out, var_out,
+               norm_out, norm2_out, count_out)
+    if nq == 2:
+        _frame_row(frame_b, indices, coef, has_coef, norm, static_norm, static_norm2,
+                   static_count, dark, var_b, error_mode, check_values, check_max, has_dummy,
+                   dummy_a, dummy_b, simd, start, stop, j, nnz, s[1], v[1], sig_out + nbins,
+                   var_out + nbins, norm_out + nbins, norm2_out + nbins, count_out + nbins)
 
 
 cdef inline void _static_row(const cnp.int32_t* indices, const cnp.float32_t* coef,
@@ -264,12 +417,13 @@ def static_sums(const cnp.int32_t[::1] indptr, const cnp.int32_t[::1] indices,
     """Per-bin ``sum c*norm``, ``sum (c*norm)^2`` and ``sum c`` into the three output arrays.
 
     ``coef`` is ignored (every coefficient is 1) when ``has_coef`` is false. ``chunks``: bin
-    boundaries from :func:`balanced_chunks` (default: 16 chunks per OpenMP thread).
+    boundaries from :func:`balanced_chunks` (default: :func:`chunk_count` chunks).
     """
     cdef Py_ssize_t nbins = indptr.shape[0] - 1
     cdef Py_ssize_t b, c, nchunks
     if chunks is None:
-        chunks = balanced_chunks(indptr, 16 * openmp.omp_get_max_threads())
+        chunks = balanced_chunks(indptr, chunk_count(indices.shape[0],
+                                                     openmp.omp_get_max_threads()))
     cdef const cnp.int32_t[::1] bounds = chunks
     _check_csr(indptr, indices.shape[0], coef.shape[0], has_coef)
     for name, out in (("sum_norm", sum_norm), ("sum_norm2", sum_norm2), ("count", count)):
@@ -323,22 +477,18 @@ def integrate_frames(const raw_t[:, ::1] frames,
         :class:`xreduce.engines.preprocess.PixelRule`).
     out_* : (nframes, nbins) float64 outputs.
     chunks : bin boundaries from :func:`balanced_chunks` (the units of work of the parallel
-        loop, taken dynamically by the threads); default: 16 chunks per OpenMP thread,
+        loop, taken dynamically by the threads); default: :func:`chunk_count` chunks,
         computed here.
     """
     cdef Py_ssize_t nbins = indptr.shape[0] - 1
     cdef Py_ssize_t nframes = frames.shape[0]
     cdef bint shared_variance = variance.shape[0] == 1
-    cdef Py_ssize_t b, f, j, fv
-    cdef cnp.int32_t idx, start, stop
-    cdef raw_t v
-    cdef double c, s, x, w, sig, var, bad_n, bad_n2, bad_c, wsum, wsum_before, mean, m2, delta
-    cdef double sn, sn2
-    cdef Py_ssize_t nbad, nnz = indices.shape[0]
-    cdef const raw_t* frame_ptr
-    cdef const cnp.float32_t* var_ptr
+    cdef Py_ssize_t b, f, step, nnz = indices.shape[0]
     cdef const cnp.int32_t* indices_ptr = &indices[0] if indices.shape[0] > 0 else NULL
     cdef const cnp.float32_t* coef_ptr = &coef[0] if has_coef and coef.shape[0] > 0 else NULL
+    cdef const raw_t* frame_b
+    cdef const cnp.float32_t* var_a
+    cdef const cnp.float32_t* var_b
     cdef raw_t dummy_a, dummy_b
     _check_kernel_shapes(frames.shape[0], frames.shape[1], indptr, indices.shape[0],
                          coef.shape[0], has_coef, norm.shape[0], static_norm.shape[0],
@@ -352,111 +502,37 @@ def integrate_frames(const raw_t[:, ::1] frames,
     dummy_a = dummy_bounds[0]
     dummy_b = dummy_bounds[1]
     if chunks is None:
-        chunks = balanced_chunks(indptr, 16 * openmp.omp_get_max_threads())
+        chunks = balanced_chunks(indptr, chunk_count(nnz, openmp.omp_get_max_threads()))
     cdef const cnp.int32_t[::1] bounds = chunks
     _check_chunks(bounds, nbins)
     cdef Py_ssize_t ch, nchunks = bounds.shape[0] - 1
     cdef bint simd = _use_simd
+    # Two frames share each matrix read where the AVX2 gather takes both (32-bit integer
+    # frames, no dark, dummy or variance array), with the same sums as one at a time.
+    cdef bint pairs = simd and (raw_t is cnp.int32_t or raw_t is cnp.uint32_t) \
+        and not has_dark and not has_dummy and error_mode < 2
     with nogil:
+        # Frames outside, rows inside a chunk: the chunk's matrix rows (~256k entries) stay
+        # in the core's cache for all the frames, and the pixels a row gathers are still
+        # cached when the next rows (neighbouring rings) gather them again.
         for ch in prange(nchunks, schedule="dynamic"):
-            for b in range(bounds[ch], bounds[ch + 1]):
-                start = indptr[b]
-                stop = indptr[b + 1]
-                for f in range(nframes):
-                    fv = 0 if shared_variance else f
-                    sig = 0.0
-                    var = 0.0
-                    bad_n = 0.0
-                    bad_n2 = 0.0
-                    bad_c = 0.0
-                    nbad = 0
-                    wsum = 0.0
-                    mean = 0.0
-                    m2 = 0.0
-                    j = start
-                    frame_ptr = &frames[f, 0]
-                    var_ptr = &variance[fv, 0] if error_mode == 2 else NULL
-                    if error_mode != 3:
-                        # Fast path (no normalisation read), specialised per call site; it stops
-                        # at the first invalid value and the general loop below does the rest.
-                        if not has_dark and not has_dummy and has_coef and error_mode == 1:
-                            j = _fast_row(frame_ptr, indices_ptr, coef_ptr, NULL, NULL, j, stop,
-                                          nnz, True, False, 1, check_values, check_max, False,
-                                          dummy_a, dummy_b, simd, &sig, &var)
-                        elif not has_dark and not has_dummy and has_coef and error_mode == 0:
-                            j = _fast_row(frame_ptr, indices_ptr, coef_ptr, NULL, NULL, j, stop,
-                                          nnz, True, False, 0, check_values, check_max, False,
-                                          dummy_a, dummy_b, simd, &sig, &var)
-                        elif not has_dark and not has_dummy and not has_coef and error_mode == 1:
-                            j = _fast_row(frame_ptr, indices_ptr, NULL, NULL, NULL, j, stop,
-                                          nnz, False, False, 1, check_values, check_max, False,
-                                          dummy_a, dummy_b, simd, &sig, &var)
-                        elif not has_dark and not has_dummy and not has_coef and error_mode == 0:
-                            j = _fast_row(frame_ptr, indices_ptr, NULL, NULL, NULL, j, stop,
-                                          nnz, False, False, 0, check_values, check_max, False,
-                                          dummy_a, dummy_b, simd, &sig, &var)
-                        else:
-                            j = _fast_row(frame_ptr, indices_ptr, coef_ptr if has_coef else NULL,
-                                          dark_ptr if has_dark else NULL, var_ptr, j, stop,
-                                          nnz, has_coef, has_dark, error_mode, check_values,
-                                          check_max, has_dummy, dummy_a, dummy_b, simd, &sig,
-                                          &var)
-                    while j < stop:
-                        idx = indices[j]
-                        c = coef[j] if has_coef else 1.0
-                        v = frames[f, idx]
-                        j = j + 1
-                        if check_values and (
-                                _invalid(v, check_max, has_dummy, dummy_a, dummy_b)
-                                or _invalid_correction(dark_ptr, var_ptr, idx)):
-                            w = c * norm[idx]
-                            bad_n = bad_n + w
-                            bad_n2 = bad_n2 + w * w
-                            bad_c = bad_c + c
-                            nbad = nbad + 1
-                            continue
-                        s = <double> v
-                        if has_dark:
-                            s = s - dark[idx]
-                        sig = sig + c * s
-                        if error_mode == 1:
-                            x = <double> v
-                            if x < 1.0:
-                                x = 1.0
-                            var = var + c * c * x
-                        elif error_mode == 2:
-                            var = var + c * c * variance[fv, idx]
-                        elif error_mode == 3:
-                            w = c * norm[idx]
-                            if w > 0.0:
-                                x = s / norm[idx]
-                                wsum_before = wsum
-                                wsum = wsum + w
-                                delta = x - mean
-                                mean = mean + delta * w / wsum
-                                # w delta^2 W_before / W: equal to West's w delta (x - mean) but
-                                # never below zero in rounding (a zero-spread bin stays >= 0).
-                                m2 = m2 + w * delta * delta * (wsum_before / wsum)
-                    if nbad == 0:
-                        sn = static_norm[b]
-                        sn2 = static_norm2[b]
-                        out_count[f, b] = static_count[b]
-                    elif nbad == stop - start:
-                        sn = 0.0
-                        sn2 = 0.0
-                        out_count[f, b] = 0.0
-                    else:
-                        sn = static_norm[b] - bad_n
-                        sn2 = static_norm2[b] - bad_n2
-                        out_count[f, b] = static_count[b] - bad_c
-                    if error_mode == 3:
-                        sn = wsum
-                        if wsum > 0.0 and sn2 > 0.0:
-                            var = m2 / wsum * sn2
-                    out_signal[f, b] = sig
-                    out_variance[f, b] = var
-                    out_norm[f, b] = sn
-                    out_norm2[f, b] = sn2
+            f = 0
+            while f < nframes:
+                step = 2 if pairs and f + 1 < nframes else 1
+                frame_b = &frames[f + 1, 0] if step == 2 else NULL
+                var_a = NULL
+                var_b = NULL
+                if error_mode == 2:
+                    var_a = &variance[0 if shared_variance else f, 0]
+                    var_b = &variance[0 if shared_variance else f + step - 1, 0]
+                for b in range(bounds[ch], bounds[ch + 1]):
+                    _row_frames(&frames[f, 0], frame_b, indices_ptr, coef_ptr, has_coef,
+                                &norm[0], static_norm[b], static_norm2[b], static_count[b],
+                                dark_ptr, var_a, var_b, error_mode, check_values, check_max,
+                                has_dummy, dummy_a, dummy_b, simd, indptr[b], indptr[b + 1],
+                                nnz, nbins, &out_signal[f, b], &out_variance[f, b],
+                                &out_norm[f, b], &out_norm2[f, b], &out_count[f, b])
+                f = f + step
 
 
 def finish(const double[::1] signal, const double[::1] variance, const double[::1] norm,

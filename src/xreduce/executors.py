@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import itertools
 import os
 import threading
 from typing import Any, Iterable, Iterator, Protocol
@@ -249,6 +250,10 @@ def _run_windowed(submit, chunks: Iterable[Any], window: int, wait
 _END = object()
 
 
+#: Times a chunk whose task dask cancelled (its inputs lost with a worker) is submitted again.
+_RESEND = 3
+
+
 def _run_dask(job: ChunkJob, chunks: Iterable[Any], client: Any, num_threads: int | None,
               max_in_flight: int | None) -> Iterator[tuple[Any, Any]]:
     """Tasks through ``distributed.as_completed`` (results fetched in batches as they come),
@@ -256,25 +261,37 @@ def _run_dask(job: ChunkJob, chunks: Iterable[Any], client: Any, num_threads: in
     from distributed import as_completed
 
     # the job travels once to every worker; tasks refer to it
-    job_future = client.scatter(job, broadcast=True, hash=False)
+    job_future = [client.scatter(job, broadcast=True, hash=False)]
     workers = sum(client.nthreads().values()) or 1
     window = max_in_flight or 8 * workers
     iterator = iter(chunks)
-    chunk_of: dict[Any, Any] = {}
+    chunk_of: dict[Any, tuple[int, Any]] = {}
+    resent: dict[int, int] = {}
+    counter = itertools.count()
 
-    def submit() -> Any:
-        chunk = next(iterator, _END)
-        if chunk is _END:
-            return None
-        future = client.submit(run_on_worker, job_future, chunk, num_threads, pure=False)
-        chunk_of[future] = chunk
+    def submit(item: tuple[int, Any] | None = None) -> Any:
+        if item is None:
+            chunk = next(iterator, _END)
+            if chunk is _END:
+                return None
+            item = (next(counter), chunk)
+        future = client.submit(run_on_worker, job_future[0], item[1], num_threads, pure=False)
+        chunk_of[future] = item
         return future
 
     first = [f for f in (submit() for _ in range(window)) if f is not None]
     running = as_completed(first, with_results=True, raise_errors=False)
     try:
         for future, result in running:
-            chunk = chunk_of.pop(future)
+            number, chunk = chunk_of.pop(future)
+            if future.cancelled() and resent.get(number, 0) < _RESEND:
+                # dask cancels a task whose job copy was lost with a killed worker before
+                # another copy could be used ("lost dependencies"): send the job again and
+                # run the chunk again, a few times at most
+                resent[number] = resent.get(number, 0) + 1
+                job_future[0] = client.scatter(job, broadcast=True, hash=False)
+                running.add(submit((number, chunk)))
+                continue
             if future.status == "error":
                 result = future.exception()
             yield chunk, result

@@ -24,6 +24,7 @@ Example
 """
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -111,23 +112,41 @@ class _IntegrateJob:
     def teardown(self, state: dict) -> None:
         state["stack"].close()
 
-    def load(self, state: dict, chunk: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    def load(self, state: dict, chunk: tuple[int, int]) -> tuple[np.ndarray, Any]:
+        """The frames of a chunk, or their compressed chunks (direct chunk reads): those are
+        decompressed in :meth:`compute` with the integration's threads, one stage after the
+        other on every core, instead of a reader thread competing with the integration for
+        the same cores (doc/stack.md, "Speed")."""
         start, stop = chunk
         stack = state["stack"]
-        try:
-            buffer = state["buffers"].get_nowait()
-        except queue.Empty:
-            buffer = np.empty((self.chunk_frames,) + tuple(stack.shape[1:]), stack.dtype)
-        if len(buffer) < stop - start:  # a chunk larger than planned: no reuse
-            buffer = np.empty((stop - start,) + tuple(stack.shape[1:]), stack.dtype)
+        if stack.direct_chunks:
+            return None, stack.read_raw(start, stop)
+        buffer = self._buffer(state, stop - start, tuple(stack.shape[1:]), stack.dtype)
         try:
             return buffer, stack.read_into(start, stop, buffer[:stop - start])
         except BaseException:
             state["buffers"].put(buffer)
             raise
 
-    def compute(self, state: dict, loaded: tuple[np.ndarray, np.ndarray]) -> dict:
+    def _buffer(self, state: dict, frames: int, shape: tuple, dtype: Any) -> np.ndarray:
+        """A frame buffer of at least ``frames`` frames, reused from an earlier chunk."""
+        try:
+            buffer = state["buffers"].get_nowait()
+        except queue.Empty:
+            buffer = np.empty((self.chunk_frames,) + shape, dtype)
+        if len(buffer) < frames:  # a chunk larger than planned: no reuse
+            buffer = np.empty((frames,) + shape, dtype)
+        return buffer
+
+    def compute(self, state: dict, loaded: tuple[np.ndarray | None, Any]) -> dict:
         buffer, frames = loaded
+        if buffer is None:  # compressed chunks: decompressed into a reused buffer
+            buffer = self._buffer(state, len(frames), frames.frame_shape, frames.dtype)
+            try:
+                frames = frames.decompress_into(buffer[:len(frames)])
+            except BaseException:
+                state["buffers"].put(buffer)
+                raise
         try:
             return self._integrate(state["ai"], frames)
         finally:
@@ -245,7 +264,10 @@ def _chunks(frames: int, chunk_frames: int | None, stack: Any) -> list[tuple[int
     if chunk_frames is None:
         frame_bytes = int(np.prod(stack.shape[1:])) * np.dtype(stack.dtype).itemsize
         want = max(1, _CHUNK_BYTES // max(1, frame_bytes))
-        chunk_frames = max(aligned, want // aligned * aligned)
+        # a multiple of the HDF5 chunking and of 2 frames (the CSR kernel integrates 32-bit
+        # frames two at a time, sharing the matrix reads: doc/stack.md, "Speed")
+        step = aligned if aligned % 2 == 0 else 2 * aligned
+        chunk_frames = max(step, round(want / step) * step)
     elif isinstance(chunk_frames, bool) or not isinstance(chunk_frames, (int, np.integer)) \
             or chunk_frames < 1:
         raise ValueError(f"chunk_frames: expected an integer >= 1, got {chunk_frames!r}")
@@ -473,7 +495,8 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
     polarization_factor, correct_solid_angle, dummy, delta_dummy, normalization_factor
         As in :meth:`AzimuthalIntegrator.integrate1d`.
     chunk_frames : int, optional
-        Frames per task; default: a multiple of the HDF5 chunking near 32 MiB of raw frames.
+        Frames per task; default: a multiple of the HDF5 chunking and of 2 near 32 MiB of
+        raw frames.
     executor : None, concurrent.futures.Executor or dask.distributed.Client
         Where chunks run (:func:`xreduce.executors.run_chunks`); see
         :func:`xreduce.executors.open_cluster` for a local or remote dask cluster.
@@ -599,14 +622,20 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
     failed: list[tuple[int, int, str]] = []
     from tqdm import tqdm
 
+    # fragments are written (and synced) by one writer thread: its waits on the disk overlap
+    # the next chunks instead of holding the integration up
     with tqdm(total=frames, initial=sum(b - a for a, b in done), unit="frame",
-              disable=not progress, desc="integrate", smoothing=0.1) as bar:
+              disable=not progress, desc="integrate", smoothing=0.1) as bar, \
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xreduce-write") as writer:
+        writes = []
         for chunk, result in run_chunks(job, todo, executor, num_threads=num_threads):
             if isinstance(result, BaseException):
                 failed.append((chunk[0], chunk[1], f"{type(result).__name__}: {result}"))
             else:
-                _write_fragment(parts, chunk, result)
+                writes.append(writer.submit(_write_fragment, parts, chunk, result))
             bar.update(chunk[1] - chunk[0])
+        for write in writes:
+            write.result()
     if failed:
         failed.sort()
         lines = [f"frames {a}-{b - 1}: {msg}" for a, b, msg in failed[:10]]

@@ -119,8 +119,8 @@ def _set(matrix: Any, name: str, value: np.ndarray) -> None:
 @dataclass(frozen=True)
 class StaticSums:
     """Frame-invariant sums of a CSR engine for one normalisation (and the matrix they use),
-    with ``chunks``: bin boundaries cutting the rows into 16 chunks of equal numbers of
-    entries per OpenMP thread (the units of work of the per-frame parallel loop)."""
+    with ``chunks``: bin boundaries cutting the rows into chunks of equal numbers of entries
+    (:func:`xreduce.ext.csr_integrate.chunk_count`: the units of work of the parallel loop)."""
 
     indptr: np.ndarray
     indices: np.ndarray
@@ -201,7 +201,8 @@ class CsrEngine:
                 indices = np.ascontiguousarray(indices[keep])
                 coef = None if coef is None else np.ascontiguousarray(coef[keep])
         sums = [np.empty(self.nbins) for _ in range(3)]
-        chunks = csr_integrate.balanced_chunks(indptr, 16 * max_threads())
+        chunks = csr_integrate.balanced_chunks(
+            indptr, csr_integrate.chunk_count(len(indices), max_threads()))
         csr_integrate.static_sums(indptr, indices, _EMPTY_F32 if coef is None else coef,
                                   coef is not None, norm.values, *sums, chunks=chunks)
         return StaticSums(indptr, indices, coef, *sums, chunks)

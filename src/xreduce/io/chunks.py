@@ -1,7 +1,8 @@
 """Direct chunk reads of bitshuffle-LZ4 HDF5 frames: raw chunks read with
-``read_direct_chunk`` and decompressed by our kernel (``xreduce.ext.bitshuffle_lz4``) with the
-GIL released and the blocks of a chunk on several OpenMP threads, so that reading overlaps
-integration (see ``doc/stack.md``, "Direct chunk reads").
+``read_direct_chunk`` (:func:`read_raw_chunks`, the I/O) and decompressed by our kernel
+(``xreduce.ext.bitshuffle_lz4``) with the GIL released and the blocks of all the chunks on
+OpenMP threads (:meth:`RawChunks.decompress_into`), possibly later and on another thread (see
+``doc/stack.md``, "Direct chunk reads").
 
 HDF5's own path decompresses one chunk at a time holding h5py's lock; this one gives the same
 bytes (tested against it) and is used by :class:`xreduce.io.FrameStack` whenever it applies:
@@ -11,10 +12,13 @@ steps of 1 without a crop.
 Example
 -------
 >>> import h5py                                                       # doctest: +SKIP
->>> from xreduce.io.chunks import direct_read_plan, read_frames_direct  # doctest: +SKIP
+>>> from xreduce.io.chunks import (direct_read_plan, read_frames_direct,  # doctest: +SKIP
+...                                 read_raw_chunks)
 >>> ds = h5py.File("scan.h5")["/entry/data/data"]                     # doctest: +SKIP
 >>> if direct_read_plan(ds):                                          # doctest: +SKIP
 ...     frames = read_frames_direct(ds, 0, 10)
+...     raw = read_raw_chunks(ds, 10, 20)  # read now (I/O), decompressed later, anywhere
+...     more = raw.decompress_into(num_threads=2)
 """
 from __future__ import annotations
 
@@ -22,7 +26,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BITSHUFFLE_FILTER", "direct_read_plan", "read_frames_direct"]
+from xreduce.limits import check_allocation
+
+__all__ = ["BITSHUFFLE_FILTER", "RawChunks", "direct_read_plan", "read_frames_direct",
+           "read_raw_chunks"]
 
 #: HDF5 filter id of bitshuffle; its 5th option is 2 for LZ4.
 BITSHUFFLE_FILTER = 32008
@@ -46,6 +53,84 @@ def direct_read_plan(dataset: Any) -> bool:
     return code == BITSHUFFLE_FILTER and len(options) >= 5 and options[4] == _LZ4
 
 
+class RawChunks:
+    """Frames ``start .. stop - 1`` of a dataset accepted by :func:`direct_read_plan`, as
+    their compressed chunks were stored (from :func:`read_raw_chunks`): reading them is the
+    cheap part, done where the I/O waits; :meth:`decompress_into` then uses every core it is
+    given, where the frames are needed."""
+
+    def __init__(self, dataset: Any, start: int, stop: int):
+        self.start, self.stop = start, stop
+        self.dtype = dataset.dtype
+        self.frame_shape = tuple(dataset.shape[1:])
+        self.per_chunk = int(dataset.chunks[0])
+        self.name = f"{dataset.name!r} in {dataset.file.filename!r}"
+        self.pieces: list[tuple[int, int, np.ndarray]] = []  # (first frame, filter mask, bytes)
+        first_chunk = start // self.per_chunk * self.per_chunk
+        for chunk_start in range(first_chunk, stop, self.per_chunk):
+            stored = dataset.id.get_chunk_info_by_coord((chunk_start, 0, 0)).size
+            check_allocation(stored, "url", f"the stored chunk of frames {chunk_start}.. of "
+                             f"{self.name}")
+            filter_mask, raw = dataset.id.read_direct_chunk((chunk_start, 0, 0))
+            self.pieces.append((chunk_start, filter_mask, np.frombuffer(raw, np.uint8)))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def decompress_into(self, out: np.ndarray | None = None, num_threads: int = 0
+                        ) -> np.ndarray:
+        """The frames, decompressed into ``out`` (C-contiguous (frames, rows, cols) of the
+        dataset's dtype; allocated when None) with ``num_threads`` OpenMP threads over the
+        blocks of each chunk (0: the OpenMP default). A damaged chunk: ValueError naming its
+        frames and the file."""
+        from xreduce.ext import bitshuffle_lz4
+
+        start, stop, per_chunk = self.start, self.stop, self.per_chunk
+        shape = (stop - start,) + self.frame_shape
+        if out is None:
+            out = np.empty(shape, self.dtype)
+        elif out.shape != shape or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"out: expected a C-contiguous {self.dtype} array of shape "
+                             f"{shape}, got {out.dtype} {out.shape}")
+        chunk_bytes = per_chunk * int(np.prod(self.frame_shape)) * self.dtype.itemsize
+        targets, partial = [], []
+        for chunk_start, filter_mask, buffer in self.pieces:
+            lo, hi = max(start, chunk_start), min(stop, chunk_start + per_chunk)
+            partial.append(lo != chunk_start or hi != chunk_start + per_chunk)
+            if partial[-1]:  # decompressed aside, its frames copied out below
+                targets.append(np.empty(chunk_bytes, np.uint8))
+            else:  # straight into out
+                targets.append(out[lo - start:hi - start].reshape(-1).view(np.uint8))
+        compressed = [k for k, piece in enumerate(self.pieces) if not piece[1] & 1]
+        status = bitshuffle_lz4.decompress_chunks(  # one parallel region for all chunks
+            [self.pieces[k][2] for k in compressed], [targets[k] for k in compressed],
+            self.dtype.itemsize, num_threads)
+        for k, code in zip(compressed, status):
+            if code != 0:
+                chunk_start = self.pieces[k][0]
+                raise ValueError(f"url: the bitshuffle-LZ4 chunk of frames {chunk_start}-"
+                                 f"{chunk_start + per_chunk - 1} of {self.name} is damaged "
+                                 f"(code {code})")
+        for (chunk_start, filter_mask, buffer), target, cut in zip(self.pieces, targets,
+                                                                    partial):
+            if filter_mask & 1:  # the filter was skipped for this chunk: raw bytes
+                if buffer.size != chunk_bytes:
+                    raise ValueError(f"url: chunk of frames {chunk_start}.. of {self.name} has "
+                                     f"{buffer.size} bytes, expected {chunk_bytes}")
+                target[:] = buffer
+            lo, hi = max(start, chunk_start), min(stop, chunk_start + per_chunk)
+            if cut:
+                frames = target.view(self.dtype).reshape((per_chunk,) + self.frame_shape)
+                out[lo - start:hi - start] = frames[lo - chunk_start:hi - chunk_start]
+        return out
+
+
+def read_raw_chunks(dataset: Any, start: int, stop: int) -> RawChunks:
+    """The compressed chunks holding frames ``start .. stop - 1`` of a dataset accepted by
+    :func:`direct_read_plan`, read as stored (see :class:`RawChunks`)."""
+    return RawChunks(dataset, start, stop)
+
+
 def read_frames_direct(dataset: Any, start: int, stop: int, out: np.ndarray | None = None,
                        num_threads: int = 0) -> np.ndarray:
     """Frames ``start .. stop - 1`` of a dataset accepted by :func:`direct_read_plan`.
@@ -65,48 +150,9 @@ def read_frames_direct(dataset: Any, start: int, stop: int, out: np.ndarray | No
     ValueError
         A chunk that does not decompress (its frames are named).
     """
-    from xreduce.ext import bitshuffle_lz4
-
     shape = (stop - start,) + tuple(dataset.shape[1:])
-    if out is None:
-        out = np.empty(shape, dataset.dtype)
-    elif out.shape != shape or out.dtype != dataset.dtype or not out.flags.c_contiguous:
+    if out is not None and (out.shape != shape or out.dtype != dataset.dtype
+                            or not out.flags.c_contiguous):
         raise ValueError(f"out: expected a C-contiguous {dataset.dtype} array of shape {shape}, "
                          f"got {out.dtype} {out.shape}")
-    per_chunk = int(dataset.chunks[0])
-    frame_bytes = int(np.prod(shape[1:])) * dataset.dtype.itemsize
-    chunk_bytes = per_chunk * frame_bytes
-    scratch = None
-    raw_buffer = np.empty(0, np.uint8)  # reused: fresh pages per chunk cost page faults
-    first_chunk = start // per_chunk * per_chunk
-    for chunk_start in range(first_chunk, stop, per_chunk):
-        lo, hi = max(start, chunk_start), min(stop, chunk_start + per_chunk)
-        stored = dataset.id.get_chunk_info_by_coord((chunk_start, 0, 0)).size
-        if raw_buffer.size < stored:
-            raw_buffer = np.empty(stored, np.uint8)
-        filter_mask, _ = dataset.id.read_direct_chunk((chunk_start, 0, 0),
-                                                      out=raw_buffer[:stored])
-        buffer = raw_buffer[:stored]
-        whole = lo == chunk_start and hi == chunk_start + per_chunk
-        target = out[lo - start:hi - start].reshape(-1).view(np.uint8) if whole else None
-        if target is None:
-            if scratch is None:
-                scratch = np.empty(chunk_bytes, np.uint8)
-            target = scratch
-        if filter_mask & 1:  # the filter was skipped for this chunk: raw bytes
-            if buffer.size != chunk_bytes:
-                raise ValueError(f"url: chunk of frames {chunk_start}.. in "
-                                 f"{dataset.file.filename!r} has {buffer.size} bytes, "
-                                 f"expected {chunk_bytes}")
-            target[:] = buffer
-        else:
-            status = bitshuffle_lz4.decompress_chunk(buffer, target, dataset.dtype.itemsize,
-                                                     num_threads)
-            if status != 0:
-                raise ValueError(f"url: the bitshuffle-LZ4 chunk of frames {chunk_start}-"
-                                 f"{chunk_start + per_chunk - 1} of {dataset.name!r} in "
-                                 f"{dataset.file.filename!r} is damaged (code {status})")
-        if not whole:
-            frames = target.view(dataset.dtype).reshape((per_chunk,) + shape[1:])
-            out[lo - start:hi - start] = frames[lo - chunk_start:hi - chunk_start]
-    return out
+    return read_raw_chunks(dataset, start, stop).decompress_into(out, num_threads)

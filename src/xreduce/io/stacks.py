@@ -41,7 +41,7 @@ from typing import Iterator, Sequence, Union
 
 import numpy as np
 
-from .chunks import direct_read_plan, read_frames_direct
+from .chunks import RawChunks, direct_read_plan, read_frames_direct, read_raw_chunks
 
 __all__ = ["FrameStack", "open_stack", "read_stack", "iter_chunks", "parse_hdf5_url"]
 
@@ -102,6 +102,7 @@ class FrameStack(abc.ABC):
     """
 
     chunk_frames: int = 1  # frames per HDF5 chunk (reads aligned to it are cheapest)
+    direct_chunks: bool = False  # bitshuffle-LZ4 chunks read raw (read_raw) and decoded by us
     source: StackUrl = ""  # what open_stack was given: reopened from it when unpickled
 
     def __len__(self) -> int:
@@ -304,6 +305,16 @@ class _Hdf5Stack(FrameStack):
             return super().read_into(start, stop, out)
         first_sel = slice(frames[0], frames[-1] + 1, frames.step)
         return self._read((first_sel,) + self._rest, out)
+
+    def read_raw(self, start: int, stop: int) -> RawChunks:
+        """Frames ``start .. stop - 1`` as their compressed chunks (only where
+        ``direct_chunks``): read now, decompressed later with
+        :meth:`RawChunks.decompress_into`, by the thread that has the cores for it."""
+        if not self.direct_chunks:
+            raise ValueError(f"url: {self.url!r} is not read by direct chunk reads")
+        start, stop = _check_range(self, start, stop)
+        return read_raw_chunks(self._dataset, self._frames[start] if stop > start else 0,
+                               self._frames[stop - 1] + 1 if stop > start else 0)
 
     def close(self) -> None:
         self._file.close()
