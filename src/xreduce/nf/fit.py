@@ -107,6 +107,7 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
                      min_miso_n_saves_deg: float = 1.0, space_group: int | None = None,
                      parametrization: str = "euler", search_step_deg: float | None = None,
                      search_keep: int = 4, restarts: int = 0,
+                     candidate_order: str = "file", simplex_step_deg: float | None = None,
                      chunk_voxels: int | None = None,
                      progress: bool = True,
                      progress_desc: str = "NF fit", num_threads: int = 0,
@@ -140,6 +141,16 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         Beyond MIDAS (0 = MIDAS): restart the simplex from its best point up to this many
         times while the confidence improves (a simplex on the piecewise-constant confidence
         often stops on a flat patch below the peak).
+    candidate_order : {"file", "screened"}
+        "file" (MIDAS): a voxel's candidates are refined in seed-file order and a later one
+        wins ties. Beyond MIDAS, "screened": refined by decreasing screened confidence (ties:
+        file order) and, of equal refined confidences, the one that screened higher wins;
+        with one solution kept, a voxel stops at the first candidate reaching confidence 1,
+        so the best-screened one is refined first (doc/nf_fit.md, "Candidate order").
+    simplex_step_deg : float, optional
+        Beyond MIDAS: initial simplex step of the refinement (degrees; default, MIDAS:
+        half of ``orient_tol_deg``). A step near the seeds' error needs fewer evaluations
+        (doc/nf_fit.md, "Refinement": measured speed and accuracy).
     chunk_voxels : int, optional
         Voxels per screening call (progress granularity). Default: as many as keep about
         4 million (seed, voxel) pairs per call; more voxels per call share each seed's
@@ -181,6 +192,12 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         raise ValueError(f"search_step_deg: expected > 0 or None, got {search_step_deg}")
     if int(restarts) < 0:
         raise ValueError(f"restarts: expected >= 0, got {restarts}")
+    if candidate_order not in ("file", "screened"):
+        raise ValueError(f"candidate_order: expected 'file' or 'screened', got "
+                         f"{candidate_order!r}")
+    if simplex_step_deg is not None and not 0 < simplex_step_deg <= orient_tol_deg:
+        raise ValueError(f"simplex_step_deg: expected None or in (0, orient_tol_deg = "
+                         f"{orient_tol_deg}], got {simplex_step_deg}")
     if chunk_voxels is None:
         n_orient = len(U) * (1 if search_step_deg is None else
                              len(local_rotation_grid(orient_tol_deg, search_step_deg)))
@@ -205,7 +222,8 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
                     min_miso_n_saves_deg=min_miso_n_saves_deg, space_group=space_group,
                     rotvec=parametrization == "rotation_vector",
                     search_step_deg=search_step_deg, search_keep=int(search_keep),
-                    restarts=restarts, chunk_voxels=int(chunk_voxels))
+                    restarts=restarts, screened_order=candidate_order == "screened",
+                    simplex_step_deg=simplex_step_deg, chunk_voxels=int(chunk_voxels))
     nvox = len(grid)
     euler = np.full((nvox, 3), np.nan)
     conf = np.zeros(nvox)
@@ -268,6 +286,8 @@ class _FitPlan:
     search_step_deg: float | None
     search_keep: int
     restarts: int
+    screened_order: bool
+    simplex_step_deg: float | None
     chunk_voxels: int
 
 
@@ -303,12 +323,15 @@ def _fit_block(plan: _FitPlan, c0: int, num_threads: int) -> dict:
     row = np.full(len(idx), -1, dtype=np.int64)
     sol_e = np.full((len(idx), nsave, 3), np.nan)
     sol_c = np.zeros((len(idx), nsave))
-    scores = model.confidence(plan.U, sub, num_threads=num_threads)  # (nseed, nsub)
+    # early exits: a pair's count stops once it provably scores below MinFracAccept (NaN)
+    scores = model.confidence(plan.U, sub, num_threads=num_threads,
+                              min_confidence=plan.minfrac)  # (nseed, nsub)
     ok = scores >= plan.minfrac
     seed_of, vox_of = np.nonzero(ok.T)[1], np.nonzero(ok.T)[0]   # voxel-major, file order
     cand_e = [plan.seed_euler[seed_of]]
     cand_r = [seed_of]
     cand_v = [vox_of]
+    cand_s = [scores[seed_of, vox_of]]
     ncand = ok.sum(axis=0).astype(np.int64)
     tol = np.full(len(seed_of), plan.orient_tol_deg)
     cand_t = [tol]
@@ -322,10 +345,14 @@ def _fit_block(plan: _FitPlan, c0: int, num_threads: int) -> dict:
         cand_e.append(plan.local_euler[order[kk, kv]])
         cand_r.append(plan.local_row[order[kk, kv]])
         cand_v.append(kv)
+        cand_s.append(best[kk, kv])
         cand_t.append(np.full(len(kv), float(plan.search_step_deg)))
         ncand += np.count_nonzero(best > 0, axis=0)
-    ce, cr, cv, ct = (np.concatenate(a) for a in (cand_e, cand_r, cand_v, cand_t))
-    order = np.lexsort((np.arange(len(cv)), cv))
+    ce, cr, cv, ct, cs = (np.concatenate(a) for a in (cand_e, cand_r, cand_v, cand_t, cand_s))
+    if plan.screened_order:
+        order = np.lexsort((np.arange(len(cv)), -cs, cv))
+    else:
+        order = np.lexsort((np.arange(len(cv)), cv))
     ce, cr, cv, ct = ce[order], cr[order], cv[order], ct[order]
     indptr = np.searchsorted(cv, np.arange(len(idx) + 1))
     # the MIDAS candidates and the local-search ones have different boxes: refine each set
@@ -339,15 +366,19 @@ def _fit_block(plan: _FitPlan, c0: int, num_threads: int) -> dict:
                                  and tol_value != plan.orient_tol_deg)
         e, c, n = model.refine(sub, ip, ce[sel], tol_value, rotation_vector=use_rv,
                                stop_at_one=(nsave == 1 and local is None),
-                               restarts=plan.restarts, num_threads=num_threads)
+                               restarts=plan.restarts, num_threads=num_threads,
+                               step_deg=(None if plan.simplex_step_deg is None else
+                                         min(plan.simplex_step_deg, tol_value)))
         pe[sel], pc[sel], pn[sel] = e, c, n
     for j in range(len(idx)):
         a, b = indptr[j], indptr[j + 1]
         done = np.nonzero(pn[a:b] > 0)[0] + a
         if len(done) == 0:
             continue
-        # best confidence, a later candidate wins ties (MIDAS)
-        best_i = done[len(done) - 1 - np.argmax(pc[done][::-1])]
+        if plan.screened_order:   # best confidence, the better screened wins ties
+            best_i = done[np.argmax(pc[done])]
+        else:                     # best confidence, a later candidate wins ties (MIDAS)
+            best_i = done[len(done) - 1 - np.argmax(pc[done][::-1])]
         euler[j], conf[j], row[j] = pe[best_i], pc[best_i], cr[best_i]
         if nsave > 1:
             picked = _distinct_best(pe[done], pc[done], nsave, plan.min_miso_n_saves_deg,
