@@ -13,7 +13,7 @@ triangle footprint (EdgeLength 2.5 um) on all voxels; (b) the one-pixel footprin
 boundary (there two grains can both reach confidence 1). Each case reports both voxel sets.
 
 Run: ``python benchmarks/nf_fit_gate.py [--decoys 2000] [--grains 20] [--footprint both]
-[--candidate-order file|screened] [--restarts 0] [--cache PREFIX]``.
+[--candidate-order file|screened] [--restarts 0] [--neighbour-passes 0] [--cache PREFIX]``.
 """
 from __future__ import annotations
 
@@ -84,10 +84,11 @@ def run_case(args, footprint: str) -> bool:
     t0, c0 = time.perf_counter(), time.process_time()
     res = fit_orientations(model, grid, seeds, min_frac_accept=0.5, orient_tol_deg=1.0,
                            restarts=args.restarts, candidate_order=args.candidate_order,
-                           progress=False)
+                           neighbour_passes=args.neighbour_passes, progress=False)
     print(f"[{footprint}] fit (restarts {args.restarts}, candidate order "
-          f"{args.candidate_order}): {len(grid)} voxels x {len(seeds)} seeds in "
-          f"{time.perf_counter() - t0:.1f} s ({time.process_time() - c0:.1f} s CPU)")
+          f"{args.candidate_order}, neighbour passes {args.neighbour_passes}): {len(grid)} "
+          f"voxels x {len(seeds)} seeds in {time.perf_counter() - t0:.1f} s "
+          f"({time.process_time() - c0:.1f} s CPU)")
     err = errors_deg(res.euler_rad, U)
     grains = cluster_grains(res.euler_rad, res.confidence, grid.x_um, grid.y_um, grid.edge_um,
                             225, min_confidence=0.5, max_angle_deg=1.0)
@@ -117,6 +118,8 @@ def main() -> int:
                     help="Nelder-Mead restarts (0 = MIDAS's refinement)")
     ap.add_argument("--candidate-order", default="file", choices=("file", "screened"),
                     help="refinement order of a voxel's candidates (file = MIDAS)")
+    ap.add_argument("--neighbour-passes", type=int, default=0,
+                    help="passes trying the neighbours' orientations (0 = MIDAS)")
     ap.add_argument("--footprint", default="both", choices=("triangle", "one_pixel", "both"))
     ap.add_argument("--cache", help="path prefix of npy files keeping the reference images "
                                     "between runs")

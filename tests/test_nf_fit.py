@@ -160,3 +160,29 @@ def test_screened_order_and_simplex_step(case):
         with pytest.raises(ValueError, match=word):
             fit_orientations(model, grid, seeds, min_frac_accept=0.5, orient_tol_deg=0.5,
                              progress=False, **kw)
+
+
+def test_neighbour_passes(case):
+    """Beyond MIDAS: trying the neighbours' fitted orientations brings back the boundary voxels
+    whose own grain's seed scored below MinFracAccept (every voxel within 0.1 deg here, where
+    MIDAS's rules leave 1.4 % on a neighbouring grain), never lowers a confidence, and does
+    not depend on the thread count."""
+    model, grid, micro, truth = case
+    rng = np.random.default_rng(0)
+    seeds = np.concatenate([rotate_by(truth, rng.uniform(0.02, 0.1, len(truth)), rng),
+                            random_orientations(300, rng)])
+    seeds = seeds[rng.permutation(len(seeds))]
+    kw = dict(min_frac_accept=0.5, orient_tol_deg=0.5, progress=False)
+    midas = fit_orientations(model, grid, seeds, **kw)
+    res = fit_orientations(model, grid, seeds, neighbour_passes=2, num_threads=2, **kw)
+    one = fit_orientations(model, grid, seeds, neighbour_passes=2, num_threads=1, **kw)
+    assert np.mean(_errors_deg(midas, micro) <= 0.1) < 1.0
+    assert np.mean(_errors_deg(res, micro) <= 0.1) == 1.0
+    assert np.all(res.confidence >= midas.confidence)
+    np.testing.assert_array_equal(res.euler_rad, one.euler_rad)
+    np.testing.assert_array_equal(res.solutions_confidence[:, 0], res.confidence)
+    with pytest.raises(ValueError, match="neighbour_passes"):
+        fit_orientations(model, grid, seeds, neighbour_passes=-1, **kw)
+    with pytest.raises(ValueError, match="neighbour_passes"):
+        fit_orientations(model, grid, seeds, neighbour_passes=1, save_n_solutions=2,
+                         space_group=225, **kw)

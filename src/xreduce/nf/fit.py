@@ -108,7 +108,7 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
                      parametrization: str = "euler", search_step_deg: float | None = None,
                      search_keep: int = 4, restarts: int = 0,
                      candidate_order: str = "file", simplex_step_deg: float | None = None,
-                     chunk_voxels: int | None = None,
+                     neighbour_passes: int = 0, chunk_voxels: int | None = None,
                      progress: bool = True,
                      progress_desc: str = "NF fit", num_threads: int = 0,
                      executor=None) -> FitResult:
@@ -151,6 +151,16 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         Beyond MIDAS: initial simplex step of the refinement (degrees; default, MIDAS:
         half of ``orient_tol_deg``). A step near the seeds' error needs fewer evaluations
         (doc/nf_fit.md, "Refinement": measured speed and accuracy).
+    neighbour_passes : int
+        Beyond MIDAS (0 = MIDAS): after the fit, up to this many passes in which every voxel
+        also tries the fitted orientations of the voxels within one grid step that differ
+        from its own by more than 0.5 deg (or all of them where it found none): each is
+        screened at the voxel, refined like a seed when it passes ``min_frac_accept``, and
+        replaces the voxel's orientation when its confidence is strictly higher. A voxel's
+        neighbours' refined orientations are much closer to the truth than far-field seeds,
+        so a boundary voxel whose own grain's seed scored below MinFracAccept (and that took a
+        neighbouring grain's orientation) gets its own back (doc/nf_fit.md, "Neighbour
+        passes"). Needs ``save_n_solutions`` 1.
     chunk_voxels : int, optional
         Voxels per screening call (progress granularity). Default: as many as keep about
         4 million (seed, voxel) pairs per call; more voxels per call share each seed's
@@ -192,6 +202,10 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         raise ValueError(f"search_step_deg: expected > 0 or None, got {search_step_deg}")
     if int(restarts) < 0:
         raise ValueError(f"restarts: expected >= 0, got {restarts}")
+    if int(neighbour_passes) < 0:
+        raise ValueError(f"neighbour_passes: expected >= 0, got {neighbour_passes}")
+    if int(neighbour_passes) and int(save_n_solutions) != 1:
+        raise ValueError("neighbour_passes: needs save_n_solutions 1")
     if candidate_order not in ("file", "screened"):
         raise ValueError(f"candidate_order: expected 'file' or 'screened', got "
                          f"{candidate_order!r}")
@@ -262,7 +276,56 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
             blocks.close()  # cancels the tasks not started
         if bar is not None:
             bar.close()
+    if int(neighbour_passes):
+        _neighbour_passes(plan, euler, conf, row, int(neighbour_passes), num_threads)
+        sol_e[:, 0], sol_c[:, 0] = euler, conf
     return FitResult(euler, conf, row, ncand, tsec, sol_e, sol_c)
+
+
+def _rotation_angle_deg(A, B) -> np.ndarray:
+    """Angle (degrees) of the rotation between matrices A[i] and B[i] (no crystal symmetry:
+    voxels fitted from the same seed are compared)."""
+    tr = np.einsum("nij,nij->n", A, B)
+    return np.degrees(np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0)))
+
+
+def _neighbour_passes(plan: "_FitPlan", euler, conf, row, passes: int, num_threads: int) -> None:
+    """Neighbour passes (see ``fit_orientations``), updating euler, conf, row in place."""
+    from scipy.spatial import cKDTree
+
+    grid, model = plan.grid, plan.model
+    pairs = cKDTree(np.c_[grid.x_um, grid.y_um]).query_pairs(1.01 * grid.edge_um,
+                                                            output_type="ndarray")
+    directed = np.concatenate([pairs, pairs[:, ::-1]])   # (voxel, neighbour)
+    directed = directed[np.lexsort((directed[:, 1], directed[:, 0]))]
+    for _ in range(passes):
+        found, row0 = row >= 0, row.copy()
+        Um = euler_to_matrix(np.where(found[:, None], euler, 0.0))
+        v, u = directed[found[directed[:, 1]]].T
+        own = found[v] & (_rotation_angle_deg(Um[v], Um[u]) <= 0.5)
+        v, u = v[~own], u[~own]
+        if len(v) == 0:
+            return
+        sc = model.confidence(Um[u], grid, np.arange(len(u)), v, num_threads=num_threads,
+                              min_confidence=plan.minfrac)
+        ok = sc >= plan.minfrac
+        v, u = v[ok], u[ok]
+        if len(v) == 0:
+            return
+        indptr = np.searchsorted(v, np.arange(len(grid) + 1))
+        e, c, _ = model.refine(grid, indptr, euler[u], plan.orient_tol_deg,
+                               rotation_vector=plan.rotvec, stop_at_one=False,
+                               restarts=plan.restarts, num_threads=num_threads,
+                               step_deg=plan.simplex_step_deg)
+        changed = 0
+        for j in np.unique(v):
+            a, b = indptr[j], indptr[j + 1]
+            k = a + int(np.argmax(c[a:b]))   # the first best (neighbour order)
+            if c[k] > conf[j]:
+                euler[j], conf[j], row[j] = e[k], c[k], row0[u[k]]
+                changed += 1
+        if not changed:
+            return
 
 
 @dataclass(frozen=True)
