@@ -9,7 +9,12 @@ and a voxel stops after a candidate reaches confidence 1 - 1e-4 when one solutio
 Beyond MIDAS (options, never the default): ``parametrization="rotation_vector"`` refines a
 rotation vector applied to the seed, a box with no singularity at Phi = 0 or 180 deg;
 ``search_step_deg`` adds a local grid of rotations around every seed (a ball of radius
-OrientTol) so that seeds 1-2 degrees from the truth still find it.
+OrientTol) so that seeds 1-2 degrees from the truth still find it; ``candidate_order``,
+``simplex_step_deg`` and ``neighbour_passes`` (a voxel tries its neighbours' fitted
+orientations) are described in doc/nf_fit.md.
+
+Screening and refinement stop a count early once its outcome is decided (doc/nf_fit.md,
+"Early exits"): the results are those of the full counts.
 
 Every voxel is fitted by one OpenMP iteration with its own scratch: results do not depend on
 the number of threads.
