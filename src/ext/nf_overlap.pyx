@@ -18,7 +18,7 @@ so the result does not depend on the thread count). Front end: :mod:`xreduce.nf.
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport sqrt, floor, fabs, round, cos, sin, M_PI
+from libc.math cimport sqrt, atan, floor, fabs, round, cos, sin, M_PI
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport uint32_t, int64_t
 
@@ -30,35 +30,7 @@ DEF MAXD = 8          # detector distances
 DEF EDGE_BAND2 = 0.9801  # squared distance (px^2) to an edge line that still counts (MIDAS)
 
 
-# atan(k / 8), k = 0..8, for _atan2 (the table method of xreduce.ext.nf_spots' _atan2)
-cdef double ATAN_TABLE[9]
-for _k in range(9):
-    ATAN_TABLE[_k] = np.arctan(_k / 8.0)
-
-
-cdef inline double _atan2(double y, double x) noexcept nogil:
-    """atan2 to about 1 ulp, several times faster than libm's: t = min/max in [0, 1],
-    atan(t) = atan(c) + atan((t - c) / (1 + t c)), c = k/8 the nearest table point, Taylor
-    series to u^13 (same method as nf_spots, which keeps it private to its module)."""
-    cdef double ax = fabs(x), ay = fabs(y), t, c, u, u2, r
-    cdef bint swap = ay > ax
-    cdef int k
-    if ax == 0.0 and ay == 0.0:
-        return 0.0
-    t = ax / ay if swap else ay / ax
-    k = <int>(t * 8.0 + 0.5)
-    c = k * 0.125
-    u = (t - c) / (1.0 + t * c)
-    u2 = u * u
-    r = ATAN_TABLE[k] + u * (1.0 - u2 * (1.0 / 3 - u2 * (1.0 / 5 - u2 * (1.0 / 7 - u2 * (
-        1.0 / 9 - u2 * (1.0 / 11 - u2 * (1.0 / 13)))))))
-    if swap:
-        r = 0.5 * M_PI - r
-    if x < 0.0:
-        r = M_PI - r
-    if y < 0.0:
-        r = -r
-    return r
+include "nf_atan2.pxi"
 
 
 cdef struct Setup:
