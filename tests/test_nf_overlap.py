@@ -108,3 +108,57 @@ def test_bad_input_is_refused(refl):
         model.confidence(np.eye(4), hexagonal_grid(5.0, 2.0))
     with pytest.raises(ValueError, match="pair_orientation"):
         model.confidence(np.eye(3), hexagonal_grid(5.0, 2.0), [0], None)
+
+
+@pytest.mark.parametrize("tilts, box", [((0.2, -0.15, 0.3), 350.0), ((2.0, -3.0, 4.0), 300.0)])
+def test_early_exit_bound_holds(refl, tilts, box):
+    """max_pixels_per_spot bounds the footprint of every spot of the reference's rule
+    (random orientations, voxels off the axis, small and large tilts): the early exits it
+    allows are safe."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(21)
+    geo = replace(geometry(tilts=tilts), box_sizes_um=((-box, box, -box, box),))
+    grid = hexagonal_grid(40.0, 4.0)
+    model = OverlapModel(geo, refl, np.zeros(n_words((2, N_FRAMES) + geo.detector_shape),
+                                             np.uint32), N_FRAMES)
+    bound = model.max_pixels_per_spot(grid)
+    verts = midas_vertices(grid)
+    most = 0
+    for U in random_orientations(3, rng):
+        for v in rng.choice(len(grid), 4, replace=False):
+            for spot in ref.nf_midas_spots(U, refl.g, geo, N_FRAMES):
+                most = max(most, len(ref.nf_midas_footprint(spot, verts[v], geo, False) or ()))
+    assert 0 < most <= bound <= 4 * most
+    model1 = OverlapModel(geo, refl, model.words, N_FRAMES, edge_length_um=1.0)
+    assert model1.max_pixels_per_spot(grid) == 1
+
+
+def test_early_exits_change_no_result():
+    """Screening with min_confidence: every pair that reaches it has its exact confidence,
+    the others are NaN and really below it. Refinement with the bound: the same simplex
+    steps as without it (identical parameters, confidences and evaluation counts)."""
+    from xreduce.ext import nf_overlap as ext
+    from xreduce.nf.crystal import matrix_to_euler
+    from nf_fit_cases import rotate_by
+
+    model, grid, micro, truth = voronoi_case()
+    rng = np.random.default_rng(8)
+    seeds = np.concatenate([rotate_by(truth, rng.uniform(0.05, 0.3, len(truth)), rng),
+                            random_orientations(20, rng)])
+    exact = model.confidence(seeds, grid)
+    fast = model.confidence(seeds, grid, min_confidence=0.4)
+    reached = ~np.isnan(fast)
+    np.testing.assert_array_equal(fast[reached], exact[reached])
+    assert np.all(exact[~reached] < 0.4) and np.all(reached[exact >= 0.4])
+    assert (~reached).sum() > exact.size // 2
+    v, s = np.nonzero((exact >= 0.4).T)
+    indptr = np.searchsorted(v, np.arange(len(grid) + 1))
+    euler = matrix_to_euler(seeds[s])
+    args = (*model._args(grid), midas_vertices(grid), indptr, euler, np.radians(0.5), False,
+            1e-5, 1e-5, 5000, False, 2, 1)
+    plain = ext.refine(*args, 0)
+    bounded = ext.refine(*args, model.max_pixels_per_spot(grid))
+    for a, b in zip(plain, bounded):
+        np.testing.assert_array_equal(a, b)
+    assert not ext.take_bound_violation()

@@ -18,7 +18,7 @@ so the result does not depend on the thread count). Front end: :mod:`xreduce.nf.
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport sqrt, floor, fabs, round, cos, sin, M_PI
+from libc.math cimport sqrt, atan, floor, fabs, round, cos, sin, M_PI
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport uint32_t, int64_t
 
@@ -30,39 +30,12 @@ DEF MAXD = 8          # detector distances
 DEF EDGE_BAND2 = 0.9801  # squared distance (px^2) to an edge line that still counts (MIDAS)
 
 
-# atan(k / 8), k = 0..8, for _atan2 (the table method of xreduce.ext.nf_spots' _atan2)
-cdef double ATAN_TABLE[9]
-for _k in range(9):
-    ATAN_TABLE[_k] = np.arctan(_k / 8.0)
-
-
-cdef inline double _atan2(double y, double x) noexcept nogil:
-    """atan2 to about 1 ulp, several times faster than libm's: t = min/max in [0, 1],
-    atan(t) = atan(c) + atan((t - c) / (1 + t c)), c = k/8 the nearest table point, Taylor
-    series to u^13 (same method as nf_spots, which keeps it private to its module)."""
-    cdef double ax = fabs(x), ay = fabs(y), t, c, u, u2, r
-    cdef bint swap = ay > ax
-    cdef int k
-    if ax == 0.0 and ay == 0.0:
-        return 0.0
-    t = ax / ay if swap else ay / ax
-    k = <int>(t * 8.0 + 0.5)
-    c = k * 0.125
-    u = (t - c) / (1.0 + t * c)
-    u2 = u * u
-    r = ATAN_TABLE[k] + u * (1.0 - u2 * (1.0 / 3 - u2 * (1.0 / 5 - u2 * (1.0 / 7 - u2 * (
-        1.0 / 9 - u2 * (1.0 / 11 - u2 * (1.0 / 13)))))))
-    if swap:
-        r = 0.5 * M_PI - r
-    if x < 0.0:
-        r = M_PI - r
-    if y < 0.0:
-        r = -r
-    return r
+include "nf_atan2.pxi"
 
 
 cdef struct Setup:
     int nd, ny, nz, nframes, nrefl, nranges, one_pixel
+    int max_pixels          # proven bound on the pixels one spot counts; 0: no early exits
     double lsd[MAXD]
     double bcy[MAXD]
     double bcz[MAXD]
@@ -84,64 +57,72 @@ cdef struct Spot:
     int base_z[MAXD]
 
 
-cdef int _predict(const Setup *S, const double *U, Spot *out) noexcept nogil:
-    """Spots of orientation U (row-major 3x3, crystal -> sample) for a voxel at the origin."""
-    cdef int m, sol, n = 0, r, nsol, ok
+cdef int _predict_reflection(const Setup *S, const double *U, int m, Spot *out) noexcept nogil:
+    """Spots (0, 1 or 2, written to out) of reflection m of orientation U (row-major 3x3,
+    crystal -> sample) for a voxel at the origin."""
+    cdef int sol, n = 0, r, nsol, ok
     cdef double gx, gy, gz, Gx, Gy, Gz, rho, ca, sa, cph, sph, c, s, X, Y, Z, kx, w, y, z
     cdef double lsd0 = S.lsd[0]
+    if S.gsin[m] <= 0.0:
+        return 0
+    gx = S.g[3 * m]; gy = S.g[3 * m + 1]; gz = S.g[3 * m + 2]
+    Gx = U[0] * gx + U[1] * gy + U[2] * gz
+    Gy = U[3] * gx + U[4] * gy + U[5] * gz
+    Gz = U[6] * gx + U[7] * gy + U[8] * gz
+    rho = sqrt(Gx * Gx + Gy * Gy)
+    if rho < 1e-12:
+        return 0
+    # Gx cos w - Gy sin w = -|G| sin(theta)  ->  rho cos(w + phi) = ca rho
+    ca = -S.gsin[m] / rho
+    if ca > 1.0 or ca < -1.0:
+        return 0
+    sa = sqrt(1.0 - ca * ca)
+    cph = Gx / rho
+    sph = Gy / rho
+    nsol = 1 if sa == 0.0 else 2
+    for sol in range(nsol):
+        if sol == 1:
+            sa = -sa
+        c = ca * cph + sa * sph      # cos(alpha - phi)
+        s = sa * cph - ca * sph      # sin(alpha - phi)
+        X = Gx * c - Gy * s
+        Y = Gx * s + Gy * c
+        Z = Gz
+        kx = S.inv_wl + X
+        if kx <= 0.0:
+            continue
+        if fabs(Y) < fabs(Z) * S.tan_pole:   # |eta| or 180 - |eta| below ExcludePoleAngle
+            continue
+        w = _atan2(s, c) * DEG
+        y = lsd0 * Y / kx
+        z = lsd0 * Z / kx
+        ok = 0
+        for r in range(S.nranges):
+            if (S.ranges[2 * r] < w < S.ranges[2 * r + 1]
+                    and S.boxes[4 * r] < y < S.boxes[4 * r + 1]
+                    and S.boxes[4 * r + 2] < z < S.boxes[4 * r + 3]):
+                ok = 1
+                break
+        if not ok:
+            continue
+        r = <int>floor((w - S.ome0) / S.ostep)
+        if r < 0 or r >= S.nframes:
+            continue
+        out[n].y = y
+        out[n].z = z
+        out[n].c = c
+        out[n].s = s
+        out[n].frame = r
+        _spot_centre(S, &out[n])
+        n += 1
+    return n
+
+
+cdef int _predict(const Setup *S, const double *U, Spot *out) noexcept nogil:
+    """All spots of orientation U for a voxel at the origin (reflection order)."""
+    cdef int m, n = 0
     for m in range(S.nrefl):
-        if S.gsin[m] <= 0.0:
-            continue
-        gx = S.g[3 * m]; gy = S.g[3 * m + 1]; gz = S.g[3 * m + 2]
-        Gx = U[0] * gx + U[1] * gy + U[2] * gz
-        Gy = U[3] * gx + U[4] * gy + U[5] * gz
-        Gz = U[6] * gx + U[7] * gy + U[8] * gz
-        rho = sqrt(Gx * Gx + Gy * Gy)
-        if rho < 1e-12:
-            continue
-        # Gx cos w - Gy sin w = -|G| sin(theta)  ->  rho cos(w + phi) = ca rho
-        ca = -S.gsin[m] / rho
-        if ca > 1.0 or ca < -1.0:
-            continue
-        sa = sqrt(1.0 - ca * ca)
-        cph = Gx / rho
-        sph = Gy / rho
-        nsol = 1 if sa == 0.0 else 2
-        for sol in range(nsol):
-            if sol == 1:
-                sa = -sa
-            c = ca * cph + sa * sph      # cos(alpha - phi)
-            s = sa * cph - ca * sph      # sin(alpha - phi)
-            X = Gx * c - Gy * s
-            Y = Gx * s + Gy * c
-            Z = Gz
-            kx = S.inv_wl + X
-            if kx <= 0.0:
-                continue
-            if fabs(Y) < fabs(Z) * S.tan_pole:   # |eta| or 180 - |eta| below ExcludePoleAngle
-                continue
-            w = _atan2(s, c) * DEG
-            y = lsd0 * Y / kx
-            z = lsd0 * Z / kx
-            ok = 0
-            for r in range(S.nranges):
-                if (S.ranges[2 * r] < w < S.ranges[2 * r + 1]
-                        and S.boxes[4 * r] < y < S.boxes[4 * r + 1]
-                        and S.boxes[4 * r + 2] < z < S.boxes[4 * r + 3]):
-                    ok = 1
-                    break
-            if not ok:
-                continue
-            r = <int>floor((w - S.ome0) / S.ostep)
-            if r < 0 or r >= S.nframes:
-                continue
-            out[n].y = y
-            out[n].z = z
-            out[n].c = c
-            out[n].s = s
-            out[n].frame = r
-            _spot_centre(S, &out[n])
-            n += 1
+        n += _predict_reflection(S, U, m, &out[n])
     return n
 
 
@@ -239,15 +220,52 @@ cdef void _count_spot(const Setup *S, const Spot *sp, const double *v, long *hit
             hits[0] += hit
 
 
-cdef double _confidence(const Setup *S, const Spot *spots, int nspots,
-                        const double *v) noexcept nogil:
-    cdef long hits = 0, counted = 0
-    cdef int k
-    for k in range(nspots):
-        _count_spot(S, &spots[k], v, &hits, &counted)
+# Early exits (doc/nf_fit.md, "Early exits"): a spot counts at most S.max_pixels pixels (a
+# bound proven from the geometry by xreduce.nf.overlap), so after some spots with `misses` of
+# `counted`, and at most `rest` pixels still to come, 1 - confidence >= misses / (counted +
+# rest). A count stops once that bound exceeds the threshold by more than EXIT_MARGIN (then
+# the exact value would exceed it too, even after rounding). A spot counting more than the
+# bound sets this flag and the Python front end raises.
+DEF EXIT_MARGIN = 1e-12
+cdef int bound_violated = 0
+
+
+cdef inline void _check_bound(const Setup *S, long before, long after) noexcept nogil:
+    global bound_violated
+    if after - before > S.max_pixels:
+        bound_violated = 1
+
+
+def take_bound_violation():
+    """Whether a spot counted more pixels than the early-exit bound since the last call."""
+    global bound_violated
+    out = bound_violated != 0
+    bound_violated = 0
+    return out
+
+
+cdef double _one_minus_confidence(const Setup *S, Spot *buf, const double *U, const double *v,
+                                  double fmax) noexcept nogil:
+    """1 - confidence of orientation U at voxel v, spots predicted reflection by reflection.
+    With S.max_pixels > 0 the count stops once the result provably exceeds fmax, and fmax is
+    returned: every comparison the simplex makes with fmax then takes the same branch."""
+    cdef long hits = 0, counted = 0, before, rest
+    cdef int m, k, n
+    cdef int bounded = S.max_pixels > 0 and fmax < 1.0
+    for m in range(S.nrefl):
+        n = _predict_reflection(S, U, m, buf)
+        for k in range(n):
+            before = counted
+            _count_spot(S, &buf[k], v, &hits, &counted)
+            if bounded:
+                _check_bound(S, before, counted)
+        if bounded:
+            rest = 2 * <long>(S.nrefl - m - 1) * S.max_pixels   # <= 2 spots per reflection
+            if <double>(counted - hits) > (fmax + EXIT_MARGIN) * <double>(counted + rest):
+                return fmax
     if counted == 0:
-        return 0.0
-    return <double>hits / <double>counted
+        return 1.0
+    return 1.0 - <double>hits / <double>counted
 
 
 cdef void _euler_matrix(double p1, double P, double p2, double *U) noexcept nogil:
@@ -302,6 +320,7 @@ cdef void _setup(Setup *S, const double[::1] lsd, const double[:, ::1] bc, doubl
                          f"({lsd.shape[0]}, {nframes}, {ny}, {nz}), got {words.shape[0]}")
     S.nd = lsd.shape[0]; S.ny = ny; S.nz = nz; S.nframes = nframes
     S.nrefl = g.shape[0]; S.nranges = ranges.shape[0]; S.one_pixel = one_pixel
+    S.max_pixels = 0
     for d in range(S.nd):
         S.lsd[d] = lsd[d]; S.bcy[d] = bc[d, 0]; S.bcz[d] = bc[d, 1]
     S.px = px; S.inv_wl = 1.0 / wavelength; S.ome0 = ome0; S.ostep = ostep
@@ -324,15 +343,20 @@ def screen(const double[::1] lsd, const double[:, ::1] bc, double px, const doub
            double ome0, double ostep, double pole_deg, bint one_pixel,
            const uint32_t[::1] words, const double[:, :, ::1] U, const double[:, :, ::1] verts,
            const int64_t[::1] pair_orientation, const int64_t[::1] pair_voxel,
-           int num_threads=0):
+           int num_threads=0, double min_confidence=0.0, int max_pixels=0):
     """Confidence of each (orientation, voxel) pair; spots of each orientation computed once.
 
     U (n, 3, 3) orientations; verts (nvox, 3, 2) triangles in MIDAS vertex order (um);
     pairs must be sorted by orientation for the spot cache to be shared (any order works).
+    min_confidence > 0 with max_pixels > 0 (a proven bound on the pixels of one spot): a
+    pair's count stops once its confidence is provably below min_confidence, and it is
+    reported as NaN.
     """
     cdef Setup S
     _setup(&S, lsd, bc, px, Rt, ny, nz, nframes, wavelength, g, gsin, ranges, boxes, ome0,
            ostep, pole_deg, one_pixel, words)
+    S.max_pixels = max_pixels if min_confidence > 0.0 else 0
+    cdef double fmax = 1.0 - min_confidence
     cdef Py_ssize_t n = U.shape[0], npairs = pair_voxel.shape[0], i, k
     if verts.shape[1] != 3 or verts.shape[2] != 2:
         raise ValueError("verts: expected (nvoxels, 3, 2) triangles")
@@ -356,47 +380,58 @@ def screen(const double[::1] lsd, const double[:, ::1] bc, double px, const doub
             if ptr[i + 1] > ptr[i]:
                 cnt[i] = _screen_orientation(&S, &U[i, 0, 0], &verts[0, 0, 0], &od[0],
                                              ptr[i], ptr[i + 1], &pair_voxel[0], &hits[0],
-                                             &counted[0])
+                                             &counted[0], fmax)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(counted_arr > 0, hits_arr / np.maximum(counted_arr, 1), 0.0)
+    out[hits_arr < 0] = np.nan
     return out, counts
 
 
 cdef int _screen_orientation(const Setup *S, const double *U, const double *verts,
                              const int64_t *order, int64_t k0, int64_t k1,
                              const int64_t *pair_voxel, int64_t *hits,
-                             int64_t *counted) noexcept nogil:
+                             int64_t *counted, double fmax) noexcept nogil:
     """One orientation against its pairs order[k0:k1]: spot by spot over all of its voxels, so
-    the detector region of a spot stays in cache. Returns the number of spots."""
+    the detector region of a spot stays in cache. A pair whose 1 - confidence provably exceeds
+    fmax (early exits, S.max_pixels > 0) stops, marked by hits -1. Returns the number of
+    spots."""
     cdef Spot *buf = <Spot *>malloc((2 * S.nrefl + 1) * sizeof(Spot))
     cdef int ns, s
     cdef int64_t k, pk
-    cdef long h, c
+    cdef long h, c, rest
+    cdef int bounded = S.max_pixels > 0 and fmax < 1.0
     if buf == NULL:
         return -1
     ns = _predict(S, U, buf)
     for s in range(ns):
+        rest = <long>(ns - s - 1) * S.max_pixels
         for k in range(k0, k1):
             pk = order[k]
+            if hits[pk] < 0:
+                continue
             h = 0
             c = 0
             _count_spot(S, &buf[s], &verts[6 * pair_voxel[pk]], &h, &c)
             hits[pk] += h
             counted[pk] += c
+            if bounded:
+                _check_bound(S, 0, c)
+                if (<double>(counted[pk] - hits[pk])
+                        > (fmax + EXIT_MARGIN) * <double>(counted[pk] + rest)):
+                    hits[pk] = -1
     free(buf)
     return ns
 
 
 cdef double _objective(const Setup *S, Spot *buf, const double *x, int rotvec,
-                       const double *U0, const double *v) noexcept nogil:
+                       const double *U0, const double *v, double fmax) noexcept nogil:
+    """1 - confidence at parameters x; any value >= fmax when it provably is >= fmax."""
     cdef double U[9]
-    cdef int ns
     if rotvec:
         _rotvec_times(x, U0, U)
     else:
         _euler_matrix(x[0], x[1], x[2], U)
-    ns = _predict(S, U, buf)
-    return 1.0 - _confidence(S, buf, ns, v)
+    return _one_minus_confidence(S, buf, U, v, fmax)
 
 
 cdef inline double _clamp(double x, double lo, double hi) noexcept nogil:
@@ -426,8 +461,13 @@ cdef int _nelder_mead(const Setup *S, Spot *buf, double *x, const double *lo, co
             if P[i][i - 1] > hi[i - 1]:
                 P[i][i - 1] = x[i - 1] - step
             P[i][i - 1] = _clamp(P[i][i - 1], lo[i - 1], hi[i - 1])
-        F[i] = _objective(S, buf, P[i], rotvec, U0, v)
+        F[i] = _objective(S, buf, P[i], rotvec, U0, v, 1.0)
         ev += 1
+        if i == 0 and F[0] <= 0.0:
+            break   # the start is a perfect fit: the simplex would stop on it (same result)
+    if F[0] <= 0.0:
+        fbest[0] = F[0]
+        return ev
     while ev < max_evals:
         # order: lowest, highest, next highest (ties: the earlier vertex counts as better)
         lo_i = 0; hi_i = 0
@@ -462,12 +502,14 @@ cdef int _nelder_mead(const Setup *S, Spot *buf, double *x, const double *lo, co
             cen[j] /= 3.0
         for j in range(3):
             xr[j] = _clamp(2.0 * cen[j] - P[hi_i][j], lo[j], hi[j])
-        fr = _objective(S, buf, xr, rotvec, U0, v)
+        # each trial below is compared with one value only (the exact result is kept only
+        # when below it): its count may stop once it provably is not (same branches)
+        fr = _objective(S, buf, xr, rotvec, U0, v, F[hi_i])
         ev += 1
         if fr < F[lo_i]:
             for j in range(3):
                 xe[j] = _clamp(3.0 * cen[j] - 2.0 * P[hi_i][j], lo[j], hi[j])
-            fe = _objective(S, buf, xe, rotvec, U0, v)
+            fe = _objective(S, buf, xe, rotvec, U0, v, fr)
             ev += 1
             if fe < fr:
                 for j in range(3):
@@ -490,7 +532,7 @@ cdef int _nelder_mead(const Setup *S, Spot *buf, double *x, const double *lo, co
                 xc[j] = cen[j] + 0.5 * (xr[j] - cen[j])
             else:
                 xc[j] = cen[j] + 0.5 * (P[hi_i][j] - cen[j])
-        fc = _objective(S, buf, xc, rotvec, U0, v)
+        fc = _objective(S, buf, xc, rotvec, U0, v, fr if use_contract else F[hi_i])
         ev += 1
         if fc < (fr if use_contract else F[hi_i]):
             for j in range(3):
@@ -502,7 +544,7 @@ cdef int _nelder_mead(const Setup *S, Spot *buf, double *x, const double *lo, co
                 continue
             for j in range(3):
                 P[i][j] = P[lo_i][j] + 0.5 * (P[i][j] - P[lo_i][j])
-            F[i] = _objective(S, buf, P[i], rotvec, U0, v)
+            F[i] = _objective(S, buf, P[i], rotvec, U0, v, 1.0)
             ev += 1
     lo_i = 0
     for i in range(1, 4):
@@ -521,7 +563,8 @@ def refine(const double[::1] lsd, const double[:, ::1] bc, double px, const doub
            const uint32_t[::1] words, const double[:, :, ::1] verts,
            const int64_t[::1] cand_indptr, const double[:, ::1] cand_euler,
            double tol_rad, bint rotation_vector, double ftol=1e-5, double xtol=1e-5,
-           int max_evals=5000, bint stop_at_one=True, int num_threads=0, int restarts=0):
+           int max_evals=5000, bint stop_at_one=True, int num_threads=0, int restarts=0,
+           int max_pixels=0, double step_rad=0.0):
     """Refine the candidates of each voxel (voxel v: rows cand_indptr[v]:cand_indptr[v+1] of
     cand_euler, Bunge radians) by bounded Nelder-Mead within +-tol_rad.
 
@@ -532,11 +575,14 @@ def refine(const double[::1] lsd, const double[:, ::1] bc, double px, const doub
 
     Returns (params (ncand, 3), confidence (ncand,), evaluations (ncand,) int32): params are
     the refined Euler angles, or the rotation vector to apply to the start orientation; 0
-    evaluations marks a candidate skipped by stop_at_one.
+    evaluations marks a candidate skipped by stop_at_one. max_pixels > 0 (a proven bound on the
+    pixels of one spot) lets a trial point's count stop once it provably loses (early exits:
+    same simplex steps, same results). step_rad > 0: initial simplex step (default tol / 2).
     """
     cdef Setup S
     _setup(&S, lsd, bc, px, Rt, ny, nz, nframes, wavelength, g, gsin, ranges, boxes, ome0,
            ostep, pole_deg, one_pixel, words)
+    S.max_pixels = max_pixels
     cdef Py_ssize_t nvox = cand_indptr.shape[0] - 1, ncand = cand_euler.shape[0], v
     if nvox != verts.shape[0] or verts.shape[1] != 3 or verts.shape[2] != 2:
         raise ValueError("verts: expected (nvoxels, 3, 2) with one row per cand_indptr voxel")
@@ -555,15 +601,15 @@ def refine(const double[::1] lsd, const double[:, ::1] bc, double px, const doub
     for v in prange(nvox, nogil=True, schedule="dynamic", num_threads=num_threads):
         _refine_voxel(&S, &verts[v, 0, 0], cand_indptr[v], cand_indptr[v + 1], &cand_euler[0, 0],
                       tol_rad, rotation_vector, ftol, xtol, max_evals, stop_at_one, restarts,
-                      &po[0, 0],
+                      step_rad if step_rad > 0 else tol_rad / 2.0, &po[0, 0],
                       &co[0], &ev[0])
     return params_out, conf_out, evals_out
 
 
 cdef void _refine_voxel(const Setup *S, const double *v, int64_t c0, int64_t c1,
                         const double *cand, double tol, int rotvec, double ftol, double xtol,
-                        int max_evals, int stop_at_one, int restarts, double *po, double *co,
-                        int *ev) noexcept nogil:
+                        int max_evals, int stop_at_one, int restarts, double step,
+                        double *po, double *co, int *ev) noexcept nogil:
     """Refine candidates c0..c1-1 of one voxel (all scratch is local to this call)."""
     cdef Spot *buf = <Spot *>malloc((2 * S.nrefl + 1) * sizeof(Spot))
     cdef double x[3]
@@ -582,15 +628,15 @@ cdef void _refine_voxel(const Setup *S, const double *v, int64_t c0, int64_t c1,
             x[j] = 0.0 if rotvec else cand[3 * c + j]
             lo[j] = x[j] - tol
             hi[j] = x[j] + tol
-        ev[c] = _nelder_mead(S, buf, x, lo, hi, tol / 2.0, rotvec, U0, v, ftol, xtol,
-                             max_evals, &f)
+        ev[c] = _nelder_mead(S, buf, x, lo, hi, step, rotvec, U0, v, ftol, xtol, max_evals,
+                             &f)
         # option (not MIDAS): restart from the best point while it improves; a simplex on a
         # piecewise-constant objective often stops on a flat patch short of the peak
         for r in range(restarts):
             if f < 1e-4:
                 break
             fprev = f
-            ev[c] += _nelder_mead(S, buf, x, lo, hi, tol / 2.0, rotvec, U0, v, ftol, xtol,
+            ev[c] += _nelder_mead(S, buf, x, lo, hi, step, rotvec, U0, v, ftol, xtol,
                                   max_evals, &f)
             if not f < fprev:
                 break

@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--nm-restarts", type=int, default=0, metavar="N",
                    help="beyond MIDAS: restart each Nelder-Mead from its best point up to N "
                         "times while the confidence improves (default 0: MIDAS)")
+    p.add_argument("--neighbour-passes", type=int, default=0, metavar="N",
+                   help="beyond MIDAS: up to N passes in which each voxel tries its "
+                        "neighbours' fitted orientations (default 0: MIDAS)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="fit voxel blocks on a local dask cluster of N worker processes "
                         "(0: one per core; same results)")
@@ -90,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                                    skip_image_processing=args.skip_image_processing,
                                    progress=not args.no_progress, num_threads=threads,
                                    stop_after=args.stop_after,
-                                   restarts=args.nm_restarts, executor=executor)
+                                   restarts=args.nm_restarts,
+                                   neighbour_passes=args.neighbour_passes,
+                                   executor=executor)
         for w in caught:
             logger.warning("%s", w.message)
             print(f"warning: {w.message}", file=sys.stderr)

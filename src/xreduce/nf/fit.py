@@ -9,7 +9,12 @@ and a voxel stops after a candidate reaches confidence 1 - 1e-4 when one solutio
 Beyond MIDAS (options, never the default): ``parametrization="rotation_vector"`` refines a
 rotation vector applied to the seed, a box with no singularity at Phi = 0 or 180 deg;
 ``search_step_deg`` adds a local grid of rotations around every seed (a ball of radius
-OrientTol) so that seeds 1-2 degrees from the truth still find it.
+OrientTol) so that seeds 1-2 degrees from the truth still find it; ``candidate_order``,
+``simplex_step_deg`` and ``neighbour_passes`` (a voxel tries its neighbours' fitted
+orientations) are described in doc/nf_fit.md.
+
+Screening and refinement stop a count early once its outcome is decided (doc/nf_fit.md,
+"Early exits"): the results are those of the full counts.
 
 Every voxel is fitted by one OpenMP iteration with its own scratch: results do not depend on
 the number of threads.
@@ -107,7 +112,8 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
                      min_miso_n_saves_deg: float = 1.0, space_group: int | None = None,
                      parametrization: str = "euler", search_step_deg: float | None = None,
                      search_keep: int = 4, restarts: int = 0,
-                     chunk_voxels: int | None = None,
+                     candidate_order: str = "file", simplex_step_deg: float | None = None,
+                     neighbour_passes: int = 0, chunk_voxels: int | None = None,
                      progress: bool = True,
                      progress_desc: str = "NF fit", num_threads: int = 0,
                      executor=None) -> FitResult:
@@ -140,6 +146,26 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         Beyond MIDAS (0 = MIDAS): restart the simplex from its best point up to this many
         times while the confidence improves (a simplex on the piecewise-constant confidence
         often stops on a flat patch below the peak).
+    candidate_order : {"file", "screened"}
+        "file" (MIDAS): a voxel's candidates are refined in seed-file order and a later one
+        wins ties. Beyond MIDAS, "screened": refined by decreasing screened confidence (ties:
+        file order) and, of equal refined confidences, the one that screened higher wins;
+        with one solution kept, a voxel stops at the first candidate reaching confidence 1,
+        so the best-screened one is refined first (doc/nf_fit.md, "Candidate order").
+    simplex_step_deg : float, optional
+        Beyond MIDAS: initial simplex step of the refinement (degrees; default, MIDAS:
+        half of ``orient_tol_deg``). A step near the seeds' error needs fewer evaluations
+        (doc/nf_fit.md, "Refinement": measured speed and accuracy).
+    neighbour_passes : int
+        Beyond MIDAS (0 = MIDAS): after the fit, up to this many passes in which every voxel
+        also tries the fitted orientations of the voxels within one grid step that differ
+        from its own by more than 0.5 deg (or all of them where it found none): each is
+        screened at the voxel, refined like a seed when it passes ``min_frac_accept``, and
+        replaces the voxel's orientation when its confidence is strictly higher. A voxel's
+        neighbours' refined orientations are much closer to the truth than far-field seeds,
+        so a boundary voxel whose own grain's seed scored below MinFracAccept (and that took a
+        neighbouring grain's orientation) gets its own back (doc/nf_fit.md, "Neighbour
+        passes"). Needs ``save_n_solutions`` 1.
     chunk_voxels : int, optional
         Voxels per screening call (progress granularity). Default: as many as keep about
         4 million (seed, voxel) pairs per call; more voxels per call share each seed's
@@ -181,6 +207,16 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         raise ValueError(f"search_step_deg: expected > 0 or None, got {search_step_deg}")
     if int(restarts) < 0:
         raise ValueError(f"restarts: expected >= 0, got {restarts}")
+    if int(neighbour_passes) < 0:
+        raise ValueError(f"neighbour_passes: expected >= 0, got {neighbour_passes}")
+    if int(neighbour_passes) and int(save_n_solutions) != 1:
+        raise ValueError("neighbour_passes: needs save_n_solutions 1")
+    if candidate_order not in ("file", "screened"):
+        raise ValueError(f"candidate_order: expected 'file' or 'screened', got "
+                         f"{candidate_order!r}")
+    if simplex_step_deg is not None and not 0 < simplex_step_deg <= orient_tol_deg:
+        raise ValueError(f"simplex_step_deg: expected None or in (0, orient_tol_deg = "
+                         f"{orient_tol_deg}], got {simplex_step_deg}")
     if chunk_voxels is None:
         n_orient = len(U) * (1 if search_step_deg is None else
                              len(local_rotation_grid(orient_tol_deg, search_step_deg)))
@@ -205,7 +241,8 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
                     min_miso_n_saves_deg=min_miso_n_saves_deg, space_group=space_group,
                     rotvec=parametrization == "rotation_vector",
                     search_step_deg=search_step_deg, search_keep=int(search_keep),
-                    restarts=restarts, chunk_voxels=int(chunk_voxels))
+                    restarts=restarts, screened_order=candidate_order == "screened",
+                    simplex_step_deg=simplex_step_deg, chunk_voxels=int(chunk_voxels))
     nvox = len(grid)
     euler = np.full((nvox, 3), np.nan)
     conf = np.zeros(nvox)
@@ -244,7 +281,56 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
             blocks.close()  # cancels the tasks not started
         if bar is not None:
             bar.close()
+    if int(neighbour_passes):
+        _neighbour_passes(plan, euler, conf, row, int(neighbour_passes), num_threads)
+        sol_e[:, 0], sol_c[:, 0] = euler, conf
     return FitResult(euler, conf, row, ncand, tsec, sol_e, sol_c)
+
+
+def _rotation_angle_deg(A, B) -> np.ndarray:
+    """Angle (degrees) of the rotation between matrices A[i] and B[i] (no crystal symmetry:
+    voxels fitted from the same seed are compared)."""
+    tr = np.einsum("nij,nij->n", A, B)
+    return np.degrees(np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0)))
+
+
+def _neighbour_passes(plan: "_FitPlan", euler, conf, row, passes: int, num_threads: int) -> None:
+    """Neighbour passes (see ``fit_orientations``), updating euler, conf, row in place."""
+    from scipy.spatial import cKDTree
+
+    grid, model = plan.grid, plan.model
+    pairs = cKDTree(np.c_[grid.x_um, grid.y_um]).query_pairs(1.01 * grid.edge_um,
+                                                            output_type="ndarray")
+    directed = np.concatenate([pairs, pairs[:, ::-1]])   # (voxel, neighbour)
+    directed = directed[np.lexsort((directed[:, 1], directed[:, 0]))]
+    for _ in range(passes):
+        found, row0 = row >= 0, row.copy()
+        Um = euler_to_matrix(np.where(found[:, None], euler, 0.0))
+        v, u = directed[found[directed[:, 1]]].T
+        own = found[v] & (_rotation_angle_deg(Um[v], Um[u]) <= 0.5)
+        v, u = v[~own], u[~own]
+        if len(v) == 0:
+            return
+        sc = model.confidence(Um[u], grid, np.arange(len(u)), v, num_threads=num_threads,
+                              min_confidence=plan.minfrac)
+        ok = sc >= plan.minfrac
+        v, u = v[ok], u[ok]
+        if len(v) == 0:
+            return
+        indptr = np.searchsorted(v, np.arange(len(grid) + 1))
+        e, c, _ = model.refine(grid, indptr, euler[u], plan.orient_tol_deg,
+                               rotation_vector=plan.rotvec, stop_at_one=False,
+                               restarts=plan.restarts, num_threads=num_threads,
+                               step_deg=plan.simplex_step_deg)
+        changed = 0
+        for j in np.unique(v):
+            a, b = indptr[j], indptr[j + 1]
+            k = a + int(np.argmax(c[a:b]))   # the first best (neighbour order)
+            if c[k] > conf[j]:
+                euler[j], conf[j], row[j] = e[k], c[k], row0[u[k]]
+                changed += 1
+        if not changed:
+            return
 
 
 @dataclass(frozen=True)
@@ -268,6 +354,8 @@ class _FitPlan:
     search_step_deg: float | None
     search_keep: int
     restarts: int
+    screened_order: bool
+    simplex_step_deg: float | None
     chunk_voxels: int
 
 
@@ -303,12 +391,15 @@ def _fit_block(plan: _FitPlan, c0: int, num_threads: int) -> dict:
     row = np.full(len(idx), -1, dtype=np.int64)
     sol_e = np.full((len(idx), nsave, 3), np.nan)
     sol_c = np.zeros((len(idx), nsave))
-    scores = model.confidence(plan.U, sub, num_threads=num_threads)  # (nseed, nsub)
+    # early exits: a pair's count stops once it provably scores below MinFracAccept (NaN)
+    scores = model.confidence(plan.U, sub, num_threads=num_threads,
+                              min_confidence=plan.minfrac)  # (nseed, nsub)
     ok = scores >= plan.minfrac
     seed_of, vox_of = np.nonzero(ok.T)[1], np.nonzero(ok.T)[0]   # voxel-major, file order
     cand_e = [plan.seed_euler[seed_of]]
     cand_r = [seed_of]
     cand_v = [vox_of]
+    cand_s = [scores[seed_of, vox_of]]
     ncand = ok.sum(axis=0).astype(np.int64)
     tol = np.full(len(seed_of), plan.orient_tol_deg)
     cand_t = [tol]
@@ -322,10 +413,14 @@ def _fit_block(plan: _FitPlan, c0: int, num_threads: int) -> dict:
         cand_e.append(plan.local_euler[order[kk, kv]])
         cand_r.append(plan.local_row[order[kk, kv]])
         cand_v.append(kv)
+        cand_s.append(best[kk, kv])
         cand_t.append(np.full(len(kv), float(plan.search_step_deg)))
         ncand += np.count_nonzero(best > 0, axis=0)
-    ce, cr, cv, ct = (np.concatenate(a) for a in (cand_e, cand_r, cand_v, cand_t))
-    order = np.lexsort((np.arange(len(cv)), cv))
+    ce, cr, cv, ct, cs = (np.concatenate(a) for a in (cand_e, cand_r, cand_v, cand_t, cand_s))
+    if plan.screened_order:
+        order = np.lexsort((np.arange(len(cv)), -cs, cv))
+    else:
+        order = np.lexsort((np.arange(len(cv)), cv))
     ce, cr, cv, ct = ce[order], cr[order], cv[order], ct[order]
     indptr = np.searchsorted(cv, np.arange(len(idx) + 1))
     # the MIDAS candidates and the local-search ones have different boxes: refine each set
@@ -339,15 +434,19 @@ def _fit_block(plan: _FitPlan, c0: int, num_threads: int) -> dict:
                                  and tol_value != plan.orient_tol_deg)
         e, c, n = model.refine(sub, ip, ce[sel], tol_value, rotation_vector=use_rv,
                                stop_at_one=(nsave == 1 and local is None),
-                               restarts=plan.restarts, num_threads=num_threads)
+                               restarts=plan.restarts, num_threads=num_threads,
+                               step_deg=(None if plan.simplex_step_deg is None else
+                                         min(plan.simplex_step_deg, tol_value)))
         pe[sel], pc[sel], pn[sel] = e, c, n
     for j in range(len(idx)):
         a, b = indptr[j], indptr[j + 1]
         done = np.nonzero(pn[a:b] > 0)[0] + a
         if len(done) == 0:
             continue
-        # best confidence, a later candidate wins ties (MIDAS)
-        best_i = done[len(done) - 1 - np.argmax(pc[done][::-1])]
+        if plan.screened_order:   # best confidence, the better screened wins ties
+            best_i = done[np.argmax(pc[done])]
+        else:                     # best confidence, a later candidate wins ties (MIDAS)
+            best_i = done[len(done) - 1 - np.argmax(pc[done][::-1])]
         euler[j], conf[j], row[j] = pe[best_i], pc[best_i], cr[best_i]
         if nsave > 1:
             picked = _distinct_best(pe[done], pc[done], nsave, plan.min_miso_n_saves_deg,

@@ -130,8 +130,58 @@ class OverlapModel:
         c = self._arrays["common"]
         return c + (self.one_pixel(grid), self._arrays["words"])
 
+    def max_pixels_per_spot(self, grid: Grid) -> int:
+        """A proven upper bound on the footprint pixels one spot of any voxel of ``grid``
+        counts (doc/nf_fit.md, "Early exits"): 1 for the one-pixel footprint, else the area of
+        the footprint's bounding box, ``(floor(spread_y) + 2) (floor(spread_z) + 2)``, spread
+        the largest pixel distance between two projected corners of a triangle.
+
+        Two corners of a triangle are at most ``e`` (its longest edge) apart; rotated by
+        omega and displaced (``(ya + y t, z t)``, ``t = 1 - xa / Lsd0``, ``|y|, |z|`` within
+        the BoxSize windows) they differ by at most ``e sqrt(1 + (Ymax / Lsd0)^2)`` in y and
+        ``e Zmax / Lsd0`` in z on the first detector; the tilt rule is a smooth map whose
+        Jacobian is bounded on that region (sampled densely, with a 2 % margin; the kernel
+        also checks every spot it counts against the bound and the call fails if one
+        exceeds it).
+        """
+        if self.one_pixel(grid):
+            return 1
+        v = midas_vertices(grid)
+        e = float(np.max(np.linalg.norm(v[:, [0, 1, 2]] - v[:, [1, 2, 0]], axis=2)))
+        vmax = float(np.max(np.linalg.norm(v, axis=2)))
+        geo = self.geometry
+        boxes = np.abs(np.asarray(geo.box_sizes_um, dtype=np.float64))
+        ymax, zmax = float(boxes[:, :2].max()), float(boxes[:, 2:].max())
+        lsd0, px = float(geo.lsd_um[0]), float(geo.px_um)
+        dy = e * np.sqrt(1.0 + (ymax / lsd0) ** 2)
+        dz = e * zmax / lsd0
+        # Jacobian of the tilt rule over the displaced points' region
+        R = tilt_matrix(geo.tilts_deg)
+        p0 = R @ np.array([-lsd0, 0.0, 0.0])
+
+        def tilted(yy, zz):
+            p1 = R[:, 1, None] * yy + R[:, 2, None] * zz
+            f = p0[0] / (p1[0] - p0[0])
+            return p0[1] - (p1[1] - p0[1]) * f, p0[2] - (p1[2] - p0[2]) * f
+
+        ylim = vmax + ymax * (1.0 + vmax / lsd0)
+        zlim = zmax * (1.0 + vmax / lsd0)
+        yy, zz = (a.ravel() for a in np.meshgrid(np.linspace(-ylim, ylim, 65),
+                                                  np.linspace(-zlim, zlim, 65)))
+        h = 1e-3
+        jy = [(a - b) / (2 * h) for a, b in zip(tilted(yy + h, zz), tilted(yy - h, zz))]
+        jz = [(a - b) / (2 * h) for a, b in zip(tilted(yy, zz + h), tilted(yy, zz - h))]
+        spread_y = 1.02 * (np.abs(jy[0]).max() * dy + np.abs(jz[0]).max() * dz) / px
+        spread_z = 1.02 * (np.abs(jy[1]).max() * dy + np.abs(jz[1]).max() * dz) / px
+        return int((np.floor(spread_y) + 2) * (np.floor(spread_z) + 2))
+
+    def _check_bound(self, ext) -> None:
+        if ext.take_bound_violation():
+            raise RuntimeError("nf_overlap: a spot counted more pixels than the early-exit "
+                               "bound (max_pixels_per_spot); please report this geometry")
+
     def confidence(self, orientations, grid: Grid, pair_orientation=None, pair_voxel=None,
-                   num_threads: int = 0) -> np.ndarray:
+                   num_threads: int = 0, min_confidence: float = 0.0) -> np.ndarray:
         """Confidence of (orientation, voxel) pairs.
 
         Parameters
@@ -145,6 +195,10 @@ class OverlapModel:
             orientation-major).
         num_threads : int
             0 = all cores.
+        min_confidence : float
+            > 0: a pair's count stops as soon as its confidence is provably below this value
+            (early exits, doc/nf_fit.md) and the pair is reported as NaN; every pair that
+            reaches it gets its exact confidence. 0: every confidence exact.
 
         Returns
         -------
@@ -171,15 +225,23 @@ class OverlapModel:
             if po.shape != pv.shape or po.ndim != 1:
                 raise ValueError(f"pair_orientation, pair_voxel: expected two 1D arrays of "
                                  f"equal length, got {po.shape} and {pv.shape}")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence: expected a fraction in [0, 1], got "
+                             f"{min_confidence}")
+        bound = self.max_pixels_per_spot(grid) if min_confidence > 0 else 0
         conf, _ = _ext.screen(*self._args(grid), U, verts, po, pv,
-                              check_num_threads(num_threads))
+                              check_num_threads(num_threads), float(min_confidence), bound)
+        self._check_bound(_ext)
         return conf.reshape(len(U), len(grid)) if full else conf
 
     def refine(self, grid: Grid, cand_indptr, cand_euler_rad, orient_tol_deg: float,
                rotation_vector: bool = False, stop_at_one: bool = True,
-               max_evaluations: int = 5000, restarts: int = 0, num_threads: int = 0):
+               max_evaluations: int = 5000, restarts: int = 0, num_threads: int = 0,
+               step_deg: float | None = None):
         """Refine the candidates of every voxel by bounded Nelder-Mead (see
         :func:`xreduce.nf.fit.fit_orientations`).
+
+        step_deg : initial simplex step (default: half of ``orient_tol_deg``, MIDAS).
 
         Returns
         -------
@@ -201,7 +263,9 @@ class OverlapModel:
             *self._args(grid), midas_vertices(grid), indptr, euler,
             float(np.radians(orient_tol_deg)), bool(rotation_vector), 1e-5, 1e-5,
             int(max_evaluations), bool(stop_at_one), check_num_threads(num_threads),
-            int(restarts))
+            int(restarts), self.max_pixels_per_spot(grid),
+            float(np.radians(step_deg)) if step_deg else 0.0)
+        self._check_bound(_ext)
         if rotation_vector and len(params):
             from scipy.spatial.transform import Rotation
 

@@ -319,7 +319,7 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
                  restart_from: str | None = None, skip_image_processing: bool = False,
                  progress: bool = True, num_threads: int = 0,
                  stop_after: str | None = None, restarts: int = 0,
-                 executor=None) -> PipelineSummary:
+                 neighbour_passes: int = 0, executor=None) -> PipelineSummary:
     """Run (or resume) the NF reconstruction a MIDAS parameter set describes.
 
     Parameters
@@ -338,6 +338,9 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
     restarts : int
         Nelder-Mead restarts (beyond MIDAS, 0 = MIDAS's refinement; see
         :func:`xreduce.nf.fit.fit_orientations`).
+    neighbour_passes : int
+        Passes in which each voxel tries its neighbours' fitted orientations (beyond MIDAS,
+        0 = MIDAS; see :func:`xreduce.nf.fit.fit_orientations`).
     executor : None, concurrent.futures.Executor or dask.distributed.Client, optional
         Where the fits' voxel blocks run (:func:`xreduce.nf.fit.fit_orientations`).
 
@@ -362,6 +365,8 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
         start, scale, nloops = None, None, 1
     names = stage_names(nloops)
     options = f"restarts={int(restarts)}"
+    if int(neighbour_passes):
+        options += f" neighbour_passes={int(neighbour_passes)}"
     pfile = Path(resume) if resume else out_dir / "pipeline.h5"
     if restart_from is not None and restart_from not in names:
         raise ValueError(f"restart_from: expected one of {names}, got {restart_from!r}")
@@ -419,7 +424,8 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
     opts = dict(min_frac_accept=params.min_frac_accept, orient_tol_deg=params.orient_tol_deg,
                 save_n_solutions=params.save_n_solutions or 1,
                 min_miso_n_saves_deg=extra_value(params, "MinMisoNSaves", float, 1.0),
-                space_group=sg, restarts=restarts, progress=progress,
+                space_group=sg, restarts=restarts, neighbour_passes=neighbour_passes,
+                progress=progress,
                 num_threads=num_threads, executor=executor)
     min_conf = params.min_confidence if params.min_confidence is not None else 0.0
     max_angle = params.max_angle_deg or 1.0
