@@ -35,7 +35,7 @@ def pyfai_refine(image, start, calibrant, fix=("rot3", "wavelength"), max_rings=
         ``refine3``: pyFAI's own tools in the order a pyFAI-calib2 user applies them.
     truth : xreduce Geometry, optional
         When given, ``wrong_ring`` in the result is the fraction of pyFAI's final control
-        points whose true 2theta is nearer another calibrant ring than the one they were given.
+        points that do not lie on the ring they were given (:func:`wrong_ring_fraction`).
 
     Returns the refined parameters (SI), ``points`` (the number of control points pyFAI
     extracted last) and ``wrong_ring`` (when ``truth`` is given).
@@ -80,14 +80,16 @@ def pyfai_refine(image, start, calibrant, fix=("rot3", "wavelength"), max_rings=
     return out
 
 
-def wrong_ring_fraction(data: np.ndarray, truth, calibrant) -> float:
-    """Fraction of pyFAI control points (rows of ``(row, col, ring)``) whose 2theta under
-    ``truth`` is nearer another calibrant ring than the ring they were given."""
+def wrong_ring_fraction(data: np.ndarray, truth, calibrant, tolerance_px: float = 2.0) -> float:
+    """Fraction of pyFAI control points (rows of ``(row, col, ring)``) that do not lie on the
+    ring they were given: under ``truth`` more than ``tolerance_px`` pixels (radially) from it
+    (on a neighbouring ring, or on no ring at all)."""
     from .points import angles_at
 
     if data.size == 0:
         return float("nan")
     tth, _ = angles_at(truth, data[:, 0], data[:, 1])
-    rings = calibrant.two_theta(truth.wavelength)
-    nearest = np.nanargmin(np.abs(tth[:, None] - rings[None, :]), axis=1)
-    return float(np.mean(nearest != data[:, 2].astype(np.int64)))
+    rings = calibrant.two_theta(truth.wavelength)[data[:, 2].astype(np.int64)]
+    pixel = min(truth.detector.pixel1, truth.detector.pixel2)
+    off_px = np.abs(tth - rings) * truth.dist / np.cos(tth) ** 2 / pixel
+    return float(np.mean(off_px > tolerance_px))

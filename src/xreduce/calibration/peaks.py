@@ -1,10 +1,11 @@
 """Ring peaks of a calibrant image: candidates without a geometry, control points with one.
 
 Without a geometry (:func:`find_ring_candidates`): bright ridge pixels (white top-hat of the
-3x3-median-smoothed image, above a robust noise threshold), the beam centre as the point from
-which their distances form the sharpest histogram (coarse-to-fine search over the whole
-detector), the ring radii as the peaks of that histogram, and a RANSAC ellipse fit
-(scikit-image) of the innermost rings for a robust centre.
+3x3-median-smoothed image, above a robust noise threshold); a first ring centre from a
+Hough-like vote (every ridge pixel votes along the line across its ridge); then the point
+from which the distances of the ridge pixels nearest it form the sharpest histogram
+(hill-climbing on fewer, inner rings); the ring radii as the peaks of that histogram, and a
+RANSAC ellipse fit (scikit-image) of the innermost rings for a robust centre.
 
 With a geometry (:func:`extract_control_points`): for each calibrant ring and azimuthal sector,
 the pixels of a 2theta window around the expected ring, a linear background from the window's
