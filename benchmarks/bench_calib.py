@@ -23,8 +23,9 @@ for pyFAI, its difference from xreduce's result in xreduce's uncertainties and t
 its control points given the wrong ring number. The ratio is pyFAI's time over xreduce's
 (xreduce's time includes its bootstrap and validation; pyFAI's does not).
 
-Usage: ``python benchmarks/bench_calib.py [--small] [--binning N] [--json out.json]``
-(``--small``: 3 cases, 2x binned detectors; default: the full matrix at full resolution).
+Usage: ``python benchmarks/bench_calib.py [--small] [--binning N] [--cases 9,10,11]
+[--no-pyfai] [--json out.json]`` (``--small``: 3 cases, 2x binned detectors; default: the full
+matrix at full resolution; ``--cases``: those cases only, numbered from 0).
 """
 from __future__ import annotations
 
