@@ -55,17 +55,23 @@ def test_assign_rings_tolerates_missing_and_spurious_rings():
         assign_rings(np.array([100.0, 117.0, 151.0]), np.ones(3), tth, 1e-4, dist_range_m=(0.5, 0.6))
 
 
-@pytest.mark.parametrize("tilt_deg", [0.0, 5.0])
-def test_vote_finds_the_centre_of_dense_tilted_rings(tilt_deg):
-    # LaB6 at 0.05 m on a 4x binned Eiger 4M: 30 rings; a tilt moves the outer rings' centres
-    # by up to ~20 px, the inner ones' by under 1 px: the vote and the inner-ring hill-climb
-    # land within 1.5 px of the beam (the ellipse fits then refine it)
+@pytest.mark.parametrize("detector, binning, beam, tilt_deg, direction, stop", [
+    ("Eiger 4M", 4, (0.6, 0.3), 0.0, 120, 0.0),
+    ("Eiger 4M", 4, (0.6, 0.3), 5.0, 120, 0.0),
+    ("Pilatus 1M", 2, (0.26, 0.11), 3.9, 239, 8.0),  # beam near an edge, beam stop
+])
+def test_vote_finds_the_centre_of_dense_tilted_rings(detector, binning, beam, tilt_deg, direction,
+                                                     stop):
+    # LaB6 at 0.05 m: 20 to 30 rings; a tilt moves the outer rings' centres by up to ~20 px,
+    # the inner ones' by under 1 px: the vote and the inner-ring hill-climb land within
+    # 1.5 px of the beam (the ellipse fits then refine it)
     from xreduce.calibration.peaks import find_ring_candidates
 
-    truth, image = synthetic_case("LaB6", "Eiger 4M", 4, 0.05, (0.6, 0.3), tilt_deg, 120)
+    truth, image = synthetic_case("LaB6", detector, binning, 0.05, beam, tilt_deg, direction,
+                                  beamstop_radius_px=stop, seed=9)
     found = find_ring_candidates(image, truth.detector)
-    beam = beam_centre_px(truth)
-    assert math.hypot(found.centre[0] - beam[0], found.centre[1] - beam[1]) < 1.5
+    true_beam = beam_centre_px(truth)
+    assert math.hypot(found.centre[0] - true_beam[0], found.centre[1] - true_beam[1]) < 1.5
     assert found.radii.size >= 10
 
 

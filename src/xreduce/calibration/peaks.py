@@ -151,10 +151,25 @@ def _vote_centre(rows, cols, weights, normals, shape, cell_px: float = 2.0) -> t
     return tuple(float(x) for x in origin + (np.asarray(best) + 0.5) * cell_px)
 
 
-def _centre_of_inner_rings(rows, cols, weights, centre, fractions=(1.0, 0.5, 0.25, 0.12),
-                           min_points: int = 300) -> tuple:
+def _gap_near(r: np.ndarray, weights: np.ndarray, radius: float) -> float:
+    """The emptiest radius (1-px bins of the ridge weight, smoothed over 2 px) within 20 % of
+    ``radius``: a cut between two rings rather than through one (cutting through a ring seen
+    from an off-centre point keeps only its near side and pulls the centre towards it)."""
+    if radius >= r.max():
+        return radius
+    hist = ndimage.uniform_filter1d(np.bincount(r.astype(np.int64), weights=weights), 3)
+    low, high = int(0.8 * radius), min(int(1.2 * radius) + 1, hist.size)
+    if high <= low:
+        return radius
+    return float(low + int(np.argmin(hist[low:high])) + 0.5)
+
+
+def _centre_of_inner_rings(rows, cols, weights, centre, rng, fractions=(1.0, 0.5, 0.25, 0.12),
+                           min_points: int = 300, max_points: int = 6000) -> tuple:
     """Hill-climb from ``centre`` to the sharpest distance histogram (:func:`_sharpness`) of the
-    ridge pixels nearest it: all of them, then the nearest half, quarter and eighth.
+    ridge pixels nearest it: all of them, then the nearest half, quarter and eighth (each cut
+    moved to a gap between rings, :func:`_gap_near`; at most ``max_points`` of each set, drawn
+    with ``rng``, so that the inner rings keep their pixels on dense images).
 
     On a tilted detector each ring is an ellipse whose centre moves away from the beam as
     ``dist tan(tilt) tan^2(2theta)``: at short distance (many rings at large angles) the outer
@@ -163,9 +178,11 @@ def _centre_of_inner_rings(rows, cols, weights, centre, fractions=(1.0, 0.5, 0.2
     centre = np.asarray(centre, dtype=np.float64)
     for fraction in fractions:
         r = np.hypot(rows - centre[0], cols - centre[1])
-        near = r <= np.quantile(r, fraction)
-        if near.sum() < min_points:
+        near = np.flatnonzero(r <= _gap_near(r, weights, float(np.quantile(r, fraction))))
+        if near.size < min_points:
             break
+        if near.size > max_points:  # at most max_points of them, drawn from the nearest
+            near = rng.choice(near, max_points, replace=False)
         step = 8.0
         for _ in range(40):  # 7 x 7 grids: move while the best point is not the middle one
             offsets = np.arange(-3, 4) * step
@@ -247,7 +264,7 @@ def find_ring_candidates(image: np.ndarray, detector, mask=None, *, width_px: in
             else np.arange(rows.size))
     normals = _ridge_normals(ridge, rows[pick], cols[pick])
     seed = _vote_centre(rows[pick], cols[pick], weights[pick], normals, image.shape)
-    centre = _centre_of_inner_rings(rows[pick], cols[pick], weights[pick], seed)
+    centre = _centre_of_inner_rings(rows, cols, weights, seed, rng)
     centre, radii, strengths = _ellipse_rings(rows, cols, weights, centre, rng)
     if radii.size == 0:
         raise ValueError("image: the bright pixels form no concentric rings; "
