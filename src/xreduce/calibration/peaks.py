@@ -235,7 +235,7 @@ def find_ring_candidates(image: np.ndarray, detector, mask=None, *, width_px: in
     max_points : int
         At most this many ridge pixels (the brightest) go into the centre search.
     seed : int
-        Seed of the RANSAC ellipse fits.
+        Seed of the random choices (ridge-pixel samples, RANSAC ellipse fits).
 
     Raises
     ------
