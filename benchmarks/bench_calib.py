@@ -5,17 +5,27 @@ beam stop) the image is made from a known geometry, then:
 
 - xreduce: ``calibrate(image, detector, calibrant, energy_kev=...)`` from no guess at all
   (beam centre, distance, ring numbers and tilts found from the image), timed;
-- pyFAI: ``SingleGeometry.extract_cp`` + ``GeometryRefinement.refine3`` started from the
-  geometry xreduce bootstrapped (pyFAI has no guess-free scripted path), timed.
+- pyFAI: ``SingleGeometry.extract_cp`` + ``GeometryRefinement.refine3`` (pyFAI has no
+  guess-free scripted path), timed, from four starts:
 
-Both are compared with the truth: distance (relative), PONI (pixels), rotations (rad), the
-beam centre (pixels), and xreduce's errors in units of its reported standard uncertainties.
-The ratio is pyFAI's time over xreduce's (xreduce's time includes its bootstrap; pyFAI's does
-not). "pyFAI*" is pyFAI's same path started from xreduce's refined geometry instead: whether
-its refinement agrees with xreduce's result within xreduce's uncertainties when it starts there.
+  - "pyFAI": xreduce's bootstrap (beam centre, distance, no tilt), every ring at once
+    (``extract_cp``'s default);
+  - "pyFAI+": the same bootstrap, pyFAI's tools applied outwards (3 rings without then with
+    tilts, then 6, 12, ... rings, refining after each), as a pyFAI-calib2 user would;
+  - "pyFAI3": xreduce's geometry refined on its innermost rings with tilts, before its outward
+    stages and final passes: the fairest start xreduce's workflow has before its final
+    refinement (``CalibrationResult.stages``);
+  - "pyFAI*": xreduce's refined geometry: does pyFAI's refinement stay there?
 
-Usage: ``python benchmarks/bench_calib.py [--small] [--binning N] [--json out.json]``
-(``--small``: 3 cases, 2x binned detectors; default: the full matrix at full resolution).
+All are compared with the truth: distance (relative), PONI (pixels), rotations (rad), the
+beam centre (pixels), and xreduce's errors in units of its reported standard uncertainties;
+for pyFAI, its difference from xreduce's result in xreduce's uncertainties and the fraction of
+its control points given the wrong ring number. The ratio is pyFAI's time over xreduce's
+(xreduce's time includes its bootstrap and validation; pyFAI's does not).
+
+Usage: ``python benchmarks/bench_calib.py [--small] [--binning N] [--cases 9,10,11]
+[--no-pyfai] [--json out.json]`` (``--small``: 3 cases, 2x binned detectors; default: the full
+matrix at full resolution; ``--cases``: those cases only, numbered from 0).
 """
 from __future__ import annotations
 
@@ -38,6 +48,11 @@ CASES = [  # calibrant, detector, dist (m), beam (fraction of rows, cols), tilt 
     ("CeO2", "Perkin Elmer", 1.0, (0.4, 0.5), 1.0, 150, 80.0, 0.0, 0),
     ("Si", "Perkin Elmer", 0.6, (0.6, 0.45), 4.0, 330, 40.0, 0.8, 15),
     ("LaB6", "Eiger 4M", 0.05, (0.5, 0.55), 2.0, 90, 17.0, 0.0, 0),
+    # short distance, dense rings everywhere: 5 degrees, spotty, beam stop; beam near an edge
+    ("CeO2", "Eiger 4M", 0.05, (0.3, 0.6), 5.0, 45, 17.0, 0.5, 30),
+    ("LaB6", "Eiger 4M", 0.05, (0.08, 0.9), 5.0, 250, 17.0, 0.0, 0),
+    # long distance, few rings (4 on the detector)
+    ("LaB6", "Perkin Elmer", 1.0, (0.5, 0.5), 3.0, 200, 30.0, 0.0, 0),
 ]
 
 
@@ -80,33 +95,27 @@ def run_case(case, binning: int, pyfai: bool) -> dict:
     if pyfai:
         from xreduce.calibration.compare import pyfai_refine
 
-        start = time.perf_counter()
-        try:
-            theirs = pyfai_refine(image, result.start[0], get_calibrant(calibrant))
-            elapsed = time.perf_counter() - start
-            geo = result.geometry.with_(**{k: theirs[k] for k in ("dist", "poni1", "poni2", "rot1",
-                                                                  "rot2", "rot3")})
-            row["pyfai"] = {**errors(geo), "time_s": elapsed, "points": theirs["points"],
-                            "diff_sigmas": {name: abs(theirs[name] - getattr(result.geometry, name))
-                                            / sigma[name]
-                                            for name in ("dist", "poni1", "poni2", "rot1", "rot2")}}
-        except Exception as error:  # pyFAI failing is a result to report, not a crash
-            row["pyfai"] = {"failed": f"{type(error).__name__}: {error}",
+        inner = next(geos for label, geos in result.stages if label.endswith(", tilts"))[0]
+        for key, begin, outwards in (("pyfai", result.start[0], False),
+                                     ("pyfai_outwards", result.start[0], True),
+                                     ("pyfai_inner", inner, False),
+                                     ("pyfai_from_ours", result.geometry, False)):
+            start = time.perf_counter()
+            try:
+                theirs = pyfai_refine(image, begin, get_calibrant(calibrant),
+                                      rings_outwards=outwards, truth=truth)
+            except Exception as error:  # pyFAI failing is a result to report, not a crash
+                row[key] = {"failed": f"{type(error).__name__}: {error}",
                             "time_s": time.perf_counter() - start}
-        # and from xreduce's refined geometry: does pyFAI's refinement stay there?
-        start = time.perf_counter()
-        try:
-            theirs = pyfai_refine(image, result.geometry, get_calibrant(calibrant))
+                continue
             elapsed = time.perf_counter() - start
             geo = result.geometry.with_(**{k: theirs[k] for k in ("dist", "poni1", "poni2", "rot1",
                                                                   "rot2", "rot3")})
-            row["pyfai_from_ours"] = {
-                **errors(geo), "time_s": elapsed, "points": theirs["points"],
-                "diff_sigmas": {name: abs(theirs[name] - getattr(result.geometry, name)) / sigma[name]
-                                for name in ("dist", "poni1", "poni2", "rot1", "rot2")}}
-        except Exception as error:
-            row["pyfai_from_ours"] = {"failed": f"{type(error).__name__}: {error}",
-                                      "time_s": time.perf_counter() - start}
+            row[key] = {**errors(geo), "time_s": elapsed, "points": theirs["points"],
+                        "wrong_ring": theirs["wrong_ring"],
+                        "diff_sigmas": {name: abs(theirs[name] - getattr(result.geometry, name))
+                                        / sigma[name]
+                                        for name in ("dist", "poni1", "poni2", "rot1", "rot2")}}
     return row
 
 
@@ -121,6 +130,7 @@ def _line(label, e):
         text += "  OK" if e["ok"] else f"  POOR: {e['problems'][0][:60]}"
     if "diff_sigmas" in e:
         text += "  |pyFAI-ours|/sigma " + " ".join(f"{v:.0f}" for v in e["diff_sigmas"].values())
+        text += f"  wrong ring {100 * e['wrong_ring']:.0f} %"
     return text
 
 
@@ -129,11 +139,14 @@ def main(argv=None) -> None:
     parser.add_argument("--small", action="store_true", help="3 cases, 2x binned")
     parser.add_argument("--binning", type=int, default=None, help="detector binning (default 1)")
     parser.add_argument("--no-pyfai", action="store_true", help="time xreduce only")
+    parser.add_argument("--cases", help="comma-separated case numbers (0-based) to run")
     parser.add_argument("--json", help="write the rows as JSON")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     logging.disable(logging.WARNING)
     cases = CASES[:3] if args.small else CASES
+    if args.cases:
+        cases = [CASES[int(n)] for n in args.cases.split(",")]
     binning = args.binning or (2 if args.small else 1)
     rows = []
     for case in cases:
@@ -141,16 +154,17 @@ def main(argv=None) -> None:
         rows.append(row)
         print(f"{row['case']}  {tuple(row['shape'])}")
         print(_line("xreduce", row["xreduce"]))
-        if "pyfai_from_ours" in row:
-            print(_line("pyFAI*", row["pyfai_from_ours"]))
-        if "pyfai" in row:
-            print(_line("pyFAI", row["pyfai"]))
-            if "failed" not in row["pyfai"] and "failed" not in row["xreduce"]:
-                ratio = row["pyfai"]["time_s"] / row["xreduce"]["time_s"]
+        for key, label in (("pyfai", "pyFAI"), ("pyfai_outwards", "pyFAI+"),
+                           ("pyfai_inner", "pyFAI3"), ("pyfai_from_ours", "pyFAI*")):
+            if key not in row:
+                continue
+            print(_line(label, row[key]))
+            if "failed" not in row[key] and "failed" not in row["xreduce"]:
+                ratio = row[key]["time_s"] / row["xreduce"]["time_s"]
                 closer = [name for name in ("dist_rel", "poni1_px", "poni2_px", "rot1", "rot2")
-                          if abs(row["xreduce"][name]) < abs(row["pyfai"][name])]
-                print(f"  pyFAI / xreduce time: {ratio:.2f}x; xreduce closer to the truth on "
-                      f"{len(closer)}/5 parameters")
+                          if abs(row["xreduce"][name]) < abs(row[key][name])]
+                print(f"  {'':8s} {label} / xreduce time: {ratio:.2f}x; xreduce closer to the "
+                      f"truth on {len(closer)}/5 parameters")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(rows, handle, indent=1, default=float)

@@ -1,10 +1,11 @@
 """Ring peaks of a calibrant image: candidates without a geometry, control points with one.
 
 Without a geometry (:func:`find_ring_candidates`): bright ridge pixels (white top-hat of the
-3x3-median-smoothed image, above a robust noise threshold), the beam centre as the point from
-which their distances form the sharpest histogram (coarse-to-fine search over the whole
-detector), the ring radii as the peaks of that histogram, and a RANSAC ellipse fit
-(scikit-image) of the innermost rings for a robust centre.
+3x3-median-smoothed image, above a robust noise threshold); a first ring centre from a
+Hough-like vote (every ridge pixel votes along the line across its ridge); then the point
+from which the distances of the ridge pixels nearest it form the sharpest histogram
+(hill-climbing on fewer, inner rings); the ring radii as the peaks of that histogram, and a
+RANSAC ellipse fit (scikit-image) of the innermost rings for a robust centre.
 
 With a geometry (:func:`extract_control_points`): for each calibrant ring and azimuthal sector,
 the pixels of a 2theta window around the expected ring, a linear background from the window's
@@ -88,7 +89,8 @@ def _sharpness(rows, cols, weights, centres, bin_px: float) -> np.ndarray:
     distance histogram above its 7-bin running mean (a narrow but smooth distribution, as seen
     from a point far outside the pattern, scores low). Weights are divided by the distance, so
     that every ring counts alike whatever its circumference: inner rings, the least distorted
-    by a detector tilt, matter as much as outer ones."""
+    by a detector tilt, matter as much as outer ones. Pixels within 8 px of a centre are left
+    out (a centre placed on a ridge would otherwise score that ridge's own pixels)."""
     centres = np.atleast_2d(np.asarray(centres, dtype=np.float64))
     scores = np.empty(len(centres))
     for start in range(0, len(centres), 64):  # 64 histograms at a time, one bincount
@@ -97,34 +99,121 @@ def _sharpness(rows, cols, weights, centres, bin_px: float) -> np.ndarray:
         bins = (r / bin_px).astype(np.int64)
         width = int(bins.max()) + 1
         flat = bins + width * np.arange(len(block))[:, None]
-        hist = np.bincount(flat.ravel(), weights=(weights[None, :] / (r + 10.0)).ravel(),
+        # pixels within 8 px do not count: a candidate on a ridge would score its own ridge
+        weight = np.where(r < 8.0, 0.0, weights[None, :] / (r + 10.0))
+        hist = np.bincount(flat.ravel(), weights=weight.ravel(),
                            minlength=width * len(block)).reshape(len(block), width)
         detail = hist - ndimage.uniform_filter1d(hist, 7, axis=1, mode="constant")
         scores[start:start + 64] = np.einsum("ij,ij->i", detail, detail)
     return scores
 
 
-def _search_centre(rows, cols, weights, shape) -> tuple:
-    """Point of the sharpest distance histogram: coarse grid over the detector, then finer
-    (down to about 2 pixels; tilted rings are ellipses, whose centres :func:`_ellipse_rings`
-    finds)."""
-    step = max(shape) / 20.0
-    grid_r = np.arange(-0.1 * shape[0], 1.1 * shape[0] + step, step)
-    grid_c = np.arange(-0.1 * shape[1], 1.1 * shape[1] + step, step)
-    grid = np.array([(gr, gc) for gr in grid_r for gc in grid_c])
-    scores = _sharpness(rows, cols, weights, grid, step / 3)
-    best = None
-    for first in np.argsort(-scores, kind="stable")[:3]:
-        centre, s = grid[first], step
-        while s > 2.0:
-            s /= 2.5
-            offsets = np.arange(-3, 4) * s
+def _ridge_normals(ridge: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Direction (radians, in the (row, col) plane) across the ridge at each ridge pixel, from
+    the Hessian of the Gaussian-smoothed ridge map: ``0.5 atan2(2 h_rc, h_rr - h_cc)`` is the
+    direction along the ridge (the eigenvector of the largest eigenvalue), the normal is
+    perpendicular to it. The doubled-angle components are smoothed over 1.5 pixels first (as
+    a structure tensor is), which halves the scatter of the directions on noisy rings."""
+    h_rr = ndimage.gaussian_filter(ridge, 1.5, order=(2, 0))
+    h_cc = ndimage.gaussian_filter(ridge, 1.5, order=(0, 2))
+    h_rc = ndimage.gaussian_filter(ridge, 1.5, order=(1, 1))
+    along_cos = ndimage.gaussian_filter(h_rr - h_cc, 1.5)
+    along_sin = ndimage.gaussian_filter(2 * h_rc, 1.5)
+    r, c = rows.astype(np.int64), cols.astype(np.int64)
+    return 0.5 * np.arctan2(along_sin[r, c], along_cos[r, c]) + 0.5 * np.pi
+
+
+def _vote_centre(rows, cols, weights, normals, shape, cell_px: float = 2.0) -> tuple:
+    """Hough-like vote for the ring centre: every ridge pixel votes along the line through it
+    across its ridge (a ring's normals meet at its centre, however dense the rings); the
+    maximum of the smoothed vote map, which extends a quarter of the detector beyond each
+    edge. A vote counts 1 / (distance from its pixel + 10 px), so that every ring votes alike
+    for its centre whatever its circumference and the inner rings, whose centres a tilt moves
+    least, are not outvoted by the many outer ones."""
+    margin = 0.25 * np.asarray(shape, dtype=np.float64)
+    origin = -margin
+    size = np.ceil((np.asarray(shape) + 2 * margin) / cell_px).astype(np.int64)
+    reach = float(np.hypot(*shape))
+    steps = np.arange(-reach, reach + cell_px, cell_px)
+    steps = steps[np.abs(steps) > 3.0]  # not at the pixel itself
+    votes = np.zeros(int(size[0] * size[1]))
+    direction_r, direction_c = np.cos(normals), np.sin(normals)
+    for start in range(0, rows.size, 256):  # 256 lines at a time
+        part = slice(start, start + 256)
+        r = (rows[part, None] + direction_r[part, None] * steps - origin[0]) / cell_px
+        c = (cols[part, None] + direction_c[part, None] * steps - origin[1]) / cell_px
+        inside = (r >= 0) & (c >= 0) & (r < size[0]) & (c < size[1])
+        flat = r.astype(np.int64)[inside] * size[1] + c.astype(np.int64)[inside]
+        vote = weights[part, None] / (np.abs(steps) + 10.0)
+        votes += np.bincount(flat, weights=vote[inside], minlength=votes.size)
+    votes = ndimage.gaussian_filter(votes.reshape(size), 1.0)
+    best = np.unravel_index(int(np.argmax(votes)), votes.shape)
+    return tuple(float(x) for x in origin + (np.asarray(best) + 0.5) * cell_px)
+
+
+def _gap_near(r: np.ndarray, weights: np.ndarray, radius: float) -> float:
+    """The emptiest radius (1-px bins of the ridge weight, smoothed over 2 px) within 20 % of
+    ``radius``: a cut between two rings rather than through one (cutting through a ring seen
+    from an off-centre point keeps only its near side and pulls the centre towards it)."""
+    if radius >= r.max():
+        return radius
+    hist = ndimage.uniform_filter1d(np.bincount(r.astype(np.int64), weights=weights), 3)
+    low, high = int(0.8 * radius), min(int(1.2 * radius) + 1, hist.size)
+    if high <= low:
+        return radius
+    return float(low + int(np.argmin(hist[low:high])) + 0.5)
+
+
+def _centre_of_inner_rings(rows, cols, weights, centre, rng, fractions=(1.0, 0.5, 0.25, 0.12),
+                           min_points: int = 300, max_points: int = 6000) -> tuple:
+    """Hill-climb from ``centre`` to the sharpest distance histogram (:func:`_sharpness`) of the
+    ridge pixels nearest it: all of them, then the nearest half, quarter and eighth (each cut
+    moved to a gap between rings, :func:`_gap_near`; at most ``max_points`` of each set, drawn
+    with ``rng``, so that the inner rings keep their pixels on dense images).
+
+    On a tilted detector each ring is an ellipse whose centre moves away from the beam as
+    ``dist tan(tilt) tan^2(2theta)``: at short distance (many rings at large angles) the outer
+    rings pull the sharpest point of all the rings tens of pixels off, while the inner rings'
+    centres stay within a pixel of the beam (doc/calibration.md)."""
+    centre = np.asarray(centre, dtype=np.float64)
+    for fraction in fractions:
+        r = np.hypot(rows - centre[0], cols - centre[1])
+        near = np.flatnonzero(r <= _gap_near(r, weights, float(np.quantile(r, fraction))))
+        if near.size < min_points:
+            break
+        if near.size > max_points:  # at most max_points of them, drawn from the nearest
+            near = rng.choice(near, max_points, replace=False)
+        step = 8.0
+        for _ in range(40):  # 7 x 7 grids: move while the best point is not the middle one
+            offsets = np.arange(-3, 4) * step
             local = np.array([(centre[0] + dr, centre[1] + dc) for dr in offsets for dc in offsets])
-            centre = local[int(np.argmax(_sharpness(rows, cols, weights, local, max(s / 3, 1.0))))]
-        score = float(_sharpness(rows, cols, weights, centre, 1.0)[0])
-        if best is None or score > best[0]:
-            best = (score, (float(centre[0]), float(centre[1])))
-    return best[1]
+            scores = _sharpness(rows[near], cols[near], weights[near], local, max(step / 3, 0.5))
+            best = int(np.argmax(scores))
+            centre = local[best]
+            if best == 24:  # the middle: finer
+                step /= 2.5
+                if step < 0.3:
+                    break
+    return float(centre[0]), float(centre[1])
+
+
+def _ridge_threshold(values: np.ndarray, threshold_sigma: float) -> float:
+    """Ridge level above the noise: median + ``threshold_sigma`` robust standard deviations
+    (1.4826 MAD) of the values.
+
+    On dense patterns (short distance) more than half of the pixels lie on rings, which raises
+    the median and MAD so far that the weak inner rings fall below them; the same level is
+    then taken from the lowest quarter of the values (a normal distribution's 6.25th and 25th
+    percentiles lie 1.534 and 0.674 sigma below its median), when that is below half the
+    first (on ordinary images the two agree within a few tens of per cent)."""
+    median = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - median)))
+    spread = max(spread, 1e-3 * float(np.percentile(values, 99.9)), 1e-12)
+    level = median + threshold_sigma * spread
+    low, quarter = np.percentile(values, [6.25, 25.0])
+    tail_spread = max(float(quarter - low) / (1.534 - 0.674), 1e-12)
+    tail_level = float(quarter) + (0.674 + threshold_sigma) * tail_spread
+    return tail_level if tail_level < 0.5 * level else level
 
 
 def find_ring_candidates(image: np.ndarray, detector, mask=None, *, width_px: int = 15,
@@ -141,11 +230,12 @@ def find_ring_candidates(image: np.ndarray, detector, mask=None, *, width_px: in
     width_px : int
         Size of the top-hat element: features narrower than this are ridges (rings).
     threshold_sigma : float
-        Ridge pixels are those above median + ``threshold_sigma`` robust standard deviations.
+        Ridge pixels are those above median + ``threshold_sigma`` robust standard deviations
+        (of the noise: see :func:`_ridge_threshold`).
     max_points : int
         At most this many ridge pixels (the brightest) go into the centre search.
     seed : int
-        Seed of the RANSAC ellipse fits.
+        Seed of the random choices (ridge-pixel samples, RANSAC ellipse fits).
 
     Raises
     ------
@@ -161,10 +251,7 @@ def find_ring_candidates(image: np.ndarray, detector, mask=None, *, width_px: in
         raise ValueError("image: fewer than 100 valid pixels; nothing to calibrate on")
     ridge = _ridge(image, valid, int(width_px))
     inside = ridge[valid]
-    median = float(np.median(inside))
-    spread = 1.4826 * float(np.median(np.abs(inside - median)))
-    spread = max(spread, 1e-3 * float(np.percentile(inside, 99.9)), 1e-12)
-    threshold = median + threshold_sigma * spread
+    threshold = _ridge_threshold(inside, threshold_sigma)
     rows, cols = np.nonzero(ridge > threshold)
     if rows.size < 50:
         raise ValueError(f"image: no rings found ({rows.size} ridge pixels above "
@@ -173,11 +260,11 @@ def find_ring_candidates(image: np.ndarray, detector, mask=None, *, width_px: in
     rows = rows.astype(np.float64)
     cols = cols.astype(np.float64)
     rng = np.random.default_rng(seed)
-    if rows.size > max_points:
-        pick = rng.choice(rows.size, max_points, replace=False)
-        centre = _search_centre(rows[pick], cols[pick], weights[pick], image.shape)
-    else:
-        centre = _search_centre(rows, cols, weights, image.shape)
+    pick = (rng.choice(rows.size, max_points, replace=False) if rows.size > max_points
+            else np.arange(rows.size))
+    normals = _ridge_normals(ridge, rows[pick], cols[pick])
+    seed = _vote_centre(rows[pick], cols[pick], weights[pick], normals, image.shape)
+    centre = _centre_of_inner_rings(rows, cols, weights, seed, rng)
     centre, radii, strengths = _ellipse_rings(rows, cols, weights, centre, rng)
     if radii.size == 0:
         raise ValueError("image: the bright pixels form no concentric rings; "

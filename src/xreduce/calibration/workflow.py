@@ -70,6 +70,9 @@ class CalibrationResult:
     assignment : the ring numbering of the candidates (None when a guess was given).
     validation : per image, the integrated-profile check (matched and unexplained peaks).
     problems : reasons the fit is poor (empty list = good, see :class:`Thresholds`).
+    stages : (description, geometry of each image) after each step of the outward refinement,
+        e.g. ``"3 rings, tilts"``: the innermost rings refined with tilts, the start handed to
+        pyFAI's scripted path in comparisons (doc/calibration.md).
     """
 
     geometry: Geometry
@@ -81,6 +84,7 @@ class CalibrationResult:
     validation: list = field(default_factory=list)
     problems: list = field(default_factory=list)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    stages: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -226,7 +230,8 @@ def _refine_outwards(images, valids, starts, calibrant, fix, assignments, half_w
     The first rings are extracted with wide windows (up to 0.45 of the distance to the next
     ring) and refined without tilts, then with them; each later stage adds the rings up to
     1.6 times further out (in tan 2theta) with narrower windows; the last two passes use
-    ``half_width_px`` on every ring.
+    ``half_width_px`` on every ring. Returns the last refinement and, per step, a description
+    and the geometries it gave.
     """
     geometries = list(starts)
     stage_limits = [_stages(g, calibrant, a) for g, a in zip(geometries, assignments)]
@@ -235,7 +240,7 @@ def _refine_outwards(images, valids, starts, calibrant, fix, assignments, half_w
     schedule = [(0, 40.0, False), (0, 15.0, True)]
     schedule += [(stage, 10.0, True) for stage in range(1, n_stages)]
     schedule += [(n_stages - 1, half_width_px, True)] * 2
-    refinement = None
+    refinement, stages = None, []
     for stage, width_px, tilts in schedule:
         points = []
         for image, valid, geo, limits in zip(images, valids, geometries, stage_limits):
@@ -250,7 +255,9 @@ def _refine_outwards(images, valids, starts, calibrant, fix, assignments, half_w
                              "rings; the starting geometry is probably wrong")
         refinement = refine_geometry(points, geometries, calibrant.d_spacings, fix=stage_fix)
         geometries = refinement.geometries
-    return refinement
+        n_rings = len({int(k) for p in points for k in p.ring})
+        stages.append((f"{n_rings} rings, {'tilts' if tilts else 'no tilts'}", list(geometries)))
+    return refinement, stages
 
 
 def calibrate(image, detector, calibrant: Calibrant | str, *, energy_kev: float | None = None,
@@ -368,13 +375,13 @@ def calibrate_jointly(images, detectors, calibrant: Calibrant | str, *,
         assignments = [c[0] for c in chosen]
         starts = [c[1] for c in chosen]
         try:
-            refinement = _refine_outwards(images, valids, starts, calibrant, fix, assignments,
-                                          float(half_width_px))
+            refinement, stages = _refine_outwards(images, valids, starts, calibrant, fix,
+                                                  assignments, float(half_width_px))
         except ValueError as error:
             failure = failure or error
             continue
         result = CalibrationResult(refinement.geometries[0], refinement, calibrant, starts,
-                                   candidates, assignments, thresholds=thresholds)
+                                   candidates, assignments, thresholds=thresholds, stages=stages)
         if validate:
             from .report import validate_profile
 
