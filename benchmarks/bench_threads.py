@@ -50,8 +50,8 @@ def _caller(ai, frame, flat, mask):
 
 def run_threads(call, kinds, nthreads, serial, build=None):
     """Run ``kinds`` split over ``nthreads`` threads (plus ``build`` in its own thread);
-    returns per-kind call times (with ``build``: of the calls that overlapped it) and the
-    results that differ from ``serial``."""
+    returns per-kind call times, the results that differ from ``serial`` and, with
+    ``build``, the per-kind times of the calls that overlapped it (else None)."""
     spans = {k: [] for k in range(len(CALLS))}
     mismatches = []
     build_span = []
@@ -84,10 +84,12 @@ def run_threads(call, kinds, nthreads, serial, build=None):
         t.start()
     for t in threads:
         t.join()
-    if build_span:
-        b0, b1 = build_span[0]
-        spans = {k: [(t0, t1) for t0, t1 in v if t0 < b1 and t1 > b0] for k, v in spans.items()}
-    return {k: [t1 - t0 for t0, t1 in v] for k, v in spans.items()}, mismatches
+    times = {k: [t1 - t0 for t0, t1 in v] for k, v in spans.items()}
+    if not build_span:
+        return times, mismatches, None
+    b0, b1 = build_span[0]
+    during = {k: [t1 - t0 for t0, t1 in v if t0 < b1 and t1 > b0] for k, v in spans.items()}
+    return times, mismatches, during
 
 
 def main(argv=None) -> None:
@@ -118,7 +120,7 @@ def main(argv=None) -> None:
             call(k)
             alone[k].append(time.perf_counter() - t0)
     kinds = list(rng.integers(0, len(CALLS), options.calls * options.threads))
-    shared, bad_b = run_threads(call, kinds, options.threads, serial)
+    shared, bad_b, _ = run_threads(call, kinds, options.threads, serial)
     t_build = []
 
     def build():
@@ -126,7 +128,7 @@ def main(argv=None) -> None:
         ai.integrate2d(frame, 1000, 720, unit="2th_deg", method="full_csr")
         t_build.append(time.perf_counter() - t0)
 
-    building, bad_c = run_threads(call, kinds, options.threads, serial, build)
+    _, bad_c, building = run_threads(call, kinds, options.threads, serial, build)
     overlapping = sum(len(v) for v in building.values())
     print(f"{options.detector} {shape}: {options.threads} threads x {options.calls} mixed "
           f"calls; 2D full-split 1000x720 engine built meanwhile in {t_build[0]:.1f} s; "

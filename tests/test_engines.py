@@ -245,7 +245,6 @@ def test_absurd_sizes_refused_before_allocating(ai, geometry, call, argument, mo
     """Finding 12: sizes are checked against the memory they imply, naming the argument."""
     monkeypatch.setenv("XREDUCE_MAX_ALLOCATION_BYTES", str(2**30))
     frame = frame_of(geometry)
-    t0 = time.perf_counter()
     with pytest.raises((MemoryError, ValueError), match=argument):
         call(ai, frame)
     assert len(ai.engines) == 0  # refused before any engine was built
@@ -357,7 +356,7 @@ def test_threads_mixed_calls_bitwise_equal_while_building(geometry):
     serial = [call(k) for k in range(len(bench_threads.CALLS))]
     kinds = list(rng.integers(0, len(bench_threads.CALLS), 8 * 12))
     built = []
-    times, mismatches = bench_threads.run_threads(
+    times, mismatches, _ = bench_threads.run_threads(
         call, kinds, 8, serial,
         build=lambda: built.append(ai.integrate2d(frame, 50, 36, method="full_csr")))
     assert mismatches == [] and sum(len(t) for t in times.values()) == len(kinds)

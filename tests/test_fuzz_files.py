@@ -11,7 +11,6 @@ what a run checks next (thread counts, window, detector corners), under an alloc
 """
 import copy
 import math
-import os
 import tracemalloc
 
 import numpy as np

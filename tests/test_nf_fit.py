@@ -2,14 +2,11 @@
 import numpy as np
 import pytest
 
-import reference as ref
 from nf_fit_cases import rotate_by, voronoi_case
 from xreduce.nf.crystal import euler_to_quaternion, matrix_to_quaternion, misorientation_rad
 from xreduce.nf.fit import fit_orientations, local_rotation_grid
 from xreduce.nf.grains import cluster_grains
-from xreduce.nf.grid import hexagonal_grid
-from xreduce.nf.microstructure import random_orientations, voronoi_microstructure
-from xreduce.nf.overlap import OverlapModel, midas_vertices
+from xreduce.nf.microstructure import random_orientations
 
 
 N_GRAINS = 7
@@ -29,15 +26,20 @@ def _errors_deg(result, micro):
     return err
 
 
+def _far_field_seeds(truth):
+    """The true orientations rotated by 0.02-0.1 deg plus 300 random decoys, shuffled."""
+    rng = np.random.default_rng(0)
+    seeds = np.concatenate([rotate_by(truth, rng.uniform(0.02, 0.1, len(truth)), rng),
+                            random_orientations(300, rng)])
+    return seeds[rng.permutation(len(seeds))]
+
+
 def test_seeded_fit_far_field_quality(case):
     """Seeds 0.02-0.1 deg from the truth plus 300 random decoys, MinFracAccept 0.5: the
     issue's accuracy gate (>= 98 % within 0.25 deg, >= 85 % within 0.1 deg, median confidence
     >= 0.95) and clustering finds the true number of grains."""
     model, grid, micro, truth = case
-    rng = np.random.default_rng(0)
-    seeds = np.concatenate([rotate_by(truth, rng.uniform(0.02, 0.1, len(truth)), rng),
-                            random_orientations(300, rng)])
-    seeds = seeds[rng.permutation(len(seeds))]
+    seeds = _far_field_seeds(truth)
     res = fit_orientations(model, grid, seeds, min_frac_accept=0.5, orient_tol_deg=0.5,
                            progress=False)
     err = _errors_deg(res, micro)
@@ -54,10 +56,7 @@ def test_restarts_climb_past_flat_patches(case):
     that the single MIDAS simplex leaves on a neighbour grain's orientation back to their own
     (every voxel within 0.1 deg here), never lowering a confidence."""
     model, grid, micro, truth = case
-    rng = np.random.default_rng(0)
-    seeds = np.concatenate([rotate_by(truth, rng.uniform(0.02, 0.1, len(truth)), rng),
-                            random_orientations(300, rng)])
-    seeds = seeds[rng.permutation(len(seeds))]
+    seeds = _far_field_seeds(truth)
     midas = fit_orientations(model, grid, seeds, min_frac_accept=0.5, orient_tol_deg=0.5,
                              progress=False)
     res = fit_orientations(model, grid, seeds, min_frac_accept=0.5, orient_tol_deg=0.5,
@@ -145,10 +144,7 @@ def test_screened_order_and_simplex_step(case):
     a smaller initial simplex step keep the accuracy gate on the CI case with fewer
     evaluations; bad values are refused."""
     model, grid, micro, truth = case
-    rng = np.random.default_rng(0)
-    seeds = np.concatenate([rotate_by(truth, rng.uniform(0.02, 0.1, len(truth)), rng),
-                            random_orientations(300, rng)])
-    seeds = seeds[rng.permutation(len(seeds))]
+    seeds = _far_field_seeds(truth)
     res = fit_orientations(model, grid, seeds, min_frac_accept=0.5, orient_tol_deg=0.5,
                            candidate_order="screened", simplex_step_deg=0.1, progress=False)
     err = _errors_deg(res, micro)
@@ -168,10 +164,7 @@ def test_neighbour_passes(case):
     MIDAS's rules leave 1.4 % on a neighbouring grain), never lowers a confidence, and does
     not depend on the thread count."""
     model, grid, micro, truth = case
-    rng = np.random.default_rng(0)
-    seeds = np.concatenate([rotate_by(truth, rng.uniform(0.02, 0.1, len(truth)), rng),
-                            random_orientations(300, rng)])
-    seeds = seeds[rng.permutation(len(seeds))]
+    seeds = _far_field_seeds(truth)
     kw = dict(min_frac_accept=0.5, orient_tol_deg=0.5, progress=False)
     midas = fit_orientations(model, grid, seeds, **kw)
     res = fit_orientations(model, grid, seeds, neighbour_passes=2, num_threads=2, **kw)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from xreduce.nf.crystal import (euler_to_matrix, laue_rotations, matrix_to_euler,
+from xreduce.nf.crystal import (laue_rotations, matrix_to_euler,
                                 matrix_to_quaternion, misorientation_rad)
 from xreduce.nf.grains import cluster_grains, write_grains_csv
 from xreduce.nf.microstructure import random_orientations

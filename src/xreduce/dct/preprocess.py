@@ -457,7 +457,6 @@ class _ChunkWriter:
     def _write(self, index: int, first: int, result: np.ndarray, background) -> None:
         with self.watch("write", this_thread=True), naming_file("preprocess.output",
                                                                 self.h5.filename):
-            from xreduce.dct.partial_file import frames_crc32, mark_completed
 
             _write_frames(self.h5["/entry/preprocessed/data"], first, result)
             if self.save_background:
@@ -530,7 +529,7 @@ def _open_output(cfg: PreprocessConfig, config_yaml: str, source_text: str, n_fr
     resume. Returns (h5 file, chunk_done, chunk_crc32, chunks that failed verification)."""
     import json
 
-    from xreduce.dct.partial_file import PartialFileError, create_partial, open_for_resume
+    from xreduce.dct.partial_file import create_partial, open_for_resume
     from xreduce.io.run_identity import identity_differences
     from xreduce.io.writers import check_regular_file
 
