@@ -13,6 +13,7 @@ import argparse
 import sys
 from typing import Callable
 
+from xreduce.cli import add_cluster_options
 from xreduce.cli.config_command import Runner, add_config_command
 from xreduce.dct.segment_cli import add_parser as add_segment_parser
 
@@ -75,12 +76,7 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> Runner:
                     "YAML file. An interrupted run resumes when started again.",
         template=TEMPLATE, run_config=run_config)
     parser = sub.choices["preprocess"]
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="compute the chunks on a local dask cluster of N worker processes "
-                             "(0: one per core; same results; or the 'workers' key)")
-    parser.add_argument("--scheduler", metavar="ADDRESS",
-                        help="compute the chunks on an existing dask cluster (scheduler "
-                             "address or file; or the 'scheduler' key)")
+    add_cluster_options(parser, "compute the chunks", config_keys=True)
 
     def run(args: argparse.Namespace) -> int:
         cluster.update(workers=args.workers, scheduler=args.scheduler)

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from xreduce.cli import add_cluster_options
+
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -51,9 +53,7 @@ def build_parser(prog: str = "xreduce-integrate") -> argparse.ArgumentParser:
     p.add_argument("--dummy", type=float)
     p.add_argument("--delta-dummy", type=float)
     p.add_argument("-o", "--output", help="output .h5/.nxs, or 'dir/frame_%%05d.dat' for text")
-    p.add_argument("--workers", type=int, help="dask LocalCluster of N worker processes "
-                   "(0: one per core); default: this process's threads")
-    p.add_argument("--scheduler", help="dask scheduler address (tcp://host:8786) or file")
+    add_cluster_options(p, "integrate the chunks (default: this process's threads)")
     p.add_argument("--threads", type=int, help="OpenMP threads per task (0: all cores)")
     p.add_argument("--chunk-frames", type=int, help="frames per task")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run")

@@ -18,6 +18,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from xreduce.cli import add_cluster_options
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xreduce-nf", description=__doc__.splitlines()[0])
@@ -35,12 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--neighbour-passes", type=int, default=0, metavar="N",
                    help="beyond MIDAS: up to N passes in which each voxel tries its "
                         "neighbours' fitted orientations (default 0: MIDAS)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="fit voxel blocks on a local dask cluster of N worker processes "
-                        "(0: one per core; same results)")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="fit voxel blocks on an existing dask cluster (scheduler address or "
-                        "scheduler file)")
+    add_cluster_options(p, "fit voxel blocks")
     p.add_argument("--stop-after", metavar="STAGE", help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
