@@ -333,43 +333,47 @@ cdef inline void _frame_row(const raw_t* frame, const cnp.int32_t* indices,
     out_norm2[0] = sn2
 
 
-cdef inline void _row_frames(const raw_t* frame_a, const raw_t* frame_b,
-                             const cnp.int32_t* indices, const cnp.float32_t* coef,
-                             bint has_coef, const double* norm, double static_norm,
-                             double static_norm2, double static_count,
-                             const cnp.float32_t* dark, const cnp.float32_t* var_a,
-                             const cnp.float32_t* var_b, int error_mode, bint check_values,
-                             bint check_max, bint has_dummy, raw_t dummy_a, raw_t dummy_b,
-                             bint simd, Py_ssize_t start, Py_ssize_t stop, Py_ssize_t nnz,
-                             Py_ssize_t nbins, double* sig_out, double* var_out,
-                             double* norm_out, double* norm2_out,
-                             double* count_out) noexcept nogil:
-    """Row ``b`` of one frame (``frame_b`` NULL) or of two frames that share the matrix
-    reads (32-bit integer frames on the AVX2 path); ``*_out`` point at the frame's (or the
-    first frame's) output for this row, the second frame's lies ``nbins`` further."""
+cdef inline void _rows_frames(const raw_t* frame_a, const raw_t* frame_b,
+                              const cnp.int32_t* indices, const cnp.float32_t* coef,
+                              bint has_coef, const double* norm, const cnp.int32_t* indptr,
+                              const double* static_norm, const double* static_norm2,
+                              const double* static_count, const cnp.float32_t* dark,
+                              const cnp.float32_t* var_a, const cnp.float32_t* var_b,
+                              int error_mode, bint check_values, bint check_max,
+                              bint has_dummy, raw_t dummy_a, raw_t dummy_b, bint simd,
+                              Py_ssize_t first, Py_ssize_t last, Py_ssize_t nnz,
+                              Py_ssize_t nbins, double* sig_out, double* var_out,
+                              double* norm_out, double* norm2_out,
+                              double* count_out) noexcept nogil:
+    """Rows ``first..last-1`` of one frame (``frame_b`` NULL) or of two frames that share
+    the matrix reads (32-bit integer frames on the AVX2 path); ``*_out`` point at the
+    frame's (or the first frame's) output row, the second frame's lies ``nbins`` further.
+    One call per chunk: the per-row work below is inlined here, not a call per row (whose
+    cost shows on 2D cakes of short rows)."""
     cdef double s[2][LANES]
     cdef double v[2][LANES]
     cdef int k, q, nq = 1 if frame_b == NULL else 2
-    cdef Py_ssize_t j = start
-    for q in range(2):
-        for k in range(LANES):
-            s[q][k] = 0.0
-            v[q][k] = 0.0
-    if raw_t is cnp.uint32_t or raw_t is cnp.int32_t:
-        if nq == 2:
-            j = xr_row2_i32_avx2(<const cnp.int32_t*> frame_a, <const cnp.int32_t*> frame_b,
-                                 indices, coef if has_coef else NULL, j, stop, nnz,
-                                 PREFETCH_AHEAD, raw_t is cnp.int32_t, error_mode == 1,
-                                 s[0], v[0], s[1], v[1])
-    _frame_row(frame_a, indices, coef, has_coef, norm, static_norm, static_norm2,
-               static_count, dark, var_a, error_mode, check_values, check_max, has_dummy,
-               dummy_a, dummy_b, simd, start, stop, j, nnz, s[0], v[0], sig_out, var_out,
-               norm_out, norm2_out, count_out)
-    if nq == 2:
-        _frame_row(frame_b, indices, coef, has_coef, norm, static_norm, static_norm2,
-                   static_count, dark, var_b, error_mode, check_values, check_max, has_dummy,
-                   dummy_a, dummy_b, simd, start, stop, j, nnz, s[1], v[1], sig_out + nbins,
-                   var_out + nbins, norm_out + nbins, norm2_out + nbins, count_out + nbins)
+    cdef Py_ssize_t b, j, o
+    for b in range(first, last):
+        for q in range(nq):
+            for k in range(LANES):
+                s[q][k] = 0.0
+                v[q][k] = 0.0
+        j = indptr[b]
+        if raw_t is cnp.uint32_t or raw_t is cnp.int32_t:
+            if nq == 2:
+                j = xr_row2_i32_avx2(<const cnp.int32_t*> frame_a,
+                                     <const cnp.int32_t*> frame_b, indices,
+                                     coef if has_coef else NULL, j, indptr[b + 1], nnz,
+                                     PREFETCH_AHEAD, raw_t is cnp.int32_t, error_mode == 1,
+                                     s[0], v[0], s[1], v[1])
+        for q in range(nq):
+            o = b + q * nbins
+            _frame_row(frame_b if q else frame_a, indices, coef, has_coef, norm,
+                       static_norm[b], static_norm2[b], static_count[b], dark,
+                       var_b if q else var_a, error_mode, check_values, check_max, has_dummy,
+                       dummy_a, dummy_b, simd, indptr[b], indptr[b + 1], j, nnz, s[q], v[q],
+                       sig_out + o, var_out + o, norm_out + o, norm2_out + o, count_out + o)
 
 
 cdef inline void _static_row(const cnp.int32_t* indices, const cnp.float32_t* coef,
@@ -525,13 +529,12 @@ def integrate_frames(const raw_t[:, ::1] frames,
                 if error_mode == 2:
                     var_a = &variance[0 if shared_variance else f, 0]
                     var_b = &variance[0 if shared_variance else f + step - 1, 0]
-                for b in range(bounds[ch], bounds[ch + 1]):
-                    _row_frames(&frames[f, 0], frame_b, indices_ptr, coef_ptr, has_coef,
-                                &norm[0], static_norm[b], static_norm2[b], static_count[b],
-                                dark_ptr, var_a, var_b, error_mode, check_values, check_max,
-                                has_dummy, dummy_a, dummy_b, simd, indptr[b], indptr[b + 1],
-                                nnz, nbins, &out_signal[f, b], &out_variance[f, b],
-                                &out_norm[f, b], &out_norm2[f, b], &out_count[f, b])
+                _rows_frames(&frames[f, 0], frame_b, indices_ptr, coef_ptr, has_coef, &norm[0],
+                             &indptr[0], &static_norm[0], &static_norm2[0], &static_count[0],
+                             dark_ptr, var_a, var_b, error_mode, check_values, check_max,
+                             has_dummy, dummy_a, dummy_b, simd, bounds[ch], bounds[ch + 1],
+                             nnz, nbins, &out_signal[f, 0], &out_variance[f, 0],
+                             &out_norm[f, 0], &out_norm2[f, 0], &out_count[f, 0])
                 f = f + step
 
 
