@@ -6,22 +6,28 @@ beam stop) the image is made from a known geometry, then:
 - xreduce: ``calibrate(image, detector, calibrant, energy_kev=...)`` from no guess at all
   (beam centre, distance, ring numbers and tilts found from the image), timed;
 - pyFAI: ``SingleGeometry.extract_cp`` + ``GeometryRefinement.refine3`` (pyFAI has no
-  guess-free scripted path), timed, from four starts:
+  guess-free scripted path), then ``GeometryRefinement.curve_fit`` for pyFAI's own standard
+  uncertainties, timed, from five starts:
 
   - "pyFAI": xreduce's bootstrap (beam centre, distance, no tilt), every ring at once
     (``extract_cp``'s default);
   - "pyFAI+": the same bootstrap, pyFAI's tools applied outwards (3 rings without then with
     tilts, then 6, 12, ... rings, refining after each), as a pyFAI-calib2 user would;
   - "pyFAI3": xreduce's geometry refined on its innermost rings with tilts, before its outward
-    stages and final passes: the fairest start xreduce's workflow has before its final
-    refinement (``CalibrationResult.stages``);
-  - "pyFAI*": xreduce's refined geometry: does pyFAI's refinement stay there?
+    stages and final passes (``CalibrationResult.stages``), one extraction;
+  - "pyFAI3r": the same start, then one more ``extract_cp`` + ``refine3`` around pyFAI's own
+    first result (as pyFAI-calib2 users do): the fair comparison (doc/calibration.md);
+  - "pyFAI*": xreduce's refined geometry (a user refining from the best guess they have).
 
 All are compared with the truth: distance (relative), PONI (pixels), rotations (rad), the
 beam centre (pixels), and xreduce's errors in units of its reported standard uncertainties;
-for pyFAI, its difference from xreduce's result in xreduce's uncertainties and the fraction of
-its control points given the wrong ring number. The ratio is pyFAI's time over xreduce's
-(xreduce's time includes its bootstrap and validation; pyFAI's does not).
+for pyFAI, (pyFAI - xreduce) in units of the combined uncertainty sqrt(s_xreduce^2 +
+s_pyFAI^2), each tool's error in its own uncertainty, and the fraction of its control points
+given the wrong ring number. For pyFAI3r and pyFAI* a per-parameter table (xreduce, pyFAI,
+truth, both uncertainties, which is closer) follows, and two cross-checks of where the
+difference comes from: pyFAI's ``refine3`` on xreduce's control points (weighted 1/sigma),
+and xreduce's least squares on pyFAI's control points. The ratio is pyFAI's time over
+xreduce's (xreduce's time includes its bootstrap and validation; pyFAI's does not).
 
 Usage: ``python benchmarks/bench_calib.py [--small] [--binning N] [--cases 9,10,11]
 [--no-pyfai] [--json out.json]`` (``--small``: 3 cases, 2x binned detectors; default: the full
@@ -93,30 +99,79 @@ def run_case(case, binning: int, pyfai: bool) -> dict:
                 points=sum(len(p) for p in result.refinement.points))
     row["xreduce"] = ours
     if pyfai:
-        from xreduce.calibration.compare import pyfai_refine
-
-        inner = next(geos for label, geos in result.stages if label.endswith(", tilts"))[0]
-        for key, begin, outwards in (("pyfai", result.start[0], False),
-                                     ("pyfai_outwards", result.start[0], True),
-                                     ("pyfai_inner", inner, False),
-                                     ("pyfai_from_ours", result.geometry, False)):
-            start = time.perf_counter()
-            try:
-                theirs = pyfai_refine(image, begin, get_calibrant(calibrant),
-                                      rings_outwards=outwards, truth=truth)
-            except Exception as error:  # pyFAI failing is a result to report, not a crash
-                row[key] = {"failed": f"{type(error).__name__}: {error}",
-                            "time_s": time.perf_counter() - start}
-                continue
-            elapsed = time.perf_counter() - start
-            geo = result.geometry.with_(**{k: theirs[k] for k in ("dist", "poni1", "poni2", "rot1",
-                                                                  "rot2", "rot3")})
-            row[key] = {**errors(geo), "time_s": elapsed, "points": theirs["points"],
-                        "wrong_ring": theirs["wrong_ring"],
-                        "diff_sigmas": {name: abs(theirs[name] - getattr(result.geometry, name))
-                                        / sigma[name]
-                                        for name in ("dist", "poni1", "poni2", "rot1", "rot2")}}
+        _run_pyfai(row, image, truth, result, get_calibrant(calibrant), errors)
     return row
+
+
+#: (key, label, start, pyfai_refine options) of the pyFAI runs; the start is taken from
+#: xreduce's result: "start" its bootstrap, "inner" its 3-ring stage, "final" its answer.
+PYFAI_RUNS = [("pyfai", "pyFAI", "start", {}),
+              ("pyfai_outwards", "pyFAI+", "start", {"rings_outwards": True}),
+              ("pyfai_inner", "pyFAI3", "inner", {}),
+              ("pyfai_inner_reextract", "pyFAI3r", "inner", {"reextract": 1}),
+              ("pyfai_from_ours", "pyFAI*", "final", {})]
+#: The runs shown parameter by parameter (the fair comparisons).
+TABLED = ("pyfai_inner_reextract", "pyfai_from_ours")
+
+
+def _run_pyfai(row, image, truth, result, calibrant, errors) -> None:
+    import numpy as np
+    from xreduce.calibration import refine_geometry
+    from xreduce.calibration.compare import (COMPARED, agreement, point_offsets_px,
+                                             pyfai_refine, pyfai_refine_points)
+    from xreduce.calibration.peaks import ControlPoints
+
+    sigma = result.refinement.uncertainties
+    starts = {"start": result.start[0], "final": result.geometry,
+              "inner": next(geos for label, geos in result.stages if label.endswith(", tilts"))[0]}
+    ours_off = point_offsets_px(np.column_stack([result.refinement.points[0].rows,
+                                                 result.refinement.points[0].cols,
+                                                 result.refinement.points[0].ring]),
+                                truth, calibrant)
+    row["xreduce"]["point_spread_px"] = _spread(ours_off)
+    for key, _, begin, options in PYFAI_RUNS:
+        start = time.perf_counter()
+        try:
+            theirs = pyfai_refine(image, starts[begin], calibrant, truth=truth, **options)
+        except Exception as error:  # pyFAI failing is a result to report, not a crash
+            row[key] = {"failed": f"{type(error).__name__}: {error}",
+                        "time_s": time.perf_counter() - start}
+            continue
+        elapsed = time.perf_counter() - start
+        geo = result.geometry.with_(**{k: theirs[k] for k in COMPARED})
+        table = agreement(result.geometry, sigma, theirs, theirs["uncertainties"], truth)
+        row[key] = {**errors(geo), "time_s": elapsed, "points": theirs["points"],
+                    "wrong_ring": theirs["wrong_ring"], "table": table,
+                    "point_spread_px": _spread(point_offsets_px(theirs["data"], truth, calibrant)),
+                    "diff_sigmas": {r["name"]: abs(r["theirs"] - r["ours"]) / r["sigma_ours"]
+                                    for r in table}}
+        if key == "pyfai_inner_reextract":  # where does the difference come from?
+            on_ours = pyfai_refine_points(result.refinement.points[0], starts["inner"], calibrant)
+            data = theirs["data"]
+            their_points = ControlPoints(data[:, 0].copy(), data[:, 1].copy(),
+                                         data[:, 2].astype(np.int64), np.ones(len(data)))
+            plain = refine_geometry(their_points, starts["inner"], calibrant.d_spacings,
+                                    fix=("rot3", "wavelength"), loss="linear", outlier_sigma=1e9)
+            robust = refine_geometry(their_points, starts["inner"], calibrant.d_spacings,
+                                     fix=("rot3", "wavelength"))
+            row["cross_checks"] = {
+                "pyfai_on_our_points_minus_ours_in_our_sigmas":
+                    {k: (on_ours[k] - getattr(result.geometry, k)) / sigma[k] for k in COMPARED},
+                "ours_plain_on_pyfai_points_minus_pyfai_in_pyfai_sigmas":
+                    {k: (plain.values[k] - theirs[k]) / theirs["uncertainties"][k] for k in COMPARED},
+                "ours_robust_on_pyfai_points_err_in_our_sigmas":
+                    {k: (robust.values[k] - getattr(truth, k)) / sigma[k] for k in COMPARED}}
+
+
+def _spread(offsets_px) -> dict:
+    """Scatter of control points about the true ring: robust (1.4826 MAD) and RMS, pixels, and
+    the fraction more than 1 px off."""
+    import numpy as np
+
+    offsets_px = np.asarray(offsets_px)
+    return {"mad_px": float(1.4826 * np.median(np.abs(offsets_px - np.median(offsets_px)))),
+            "rms_px": float(np.sqrt(np.mean(offsets_px ** 2))),
+            "beyond_1px": float(np.mean(np.abs(offsets_px) > 1.0))}
 
 
 def _line(label, e):
@@ -128,10 +183,24 @@ def _line(label, e):
     if "sigmas" in e:
         text += "  |err|/sigma " + " ".join(f"{v:.1f}" for v in e["sigmas"].values())
         text += "  OK" if e["ok"] else f"  POOR: {e['problems'][0][:60]}"
-    if "diff_sigmas" in e:
-        text += "  |pyFAI-ours|/sigma " + " ".join(f"{v:.0f}" for v in e["diff_sigmas"].values())
-        text += f"  wrong ring {100 * e['wrong_ring']:.0f} %"
+    if "table" in e:
+        text += ("  (pyFAI-ours)/combined " + " ".join(f"{r['diff_combined']:+.1f}" for r in e["table"])
+                 + f"  wrong ring {100 * e['wrong_ring']:.1f} %")
+    if "point_spread_px" in e:
+        spread = e["point_spread_px"]
+        text += (f"  points off the true ring: MAD {spread['mad_px']:.3f} px, RMS {spread['rms_px']:.3f}"
+                 f" px, {100 * spread['beyond_1px']:.1f} % > 1 px")
     return text
+
+
+def _table(table) -> str:
+    lines = [f"    {'':6s} {'xreduce':>14s} {'pyFAI':>14s} {'truth':>14s} {'s_xreduce':>9s} "
+             f"{'s_pyFAI':>9s} {'diff/comb':>9s} {'x err/s':>8s} {'p err/s':>8s}  closer"]
+    for r in table:
+        lines.append(f"    {r['name']:6s} {r['ours']:14.8g} {r['theirs']:14.8g} {r['truth']:14.8g} "
+                     f"{r['sigma_ours']:9.2e} {r['sigma_theirs']:9.2e} {r['diff_combined']:+9.2f} "
+                     f"{r['ours_err_sigma']:+8.2f} {r['theirs_err_sigma']:+8.2f}  {r['closer']}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
@@ -154,17 +223,22 @@ def main(argv=None) -> None:
         rows.append(row)
         print(f"{row['case']}  {tuple(row['shape'])}")
         print(_line("xreduce", row["xreduce"]))
-        for key, label in (("pyfai", "pyFAI"), ("pyfai_outwards", "pyFAI+"),
-                           ("pyfai_inner", "pyFAI3"), ("pyfai_from_ours", "pyFAI*")):
+        for key, label, _, _ in PYFAI_RUNS:
             if key not in row:
                 continue
             print(_line(label, row[key]))
             if "failed" not in row[key] and "failed" not in row["xreduce"]:
                 ratio = row[key]["time_s"] / row["xreduce"]["time_s"]
-                closer = [name for name in ("dist_rel", "poni1_px", "poni2_px", "rot1", "rot2")
-                          if abs(row["xreduce"][name]) < abs(row[key][name])]
+                closer = sum(r["closer"] == "xreduce" for r in row[key]["table"])
+                within = sum(abs(r["diff_combined"]) <= 3 for r in row[key]["table"])
                 print(f"  {'':8s} {label} / xreduce time: {ratio:.2f}x; xreduce closer to the "
-                      f"truth on {len(closer)}/5 parameters")
+                      f"truth on {closer}/5 parameters; |pyFAI - xreduce| <= 3 combined "
+                      f"uncertainties on {within}/5")
+                if key in TABLED:
+                    print(_table(row[key]["table"]))
+        if "cross_checks" in row:
+            for name, values in row["cross_checks"].items():
+                print(f"  {'':8s} {name}: " + " ".join(f"{k} {v:+.2f}" for k, v in values.items()))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(rows, handle, indent=1, default=float)
