@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 __all__ = ["pyfai_refine", "pyfai_refine_points", "agreement", "point_offsets_px",
-           "wrong_ring_fraction", "COMPARED"]
+           "subpixel_bias", "wrong_ring_fraction", "COMPARED"]
 
 #: The parameters compared (rot3 and the wavelength are fixed on both sides).
 COMPARED = ("dist", "poni1", "poni2", "rot1", "rot2")
@@ -257,3 +257,44 @@ def wrong_ring_fraction(data: np.ndarray, truth, calibrant, tolerance_px: float 
     if np.asarray(data).size == 0:
         return float("nan")
     return float(np.mean(np.abs(point_offsets_px(data, truth, calibrant)) > tolerance_px))
+
+
+def subpixel_bias(data: np.ndarray, truth, calibrant, bins: int = 5) -> tuple:
+    """Mean offset of control points from their true ring against where, within a pixel, the
+    true ring crosses: the signature of "pixel locking" (a sub-pixel peak position pulled
+    towards the nearest pixel centre).
+
+    Only points where the ring runs within about 30 degrees of a pixel axis are used (there
+    the radial direction is nearly along the other axis, so the crossing's phase is one
+    number): for each, the offset along that axis and the phase (-0.5 to 0.5 px from the
+    nearest pixel centre) of the true ring on the same radial line.
+
+    Returns
+    -------
+    (edges, mean, error, count) : phase bin edges (bins + 1), and per bin the mean offset
+        along the axis (pixels, positive = towards larger index), its standard error and the
+        number of points. Unbiased points give means near 0; pixel locking gives positive
+        means for negative phases and negative for positive ones.
+    """
+    from .points import beam_centre_px
+
+    data = np.asarray(data, dtype=np.float64).reshape(-1, 3)
+    offsets = point_offsets_px(data, truth, calibrant)
+    beam = beam_centre_px(truth)
+    d_row, d_col = data[:, 0] - beam[0], data[:, 1] - beam[1]
+    radius = np.hypot(d_row, d_col)
+    u_row, u_col = d_row / radius, d_col / radius
+    phases, along = [], []
+    for position, unit in ((data[:, 0], u_row), (data[:, 1], u_col)):
+        sel = np.abs(unit) > 0.85
+        crossing = position[sel] - offsets[sel] * unit[sel]
+        phases.append(crossing - np.round(crossing))
+        along.append(offsets[sel] * np.sign(unit[sel]))
+    phase, along = np.concatenate(phases), np.concatenate(along)
+    edges = np.linspace(-0.5, 0.5, bins + 1)
+    index = np.clip(np.digitize(phase, edges) - 1, 0, bins - 1)
+    count = np.bincount(index, minlength=bins)
+    mean = np.array([along[index == b].mean() if count[b] else np.nan for b in range(bins)])
+    error = np.array([along[index == b].std() / math.sqrt(count[b]) if count[b] > 1 else np.nan
+                      for b in range(bins)])
+    return edges, mean, error, count
