@@ -118,17 +118,16 @@ def _run_pyfai(row, image, truth, result, calibrant, errors) -> None:
     import numpy as np
     from xreduce.calibration import refine_geometry
     from xreduce.calibration.compare import (COMPARED, agreement, point_offsets_px,
-                                             pyfai_refine, pyfai_refine_points)
+                                             pyfai_refine, pyfai_refine_points, subpixel_bias)
     from xreduce.calibration.peaks import ControlPoints
 
     sigma = result.refinement.uncertainties
     starts = {"start": result.start[0], "final": result.geometry,
               "inner": next(geos for label, geos in result.stages if label.endswith(", tilts"))[0]}
-    ours_off = point_offsets_px(np.column_stack([result.refinement.points[0].rows,
-                                                 result.refinement.points[0].cols,
-                                                 result.refinement.points[0].ring]),
-                                truth, calibrant)
-    row["xreduce"]["point_spread_px"] = _spread(ours_off)
+    mine = result.refinement.points[0]
+    mine = np.column_stack([mine.rows, mine.cols, mine.ring])
+    row["xreduce"]["point_spread_px"] = _spread(point_offsets_px(mine, truth, calibrant),
+                                                subpixel_bias(mine, truth, calibrant))
     for key, _, begin, options in PYFAI_RUNS:
         start = time.perf_counter()
         try:
@@ -142,7 +141,8 @@ def _run_pyfai(row, image, truth, result, calibrant, errors) -> None:
         table = agreement(result.geometry, sigma, theirs, theirs["uncertainties"], truth)
         row[key] = {**errors(geo), "time_s": elapsed, "points": theirs["points"],
                     "wrong_ring": theirs["wrong_ring"], "table": table,
-                    "point_spread_px": _spread(point_offsets_px(theirs["data"], truth, calibrant)),
+                    "point_spread_px": _spread(point_offsets_px(theirs["data"], truth, calibrant),
+                                               subpixel_bias(theirs["data"], truth, calibrant)),
                     "diff_sigmas": {r["name"]: abs(r["theirs"] - r["ours"]) / r["sigma_ours"]
                                     for r in table}}
         if key == "pyfai_inner_reextract":  # where does the difference come from?
@@ -163,15 +163,20 @@ def _run_pyfai(row, image, truth, result, calibrant, errors) -> None:
                     {k: (robust.values[k] - getattr(truth, k)) / sigma[k] for k in COMPARED}}
 
 
-def _spread(offsets_px) -> dict:
-    """Scatter of control points about the true ring: robust (1.4826 MAD) and RMS, pixels, and
-    the fraction more than 1 px off."""
+def _spread(offsets_px, bias) -> dict:
+    """Scatter of control points about the true ring: robust (1.4826 MAD) and RMS, pixels, the
+    fraction more than 1 px off, and the pixel locking: half the difference of the mean offsets
+    of points whose true ring crosses 0.1-0.3 px below and above a pixel centre (positive =
+    pulled towards the centre; ``compare.subpixel_bias``)."""
     import numpy as np
 
     offsets_px = np.asarray(offsets_px)
+    _, mean, error, _ = bias
     return {"mad_px": float(1.4826 * np.median(np.abs(offsets_px - np.median(offsets_px)))),
             "rms_px": float(np.sqrt(np.mean(offsets_px ** 2))),
-            "beyond_1px": float(np.mean(np.abs(offsets_px) > 1.0))}
+            "beyond_1px": float(np.mean(np.abs(offsets_px) > 1.0)),
+            "locking_px": float((mean[1] - mean[3]) / 2),
+            "locking_error_px": float(np.hypot(error[1], error[3]) / 2)}
 
 
 def _line(label, e):
@@ -189,7 +194,8 @@ def _line(label, e):
     if "point_spread_px" in e:
         spread = e["point_spread_px"]
         text += (f"  points off the true ring: MAD {spread['mad_px']:.3f} px, RMS {spread['rms_px']:.3f}"
-                 f" px, {100 * spread['beyond_1px']:.1f} % > 1 px")
+                 f" px, {100 * spread['beyond_1px']:.1f} % > 1 px, locking {spread['locking_px']:+.3f}"
+                 f" +- {spread['locking_error_px']:.3f} px")
     return text
 
 
@@ -239,6 +245,19 @@ def main(argv=None) -> None:
         if "cross_checks" in row:
             for name, values in row["cross_checks"].items():
                 print(f"  {'':8s} {name}: " + " ".join(f"{k} {v:+.2f}" for k, v in values.items()))
+    for key, label, _, _ in PYFAI_RUNS:
+        tables = [row[key]["table"] for row in rows if "table" in row.get(key, {})]
+        if not tables:
+            continue
+        values = [r for table in tables for r in table]
+        print(f"{label:8s} over {len(tables)} cases, {len(values)} parameters: |pyFAI - xreduce| <= 3 "
+              f"combined uncertainties on {sum(abs(r['diff_combined']) <= 3 for r in values)} "
+              f"(largest {max(abs(r['diff_combined']) for r in values):.1f}); each within 3 of "
+              f"its own uncertainty of the truth: xreduce "
+              f"{sum(abs(r['ours_err_sigma']) <= 3 for r in values)}, pyFAI "
+              f"{sum(abs(r['theirs_err_sigma']) <= 3 for r in values)}; closer to the truth: "
+              f"xreduce {sum(r['closer'] == 'xreduce' for r in values)}, pyFAI "
+              f"{sum(r['closer'] == 'pyFAI' for r in values)}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(rows, handle, indent=1, default=float)
