@@ -209,6 +209,47 @@ def _table(table) -> str:
     return "\n".join(lines)
 
 
+def _markdown(rows) -> str:
+    """The benchmark table of doc/calibration.md, one line per case."""
+    def error(e):
+        return (f"{abs(e['dist_rel']):.1e} / {max(abs(e['poni1_px']), abs(e['poni2_px'])):.3f} px / "
+                f"{max(abs(e['rot1']), abs(e['rot2'])):.1e}")
+
+    def fair(e):
+        if "table" not in e:
+            return "failed"
+        table = e["table"]
+        ratio = [r["sigma_theirs"] / r["sigma_ours"] for r in table]
+        return (f"{max(abs(r['diff_combined']) for r in table):.1f}; "
+                f"{max(abs(r['theirs_err_sigma']) for r in table):.1f}; "
+                f"{min(ratio):.1f}-{max(ratio):.1f}; "
+                f"{sum(r['closer'] == 'xreduce' for r in table)}/5")
+
+    lines = ["| case | xreduce time | xreduce error dist / PONI / rot | xreduce max err/sigma | "
+             "pyFAI from bootstrap: error; points off their ring | pyFAI+ (outwards): error; time | "
+             "pyFAI3r: max abs(diff) / combined sigma; pyFAI max abs(err) / own sigma; sigma_pyFAI/sigma_xreduce; "
+             "xreduce closer; time | pyFAI*: the same | pixel locking pyFAI3r / xreduce (px) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        ours = row["xreduce"]
+        if "failed" in ours:
+            lines.append(f"| {row['case']} | failed: {ours['failed'][:60]} |")
+            continue
+        cells = [row["case"], f"{ours['time_s']:.1f} s", error(ours),
+                 f"{max(ours['sigmas'].values()):.1f}"]
+        boot, out, inner, final = (row.get(k, {}) for k in ("pyfai", "pyfai_outwards",
+                                                            "pyfai_inner_reextract",
+                                                            "pyfai_from_ours"))
+        cells.append(f"{error(boot)}; {100 * boot['wrong_ring']:.1f} %" if "table" in boot else "failed")
+        cells.append(f"{error(out)}; {out['time_s']:.1f} s" if "table" in out else "failed")
+        cells.append(f"{fair(inner)}; {inner['time_s']:.1f} s" if "table" in inner else "failed")
+        cells.append(fair(final))
+        cells.append(f"{inner['point_spread_px']['locking_px']:+.3f} / "
+                     f"{ours['point_spread_px']['locking_px']:+.3f}" if "table" in inner else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="3 cases, 2x binned")
@@ -216,6 +257,8 @@ def main(argv=None) -> None:
     parser.add_argument("--no-pyfai", action="store_true", help="time xreduce only")
     parser.add_argument("--cases", help="comma-separated case numbers (0-based) to run")
     parser.add_argument("--json", help="write the rows as JSON")
+    parser.add_argument("--markdown", action="store_true",
+                        help="finish with the table of doc/calibration.md's benchmark section")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     logging.disable(logging.WARNING)
@@ -258,6 +301,8 @@ def main(argv=None) -> None:
               f"{sum(abs(r['theirs_err_sigma']) <= 3 for r in values)}; closer to the truth: "
               f"xreduce {sum(r['closer'] == 'xreduce' for r in values)}, pyFAI "
               f"{sum(r['closer'] == 'pyFAI' for r in values)}")
+    if args.markdown:
+        print(_markdown(rows))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(rows, handle, indent=1, default=float)
