@@ -147,6 +147,7 @@ def _run_pyfai(row, image, truth, result, calibrant, errors) -> None:
                                     for r in table}}
         if key == "pyfai_inner_reextract":  # where does the difference come from?
             on_ours = pyfai_refine_points(result.refinement.points[0], starts["inner"], calibrant)
+            at_ours = pyfai_refine_points(result.refinement.points[0], starts["final"], calibrant)
             data = theirs["data"]
             their_points = ControlPoints(data[:, 0].copy(), data[:, 1].copy(),
                                          data[:, 2].astype(np.int64), np.ones(len(data)))
@@ -157,6 +158,11 @@ def _run_pyfai(row, image, truth, result, calibrant, errors) -> None:
             row["cross_checks"] = {
                 "pyfai_on_our_points_minus_ours_in_our_sigmas":
                     {k: (on_ours[k] - getattr(result.geometry, k)) / sigma[k] for k in COMPARED},
+                "pyfai_on_our_points_from_ours_minus_ours_in_our_sigmas":
+                    {k: (at_ours[k] - getattr(result.geometry, k)) / sigma[k] for k in COMPARED},
+                # > 0: pyFAI's SLSQP stopped above the minimum it reaches from our solution
+                "pyfai_on_our_points_sum_squares_excess":
+                    {"relative": on_ours["sum_squares"] / at_ours["sum_squares"] - 1},
                 "ours_plain_on_pyfai_points_minus_pyfai_in_pyfai_sigmas":
                     {k: (plain.values[k] - theirs[k]) / theirs["uncertainties"][k] for k in COMPARED},
                 "ours_robust_on_pyfai_points_err_in_our_sigmas":
@@ -287,7 +293,7 @@ def main(argv=None) -> None:
                     print(_table(row[key]["table"]))
         if "cross_checks" in row:
             for name, values in row["cross_checks"].items():
-                print(f"  {'':8s} {name}: " + " ".join(f"{k} {v:+.2f}" for k, v in values.items()))
+                print(f"  {'':8s} {name}: " + " ".join(f"{k} {v:+.3g}" for k, v in values.items()))
     for key, label, _, _ in PYFAI_RUNS:
         tables = [row[key]["table"] for row in rows if "table" in row.get(key, {})]
         if not tables:

@@ -176,7 +176,8 @@ def pyfai_refine_points(points, start, calibrant, fix=("rot3", "wavelength"),
 
     Returns
     -------
-    dict : as :func:`pyfai_refine` (no ``wrong_ring``).
+    dict : as :func:`pyfai_refine` (no ``wrong_ring``), and ``sum_squares``: pyFAI's objective
+        (weighted sum of squared 2theta residuals) where it stopped.
     """
     from pyFAI.geometryRefinement import GeometryRefinement
 
@@ -191,7 +192,15 @@ def pyfai_refine_points(points, start, calibrant, fix=("rot3", "wavelength"),
                                     wavelength=start.wavelength,
                                     calibrant=_pyfai_calibrant(calibrant, start.wavelength))
     refinement.refine3(fix=list(fix))
-    return _result(refinement, list(fix), data[:, :3], None, calibrant, uncertainties)
+    free = [name for name in refinement.PARAM_ORDER if name not in fix]
+    values = np.array([getattr(refinement, name) * (1e10 if name == "wavelength" else 1.0)
+                       for name in free])
+    sum_squares = refinement.residu3(values, free, {name: getattr(refinement, name) for name in fix},
+                                     data[:, 0], data[:, 1], data[:, 2].astype(np.int32),
+                                     data[:, 3] if weighted else None)
+    out = _result(refinement, list(fix), data[:, :3], None, calibrant, uncertainties)
+    out["sum_squares"] = float(sum_squares)
+    return out
 
 
 def agreement(ours, ours_sigma: dict, theirs: dict, theirs_sigma: dict, truth=None,
