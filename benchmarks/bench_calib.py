@@ -7,7 +7,7 @@ beam stop) the image is made from a known geometry, then:
   (beam centre, distance, ring numbers and tilts found from the image), timed;
 - pyFAI: ``SingleGeometry.extract_cp`` + ``GeometryRefinement.refine3`` (pyFAI has no
   guess-free scripted path), then ``GeometryRefinement.curve_fit`` for pyFAI's own standard
-  uncertainties, timed, from five starts:
+  uncertainties, timed, from five starts (six runs):
 
   - "pyFAI": xreduce's bootstrap (beam centre, distance, no tilt), every ring at once
     (``extract_cp``'s default);
@@ -17,6 +17,9 @@ beam stop) the image is made from a known geometry, then:
     stages and final passes (``CalibrationResult.stages``), one extraction;
   - "pyFAI3r": the same start, then one more ``extract_cp`` + ``refine3`` around pyFAI's own
     first result (as pyFAI-calib2 users do): the fair comparison (doc/calibration.md);
+  - "pyFAI3r20": the same, on the innermost 20 rings only (``extract_cp(max_rings=20)``), as
+    a pyFAI user does on dense patterns where the outer rings crowd (the same as pyFAI3r on
+    cases with at most 20 rings on the detector);
   - "pyFAI*": xreduce's refined geometry (a user refining from the best guess they have).
 
 All are compared with the truth: distance (relative), PONI (pixels), rotations (rad), the
@@ -24,7 +27,7 @@ beam centre (pixels), and xreduce's errors in units of its reported standard unc
 for pyFAI, (pyFAI - xreduce) in units of the combined uncertainty sqrt(s_xreduce^2 +
 s_pyFAI^2), each tool's error in its own uncertainty, and the fraction of its control points
 given the wrong ring number. For pyFAI3r and pyFAI* a per-parameter table (xreduce, pyFAI,
-truth, both uncertainties, which is closer) follows, and two cross-checks of where the
+truth, both uncertainties, which is closer) follows, and cross-checks of where the
 difference comes from: pyFAI's ``refine3`` on xreduce's control points (weighted 1/sigma),
 and xreduce's least squares on pyFAI's control points. The ratio is pyFAI's time over
 xreduce's (xreduce's time includes its bootstrap and validation; pyFAI's does not).
@@ -109,6 +112,7 @@ PYFAI_RUNS = [("pyfai", "pyFAI", "start", {}),
               ("pyfai_outwards", "pyFAI+", "start", {"rings_outwards": True}),
               ("pyfai_inner", "pyFAI3", "inner", {}),
               ("pyfai_inner_reextract", "pyFAI3r", "inner", {"reextract": 1}),
+              ("pyfai_inner_reextract_20", "pyFAI3r20", "inner", {"reextract": 1, "max_rings": 20}),
               ("pyfai_from_ours", "pyFAI*", "final", {})]
 #: The runs shown parameter by parameter (the fair comparisons).
 TABLED = ("pyfai_inner_reextract", "pyfai_from_ours")
@@ -234,8 +238,9 @@ def _markdown(rows) -> str:
     lines = ["| case | xreduce time | xreduce error dist / PONI / rot | xreduce max err/sigma | "
              "pyFAI from bootstrap: error; points off their ring | pyFAI+ (outwards): error; time | "
              "pyFAI3r: max abs(diff) / combined sigma; pyFAI max abs(err) / own sigma; sigma_pyFAI/sigma_xreduce; "
-             "xreduce closer; time | pyFAI*: the same | pixel locking pyFAI3r / xreduce (px) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "xreduce closer; time | pyFAI3r20 (20 rings): the same | pyFAI*: the same | "
+             "pixel locking pyFAI3r / xreduce (px) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         ours = row["xreduce"]
         if "failed" in ours:
@@ -243,12 +248,13 @@ def _markdown(rows) -> str:
             continue
         cells = [row["case"], f"{ours['time_s']:.1f} s", error(ours),
                  f"{max(ours['sigmas'].values()):.1f}"]
-        boot, out, inner, final = (row.get(k, {}) for k in ("pyfai", "pyfai_outwards",
-                                                            "pyfai_inner_reextract",
-                                                            "pyfai_from_ours"))
+        boot, out, inner, inner20, final = (row.get(k, {}) for k in (
+            "pyfai", "pyfai_outwards", "pyfai_inner_reextract", "pyfai_inner_reextract_20",
+            "pyfai_from_ours"))
         cells.append(f"{error(boot)}; {100 * boot['wrong_ring']:.1f} %" if "table" in boot else "failed")
         cells.append(f"{error(out)}; {out['time_s']:.1f} s" if "table" in out else "failed")
         cells.append(f"{fair(inner)}; {inner['time_s']:.1f} s" if "table" in inner else "failed")
+        cells.append(fair(inner20))
         cells.append(fair(final))
         cells.append(f"{inner['point_spread_px']['locking_px']:+.3f} / "
                      f"{ours['point_spread_px']['locking_px']:+.3f}" if "table" in inner else "")
