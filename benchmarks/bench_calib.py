@@ -26,7 +26,7 @@ All are compared with the truth: distance (relative), PONI (pixels), rotations (
 beam centre (pixels), and xreduce's errors in units of its reported standard uncertainties;
 for pyFAI, (pyFAI - xreduce) in units of the combined uncertainty sqrt(s_xreduce^2 +
 s_pyFAI^2), each tool's error in its own uncertainty, and the fraction of its control points
-given the wrong ring number. For pyFAI3r and pyFAI* a per-parameter table (xreduce, pyFAI,
+given the wrong ring number. For pyFAI3r, pyFAI3r20 and pyFAI* a per-parameter table (xreduce, pyFAI,
 truth, both uncertainties, which is closer) follows, and cross-checks of where the
 difference comes from: pyFAI's ``refine3`` on xreduce's control points (weighted 1/sigma),
 and xreduce's least squares on pyFAI's control points. The ratio is pyFAI's time over
@@ -115,7 +115,7 @@ PYFAI_RUNS = [("pyfai", "pyFAI", "start", {}),
               ("pyfai_inner_reextract_20", "pyFAI3r20", "inner", {"reextract": 1, "max_rings": 20}),
               ("pyfai_from_ours", "pyFAI*", "final", {})]
 #: The runs shown parameter by parameter (the fair comparisons).
-TABLED = ("pyfai_inner_reextract", "pyfai_from_ours")
+TABLED = ("pyfai_inner_reextract", "pyfai_inner_reextract_20", "pyfai_from_ours")
 
 
 def _run_pyfai(row, image, truth, result, calibrant, errors) -> None:
