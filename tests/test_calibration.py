@@ -271,3 +271,67 @@ def test_pyfai_scripted_path_from_our_start_agrees_and_we_are_closer():
     settled = pyfai_refine(image, ours.geometry, lab6)
     for name in ("dist", "poni1", "poni2", "rot1", "rot2"):
         assert abs(settled[name] - getattr(ours.geometry, name)) < 5 * sigma[name], name
+
+
+
+def test_pyfai_agrees_within_the_combined_stated_uncertainties():
+    # The fair comparison (doc/calibration.md, "pyFAI's scripted path: a fair comparison"):
+    # pyFAI from our 3-ring stage with one re-extraction around its own first result, and from
+    # our final geometry; each tool's stated uncertainty is its own (ours: s^2 (J^T J)^-1 of
+    # our weighted fit; pyFAI's: GeometryRefinement.curve_fit at its solution). Coverage
+    # factor 3 on every bound (a normal deviate exceeds 3 with probability 0.3 %). Image:
+    # LaB6, Eiger 4M binned 4, 0.9 m, 60 keV. Not every image agrees this well: on CASES[0]
+    # pyFAI is 3.0 combined uncertainties off in rot1 (its sub-pixel peaks are pulled towards
+    # pixel centres, next test, which its uncertainty does not count), and on CASES[1] (8x
+    # binned, spotty) 19 % of its points are off their ring from any start (doc).
+    pytest.importorskip("pyFAI")
+    from xreduce.calibration.compare import agreement, pyfai_refine, pyfai_refine_points
+
+    truth, image = synthetic_case(**CASES[2])
+    lab6 = get_calibrant("LaB6")
+    ours = calibrate(image, truth.detector, "LaB6", energy_kev=60.0)
+    sigma = ours.refinement.uncertainties
+    inner = next(geos for label, geos in ours.stages if label.endswith(", tilts"))[0]
+    runs = [pyfai_refine(image, inner, lab6, truth=truth, reextract=1),
+            pyfai_refine(image, ours.geometry, lab6, truth=truth)]
+    for theirs in runs:
+        assert theirs["wrong_ring"] == 0.0
+        assert set(theirs["uncertainties"]) == {"dist", "poni1", "poni2", "rot1", "rot2"}
+        for row in agreement(ours.geometry, sigma, theirs, theirs["uncertainties"], truth):
+            assert abs(row["diff_combined"]) < 3, row
+            assert abs(row["ours_err_sigma"]) < 3 and abs(row["theirs_err_sigma"]) < 3, row
+            # pyFAI's points scatter more than ours: its stated uncertainty is the larger
+            assert row["sigma_theirs"] > row["sigma_ours"], row
+    # pyFAI reaches the same optimum from both starts (within its own uncertainty)
+    for name, s in runs[0]["uncertainties"].items():
+        assert abs(runs[0][name] - runs[1][name]) < s, name
+    # the difference is in the control points, not in the least squares: pyFAI's refine3 on
+    # OUR points (weighted 1/sigma like ours) stays at our solution, and from our 3-ring stage
+    # lands within one of our uncertainties of it (its SLSQP stops a little short in the
+    # PONI-tilt valley of long distances)
+    at_ours = pyfai_refine_points(ours.refinement.points[0], ours.geometry, lab6)
+    from_inner = pyfai_refine_points(ours.refinement.points[0], inner, lab6)
+    for name in ("dist", "poni1", "poni2", "rot1", "rot2"):
+        assert abs(at_ours[name] - getattr(ours.geometry, name)) < 0.05 * sigma[name], name
+        assert abs(from_inner[name] - getattr(ours.geometry, name)) < sigma[name], name
+
+
+def test_pyfai_control_points_are_pulled_towards_pixel_centres():
+    # Why pyFAI lands farther from the truth: extract_cp's points are local maxima refined to
+    # sub-pixel by a quadratic on 3 x 3 pixels, which on rings 1.5 px wide pulls them towards
+    # the nearest pixel centre ("pixel locking"); ours are area-weighted centroids in 2theta.
+    # Points extracted around the true geometry, offsets measured from the true rings.
+    pytest.importorskip("pyFAI")
+    from xreduce.calibration.compare import pyfai_refine, subpixel_bias
+
+    truth, image = synthetic_case(**CASES[0])
+    lab6 = get_calibrant("LaB6")
+    theirs = pyfai_refine(image, truth, lab6, truth=truth, uncertainties=False)
+    _, mean, error, count = subpixel_bias(theirs["data"], truth, lab6)
+    # ring crossing 0.1-0.3 px below / above a pixel centre: the point moves up / down to it
+    assert mean[1] > max(0.03, 5 * error[1]) and mean[3] < -max(0.03, 5 * error[3])
+    assert count[2] > count[0] + count[4]  # and points pile up near pixel centres
+    ours = calibrate(image, truth.detector, "LaB6", energy_kev=17.0).refinement.points[0]
+    _, mean, error, count = subpixel_bias(np.column_stack([ours.rows, ours.cols, ours.ring]),
+                                          truth, lab6)
+    assert np.all(np.abs(mean[count >= 20]) < 0.04)
