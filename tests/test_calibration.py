@@ -273,7 +273,6 @@ def test_pyfai_scripted_path_from_our_start_agrees_and_we_are_closer():
         assert abs(settled[name] - getattr(ours.geometry, name)) < 5 * sigma[name], name
 
 
-
 def test_pyfai_agrees_within_the_combined_stated_uncertainties():
     # The fair comparison (doc/calibration.md, "pyFAI's scripted path: a fair comparison"):
     # pyFAI from our 3-ring stage with one re-extraction around its own first result, and from
