@@ -50,7 +50,7 @@ from .crystal import euler_to_matrix, matrix_to_euler, matrix_to_quaternion, mis
 from .grid import Grid
 from .overlap import OverlapModel
 
-__all__ = ["FitResult", "fit_orientations", "local_rotation_grid"]
+__all__ = ["FitResult", "fit_orientations", "local_rotation_grid", "seed_groups"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,36 @@ def local_rotation_grid(radius_deg: float, step_deg: float) -> np.ndarray:
     return np.radians(g)
 
 
+def seed_groups(seeds, angle_deg: float) -> np.ndarray:
+    """Group index (the row of the group's first seed) of every seed: greedy in file order,
+    the first seed not yet grouped takes every ungrouped seed within ``angle_deg`` (rotation
+    angle, no crystal symmetry).
+
+    Example
+    -------
+    >>> from scipy.spatial.transform import Rotation
+    >>> U = Rotation.from_rotvec([[0, 0, 0], [0, 0, 0.01], [0.5, 0, 0]]).as_matrix()
+    >>> seed_groups(U, 1.0).tolist()
+    [0, 0, 2]
+    """
+    U = np.ascontiguousarray(seeds, dtype=np.float64)
+    if U.ndim != 3 or U.shape[1:] != (3, 3):
+        raise ValueError(f"seeds: expected orientation matrices (n, 3, 3), got {U.shape}")
+    if not angle_deg > 0:
+        raise ValueError(f"angle_deg: expected > 0, got {angle_deg}")
+    cos_limit = np.cos(np.radians(angle_deg))
+    group = np.full(len(U), -1, dtype=np.int64)
+    flat = U.reshape(len(U), 9)
+    for i in range(len(U)):
+        if group[i] >= 0:
+            continue
+        free = np.nonzero(group < 0)[0]
+        # cos(angle) = (trace(A^T B) - 1) / 2
+        near = free[(flat[free] @ flat[i] - 1.0) / 2.0 >= cos_limit - 1e-12]
+        group[near] = i
+    return group
+
+
 def _check_fraction(value, name) -> float:
     v = float(value)
     if not 0.0 <= v <= 1.0:
@@ -113,7 +143,9 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
                      parametrization: str = "euler", search_step_deg: float | None = None,
                      search_keep: int = 4, restarts: int = 0,
                      candidate_order: str = "file", simplex_step_deg: float | None = None,
-                     neighbour_passes: int = 0, chunk_voxels: int | None = None,
+                     simplex_xtol_deg: float | None = None,
+                     seed_group_deg: float | None = None, neighbour_passes: int = 0,
+                     chunk_voxels: int | None = None,
                      progress: bool = True,
                      progress_desc: str = "NF fit", num_threads: int = 0,
                      executor=None) -> FitResult:
@@ -156,6 +188,21 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         Beyond MIDAS: initial simplex step of the refinement (degrees; default, MIDAS:
         half of ``orient_tol_deg``). A step near the seeds' error needs fewer evaluations
         (doc/nf_fit.md, "Refinement": measured speed and accuracy).
+    simplex_xtol_deg : float, optional
+        Beyond MIDAS: also stop a simplex once it is smaller than this on every parameter
+        (degrees; MIDAS: only its relative tolerances, about 0.003 deg on Euler angles).
+        0.01 deg needs about 20 % fewer evaluations (doc/nf_fit.md, "Refinement").
+    seed_group_deg : float, optional
+        Beyond MIDAS (None = MIDAS: every candidate refined): seeds within this rotation
+        angle of each other (no crystal symmetry) form one group (greedy, file order: the
+        first seed not yet grouped takes every ungrouped seed within the angle); at a voxel
+        only the best-screened candidate of each group (ties: file order) is refined. Far-field
+        seed lists often hold one grain several times (several scans or layers): its copies
+        refine to the same peak, and refining one is about as good as the best of all
+        (doc/nf_fit.md, "Seed groups": measured speed and accuracy). A group's other seeds
+        are screened only where its first seed scores at least half of ``min_frac_accept``.
+        With ``neighbour_passes``, the neighbours' orientations tried at a voxel are grouped
+        alike. Only seeds are grouped, never the local-search grid points.
     neighbour_passes : int
         Beyond MIDAS (0 = MIDAS): after the fit, up to this many passes in which every voxel
         also tries the fitted orientations of the voxels within one grid step that differ
@@ -217,6 +264,11 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
     if simplex_step_deg is not None and not 0 < simplex_step_deg <= orient_tol_deg:
         raise ValueError(f"simplex_step_deg: expected None or in (0, orient_tol_deg = "
                          f"{orient_tol_deg}], got {simplex_step_deg}")
+    if simplex_xtol_deg is not None and not 0 < simplex_xtol_deg < orient_tol_deg:
+        raise ValueError(f"simplex_xtol_deg: expected None or in (0, orient_tol_deg = "
+                         f"{orient_tol_deg}), got {simplex_xtol_deg}")
+    if seed_group_deg is not None and not seed_group_deg > 0:
+        raise ValueError(f"seed_group_deg: expected > 0 or None, got {seed_group_deg}")
     if chunk_voxels is None:
         n_orient = len(U) * (1 if search_step_deg is None else
                              len(local_rotation_grid(orient_tol_deg, search_step_deg)))
@@ -224,6 +276,7 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
     if int(chunk_voxels) < 1:
         raise ValueError(f"chunk_voxels: expected >= 1, got {chunk_voxels}")
     seed_euler = matrix_to_euler(U)
+    seed_group = None if seed_group_deg is None else seed_groups(U, seed_group_deg)
     local = local_U = local_euler = local_row = None
     if search_step_deg is not None:
         from scipy.spatial.transform import Rotation
@@ -242,7 +295,10 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
                     rotvec=parametrization == "rotation_vector",
                     search_step_deg=search_step_deg, search_keep=int(search_keep),
                     restarts=restarts, screened_order=candidate_order == "screened",
-                    simplex_step_deg=simplex_step_deg, chunk_voxels=int(chunk_voxels))
+                    simplex_step_deg=simplex_step_deg, simplex_xtol_deg=simplex_xtol_deg,
+                    seed_group=seed_group,
+                    seed_group_deg=seed_group_deg,
+                    chunk_voxels=int(chunk_voxels))
     nvox = len(grid)
     euler = np.full((nvox, 3), np.nan)
     conf = np.zeros(nvox)
@@ -303,34 +359,60 @@ def _neighbour_passes(plan: "_FitPlan", euler, conf, row, passes: int, num_threa
                                                             output_type="ndarray")
     directed = np.concatenate([pairs, pairs[:, ::-1]])   # (voxel, neighbour)
     directed = directed[np.lexsort((directed[:, 1], directed[:, 0]))]
+    changed = np.ones(len(grid), dtype=bool)
     for _ in range(passes):
         found, row0 = row >= 0, row.copy()
         Um = euler_to_matrix(np.where(found[:, None], euler, 0.0))
         v, u = directed[found[directed[:, 1]]].T
-        own = found[v] & (_rotation_angle_deg(Um[v], Um[u]) <= 0.5)
+        # a pair whose voxel and neighbour kept their orientations in the last pass would
+        # give what it gave then (no change): only the others are tried (same results)
+        own = ~(changed[v] | changed[u]) | (found[v] & (_rotation_angle_deg(Um[v], Um[u])
+                                                           <= 0.5))
         v, u = v[~own], u[~own]
         if len(v) == 0:
             return
         sc = model.confidence(Um[u], grid, np.arange(len(u)), v, num_threads=num_threads,
                               min_confidence=plan.minfrac)
         ok = sc >= plan.minfrac
-        v, u = v[ok], u[ok]
+        v, u, sc = v[ok], u[ok], sc[ok]
+        if plan.seed_group_deg is not None:
+            keep = _group_best(v, sc, Um[u], plan.seed_group_deg)
+            v, u = v[keep], u[keep]
         if len(v) == 0:
             return
         indptr = np.searchsorted(v, np.arange(len(grid) + 1))
         e, c, _ = model.refine(grid, indptr, euler[u], plan.orient_tol_deg,
                                rotation_vector=plan.rotvec, stop_at_one=False,
                                restarts=plan.restarts, num_threads=num_threads,
-                               step_deg=plan.simplex_step_deg)
-        changed = 0
+                               step_deg=plan.simplex_step_deg,
+                               xtol_deg=plan.simplex_xtol_deg or 0.0)
+        changed[:] = False
         for j in np.unique(v):
             a, b = indptr[j], indptr[j + 1]
             k = a + int(np.argmax(c[a:b]))   # the first best (neighbour order)
             if c[k] > conf[j]:
                 euler[j], conf[j], row[j] = e[k], c[k], row0[u[k]]
-                changed += 1
-        if not changed:
+                changed[j] = True
+        if not changed.any():
             return
+
+
+def _group_best(voxel, score, U, angle_deg: float) -> np.ndarray:
+    """Of the orientations U tried at each voxel (``voxel`` sorted), the indices (sorted)
+    of the best-scored one of each group within ``angle_deg`` (greedy by decreasing
+    score, ties: given order), as ``seed_groups`` does for seeds."""
+    order = np.lexsort((np.arange(len(voxel)), -score, voxel))
+    cos_limit = np.cos(np.radians(angle_deg))
+    flat = U.reshape(len(U), 9)
+    keep = []
+    bounds = np.searchsorted(voxel[order], np.unique(voxel), side="left").tolist() + [len(order)]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        kept: list[int] = []
+        for i in order[a:b]:
+            if all((flat[i] @ flat[k] - 1.0) / 2.0 < cos_limit - 1e-12 for k in kept):
+                kept.append(int(i))
+        keep.extend(kept)
+    return np.sort(np.asarray(keep, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -356,6 +438,9 @@ class _FitPlan:
     restarts: int
     screened_order: bool
     simplex_step_deg: float | None
+    simplex_xtol_deg: float | None
+    seed_group: np.ndarray | None
+    seed_group_deg: float | None
     chunk_voxels: int
 
 
@@ -392,15 +477,25 @@ def _fit_block(plan: _FitPlan, c0: int, num_threads: int) -> dict:
     sol_e = np.full((len(idx), nsave, 3), np.nan)
     sol_c = np.zeros((len(idx), nsave))
     # early exits: a pair's count stops once it provably scores below MinFracAccept (NaN)
-    scores = model.confidence(plan.U, sub, num_threads=num_threads,
-                              min_confidence=plan.minfrac)  # (nseed, nsub)
+    if plan.seed_group is None:
+        scores = model.confidence(plan.U, sub, num_threads=num_threads,
+                                  min_confidence=plan.minfrac)  # (nseed, nsub)
+    else:
+        scores = _screen_groups(plan, sub, num_threads)
     ok = scores >= plan.minfrac
     seed_of, vox_of = np.nonzero(ok.T)[1], np.nonzero(ok.T)[0]   # voxel-major, file order
+    ncand = ok.sum(axis=0).astype(np.int64)
+    if plan.seed_group is not None:   # the best screened of each group (ties: file order)
+        grp, score = plan.seed_group[seed_of], scores[seed_of, vox_of]
+        first = np.lexsort((seed_of, -score, grp, vox_of))
+        keep = np.ones(len(first), dtype=bool)
+        keep[1:] = (vox_of[first][1:] != vox_of[first][:-1]) | (grp[first][1:] != grp[first][:-1])
+        kept = np.sort(first[keep])   # back to voxel-major, file order
+        seed_of, vox_of = seed_of[kept], vox_of[kept]
     cand_e = [plan.seed_euler[seed_of]]
     cand_r = [seed_of]
     cand_v = [vox_of]
     cand_s = [scores[seed_of, vox_of]]
-    ncand = ok.sum(axis=0).astype(np.int64)
     tol = np.full(len(seed_of), plan.orient_tol_deg)
     cand_t = [tol]
     if local is not None:
@@ -436,7 +531,8 @@ def _fit_block(plan: _FitPlan, c0: int, num_threads: int) -> dict:
                                stop_at_one=(nsave == 1 and local is None),
                                restarts=plan.restarts, num_threads=num_threads,
                                step_deg=(None if plan.simplex_step_deg is None else
-                                         min(plan.simplex_step_deg, tol_value)))
+                                         min(plan.simplex_step_deg, tol_value)),
+                               xtol_deg=min(plan.simplex_xtol_deg or 0.0, tol_value / 2))
         pe[sel], pc[sel], pn[sel] = e, c, n
     for j in range(len(idx)):
         a, b = indptr[j], indptr[j + 1]
@@ -458,6 +554,26 @@ def _fit_block(plan: _FitPlan, c0: int, num_threads: int) -> dict:
     tsec = np.full(len(idx), (time.perf_counter() - t0) / len(idx))
     return {"euler": euler, "conf": conf, "row": row, "ncand": ncand, "tsec": tsec,
             "sol_e": sol_e, "sol_c": sol_c}
+
+
+def _screen_groups(plan: _FitPlan, sub: Grid, num_threads: int) -> np.ndarray:
+    """Screening with seed groups: each group's first seed at every voxel, its other seeds
+    only where the first one scores at least half of MinFracAccept (NaN elsewhere, as below
+    MinFracAccept; doc/nf_fit.md, "Seed groups")."""
+    model, group = plan.model, plan.seed_group
+    firsts = np.nonzero(group == np.arange(len(group)))[0]
+    scores = np.full((len(group), len(sub)), np.nan)
+    lower = 0.5 * plan.minfrac
+    scores[firsts] = model.confidence(plan.U[firsts], sub, num_threads=num_threads,
+                                      min_confidence=lower)
+    others = np.nonzero(group != np.arange(len(group)))[0]
+    passed = scores[group[others]] >= lower           # (n others, nsub)
+    po, pv = np.nonzero(passed)
+    if len(po):
+        scores[others[po], pv] = model.confidence(plan.U[others], sub, po, pv,
+                                                  num_threads=num_threads,
+                                                  min_confidence=plan.minfrac)
+    return scores
 
 
 def _distinct_best(euler, conf, n, min_miso_deg, space_group) -> list[int]:
