@@ -18,7 +18,7 @@ so the result does not depend on the thread count). Front end: :mod:`xreduce.nf.
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport sqrt, atan, floor, fabs, round, cos, sin, M_PI
+from libc.math cimport sqrt, atan, floor, fabs, cos, sin, M_PI
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport uint32_t, int64_t
 
@@ -150,6 +150,18 @@ cdef inline void _spot_centre(const Setup *S, Spot *sp) noexcept nogil:
         sp.base_z[d] = <int>floor((sp.cz - S.bcz[0]) * S.scale[d] + S.bcz[d])
 
 
+cdef inline int _round_int(double x) noexcept nogil:
+    """C's round() (halves away from zero) as an int, inline (|x| < 2^31): x - trunc(x) is
+    exact (Sterbenz), so the result equals <int>round(x) for every such x."""
+    cdef int t = <int>x
+    cdef double d = x - <double>t
+    if d >= 0.5:
+        return t + 1
+    if d <= -0.5:
+        return t - 1
+    return t
+
+
 cdef inline int _lit(const Setup *S, int d, int frame, int y, int z) noexcept nogil:
     cdef int64_t k = ((<int64_t>d * S.nframes + frame) * S.ny + y) * <int64_t>S.nz + z
     return (S.words[k >> 5] >> (k & 31)) & 1
@@ -177,14 +189,14 @@ cdef void _count_spot(const Setup *S, const Spot *sp, const double *v, long *hit
         if vy[k] < 0.0 or vy[k] > S.ny or vz[k] < 0.0 or vz[k] > S.nz:
             return  # the whole spot is dropped
     if S.one_pixel:
-        iy0 = <int>round((vy[0] + vy[1] + vy[2]) / 3.0 - sp.cy)
-        iz0 = <int>round((vz[0] + vz[1] + vz[2]) / 3.0 - sp.cz)
+        iy0 = _round_int((vy[0] + vy[1] + vy[2]) / 3.0 - sp.cy)
+        iz0 = _round_int((vz[0] + vz[1] + vz[2]) / 3.0 - sp.cz)
         iy1 = iy0
         iz1 = iz0
     else:
         for k in range(3):
-            ry[k] = <int>round(vy[k] - sp.cy)
-            rz[k] = <int>round(vz[k] - sp.cz)
+            ry[k] = _round_int(vy[k] - sp.cy)
+            rz[k] = _round_int(vz[k] - sp.cz)
         for k in range(3):
             k1 = k + 1 if k < 2 else 0
             ey[k] = ry[k1] - ry[k]

@@ -196,11 +196,12 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         Beyond MIDAS (None = MIDAS: every candidate refined): seeds within this rotation
         angle of each other (no crystal symmetry) form one group (greedy, file order: the
         first seed not yet grouped takes every ungrouped seed within the angle); at a voxel
-        only the best-screened candidate of each group (ties: file order) is refined. Far-field
+        only the first seed of each group (file order) that passes is refined. Far-field
         seed lists often hold one grain several times (several scans or layers): its copies
         refine to the same peak, and refining one is about as good as the best of all
-        (doc/nf_fit.md, "Seed groups": measured speed and accuracy). A group's other seeds
-        are screened only where its first seed scores at least half of ``min_frac_accept``.
+        (doc/nf_fit.md, "Seed groups": measured speed and accuracy). A group's first seed is
+        screened at every voxel; where it scores at least half of ``min_frac_accept`` but
+        below it, the group's next seeds in file order until one passes.
         With ``neighbour_passes``, the neighbours' orientations tried at a voxel are grouped
         alike. Only seeds are grouped, never the local-search grid points.
     neighbour_passes : int
@@ -480,18 +481,11 @@ def _fit_block(plan: _FitPlan, c0: int, num_threads: int) -> dict:
     if plan.seed_group is None:
         scores = model.confidence(plan.U, sub, num_threads=num_threads,
                                   min_confidence=plan.minfrac)  # (nseed, nsub)
-    else:
+    else:   # at most one seed of each group passes at a voxel
         scores = _screen_groups(plan, sub, num_threads)
     ok = scores >= plan.minfrac
     seed_of, vox_of = np.nonzero(ok.T)[1], np.nonzero(ok.T)[0]   # voxel-major, file order
     ncand = ok.sum(axis=0).astype(np.int64)
-    if plan.seed_group is not None:   # the best screened of each group (ties: file order)
-        grp, score = plan.seed_group[seed_of], scores[seed_of, vox_of]
-        first = np.lexsort((seed_of, -score, grp, vox_of))
-        keep = np.ones(len(first), dtype=bool)
-        keep[1:] = (vox_of[first][1:] != vox_of[first][:-1]) | (grp[first][1:] != grp[first][:-1])
-        kept = np.sort(first[keep])   # back to voxel-major, file order
-        seed_of, vox_of = seed_of[kept], vox_of[kept]
     cand_e = [plan.seed_euler[seed_of]]
     cand_r = [seed_of]
     cand_v = [vox_of]
@@ -557,22 +551,32 @@ def _fit_block(plan: _FitPlan, c0: int, num_threads: int) -> dict:
 
 
 def _screen_groups(plan: _FitPlan, sub: Grid, num_threads: int) -> np.ndarray:
-    """Screening with seed groups: each group's first seed at every voxel, its other seeds
-    only where the first one scores at least half of MinFracAccept (NaN elsewhere, as below
-    MinFracAccept; doc/nf_fit.md, "Seed groups")."""
+    """Screening with seed groups (doc/nf_fit.md, "Seed groups"): each group's first seed at
+    every voxel; where it scores at least half of MinFracAccept but below it, the group's next
+    seeds in file order until one passes. NaN: not screened (or below MinFracAccept)."""
     model, group = plan.model, plan.seed_group
-    firsts = np.nonzero(group == np.arange(len(group)))[0]
     scores = np.full((len(group), len(sub)), np.nan)
-    lower = 0.5 * plan.minfrac
-    scores[firsts] = model.confidence(plan.U[firsts], sub, num_threads=num_threads,
-                                      min_confidence=lower)
-    others = np.nonzero(group != np.arange(len(group)))[0]
-    passed = scores[group[others]] >= lower           # (n others, nsub)
-    po, pv = np.nonzero(passed)
-    if len(po):
-        scores[others[po], pv] = model.confidence(plan.U[others], sub, po, pv,
-                                                  num_threads=num_threads,
-                                                  min_confidence=plan.minfrac)
+    members = [np.nonzero(group == g)[0] for g in np.unique(group)]   # file order
+    firsts = np.array([m[0] for m in members])
+    first_scores = np.empty((len(members), len(sub)))
+    alone = np.array([len(m) == 1 for m in members])
+    for sel, lower in ((alone, plan.minfrac), (~alone, 0.5 * plan.minfrac)):
+        if sel.any():   # a seed alone in its group: no next seed, exits at MinFracAccept
+            first_scores[sel] = model.confidence(plan.U[firsts[sel]], sub,
+                                                 num_threads=num_threads,
+                                                 min_confidence=lower)
+    passed = first_scores >= plan.minfrac                           # (ngroups, nsub)
+    scores[firsts] = np.where(passed, first_scores, np.nan)
+    pending = (first_scores >= 0.5 * plan.minfrac) & ~passed
+    for rank in range(1, max(len(m) for m in members)):
+        gi, pv = np.nonzero(pending & np.array([len(m) > rank for m in members])[:, None])
+        if len(gi) == 0:
+            break
+        seed = np.array([members[g][rank] for g in gi], dtype=np.int64)
+        sc = model.confidence(plan.U, sub, seed, pv, num_threads=num_threads,
+                              min_confidence=plan.minfrac)
+        scores[seed, pv] = sc
+        pending[gi[sc >= plan.minfrac], pv[sc >= plan.minfrac]] = False
     return scores
 
 
