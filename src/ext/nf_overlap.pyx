@@ -225,8 +225,7 @@ cdef void _count_spot(const Setup *S, const Spot *sp, const double *v, long *hit
                 pz = base_z[d] + j
                 if py < 0 or py >= S.ny or pz < 0 or pz >= S.nz:
                     return  # MIDAS skips the rest of this spot's pixels
-                if hit and not _lit(S, d, sp.frame, py, pz):
-                    hit = 0
+                hit &= _lit(S, d, sp.frame, py, pz)   # no branch: the loads overlap
             counted[0] += 1
             hits[0] += hit
 
