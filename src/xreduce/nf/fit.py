@@ -145,6 +145,7 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
                      candidate_order: str = "file", simplex_step_deg: float | None = None,
                      simplex_xtol_deg: float | None = None,
                      seed_group_deg: float | None = None, neighbour_passes: int = 0,
+                     neighbour_margin: float | None = None,
                      chunk_voxels: int | None = None,
                      progress: bool = True,
                      progress_desc: str = "NF fit", num_threads: int = 0,
@@ -214,6 +215,12 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         so a boundary voxel whose own grain's seed scored below MinFracAccept (and that took a
         neighbouring grain's orientation) gets its own back (doc/nf_fit.md, "Neighbour
         passes"). Needs ``save_n_solutions`` 1.
+    neighbour_margin : float, optional
+        Beyond MIDAS (None: every neighbour orientation that passes is refined): in the
+        neighbour passes, refine a neighbour's orientation only when its screened confidence
+        at the voxel is above the voxel's current confidence minus this margin (to win, the
+        refinement would have to gain more; measured gains are at most 0.032, doc/nf_fit.md,
+        "Fast path").
     chunk_voxels : int, optional
         Voxels per screening call (progress granularity). Default: as many as keep about
         4 million (seed, voxel) pairs per call; more voxels per call share each seed's
@@ -257,6 +264,9 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         raise ValueError(f"restarts: expected >= 0, got {restarts}")
     if int(neighbour_passes) < 0:
         raise ValueError(f"neighbour_passes: expected >= 0, got {neighbour_passes}")
+    if neighbour_margin is not None and not 0 <= neighbour_margin <= 1:
+        raise ValueError(f"neighbour_margin: expected None or in [0, 1], got "
+                         f"{neighbour_margin}")
     if int(neighbour_passes) and int(save_n_solutions) != 1:
         raise ValueError("neighbour_passes: needs save_n_solutions 1")
     if candidate_order not in ("file", "screened"):
@@ -298,7 +308,7 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
                     restarts=restarts, screened_order=candidate_order == "screened",
                     simplex_step_deg=simplex_step_deg, simplex_xtol_deg=simplex_xtol_deg,
                     seed_group=seed_group,
-                    seed_group_deg=seed_group_deg,
+                    seed_group_deg=seed_group_deg, neighbour_margin=neighbour_margin,
                     chunk_voxels=int(chunk_voxels))
     nvox = len(grid)
     euler = np.full((nvox, 3), np.nan)
@@ -375,6 +385,8 @@ def _neighbour_passes(plan: "_FitPlan", euler, conf, row, passes: int, num_threa
         sc = model.confidence(Um[u], grid, np.arange(len(u)), v, num_threads=num_threads,
                               min_confidence=plan.minfrac)
         ok = sc >= plan.minfrac
+        if plan.neighbour_margin is not None:   # it would have to gain more than the margin
+            ok &= sc > conf[v] - plan.neighbour_margin
         v, u, sc = v[ok], u[ok], sc[ok]
         if plan.seed_group_deg is not None:
             keep = _group_best(v, sc, Um[u], plan.seed_group_deg)
@@ -442,6 +454,7 @@ class _FitPlan:
     simplex_xtol_deg: float | None
     seed_group: np.ndarray | None
     seed_group_deg: float | None
+    neighbour_margin: float | None
     chunk_voxels: int
 
 
