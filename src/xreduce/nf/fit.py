@@ -10,8 +10,10 @@ Beyond MIDAS (options, never the default): ``parametrization="rotation_vector"``
 rotation vector applied to the seed, a box with no singularity at Phi = 0 or 180 deg;
 ``search_step_deg`` adds a local grid of rotations around every seed (a ball of radius
 OrientTol) so that seeds 1-2 degrees from the truth still find it; ``candidate_order``,
-``simplex_step_deg`` and ``neighbour_passes`` (a voxel tries its neighbours' fitted
-orientations) are described in doc/nf_fit.md.
+``simplex_step_deg``, ``simplex_xtol_deg``, ``seed_group_deg`` (one seed refined per group
+of near-identical seeds), ``neighbour_passes`` (a voxel tries its neighbours' fitted
+orientations) and ``neighbour_margin`` are described in doc/nf_fit.md; together they are the
+"fast path" measured there.
 
 Screening and refinement stop a count early once its outcome is decided (doc/nf_fit.md,
 "Early exits"): the results are those of the full counts.
