@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from xreduce.nf.crystal import euler_to_quaternion, matrix_to_quaternion, misorientation_rad
-from xreduce.nf.fit import fit_orientations
+from xreduce.nf.fit import FAST_PATH, fit_orientations
 from xreduce.nf.grid import hexagonal_grid, write_grid
 from xreduce.nf.microstructure import random_orientations, voronoi_microstructure
 from xreduce.nf.overlap import OverlapModel
@@ -51,8 +51,7 @@ N_FRAMES = 360
 MAX_RING_RAD = 1250.0
 C_FITTER_SECONDS = 35.0      # MIDAS's C fitter, seeded Au example, 2 cores (REFERENCE)
 GPU_US_PER_PAIR = 0.5        # MIDAS on one GPU (REFERENCE)
-FAST = dict(seed_group_deg=0.5, simplex_step_deg=0.1, simplex_xtol_deg=0.01,
-            neighbour_passes=2, neighbour_margin=0.1)   # beyond MIDAS (doc/nf_fit.md, "Fast path")
+FAST = FAST_PATH              # options beyond MIDAS (doc/nf_fit.md, "Fast path")
 
 
 def geometry() -> NFGeometry:

@@ -4,7 +4,7 @@ import pytest
 
 from nf_fit_cases import rotate_by, voronoi_case
 from xreduce.nf.crystal import euler_to_quaternion, matrix_to_quaternion, misorientation_rad
-from xreduce.nf.fit import fit_orientations, local_rotation_grid, seed_groups
+from xreduce.nf.fit import FAST_PATH, fit_orientations, local_rotation_grid, seed_groups
 from xreduce.nf.grains import cluster_grains
 from xreduce.nf.microstructure import random_orientations
 
@@ -244,7 +244,7 @@ def test_seed_group_screening_rule(case):
 
 def test_seed_groups_and_simplex_xtol_fast_path(case):
     """The fast path beyond MIDAS (one seed refined per group, a 0.1 deg initial step, a
-    0.01 deg simplex-size stop, 2 neighbour passes with a 0.1 margin, as the bench) on seeds
+    0.01 deg simplex-size stop, 2 neighbour passes with a 0.1 margin: FAST_PATH) on seeds
     holding every grain three times:
     at least as accurate as MIDAS's rules within 0.1 and 0.25 deg, the issue's gate met,
     at most one candidate refined per group and voxel, fewer evaluations, independent of
@@ -254,8 +254,7 @@ def test_seed_groups_and_simplex_xtol_fast_path(case):
     model, grid, micro, truth = case
     seeds = _grouped_seeds(truth)
     kw = dict(min_frac_accept=0.5, orient_tol_deg=0.5, progress=False)
-    fast = dict(seed_group_deg=0.5, simplex_step_deg=0.1, simplex_xtol_deg=0.01,
-                neighbour_passes=2, neighbour_margin=0.1)
+    fast = FAST_PATH
     evals = []
     original = OverlapModel.refine
 
