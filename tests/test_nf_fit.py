@@ -285,6 +285,14 @@ def test_seed_groups_and_simplex_xtol_fast_path(case):
     np.testing.assert_array_equal(res.euler_rad, one.euler_rad)
     np.testing.assert_array_equal(res.confidence, one.confidence)
     np.testing.assert_array_equal(res.row, one.row)
+    # one seed per grain (nothing to group): still at least as accurate as MIDAS's rules
+    # (measured: 99.5 % within 0.1 deg vs 98.6 %; a 0.05 deg step would give 98.1 %)
+    seeds = _far_field_seeds(truth)
+    midas = fit_orientations(model, grid, seeds, **kw)
+    res = fit_orientations(model, grid, seeds, **FAST_PATH, **kw)
+    e_midas, e_fast = _errors_deg(midas, micro), _errors_deg(res, micro)
+    for limit in (0.1, 0.25):
+        assert np.mean(e_fast <= limit) >= np.mean(e_midas <= limit)
     for bad, word in (({"seed_group_deg": 0.0}, "seed_group_deg"),
                       ({"simplex_xtol_deg": 0.0}, "simplex_xtol_deg"),
                       ({"simplex_xtol_deg": 0.5}, "simplex_xtol_deg"),
