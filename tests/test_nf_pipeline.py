@@ -245,3 +245,9 @@ def test_fast_path_option_is_recorded_for_resume(case_files, tmp_path):
     assert "neighbour_passes=2" in options and "seed_group_deg:0.5" in options
     mixed = _run([params, "--no-progress", "--resume", str(pfile)], timeout=600)
     assert mixed.returncode != 0 and "fit options" in mixed.stderr
+    from xreduce.nf.params import read_parameters
+    from xreduce.nf.pipeline import run_pipeline
+
+    two = read_parameters(folder / "params.txt").replace(save_n_solutions=2)
+    with pytest.raises(ValueError, match="fast: needs SaveNSolutions 1"):
+        run_pipeline(two, "", fast=True, progress=False)

@@ -370,6 +370,9 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
     names = stage_names(nloops)
     options = f"restarts={int(restarts)}"
     fit_extra = {}
+    if fast and (params.save_n_solutions or 1) != 1:
+        raise ValueError(f"fast: needs SaveNSolutions 1 (its neighbour passes keep one "
+                         f"solution per voxel), the parameters have {params.save_n_solutions}")
     if fast:
         fit_extra = dict(FAST_PATH)
         if int(neighbour_passes):
