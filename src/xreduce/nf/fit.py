@@ -71,7 +71,8 @@ class FitResult:
     euler_rad : (nvox, 3) best Bunge Euler angles (NaN where not found)
     confidence : (nvox,) best confidence (0 where not found)
     row : (nvox,) int64, seed row of the winner (-1 where not found)
-    n_candidates : (nvox,) int64, seeds that passed MinFracAccept
+    n_candidates : (nvox,) int64, seeds that passed MinFracAccept (with ``seed_group_deg``: at
+        most one per group, the one refined)
     time_s : (nvox,) refinement wall time of the voxel's chunk, shared equally
     solutions_euler_rad : (nvox, N, 3) the N best distinct solutions (NaN padded)
     solutions_confidence : (nvox, N)
