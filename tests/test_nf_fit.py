@@ -211,7 +211,8 @@ def test_seed_groups():
 def test_seed_group_screening_rule(case):
     """With seed groups, the candidates are exactly those of the rule (doc/nf_fit.md, "Seed
     groups"), checked against every exact confidence: at each voxel, a group's first seed
-    when it passes MinFracAccept; when it scores in [MinFracAccept / 2, MinFracAccept), the
+    when it passes MinFracAccept; when it scores in [NEXT_SEED_FRACTION x MinFracAccept,
+    MinFracAccept), the
     group's first next seed (file order) that passes; else none. Their screened confidences
     are exact."""
     from xreduce.nf import fit as nf_fit
@@ -231,7 +232,7 @@ def test_seed_group_screening_rule(case):
             first = exact[members[0], v]
             if first >= minfrac:
                 expected[members[0], v] = True
-            elif first >= minfrac / 2:
+            elif first >= nf_fit.NEXT_SEED_FRACTION * minfrac:
                 passing = members[1:][exact[members[1:], v] >= minfrac]
                 if len(passing):
                     expected[passing[0], v] = True
@@ -244,7 +245,7 @@ def test_seed_group_screening_rule(case):
 
 def test_seed_groups_and_simplex_xtol_fast_path(case):
     """The fast path beyond MIDAS (one seed refined per group, a 0.1 deg initial step, a
-    0.01 deg simplex-size stop, 2 neighbour passes with a 0.1 margin: FAST_PATH) on seeds
+    0.015 deg simplex-size stop, 2 neighbour passes with a 0.05 margin: FAST_PATH) on seeds
     holding every grain three times:
     at least as accurate as MIDAS's rules within 0.1 and 0.25 deg, the issue's gate met,
     at most one candidate refined per group and voxel, fewer evaluations, independent of

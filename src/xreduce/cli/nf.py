@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
                         "neighbours' fitted orientations (default 0: MIDAS)")
     p.add_argument("--fast", action="store_true",
                    help="beyond MIDAS: the fast path (one seed refined per group of copies, "
-                        "smaller simplex, 2 neighbour passes; about 3.6x faster, at least as "
+                        "smaller simplex, 2 neighbour passes; about 3.5x faster, at least as "
                         "accurate on the benchmarks; doc/nf_fit.md)")
     add_cluster_options(p, "fit voxel blocks")
     p.add_argument("--stop-after", metavar="STAGE", help=argparse.SUPPRESS)

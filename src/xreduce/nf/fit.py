@@ -54,12 +54,16 @@ from .overlap import OverlapModel
 
 __all__ = ["FAST_PATH", "FitResult", "fit_orientations", "local_rotation_grid", "seed_groups"]
 
-#: Options beyond MIDAS that together fit about 3.6 times faster than MIDAS's rules on the
+#: Options beyond MIDAS that together fit about 3.5 times faster than MIDAS's rules on the
 #: bench, at least as accurately within 0.1 and 0.25 deg (doc/nf_fit.md, "Third round: the
 #: fast path"): ``fit_orientations(..., **FAST_PATH)``, ``run_pipeline(..., fast=True)``,
 #: ``xreduce-nf --fast``.
-FAST_PATH = {"seed_group_deg": 0.5, "simplex_step_deg": 0.1, "simplex_xtol_deg": 0.01,
-             "neighbour_passes": 2, "neighbour_margin": 0.1}
+#: With seed groups, a group's next seeds are screened at a voxel where its first seed scores
+#: at least this fraction of MinFracAccept but below it (doc/nf_fit.md, "Seed groups").
+NEXT_SEED_FRACTION = 0.75
+
+FAST_PATH = {"seed_group_deg": 0.5, "simplex_step_deg": 0.1, "simplex_xtol_deg": 0.015,
+             "neighbour_passes": 2, "neighbour_margin": 0.05}
 
 
 @dataclass(frozen=True)
@@ -202,7 +206,7 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
     simplex_xtol_deg : float, optional
         Beyond MIDAS: also stop a simplex once it is smaller than this on every parameter
         (degrees; MIDAS: only its relative tolerances, about 0.003 deg on Euler angles).
-        0.01 deg needs about 20 % fewer evaluations (doc/nf_fit.md, "Refinement").
+        0.015 deg needs about 30 % fewer evaluations (doc/nf_fit.md, "Refinement").
     seed_group_deg : float, optional
         Beyond MIDAS (None = MIDAS: every candidate refined): seeds within this rotation
         angle of each other (no crystal symmetry) form one group (greedy, file order: the
@@ -211,8 +215,9 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         seed lists often hold one grain several times (several scans or layers): its copies
         refine to the same peak, and refining one is about as good as the best of all
         (doc/nf_fit.md, "Seed groups": measured speed and accuracy). A group's first seed is
-        screened at every voxel; where it scores at least half of ``min_frac_accept`` but
-        below it, the group's next seeds in file order until one passes.
+        screened at every voxel; where it scores at least ``NEXT_SEED_FRACTION`` (0.75) of
+        ``min_frac_accept`` but below it, the group's next seeds in file order until one
+        passes.
         With ``neighbour_passes``, the neighbours' orientations tried at a voxel are grouped
         alike. Only seeds are grouped, never the local-search grid points.
     neighbour_passes : int
@@ -230,7 +235,7 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         neighbour passes, refine a neighbour's orientation only when its screened confidence
         at the voxel is above the voxel's current confidence minus this margin (to win, the
         refinement would have to gain more; measured gains are at most 0.032, doc/nf_fit.md,
-        "Fast path").
+        "Refinement").
     chunk_voxels : int, optional
         Voxels per screening call (progress granularity). Default: as many as keep about
         4 million (seed, voxel) pairs per call; more voxels per call share each seed's
@@ -575,22 +580,23 @@ def _fit_block(plan: _FitPlan, c0: int, num_threads: int) -> dict:
 
 def _screen_groups(plan: _FitPlan, sub: Grid, num_threads: int) -> np.ndarray:
     """Screening with seed groups (doc/nf_fit.md, "Seed groups"): each group's first seed at
-    every voxel; where it scores at least half of MinFracAccept but below it, the group's next
-    seeds in file order until one passes. NaN: not screened (or below MinFracAccept)."""
+    every voxel; where it scores at least NEXT_SEED_FRACTION of MinFracAccept but below it,
+    the group's next seeds in file order until one passes. NaN: not screened (or below
+    MinFracAccept)."""
     model, group = plan.model, plan.seed_group
     scores = np.full((len(group), len(sub)), np.nan)
     members = [np.nonzero(group == g)[0] for g in np.unique(group)]   # file order
     firsts = np.array([m[0] for m in members])
     first_scores = np.empty((len(members), len(sub)))
     alone = np.array([len(m) == 1 for m in members])
-    for sel, lower in ((alone, plan.minfrac), (~alone, 0.5 * plan.minfrac)):
+    for sel, lower in ((alone, plan.minfrac), (~alone, NEXT_SEED_FRACTION * plan.minfrac)):
         if sel.any():   # a seed alone in its group: no next seed, exits at MinFracAccept
             first_scores[sel] = model.confidence(plan.U[firsts[sel]], sub,
                                                  num_threads=num_threads,
                                                  min_confidence=lower)
     passed = first_scores >= plan.minfrac                           # (ngroups, nsub)
     scores[firsts] = np.where(passed, first_scores, np.nan)
-    pending = (first_scores >= 0.5 * plan.minfrac) & ~passed
+    pending = (first_scores >= NEXT_SEED_FRACTION * plan.minfrac) & ~passed
     for rank in range(1, max(len(m) for m in members)):
         gi, pv = np.nonzero(pending & np.array([len(m) > rank for m in members])[:, None])
         if len(gi) == 0:
