@@ -206,7 +206,7 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
     simplex_xtol_deg : float, optional
         Beyond MIDAS: also stop a simplex once it is smaller than this on every parameter
         (degrees; MIDAS: only its relative tolerances, about 0.003 deg on Euler angles).
-        0.015 deg needs about 30 % fewer evaluations (doc/nf_fit.md, "Refinement").
+        0.015 deg needs about 25 % fewer evaluations (doc/nf_fit.md, "Refinement").
     seed_group_deg : float, optional
         Beyond MIDAS (None = MIDAS: every candidate refined): seeds within this rotation
         angle of each other (no crystal symmetry) form one group (greedy, file order: the
