@@ -240,11 +240,11 @@ def main() -> None:
           f"({len(voxels) / t_m:.2f} voxels/s); xreduce {t_o:.3f} s "
           f"({len(voxels) / t_o:.0f} voxels/s): ratio {t_m / t_o:.1f}x; xreduce fast path "
           f"{t_f:.3f} s: ratio {t_m / t_f:.1f}x")
-    print(f"  midas-nf-fitorientation: "
+    print("  midas-nf-fitorientation: "
           + accuracy_text(errors_deg(np.where(c_m[:, None] > 0, e_m, np.nan), U[voxels]), c_m))
-    print(f"  xreduce:                 "
+    print("  xreduce:                 "
           + accuracy_text(errors_deg(ours.euler_rad, U[voxels]), ours.confidence))
-    print(f"  xreduce fast path:       "
+    print("  xreduce fast path:       "
           + accuracy_text(errors_deg(ours_fast.euler_rad, U[voxels]), ours_fast.confidence))
     print(f"load at the end: {os.getloadavg()[0]:.1f} (1 min)")
 
