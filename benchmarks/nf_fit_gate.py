@@ -13,7 +13,8 @@ triangle footprint (EdgeLength 2.5 um) on all voxels; (b) the one-pixel footprin
 boundary (there two grains can both reach confidence 1). Each case reports both voxel sets.
 
 Run: ``python benchmarks/nf_fit_gate.py [--decoys 2000] [--grains 20] [--footprint both]
-[--candidate-order file|screened] [--restarts 0] [--neighbour-passes 0] [--cache PREFIX]``.
+[--candidate-order file|screened] [--restarts 0] [--neighbour-passes 0] [--simplex-step DEG]
+[--simplex-xtol DEG] [--seed-group DEG] [--neighbour-margin M] [--cache PREFIX]``.
 """
 from __future__ import annotations
 
@@ -84,9 +85,14 @@ def run_case(args, footprint: str) -> bool:
     t0, c0 = time.perf_counter(), time.process_time()
     res = fit_orientations(model, grid, seeds, min_frac_accept=0.5, orient_tol_deg=1.0,
                            restarts=args.restarts, candidate_order=args.candidate_order,
-                           neighbour_passes=args.neighbour_passes, progress=False)
+                           neighbour_passes=args.neighbour_passes,
+                           simplex_step_deg=args.simplex_step, simplex_xtol_deg=args.simplex_xtol,
+                           seed_group_deg=args.seed_group,
+                           neighbour_margin=args.neighbour_margin, progress=False)
     print(f"[{footprint}] fit (restarts {args.restarts}, candidate order "
-          f"{args.candidate_order}, neighbour passes {args.neighbour_passes}): {len(grid)} "
+          f"{args.candidate_order}, neighbour passes {args.neighbour_passes}, simplex step "
+          f"{args.simplex_step}, simplex xtol {args.simplex_xtol}, seed groups "
+          f"{args.seed_group}, neighbour margin {args.neighbour_margin}): {len(grid)} "
           f"voxels x {len(seeds)} seeds in {time.perf_counter() - t0:.1f} s "
           f"({time.process_time() - c0:.1f} s CPU)")
     err = errors_deg(res.euler_rad, U)
@@ -120,6 +126,15 @@ def main() -> int:
                     help="refinement order of a voxel's candidates (file = MIDAS)")
     ap.add_argument("--neighbour-passes", type=int, default=0,
                     help="passes trying the neighbours' orientations (0 = MIDAS)")
+    ap.add_argument("--simplex-step", type=float, default=None,
+                    help="initial simplex step, degrees (None = MIDAS: OrientTol / 2)")
+    ap.add_argument("--simplex-xtol", type=float, default=None,
+                    help="also stop a simplex smaller than this, degrees (None = MIDAS)")
+    ap.add_argument("--seed-group", type=float, default=None,
+                    help="refine one seed per group of seeds this close, degrees (None = MIDAS)")
+    ap.add_argument("--neighbour-margin", type=float, default=None,
+                    help="refine a neighbour's orientation only when it screens above the "
+                         "voxel's confidence minus this (None: all)")
     ap.add_argument("--footprint", default="both", choices=("triangle", "one_pixel", "both"))
     ap.add_argument("--cache", help="path prefix of npy files keeping the reference images "
                                     "between runs")

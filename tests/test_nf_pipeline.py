@@ -226,3 +226,28 @@ def test_edge_length_default_warns(case_files, tmp_path):
                       .replace("GridRefactor 8 2 3", "GridRefactor 30 2 1"))
     r = _run([str(params), "--no-progress"], timeout=600)
     assert "EdgeLength" in r.stderr
+
+
+def test_fast_path_option_is_recorded_for_resume(case_files, tmp_path):
+    """``--fast`` fits with FAST_PATH (beyond MIDAS); the pipeline file records it with the
+    fit options, so resuming without it is refused instead of mixing two fits."""
+    src, _ = case_files
+    folder = tmp_path / "fast"
+    _copy_case(src, folder)
+    params = str(folder / "params.txt")
+    first = _run([params, "--no-progress", "--fast", "--stop-after", "loop_0_initial"],
+                 timeout=600)
+    assert first.returncode == 0, first.stderr
+    pfile = folder / "pipeline.h5"
+    with h5py.File(pfile, "r") as f:
+        options = f["provenance/fit_options"][()].decode()
+        assert (f["stages/loop_0_initial/confidence"][()] > 0).mean() > 0.9
+    assert "neighbour_passes=2" in options and "seed_group_deg:0.5" in options
+    mixed = _run([params, "--no-progress", "--resume", str(pfile)], timeout=600)
+    assert mixed.returncode != 0 and "fit options" in mixed.stderr
+    from xreduce.nf.params import read_parameters
+    from xreduce.nf.pipeline import run_pipeline
+
+    two = read_parameters(folder / "params.txt").replace(save_n_solutions=2)
+    with pytest.raises(ValueError, match="fast: needs SaveNSolutions 1"):
+        run_pipeline(two, "", fast=True, progress=False)

@@ -18,7 +18,7 @@ so the result does not depend on the thread count). Front end: :mod:`xreduce.nf.
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport sqrt, atan, floor, fabs, round, cos, sin, M_PI
+from libc.math cimport sqrt, atan, floor, fabs, cos, sin, M_PI
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport uint32_t, int64_t
 
@@ -37,6 +37,7 @@ cdef struct Setup:
     int nd, ny, nz, nframes, nrefl, nranges, one_pixel
     int max_pixels          # proven bound on the pixels one spot counts; 0: no early exits
     double lsd[MAXD]
+    double scale[MAXD]      # lsd[d] / lsd[0]
     double bcy[MAXD]
     double bcz[MAXD]
     double px, inv_wl, ome0, ostep, tan_pole
@@ -143,12 +144,22 @@ cdef inline void _tilted_pixel(const Setup *S, double dy, double dz, double *py,
 cdef inline void _spot_centre(const Setup *S, Spot *sp) noexcept nogil:
     """The spot's undisplaced pixel at the first distance and its integer centre at each."""
     cdef int d
-    cdef double scale
     _tilted_pixel(S, sp.y, sp.z, &sp.cy, &sp.cz)
     for d in range(S.nd):
-        scale = S.lsd[d] / S.lsd[0]
-        sp.base_y[d] = <int>floor((sp.cy - S.bcy[0]) * scale + S.bcy[d])
-        sp.base_z[d] = <int>floor((sp.cz - S.bcz[0]) * scale + S.bcz[d])
+        sp.base_y[d] = <int>floor((sp.cy - S.bcy[0]) * S.scale[d] + S.bcy[d])
+        sp.base_z[d] = <int>floor((sp.cz - S.bcz[0]) * S.scale[d] + S.bcz[d])
+
+
+cdef inline int _round_int(double x) noexcept nogil:
+    """C's round() (halves away from zero) as an int, inline (|x| < 2^31): x - trunc(x) is
+    exact (Sterbenz), so the result equals <int>round(x) for every such x."""
+    cdef int t = <int>x
+    cdef double d = x - <double>t
+    if d >= 0.5:
+        return t + 1
+    if d <= -0.5:
+        return t - 1
+    return t
 
 
 cdef inline int _lit(const Setup *S, int d, int frame, int y, int z) noexcept nogil:
@@ -178,14 +189,14 @@ cdef void _count_spot(const Setup *S, const Spot *sp, const double *v, long *hit
         if vy[k] < 0.0 or vy[k] > S.ny or vz[k] < 0.0 or vz[k] > S.nz:
             return  # the whole spot is dropped
     if S.one_pixel:
-        iy0 = <int>round((vy[0] + vy[1] + vy[2]) / 3.0 - sp.cy)
-        iz0 = <int>round((vz[0] + vz[1] + vz[2]) / 3.0 - sp.cz)
+        iy0 = _round_int((vy[0] + vy[1] + vy[2]) / 3.0 - sp.cy)
+        iz0 = _round_int((vz[0] + vz[1] + vz[2]) / 3.0 - sp.cz)
         iy1 = iy0
         iz1 = iz0
     else:
         for k in range(3):
-            ry[k] = <int>round(vy[k] - sp.cy)
-            rz[k] = <int>round(vz[k] - sp.cz)
+            ry[k] = _round_int(vy[k] - sp.cy)
+            rz[k] = _round_int(vz[k] - sp.cz)
         for k in range(3):
             k1 = k + 1 if k < 2 else 0
             ey[k] = ry[k1] - ry[k]
@@ -214,8 +225,7 @@ cdef void _count_spot(const Setup *S, const Spot *sp, const double *v, long *hit
                 pz = base_z[d] + j
                 if py < 0 or py >= S.ny or pz < 0 or pz >= S.nz:
                     return  # MIDAS skips the rest of this spot's pixels
-                if hit and not _lit(S, d, sp.frame, py, pz):
-                    hit = 0
+                hit &= _lit(S, d, sp.frame, py, pz)   # no branch: the loads overlap
             counted[0] += 1
             hits[0] += hit
 
@@ -323,6 +333,8 @@ cdef void _setup(Setup *S, const double[::1] lsd, const double[:, ::1] bc, doubl
     S.max_pixels = 0
     for d in range(S.nd):
         S.lsd[d] = lsd[d]; S.bcy[d] = bc[d, 0]; S.bcz[d] = bc[d, 1]
+    for d in range(S.nd):
+        S.scale[d] = S.lsd[d] / S.lsd[0]
     S.px = px; S.inv_wl = 1.0 / wavelength; S.ome0 = ome0; S.ostep = ostep
     S.tan_pole = np.tan(np.radians(pole_deg))
     for i in range(9):
@@ -440,11 +452,13 @@ cdef inline double _clamp(double x, double lo, double hi) noexcept nogil:
 
 cdef int _nelder_mead(const Setup *S, Spot *buf, double *x, const double *lo, const double *hi,
                       double step, int rotvec, const double *U0, const double *v, double ftol,
-                      double xtol, int max_evals, double *fbest) noexcept nogil:
+                      double xtol, double xtol_abs, int max_evals,
+                      double *fbest) noexcept nogil:
     """Bounded Nelder-Mead (3 parameters; points clamped to the box). Standard coefficients
     (reflection 1, expansion 2, contraction 1/2, shrink 1/2); stops on the first of: objective
-    0, f spread of the simplex <= ftol (relative), simplex size <= xtol (relative), max_evals
-    (doc/nf_fit.md, "Refinement"). Returns the evaluations used."""
+    0, f spread of the simplex <= ftol (relative), simplex size <= xtol (relative) or <=
+    xtol_abs (radians; 0: off), max_evals (doc/nf_fit.md, "Refinement"). Returns the
+    evaluations used."""
     cdef double P[4][3]
     cdef double F[4]
     cdef double cen[3]
@@ -493,6 +507,8 @@ cdef int _nelder_mead(const Setup *S, Spot *buf, double *x, const double *lo, co
         if spread <= ftol * 0.5 * (fabs(F[lo_i]) + fabs(F[hi_i])):
             break
         if size <= xtol * (fabs(P[lo_i][0]) + fabs(P[lo_i][1]) + fabs(P[lo_i][2]) + 1e-3):
+            break
+        if size <= xtol_abs:
             break
         for j in range(3):
             cen[j] = 0.0
@@ -564,7 +580,7 @@ def refine(const double[::1] lsd, const double[:, ::1] bc, double px, const doub
            const int64_t[::1] cand_indptr, const double[:, ::1] cand_euler,
            double tol_rad, bint rotation_vector, double ftol=1e-5, double xtol=1e-5,
            int max_evals=5000, bint stop_at_one=True, int num_threads=0, int restarts=0,
-           int max_pixels=0, double step_rad=0.0):
+           int max_pixels=0, double step_rad=0.0, double xtol_abs_rad=0.0):
     """Refine the candidates of each voxel (voxel v: rows cand_indptr[v]:cand_indptr[v+1] of
     cand_euler, Bunge radians) by bounded Nelder-Mead within +-tol_rad.
 
@@ -578,6 +594,7 @@ def refine(const double[::1] lsd, const double[:, ::1] bc, double px, const doub
     evaluations marks a candidate skipped by stop_at_one. max_pixels > 0 (a proven bound on the
     pixels of one spot) lets a trial point's count stop once it provably loses (early exits:
     same simplex steps, same results). step_rad > 0: initial simplex step (default tol / 2).
+    xtol_abs_rad > 0: also stop once the simplex is smaller than this (radians).
     """
     cdef Setup S
     _setup(&S, lsd, bc, px, Rt, ny, nz, nframes, wavelength, g, gsin, ranges, boxes, ome0,
@@ -600,7 +617,8 @@ def refine(const double[::1] lsd, const double[:, ::1] bc, double px, const doub
         return params_out, conf_out, evals_out
     for v in prange(nvox, nogil=True, schedule="dynamic", num_threads=num_threads):
         _refine_voxel(&S, &verts[v, 0, 0], cand_indptr[v], cand_indptr[v + 1], &cand_euler[0, 0],
-                      tol_rad, rotation_vector, ftol, xtol, max_evals, stop_at_one, restarts,
+                      tol_rad, rotation_vector, ftol, xtol, xtol_abs_rad, max_evals,
+                      stop_at_one, restarts,
                       step_rad if step_rad > 0 else tol_rad / 2.0, &po[0, 0],
                       &co[0], &ev[0])
     return params_out, conf_out, evals_out
@@ -608,7 +626,7 @@ def refine(const double[::1] lsd, const double[:, ::1] bc, double px, const doub
 
 cdef void _refine_voxel(const Setup *S, const double *v, int64_t c0, int64_t c1,
                         const double *cand, double tol, int rotvec, double ftol, double xtol,
-                        int max_evals, int stop_at_one, int restarts, double step,
+                        double xtol_abs, int max_evals, int stop_at_one, int restarts, double step,
                         double *po, double *co, int *ev) noexcept nogil:
     """Refine candidates c0..c1-1 of one voxel (all scratch is local to this call)."""
     cdef Spot *buf = <Spot *>malloc((2 * S.nrefl + 1) * sizeof(Spot))
@@ -628,8 +646,8 @@ cdef void _refine_voxel(const Setup *S, const double *v, int64_t c0, int64_t c1,
             x[j] = 0.0 if rotvec else cand[3 * c + j]
             lo[j] = x[j] - tol
             hi[j] = x[j] + tol
-        ev[c] = _nelder_mead(S, buf, x, lo, hi, step, rotvec, U0, v, ftol, xtol, max_evals,
-                             &f)
+        ev[c] = _nelder_mead(S, buf, x, lo, hi, step, rotvec, U0, v, ftol, xtol, xtol_abs,
+                             max_evals, &f)
         # option (not MIDAS): restart from the best point while it improves; a simplex on a
         # piecewise-constant objective often stops on a flat patch short of the peak
         for r in range(restarts):
@@ -637,7 +655,7 @@ cdef void _refine_voxel(const Setup *S, const double *v, int64_t c0, int64_t c1,
                 break
             fprev = f
             ev[c] += _nelder_mead(S, buf, x, lo, hi, step, rotvec, U0, v, ftol, xtol,
-                                  max_evals, &f)
+                                  xtol_abs, max_evals, &f)
             if not f < fprev:
                 break
         co[c] = 1.0 - f

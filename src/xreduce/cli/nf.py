@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--neighbour-passes", type=int, default=0, metavar="N",
                    help="beyond MIDAS: up to N passes in which each voxel tries its "
                         "neighbours' fitted orientations (default 0: MIDAS)")
+    p.add_argument("--fast", action="store_true",
+                   help="beyond MIDAS: the fast path (one seed refined per group of copies, "
+                        "smaller simplex, 2 neighbour passes; about 3.5x faster, at least as "
+                        "accurate on the benchmarks; doc/nf_fit.md)")
     add_cluster_options(p, "fit voxel blocks")
     p.add_argument("--stop-after", metavar="STAGE", help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                                    stop_after=args.stop_after,
                                    restarts=args.nm_restarts,
                                    neighbour_passes=args.neighbour_passes,
-                                   executor=executor)
+                                   fast=args.fast, executor=executor)
         for w in caught:
             logger.warning("%s", w.message)
             print(f"warning: {w.message}", file=sys.stderr)

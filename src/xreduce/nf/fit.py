@@ -10,8 +10,10 @@ Beyond MIDAS (options, never the default): ``parametrization="rotation_vector"``
 rotation vector applied to the seed, a box with no singularity at Phi = 0 or 180 deg;
 ``search_step_deg`` adds a local grid of rotations around every seed (a ball of radius
 OrientTol) so that seeds 1-2 degrees from the truth still find it; ``candidate_order``,
-``simplex_step_deg`` and ``neighbour_passes`` (a voxel tries its neighbours' fitted
-orientations) are described in doc/nf_fit.md.
+``simplex_step_deg``, ``simplex_xtol_deg``, ``seed_group_deg`` (one seed refined per group
+of near-identical seeds), ``neighbour_passes`` (a voxel tries its neighbours' fitted
+orientations) and ``neighbour_margin`` are described in doc/nf_fit.md; together they are the
+"fast path" measured there.
 
 Screening and refinement stop a count early once its outcome is decided (doc/nf_fit.md,
 "Early exits"): the results are those of the full counts.
@@ -50,7 +52,18 @@ from .crystal import euler_to_matrix, matrix_to_euler, matrix_to_quaternion, mis
 from .grid import Grid
 from .overlap import OverlapModel
 
-__all__ = ["FitResult", "fit_orientations", "local_rotation_grid"]
+__all__ = ["FAST_PATH", "FitResult", "fit_orientations", "local_rotation_grid", "seed_groups"]
+
+#: Options beyond MIDAS that together fit about 3.5 times faster than MIDAS's rules on the
+#: bench, at least as accurately within 0.1 and 0.25 deg (doc/nf_fit.md, "Third round: the
+#: fast path"): ``fit_orientations(..., **FAST_PATH)``, ``run_pipeline(..., fast=True)``,
+#: ``xreduce-nf --fast``.
+#: With seed groups, a group's next seeds are screened at a voxel where its first seed scores
+#: at least this fraction of MinFracAccept but below it (doc/nf_fit.md, "Seed groups").
+NEXT_SEED_FRACTION = 0.75
+
+FAST_PATH = {"seed_group_deg": 0.5, "simplex_step_deg": 0.1, "simplex_xtol_deg": 0.015,
+             "neighbour_passes": 2, "neighbour_margin": 0.05}
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,8 @@ class FitResult:
     euler_rad : (nvox, 3) best Bunge Euler angles (NaN where not found)
     confidence : (nvox,) best confidence (0 where not found)
     row : (nvox,) int64, seed row of the winner (-1 where not found)
-    n_candidates : (nvox,) int64, seeds that passed MinFracAccept
+    n_candidates : (nvox,) int64, seeds that passed MinFracAccept (with ``seed_group_deg``: at
+        most one per group, the one refined)
     time_s : (nvox,) refinement wall time of the voxel's chunk, shared equally
     solutions_euler_rad : (nvox, N, 3) the N best distinct solutions (NaN padded)
     solutions_confidence : (nvox, N)
@@ -100,6 +114,36 @@ def local_rotation_grid(radius_deg: float, step_deg: float) -> np.ndarray:
     return np.radians(g)
 
 
+def seed_groups(seeds, angle_deg: float) -> np.ndarray:
+    """Group index (the row of the group's first seed) of every seed: greedy in file order,
+    the first seed not yet grouped takes every ungrouped seed within ``angle_deg`` (rotation
+    angle, no crystal symmetry).
+
+    Example
+    -------
+    >>> from scipy.spatial.transform import Rotation
+    >>> U = Rotation.from_rotvec([[0, 0, 0], [0, 0, 0.01], [0.5, 0, 0]]).as_matrix()
+    >>> seed_groups(U, 1.0).tolist()
+    [0, 0, 2]
+    """
+    U = np.ascontiguousarray(seeds, dtype=np.float64)
+    if U.ndim != 3 or U.shape[1:] != (3, 3):
+        raise ValueError(f"seeds: expected orientation matrices (n, 3, 3), got {U.shape}")
+    if not angle_deg > 0:
+        raise ValueError(f"angle_deg: expected > 0, got {angle_deg}")
+    cos_limit = np.cos(np.radians(angle_deg))
+    group = np.full(len(U), -1, dtype=np.int64)
+    flat = U.reshape(len(U), 9)
+    for i in range(len(U)):
+        if group[i] >= 0:
+            continue
+        free = np.nonzero(group < 0)[0]
+        # cos(angle) = (trace(A^T B) - 1) / 2
+        near = free[(flat[free] @ flat[i] - 1.0) / 2.0 >= cos_limit - 1e-12]
+        group[near] = i
+    return group
+
+
 def _check_fraction(value, name) -> float:
     v = float(value)
     if not 0.0 <= v <= 1.0:
@@ -113,7 +157,10 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
                      parametrization: str = "euler", search_step_deg: float | None = None,
                      search_keep: int = 4, restarts: int = 0,
                      candidate_order: str = "file", simplex_step_deg: float | None = None,
-                     neighbour_passes: int = 0, chunk_voxels: int | None = None,
+                     simplex_xtol_deg: float | None = None,
+                     seed_group_deg: float | None = None, neighbour_passes: int = 0,
+                     neighbour_margin: float | None = None,
+                     chunk_voxels: int | None = None,
                      progress: bool = True,
                      progress_desc: str = "NF fit", num_threads: int = 0,
                      executor=None) -> FitResult:
@@ -156,6 +203,23 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         Beyond MIDAS: initial simplex step of the refinement (degrees; default, MIDAS:
         half of ``orient_tol_deg``). A step near the seeds' error needs fewer evaluations
         (doc/nf_fit.md, "Refinement": measured speed and accuracy).
+    simplex_xtol_deg : float, optional
+        Beyond MIDAS: also stop a simplex once it is smaller than this on every parameter
+        (degrees; MIDAS: only its relative tolerances, about 0.003 deg on Euler angles).
+        0.015 deg needs about 25 % fewer evaluations (doc/nf_fit.md, "Refinement").
+    seed_group_deg : float, optional
+        Beyond MIDAS (None = MIDAS: every candidate refined): seeds within this rotation
+        angle of each other (no crystal symmetry) form one group (greedy, file order: the
+        first seed not yet grouped takes every ungrouped seed within the angle); at a voxel
+        only the first seed of each group (file order) that passes is refined. Far-field
+        seed lists often hold one grain several times (several scans or layers): its copies
+        refine to the same peak, and refining one is about as good as the best of all
+        (doc/nf_fit.md, "Seed groups": measured speed and accuracy). A group's first seed is
+        screened at every voxel; where it scores at least ``NEXT_SEED_FRACTION`` (0.75) of
+        ``min_frac_accept`` but below it, the group's next seeds in file order until one
+        passes.
+        With ``neighbour_passes``, the neighbours' orientations tried at a voxel are grouped
+        alike. Only seeds are grouped, never the local-search grid points.
     neighbour_passes : int
         Beyond MIDAS (0 = MIDAS): after the fit, up to this many passes in which every voxel
         also tries the fitted orientations of the voxels within one grid step that differ
@@ -166,6 +230,12 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         so a boundary voxel whose own grain's seed scored below MinFracAccept (and that took a
         neighbouring grain's orientation) gets its own back (doc/nf_fit.md, "Neighbour
         passes"). Needs ``save_n_solutions`` 1.
+    neighbour_margin : float, optional
+        Beyond MIDAS (None: every neighbour orientation that passes is refined): in the
+        neighbour passes, refine a neighbour's orientation only when its screened confidence
+        at the voxel is above the voxel's current confidence minus this margin (to win, the
+        refinement would have to gain more; measured gains are at most 0.032, doc/nf_fit.md,
+        "Refinement").
     chunk_voxels : int, optional
         Voxels per screening call (progress granularity). Default: as many as keep about
         4 million (seed, voxel) pairs per call; more voxels per call share each seed's
@@ -209,6 +279,9 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
         raise ValueError(f"restarts: expected >= 0, got {restarts}")
     if int(neighbour_passes) < 0:
         raise ValueError(f"neighbour_passes: expected >= 0, got {neighbour_passes}")
+    if neighbour_margin is not None and not 0 <= neighbour_margin <= 1:
+        raise ValueError(f"neighbour_margin: expected None or in [0, 1], got "
+                         f"{neighbour_margin}")
     if int(neighbour_passes) and int(save_n_solutions) != 1:
         raise ValueError("neighbour_passes: needs save_n_solutions 1")
     if candidate_order not in ("file", "screened"):
@@ -217,6 +290,11 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
     if simplex_step_deg is not None and not 0 < simplex_step_deg <= orient_tol_deg:
         raise ValueError(f"simplex_step_deg: expected None or in (0, orient_tol_deg = "
                          f"{orient_tol_deg}], got {simplex_step_deg}")
+    if simplex_xtol_deg is not None and not 0 < simplex_xtol_deg < orient_tol_deg:
+        raise ValueError(f"simplex_xtol_deg: expected None or in (0, orient_tol_deg = "
+                         f"{orient_tol_deg}), got {simplex_xtol_deg}")
+    if seed_group_deg is not None and not seed_group_deg > 0:
+        raise ValueError(f"seed_group_deg: expected > 0 or None, got {seed_group_deg}")
     if chunk_voxels is None:
         n_orient = len(U) * (1 if search_step_deg is None else
                              len(local_rotation_grid(orient_tol_deg, search_step_deg)))
@@ -224,6 +302,7 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
     if int(chunk_voxels) < 1:
         raise ValueError(f"chunk_voxels: expected >= 1, got {chunk_voxels}")
     seed_euler = matrix_to_euler(U)
+    seed_group = None if seed_group_deg is None else seed_groups(U, seed_group_deg)
     local = local_U = local_euler = local_row = None
     if search_step_deg is not None:
         from scipy.spatial.transform import Rotation
@@ -242,7 +321,10 @@ def fit_orientations(model: OverlapModel, grid: Grid, seeds, *, min_frac_accept:
                     rotvec=parametrization == "rotation_vector",
                     search_step_deg=search_step_deg, search_keep=int(search_keep),
                     restarts=restarts, screened_order=candidate_order == "screened",
-                    simplex_step_deg=simplex_step_deg, chunk_voxels=int(chunk_voxels))
+                    simplex_step_deg=simplex_step_deg, simplex_xtol_deg=simplex_xtol_deg,
+                    seed_group=seed_group,
+                    seed_group_deg=seed_group_deg, neighbour_margin=neighbour_margin,
+                    chunk_voxels=int(chunk_voxels))
     nvox = len(grid)
     euler = np.full((nvox, 3), np.nan)
     conf = np.zeros(nvox)
@@ -303,34 +385,62 @@ def _neighbour_passes(plan: "_FitPlan", euler, conf, row, passes: int, num_threa
                                                             output_type="ndarray")
     directed = np.concatenate([pairs, pairs[:, ::-1]])   # (voxel, neighbour)
     directed = directed[np.lexsort((directed[:, 1], directed[:, 0]))]
+    changed = np.ones(len(grid), dtype=bool)
     for _ in range(passes):
         found, row0 = row >= 0, row.copy()
         Um = euler_to_matrix(np.where(found[:, None], euler, 0.0))
         v, u = directed[found[directed[:, 1]]].T
-        own = found[v] & (_rotation_angle_deg(Um[v], Um[u]) <= 0.5)
+        # a pair whose voxel and neighbour kept their orientations in the last pass would
+        # give what it gave then (no change): only the others are tried (same results)
+        own = ~(changed[v] | changed[u]) | (found[v] & (_rotation_angle_deg(Um[v], Um[u])
+                                                           <= 0.5))
         v, u = v[~own], u[~own]
         if len(v) == 0:
             return
         sc = model.confidence(Um[u], grid, np.arange(len(u)), v, num_threads=num_threads,
                               min_confidence=plan.minfrac)
         ok = sc >= plan.minfrac
-        v, u = v[ok], u[ok]
+        if plan.neighbour_margin is not None:   # it would have to gain more than the margin
+            ok &= sc > conf[v] - plan.neighbour_margin
+        v, u, sc = v[ok], u[ok], sc[ok]
+        if plan.seed_group_deg is not None:
+            keep = _group_best(v, sc, Um[u], plan.seed_group_deg)
+            v, u = v[keep], u[keep]
         if len(v) == 0:
             return
         indptr = np.searchsorted(v, np.arange(len(grid) + 1))
         e, c, _ = model.refine(grid, indptr, euler[u], plan.orient_tol_deg,
                                rotation_vector=plan.rotvec, stop_at_one=False,
                                restarts=plan.restarts, num_threads=num_threads,
-                               step_deg=plan.simplex_step_deg)
-        changed = 0
+                               step_deg=plan.simplex_step_deg,
+                               xtol_deg=plan.simplex_xtol_deg or 0.0)
+        changed[:] = False
         for j in np.unique(v):
             a, b = indptr[j], indptr[j + 1]
             k = a + int(np.argmax(c[a:b]))   # the first best (neighbour order)
             if c[k] > conf[j]:
                 euler[j], conf[j], row[j] = e[k], c[k], row0[u[k]]
-                changed += 1
-        if not changed:
+                changed[j] = True
+        if not changed.any():
             return
+
+
+def _group_best(voxel, score, U, angle_deg: float) -> np.ndarray:
+    """Of the orientations U tried at each voxel (``voxel`` sorted), the indices (sorted)
+    of the best-scored one of each group within ``angle_deg`` (greedy by decreasing
+    score, ties: given order), as ``seed_groups`` does for seeds."""
+    order = np.lexsort((np.arange(len(voxel)), -score, voxel))
+    cos_limit = np.cos(np.radians(angle_deg))
+    flat = U.reshape(len(U), 9)
+    keep = []
+    bounds = np.searchsorted(voxel[order], np.unique(voxel), side="left").tolist() + [len(order)]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        kept: list[int] = []
+        for i in order[a:b]:
+            if all((flat[i] @ flat[k] - 1.0) / 2.0 < cos_limit - 1e-12 for k in kept):
+                kept.append(int(i))
+        keep.extend(kept)
+    return np.sort(np.asarray(keep, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -356,6 +466,10 @@ class _FitPlan:
     restarts: int
     screened_order: bool
     simplex_step_deg: float | None
+    simplex_xtol_deg: float | None
+    seed_group: np.ndarray | None
+    seed_group_deg: float | None
+    neighbour_margin: float | None
     chunk_voxels: int
 
 
@@ -392,15 +506,18 @@ def _fit_block(plan: _FitPlan, c0: int, num_threads: int) -> dict:
     sol_e = np.full((len(idx), nsave, 3), np.nan)
     sol_c = np.zeros((len(idx), nsave))
     # early exits: a pair's count stops once it provably scores below MinFracAccept (NaN)
-    scores = model.confidence(plan.U, sub, num_threads=num_threads,
-                              min_confidence=plan.minfrac)  # (nseed, nsub)
+    if plan.seed_group is None:
+        scores = model.confidence(plan.U, sub, num_threads=num_threads,
+                                  min_confidence=plan.minfrac)  # (nseed, nsub)
+    else:   # at most one seed of each group passes at a voxel
+        scores = _screen_groups(plan, sub, num_threads)
     ok = scores >= plan.minfrac
     seed_of, vox_of = np.nonzero(ok.T)[1], np.nonzero(ok.T)[0]   # voxel-major, file order
+    ncand = ok.sum(axis=0).astype(np.int64)
     cand_e = [plan.seed_euler[seed_of]]
     cand_r = [seed_of]
     cand_v = [vox_of]
     cand_s = [scores[seed_of, vox_of]]
-    ncand = ok.sum(axis=0).astype(np.int64)
     tol = np.full(len(seed_of), plan.orient_tol_deg)
     cand_t = [tol]
     if local is not None:
@@ -436,7 +553,8 @@ def _fit_block(plan: _FitPlan, c0: int, num_threads: int) -> dict:
                                stop_at_one=(nsave == 1 and local is None),
                                restarts=plan.restarts, num_threads=num_threads,
                                step_deg=(None if plan.simplex_step_deg is None else
-                                         min(plan.simplex_step_deg, tol_value)))
+                                         min(plan.simplex_step_deg, tol_value)),
+                               xtol_deg=min(plan.simplex_xtol_deg or 0.0, tol_value / 2))
         pe[sel], pc[sel], pn[sel] = e, c, n
     for j in range(len(idx)):
         a, b = indptr[j], indptr[j + 1]
@@ -458,6 +576,37 @@ def _fit_block(plan: _FitPlan, c0: int, num_threads: int) -> dict:
     tsec = np.full(len(idx), (time.perf_counter() - t0) / len(idx))
     return {"euler": euler, "conf": conf, "row": row, "ncand": ncand, "tsec": tsec,
             "sol_e": sol_e, "sol_c": sol_c}
+
+
+def _screen_groups(plan: _FitPlan, sub: Grid, num_threads: int) -> np.ndarray:
+    """Screening with seed groups (doc/nf_fit.md, "Seed groups"): each group's first seed at
+    every voxel; where it scores at least NEXT_SEED_FRACTION of MinFracAccept but below it,
+    the group's next seeds in file order until one passes. NaN: not screened (or below
+    MinFracAccept)."""
+    model, group = plan.model, plan.seed_group
+    scores = np.full((len(group), len(sub)), np.nan)
+    members = [np.nonzero(group == g)[0] for g in np.unique(group)]   # file order
+    firsts = np.array([m[0] for m in members])
+    first_scores = np.empty((len(members), len(sub)))
+    alone = np.array([len(m) == 1 for m in members])
+    for sel, lower in ((alone, plan.minfrac), (~alone, NEXT_SEED_FRACTION * plan.minfrac)):
+        if sel.any():   # a seed alone in its group: no next seed, exits at MinFracAccept
+            first_scores[sel] = model.confidence(plan.U[firsts[sel]], sub,
+                                                 num_threads=num_threads,
+                                                 min_confidence=lower)
+    passed = first_scores >= plan.minfrac                           # (ngroups, nsub)
+    scores[firsts] = np.where(passed, first_scores, np.nan)
+    pending = (first_scores >= NEXT_SEED_FRACTION * plan.minfrac) & ~passed
+    for rank in range(1, max(len(m) for m in members)):
+        gi, pv = np.nonzero(pending & np.array([len(m) > rank for m in members])[:, None])
+        if len(gi) == 0:
+            break
+        seed = np.array([members[g][rank] for g in gi], dtype=np.int64)
+        sc = model.confidence(plan.U, sub, seed, pv, num_threads=num_threads,
+                              min_confidence=plan.minfrac)
+        scores[seed, pv] = sc
+        pending[gi[sc >= plan.minfrac], pv[sc >= plan.minfrac]] = False
+    return scores
 
 
 def _distinct_best(euler, conf, n, min_miso_deg, space_group) -> list[int]:

@@ -237,11 +237,15 @@ class OverlapModel:
     def refine(self, grid: Grid, cand_indptr, cand_euler_rad, orient_tol_deg: float,
                rotation_vector: bool = False, stop_at_one: bool = True,
                max_evaluations: int = 5000, restarts: int = 0, num_threads: int = 0,
-               step_deg: float | None = None):
+               step_deg: float | None = None, ftol: float = 1e-5, xtol: float = 1e-5,
+               xtol_deg: float = 0.0):
         """Refine the candidates of every voxel by bounded Nelder-Mead (see
         :func:`xreduce.nf.fit.fit_orientations`).
 
         step_deg : initial simplex step (default: half of ``orient_tol_deg``, MIDAS).
+        ftol, xtol : the simplex stops once its f values are within ftol (relative) or its
+        size within xtol (relative to the point), MIDAS's nlopt tolerances.
+        xtol_deg : > 0, also stop once the simplex is smaller than this (degrees).
 
         Returns
         -------
@@ -261,10 +265,10 @@ class OverlapModel:
             raise ValueError(f"orient_tol_deg: expected > 0, got {orient_tol_deg}")
         params, conf, evals = _ext.refine(
             *self._args(grid), midas_vertices(grid), indptr, euler,
-            float(np.radians(orient_tol_deg)), bool(rotation_vector), 1e-5, 1e-5,
+            float(np.radians(orient_tol_deg)), bool(rotation_vector), float(ftol), float(xtol),
             int(max_evaluations), bool(stop_at_one), check_num_threads(num_threads),
             int(restarts), self.max_pixels_per_spot(grid),
-            float(np.radians(step_deg)) if step_deg else 0.0)
+            float(np.radians(step_deg)) if step_deg else 0.0, float(np.radians(xtol_deg)))
         self._check_bound(_ext)
         if rotation_vector and len(params):
             from scipy.spatial.transform import Rotation

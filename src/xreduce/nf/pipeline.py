@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fit import FitResult, fit_orientations
+from .fit import FAST_PATH, FitResult, fit_orientations
 from .grains import Grains, cluster_grains, write_grains_csv
 from .grid import Grid, grid_from_parameters
 from .overlap import OverlapModel
@@ -319,7 +319,8 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
                  restart_from: str | None = None, skip_image_processing: bool = False,
                  progress: bool = True, num_threads: int = 0,
                  stop_after: str | None = None, restarts: int = 0,
-                 neighbour_passes: int = 0, executor=None) -> PipelineSummary:
+                 neighbour_passes: int = 0, fast: bool = False,
+                 executor=None) -> PipelineSummary:
     """Run (or resume) the NF reconstruction a MIDAS parameter set describes.
 
     Parameters
@@ -341,6 +342,9 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
     neighbour_passes : int
         Passes in which each voxel tries its neighbours' fitted orientations (beyond MIDAS,
         0 = MIDAS; see :func:`xreduce.nf.fit.fit_orientations`).
+    fast : bool
+        Beyond MIDAS: fit with :data:`xreduce.nf.fit.FAST_PATH` (one seed per group of copies,
+        smaller simplex, 2 neighbour passes unless ``neighbour_passes`` is given; doc/nf_fit.md).
     executor : None, concurrent.futures.Executor or dask.distributed.Client, optional
         Where the fits' voxel blocks run (:func:`xreduce.nf.fit.fit_orientations`).
 
@@ -365,8 +369,19 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
         start, scale, nloops = None, None, 1
     names = stage_names(nloops)
     options = f"restarts={int(restarts)}"
+    fit_extra = {}
+    if fast and (params.save_n_solutions or 1) != 1:
+        raise ValueError(f"fast: needs SaveNSolutions 1 (its neighbour passes keep one "
+                         f"solution per voxel), the parameters have {params.save_n_solutions}")
+    if fast:
+        fit_extra = dict(FAST_PATH)
+        if int(neighbour_passes):
+            fit_extra["neighbour_passes"] = int(neighbour_passes)
+        neighbour_passes = fit_extra.pop("neighbour_passes")
     if int(neighbour_passes):
         options += f" neighbour_passes={int(neighbour_passes)}"
+    if fast:
+        options += " fast=" + ",".join(f"{k}:{v}" for k, v in fit_extra.items())
     pfile = Path(resume) if resume else out_dir / "pipeline.h5"
     if restart_from is not None and restart_from not in names:
         raise ValueError(f"restart_from: expected one of {names}, got {restart_from!r}")
@@ -425,7 +440,7 @@ def run_pipeline(params: NFParameters, param_text: str = "", *, resume=None,
                 save_n_solutions=params.save_n_solutions or 1,
                 min_miso_n_saves_deg=extra_value(params, "MinMisoNSaves", float, 1.0),
                 space_group=sg, restarts=restarts, neighbour_passes=neighbour_passes,
-                progress=progress,
+                progress=progress, **fit_extra,
                 num_threads=num_threads, executor=executor)
     min_conf = params.min_confidence if params.min_confidence is not None else 0.0
     max_angle = params.max_angle_deg or 1.0
