@@ -405,12 +405,13 @@ def test_kernels_check_shapes_at_entry():
         a = dict(frames=frames, indptr=indptr, indices=indices, coef=coef,
                  norm=np.ones(4), static=np.ones(2), dark=np.zeros(0, np.float32),
                  has_dark=False, variance=np.zeros((1, 0), np.float32), mode=0,
-                 bounds=rule.bounds, out=[np.empty((1, 2)) for _ in range(5)])
+                 bounds=rule.bounds, out=[np.empty((1, 2)) for _ in range(5)],
+                 finished=None)
         a.update(change)
         csr_integrate.integrate_frames(
             a["frames"], a["indptr"], a["indices"], a["coef"], True, a["norm"], a["static"],
             a["static"], a["static"], a["dark"], a["has_dark"], a["variance"], a["mode"],
-            True, False, False, a["bounds"], *a["out"])
+            True, False, False, a["bounds"], *a["out"], finished=a["finished"])
 
     run()
     for change, name in [(dict(indptr=np.array([0, 2, 9], np.int32)), "indptr"),
@@ -420,9 +421,57 @@ def test_kernels_check_shapes_at_entry():
                          (dict(dark=np.zeros(2, np.float32), has_dark=True), "dark"),
                          (dict(mode=2), "variance"), (dict(mode=7), "error_mode"),
                          (dict(bounds=np.zeros(1, np.float32)), "dummy_bounds"),
-                         (dict(out=[np.empty((2, 2)) for _ in range(5)]), "out")]:
+                         (dict(out=[np.empty((2, 2)) for _ in range(5)]), "out"),
+                         (dict(finished=np.empty((3, 1, 3))), "finished")]:
         with pytest.raises(ValueError, match=name):
             run(**change)
+
+
+@pytest.mark.parametrize("model", [None, "poisson", "azimuthal", "variance"])
+@pytest.mark.parametrize("npt_azim", [None, 36])
+def test_results_made_in_the_kernel_pass_equal_the_separate_finish(ai, geometry, model,
+                                                                    npt_azim):
+    """The Cython CSR engine makes intensity, sigma and std in its pass over the matrix
+    (``Sums.finished``); they equal, bit for bit, ``csr_integrate.finish`` applied to the
+    same sums afterwards, empty bins (a radial range beyond the detector) included."""
+    from xreduce.engines.cython_csr import CsrEngine
+    from xreduce.ext import csr_integrate
+
+    frames = np.stack([frame_of(geometry, np.float32, seed) for seed in range(3)])
+    frames[1, 5, 5] = np.nan
+    variance = frames + 1.0 if model == "variance" else None
+    options = dict(unit="2th_deg", radial_range=(0.0, 60.0), empty=-7.0, dummy=33.0,
+                   delta_dummy=2.0, error_model=model, variance=variance,
+                   method=("bbox", "csr", "cython"))
+    calls = []
+    real = CsrEngine.integrate
+
+    def spy(self, args, norm, empty=None):
+        sums = real(self, args, norm, empty=empty)
+        calls.append(sums)
+        return sums
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CsrEngine, "integrate", spy)
+        if npt_azim is None:
+            res = ai.integrate1d(frames, 40, **options)
+        else:
+            res = ai.integrate2d(frames, 40, npt_azim, **options)
+    (sums,) = calls
+    assert sums.finished is not None
+    with_errors = model is not None
+    expected = np.empty((3,) + sums.signal.shape)
+    csr_integrate.finish(*(a.reshape(-1) for a in (sums.signal, sums.variance, sums.norm,
+                                                    sums.norm2)), -7.0, with_errors,
+                         *(e.reshape(-1) for e in expected))
+    assert (sums.norm == 0).any()  # some empty bins
+    np.testing.assert_array_equal(res.intensity.reshape(3, -1), expected[0])
+    assert np.array_equal(sums.finished[0], expected[0])
+    if with_errors:
+        assert np.array_equal(sums.finished[1:], expected[1:])
+        np.testing.assert_array_equal(res.sigma.reshape(3, -1), expected[1])
+    else:
+        assert res.sigma is None
 
 
 def test_histogram_memory_is_bounded(ai, geometry, monkeypatch):

@@ -236,6 +236,25 @@ cdef inline double _lane_sum(const double* s) noexcept nogil:
     return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
 
 
+cdef inline void _finish_bin(double signal, double variance, double norm, double norm2,
+                             double empty, bint with_errors, double* intensity,
+                             double* sigma, double* std) noexcept nogil:
+    """One bin's results from its sums, the formulas of doc/integration.md ("Formulas"):
+    where ``norm > 0`` ``intensity = signal / norm``, ``sigma = sqrt(variance) / norm`` and
+    ``std = sqrt(variance / norm2)`` (the last two only ``with_errors``), elsewhere
+    ``empty``."""
+    if norm > 0.0:
+        intensity[0] = signal / norm
+        if with_errors:
+            sigma[0] = sqrt(variance) / norm
+            std[0] = sqrt(variance / norm2)
+    else:
+        intensity[0] = empty
+        if with_errors:
+            sigma[0] = empty
+            std[0] = empty
+
+
 cdef inline void _frame_row(const raw_t* frame, const cnp.int32_t* indices,
                             const cnp.float32_t* coef, bint has_coef, const double* norm,
                             double static_norm, double static_norm2, double static_count,
@@ -244,11 +263,14 @@ cdef inline void _frame_row(const raw_t* frame, const cnp.int32_t* indices,
                             raw_t dummy_a, raw_t dummy_b, bint simd, Py_ssize_t start,
                             Py_ssize_t stop, Py_ssize_t j, Py_ssize_t nnz, double* s,
                             double* v, double* out_signal, double* out_variance,
-                            double* out_norm, double* out_norm2,
-                            double* out_count) noexcept nogil:
+                            double* out_norm, double* out_norm2, double* out_count,
+                            double* finished, Py_ssize_t plane, double empty,
+                            bint with_errors) noexcept nogil:
     """One frame, one row: entries start..j-1 are already in the lanes s, v (the two-frame
     gather); the fast path goes on from j, the exact loop does the rest (invalid values,
-    the azimuthal model), and the row's five sums are written to ``out_*[0]``."""
+    the azimuthal model), and the row's five sums are written to ``out_*[0]``; unless
+    ``finished`` is NULL, its intensity, sigma and std too (:func:`_finish_bin`), at
+    ``finished[0]``, ``finished[plane]`` and ``finished[2 * plane]``."""
     cdef bint has_dark = dark != NULL
     cdef double c, x, w, sig, var, bad_n = 0.0, bad_n2 = 0.0, bad_c = 0.0
     cdef double wsum = 0.0, wsum_before, mean = 0.0, m2 = 0.0, delta, sn, sn2, val
@@ -331,6 +353,9 @@ cdef inline void _frame_row(const raw_t* frame, const cnp.int32_t* indices,
     out_variance[0] = var
     out_norm[0] = sn
     out_norm2[0] = sn2
+    if finished != NULL:
+        _finish_bin(sig, var, sn, sn2, empty, with_errors, finished, finished + plane,
+                    finished + 2 * plane)
 
 
 cdef inline void _rows_frames(const raw_t* frame_a, const raw_t* frame_b,
@@ -343,12 +368,13 @@ cdef inline void _rows_frames(const raw_t* frame_a, const raw_t* frame_b,
                               bint has_dummy, raw_t dummy_a, raw_t dummy_b, bint simd,
                               Py_ssize_t first, Py_ssize_t last, Py_ssize_t nnz,
                               Py_ssize_t nbins, double* sig_out, double* var_out,
-                              double* norm_out, double* norm2_out,
-                              double* count_out) noexcept nogil:
+                              double* norm_out, double* norm2_out, double* count_out,
+                              double* finished, Py_ssize_t plane, double empty,
+                              bint with_errors) noexcept nogil:
     """Rows ``first..last-1`` of one frame (``frame_b`` NULL) or of two frames that share
     the matrix reads (32-bit integer frames on the AVX2 path); ``*_out`` point at the
-    frame's (or the first frame's) output row, the second frame's lies ``nbins`` further.
-    One call per chunk: the per-row work below is inlined here, not a call per row (whose
+    frame's (or the first frame's) output row, the second frame's lies ``nbins`` further
+    (``finished`` too, NULL when not finishing). One call per chunk: the per-row work below is inlined here, not a call per row (whose
     cost shows on 2D cakes of short rows)."""
     cdef double s[2][LANES]
     cdef double v[2][LANES]
@@ -373,7 +399,8 @@ cdef inline void _rows_frames(const raw_t* frame_a, const raw_t* frame_b,
                        static_norm[b], static_norm2[b], static_count[b], dark,
                        var_b if q else var_a, error_mode, check_values, check_max, has_dummy,
                        dummy_a, dummy_b, simd, indptr[b], indptr[b + 1], j, nnz, s[q], v[q],
-                       sig_out + o, var_out + o, norm_out + o, norm2_out + o, count_out + o)
+                       sig_out + o, var_out + o, norm_out + o, norm2_out + o, count_out + o,
+                       NULL if finished == NULL else finished + o, plane, empty, with_errors)
 
 
 cdef inline void _static_row(const cnp.int32_t* indices, const cnp.float32_t* coef,
@@ -461,7 +488,8 @@ def integrate_frames(const raw_t[:, ::1] frames,
                      bint check_values, bint check_max, bint has_dummy,
                      const raw_t[::1] dummy_bounds, double[:, ::1] out_signal, double[:, ::1] out_variance,
                      double[:, ::1] out_norm, double[:, ::1] out_norm2,
-                     double[:, ::1] out_count, chunks=None):
+                     double[:, ::1] out_count, chunks=None, double[:, :, ::1] finished=None,
+                     double empty=0.0, bint with_errors=False):
     """One fused pass over the matrix for a stack of frames (see the module docstring).
 
     Parameters
@@ -483,9 +511,13 @@ def integrate_frames(const raw_t[:, ::1] frames,
     chunks : bin boundaries from :func:`balanced_chunks` (the units of work of the parallel
         loop, taken dynamically by the threads); default: :func:`chunk_count` chunks,
         computed here.
+    finished, empty, with_errors : when ``finished`` (3, nframes, nbins) float64 is given,
+        the intensity, sigma and std of :func:`finish` are written there in the same pass
+        (each row as its sums are made: no second pass, no second parallel region).
     """
     cdef Py_ssize_t nbins = indptr.shape[0] - 1
     cdef Py_ssize_t nframes = frames.shape[0]
+    cdef double* fin = NULL
     cdef bint shared_variance = variance.shape[0] == 1
     cdef Py_ssize_t b, f, step, nnz = indices.shape[0]
     cdef const cnp.int32_t* indices_ptr = &indices[0] if indices.shape[0] > 0 else NULL
@@ -500,11 +532,17 @@ def integrate_frames(const raw_t[:, ::1] frames,
                          variance.shape[0], variance.shape[1], error_mode,
                          dummy_bounds.shape[0], (out_signal, out_variance, out_norm, out_norm2,
                                                  out_count))
+    if finished is not None and (finished.shape[0] != 3 or finished.shape[1] != nframes
+                                 or finished.shape[2] != nbins):
+        raise ValueError(f"finished: expected shape (3, {nframes}, {nbins}), got "
+                         f"({finished.shape[0]}, {finished.shape[1]}, {finished.shape[2]})")
     cdef const cnp.float32_t* dark_ptr = &dark[0] if has_dark and dark.shape[0] > 0 else NULL
     if frames.shape[1] == 0 or nframes == 0 or nbins == 0:
         return
     dummy_a = dummy_bounds[0]
     dummy_b = dummy_bounds[1]
+    if finished is not None:
+        fin = &finished[0, 0, 0]
     if chunks is None:
         chunks = balanced_chunks(indptr, chunk_count(nnz, openmp.omp_get_max_threads()))
     cdef const cnp.int32_t[::1] bounds = chunks
@@ -534,7 +572,9 @@ def integrate_frames(const raw_t[:, ::1] frames,
                              dark_ptr, var_a, var_b, error_mode, check_values, check_max,
                              has_dummy, dummy_a, dummy_b, simd, bounds[ch], bounds[ch + 1],
                              nnz, nbins, &out_signal[f, 0], &out_variance[f, 0],
-                             &out_norm[f, 0], &out_norm2[f, 0], &out_count[f, 0])
+                             &out_norm[f, 0], &out_norm2[f, 0], &out_count[f, 0],
+                             NULL if fin == NULL else fin + f * nbins, nframes * nbins, empty,
+                             with_errors)
                 f = f + step
 
 
@@ -549,18 +589,9 @@ def finish(const double[::1] signal, const double[::1] variance, const double[::
     operation, to the NumPy formulas of doc/integration.md ("Formulas").
     """
     cdef Py_ssize_t i, n = signal.shape[0]
-    cdef double sn
     cdef int threads = 1 if n < 65536 else openmp.omp_get_max_threads()  # 2D cakes: threads
     with nogil:
         for i in prange(n, schedule="static", num_threads=threads):
-            sn = norm[i]
-            if sn > 0.0:
-                intensity[i] = signal[i] / sn
-                if with_errors:
-                    sigma[i] = sqrt(variance[i]) / sn
-                    std[i] = sqrt(variance[i] / norm2[i])
-            else:
-                intensity[i] = empty
-                if with_errors:
-                    sigma[i] = empty
-                    std[i] = empty
+            _finish_bin(signal[i], variance[i], norm[i], norm2[i], empty, with_errors,
+                        &intensity[i], &sigma[i] if with_errors else NULL,
+                        &std[i] if with_errors else NULL)

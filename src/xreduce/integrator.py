@@ -436,27 +436,37 @@ class AzimuthalIntegrator:
         engine = self.engine(key, user_mask)
         return engine, args, norm, stacked, model, (split, algorithm, implementation)
 
-    def _run(self, *prepare_args, **prepare_kwargs):
+    def _run(self, *prepare_args, empty: float, **prepare_kwargs):
         engine, args, norm, stacked, model, method_t = self._prepare(*prepare_args,
                                                                      **prepare_kwargs)
-        return engine, engine.integrate(args, norm), stacked, model, method_t
+        if getattr(engine, "finishes", False):  # results made in the engine's pass
+            sums = engine.integrate(args, norm, empty=empty)
+        else:
+            sums = engine.integrate(args, norm)
+        return engine, sums, stacked, model, method_t
 
     @staticmethod
     def _finish(sums: Sums, model: str | None, empty: float, shape: tuple[int, ...],
                 stacked: bool) -> dict[str, np.ndarray | None]:
-        """Intensities and uncertainties from the sums, shaped (n, *shape) or shape."""
-        arrays = [np.ascontiguousarray(a, dtype=np.float64)
-                  for a in (sums.signal, sums.variance, sums.norm, sums.norm2)]
+        """Intensities and uncertainties from the sums, shaped (n, *shape) or shape (made
+        here unless the engine made them in its pass, ``sums.finished``)."""
         with_errors = model is not None
-        if with_errors:  # one allocation for the three (see CsrEngine.integrate)
-            intensity, sigma, std = np.empty((3,) + arrays[0].shape)
+        if sums.finished is not None:
+            intensity, sigma, std = sums.finished
+            if not with_errors:
+                sigma = std = None
         else:
-            intensity, sigma, std = np.empty(arrays[0].shape), None, None
-        flat = [a.reshape(-1) for a in arrays]
-        unused = np.empty(0)
-        csr_integrate.finish(*flat, float(empty), with_errors, intensity.reshape(-1),
-                             unused if sigma is None else sigma.reshape(-1),
-                             unused if std is None else std.reshape(-1))
+            arrays = [np.ascontiguousarray(a, dtype=np.float64)
+                      for a in (sums.signal, sums.variance, sums.norm, sums.norm2)]
+            if with_errors:  # one allocation for the three (see CsrEngine.integrate)
+                intensity, sigma, std = np.empty((3,) + arrays[0].shape)
+            else:
+                intensity, sigma, std = np.empty(arrays[0].shape), None, None
+            flat = [a.reshape(-1) for a in arrays]
+            unused = np.empty(0)
+            csr_integrate.finish(*flat, float(empty), with_errors, intensity.reshape(-1),
+                                 unused if sigma is None else sigma.reshape(-1),
+                                 unused if std is None else std.reshape(-1))
         out = {"intensity": intensity, "sigma": sigma, "std": std,
                "sum_variance": sums.variance if with_errors else None}
         out.update(sum_signal=sums.signal, sum_normalization=sums.norm,
@@ -521,7 +531,7 @@ class AzimuthalIntegrator:
         engine, sums, stacked, model, method_t = self._run(
             data, method, target, unit, npt, None, radial_range, azimuth_range, mask, dummy,
             delta_dummy, dark, flat, variance, error_model, polarization_factor,
-            correct_solid_angle, absorption, normalization_factor)
+            correct_solid_angle, absorption, normalization_factor, empty=empty)
         edges = np.asarray(engine.radial_edges)
         res = self._finish(sums, model, empty, (npt,), stacked)
         return Integrate1dResult(
@@ -561,7 +571,8 @@ class AzimuthalIntegrator:
         engine, sums, stacked, model, method_t = self._run(
             data, method, target, unit, npt_rad, npt_azim, radial_range, azimuth_range, mask,
             dummy, delta_dummy, dark, flat, variance, error_model, polarization_factor,
-            correct_solid_angle, absorption, normalization_factor, npt_name="npt_rad x npt_azim")
+            correct_solid_angle, absorption, normalization_factor, npt_name="npt_rad x npt_azim",
+            empty=empty)
         redges = np.asarray(engine.radial_edges)
         aedges = np.rad2deg(np.asarray(engine.azimuthal_edges))
         res = self._finish(sums, model, empty, (npt_azim, npt_rad), stacked)
@@ -600,7 +611,7 @@ class AzimuthalIntegrator:
         engine, sums, stacked, model, method_t = self._run(
             data, method, target, runit, 1, npt, radial_range, azimuth_range, mask, dummy,
             delta_dummy, dark, flat, variance, error_model, polarization_factor,
-            correct_solid_angle, absorption, normalization_factor)
+            correct_solid_angle, absorption, normalization_factor, empty=empty)
         aedges = np.rad2deg(np.asarray(engine.azimuthal_edges))
         res = self._finish(sums, model, empty, (npt,), stacked)
         return Integrate1dResult(

@@ -207,25 +207,36 @@ class CsrEngine:
                                   coef is not None, norm.values, *sums, chunks=chunks)
         return StaticSums(indptr, indices, coef, *sums, chunks)
 
-    def integrate(self, args: FrameArgs, norm: Normalisation) -> Sums:
-        """Integrate the frames of ``args``: one fused pass over the matrix."""
+    #: :meth:`integrate` can finish the results in its pass (``empty``)
+    finishes = True
+
+    def integrate(self, args: FrameArgs, norm: Normalisation,
+                  empty: float | None = None) -> Sums:
+        """Integrate the frames of ``args``: one fused pass over the matrix. With ``empty``
+        (the value of empty bins), the intensity, sigma and std are made in the same pass
+        (``Sums.finished``): no second pass over the sums."""
         nframes, npix = args.frames.shape
         if npix != self.npix:
             raise ValueError(f"data: expected {self.npix} pixels a frame (the engine's), got "
                              f"{npix}")
-        check_allocation(5 * 8 * nframes * self.nbins, "data",
-                         f"{nframes} frames x {self.nbins} bins of 5 float64 sums")
+        planes = 5 if empty is None else 8
+        check_allocation(planes * 8 * nframes * self.nbins, "data",
+                         f"{nframes} frames x {self.nbins} bins of {planes} float64 sums and results")
         static = self.static_sums(norm)
-        # one block for the five outputs: a single large allocation (huge pages for big 2D
-        # results) instead of five, whose page faults cost more than a 2D frame's pass
-        out = list(np.empty((5, nframes, self.nbins)))
+        # one block for the sums and one for the results: large allocations (huge pages for
+        # big 2D results) instead of one per array, whose page faults cost more than a 2D
+        # frame's pass; apart, so that a kept result does not hold the sums
+        block = np.empty((5, nframes, self.nbins))
+        finished = None if empty is None else np.empty((3, nframes, self.nbins))
         coef = static.coef
         csr_integrate.integrate_frames(
             args.frames, static.indptr, static.indices,
             _EMPTY_F32 if coef is None else coef, coef is not None, norm.values,
             static.sum_norm, static.sum_norm2, static.count,
-            *args.kernel_args(), *out, chunks=static.chunks)
-        return Sums(*out)
+            *args.kernel_args(), *block, chunks=static.chunks, finished=finished,
+            empty=0.0 if empty is None else float(empty),
+            with_errors=args.error_model is not None)
+        return Sums(*block, finished=finished)
 
 
 def build(ai: Any, key: EngineKey, user_mask: np.ndarray | None) -> CsrEngine:

@@ -180,13 +180,16 @@ def make_normalisation(key: tuple, geometry: Any, correct_solid_angle: bool,
 
 @dataclass(frozen=True)
 class Sums:
-    """Per-bin sums for a stack of frames, each (nframes, nbins) float64."""
+    """Per-bin sums for a stack of frames, each (nframes, nbins) float64; ``finished``, when
+    the engine made them in the same pass, the intensity, sigma and std (3, nframes, nbins)
+    of ``xreduce.ext.csr_integrate.finish`` (None otherwise)."""
 
     signal: np.ndarray
     variance: np.ndarray
     norm: np.ndarray
     norm2: np.ndarray
     count: np.ndarray
+    finished: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
