@@ -374,8 +374,9 @@ cdef inline void _rows_frames(const raw_t* frame_a, const raw_t* frame_b,
     """Rows ``first..last-1`` of one frame (``frame_b`` NULL) or of two frames that share
     the matrix reads (32-bit integer frames on the AVX2 path); ``*_out`` point at the
     frame's (or the first frame's) output row, the second frame's lies ``nbins`` further
-    (``finished`` too, NULL when not finishing). One call per chunk: the per-row work below is inlined here, not a call per row (whose
-    cost shows on 2D cakes of short rows)."""
+    (``finished`` too, NULL when not finishing). One call per chunk: the per-row work
+    below is inlined here, not a call per row (whose cost shows on 2D cakes of short
+    rows)."""
     cdef double s[2][LANES]
     cdef double v[2][LANES]
     cdef int k, q, nq = 1 if frame_b == NULL else 2

@@ -221,7 +221,8 @@ class CsrEngine:
                              f"{npix}")
         planes = 5 if empty is None else 8
         check_allocation(planes * 8 * nframes * self.nbins, "data",
-                         f"{nframes} frames x {self.nbins} bins of {planes} float64 sums and results")
+                         f"{nframes} frames x {self.nbins} bins of {planes} float64 sums "
+                         "and results")
         static = self.static_sums(norm)
         # one block for the sums and one for the results: large allocations (huge pages for
         # big 2D results) instead of one per array, whose page faults cost more than a 2D
