@@ -138,10 +138,15 @@ def seed_groups(seeds, angle_deg: float) -> np.ndarray:
         if group[i] >= 0:
             continue
         free = np.nonzero(group < 0)[0]
-        # cos(angle) = (trace(A^T B) - 1) / 2
-        near = free[(flat[free] @ flat[i] - 1.0) / 2.0 >= cos_limit - 1e-12]
-        group[near] = i
+        group[free[_within(flat[free], flat[i], cos_limit)]] = i
     return group
+
+
+def _within(flat: np.ndarray, one: np.ndarray, cos_limit: float) -> np.ndarray:
+    """Whether each rotation of ``flat`` (n, 9 matrix entries) lies within the angle whose
+    cosine is ``cos_limit`` of ``one`` (9,): cos(angle) = (trace(A^T B) - 1) / 2, with 1e-12
+    of slack for rounding. The one grouping rule of ``seed_groups`` and ``_group_best``."""
+    return (flat @ one - 1.0) / 2.0 >= cos_limit - 1e-12
 
 
 def _check_fraction(value, name) -> float:
@@ -437,7 +442,7 @@ def _group_best(voxel, score, U, angle_deg: float) -> np.ndarray:
     for a, b in zip(bounds[:-1], bounds[1:]):
         kept: list[int] = []
         for i in order[a:b]:
-            if all((flat[i] @ flat[k] - 1.0) / 2.0 < cos_limit - 1e-12 for k in kept):
+            if not _within(flat[kept], flat[i], cos_limit).any():
                 kept.append(int(i))
         keep.extend(kept)
     return np.sort(np.asarray(keep, dtype=np.int64))
