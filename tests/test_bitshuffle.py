@@ -21,19 +21,21 @@ def _decompress(raw, nbytes, size, threads=1):
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.float32, np.int64,
                                    np.float64])
 @pytest.mark.parametrize("n, block", [(2048, 2048), (8 * 53, 8 * 53), (4096 + 37, 1024),
-                                      (7, 8), (8, 8), (16 * 8 + 3, 64), (8 * 48, 8 * 48)])
+                                      (7, 8), (8, 8), (16 * 8 + 3, 64), (8 * 48, 8 * 48),
+                                      (8 * 117, 8 * 117)])
 def test_unshuffle_equals_reference(rng, dtype, n, block):
     """Literal-only LZ4 blocks isolate the un-shuffle: random bits in every byte plane, and
-    planes that are zero in some spans only (the skipped case); rows of 53 groups take
-    the AVX2 (32 groups), SSE2 (16) and one-group steps."""
+    planes that are zero in some spans only (the skipped case); rows of 117 groups take the
+    AVX-512 (64 groups), AVX2 (32), SSE2 (16) and one-group steps, rows of 53 all but the
+    first; each instruction set the CPU has gives the same bytes."""
     size = np.dtype(dtype).itemsize
     raw = rng.integers(0, 256, n * size, dtype=np.uint8)
     planes = raw.reshape(n, size).copy()
     planes[: n // 3, 1:] = 0  # high bytes zero in the first third only
     planes[n // 2:, 0] = 0  # the low byte zero in the second half
     try:
-        for avx2 in (True, False):  # AVX2 where the CPU has it, then SSE2 (x86-64) only
-            bitshuffle_lz4.simd(avx2)
+        for level in ("avx512", "avx2", "sse2"):  # each where the CPU has it
+            bitshuffle_lz4.simd(level)
             for values in (raw.view(dtype), planes.reshape(-1).view(dtype)):
                 chunk = bitshuffle_lz4_chunk_reference(values, block)
                 for threads in (1, 2):
@@ -41,7 +43,22 @@ def test_unshuffle_equals_reference(rng, dtype, n, block):
                     assert status == 0
                     np.testing.assert_array_equal(out, values.view(np.uint8))
     finally:
-        bitshuffle_lz4.simd(True)
+        bitshuffle_lz4.simd("avx512")
+
+
+def test_simd_levels():
+    """The un-shuffle's instruction set is the best the CPU has, capped where asked; an
+    unknown name is refused."""
+    try:
+        best = bitshuffle_lz4.simd("avx512")
+        order = ["sse2", "avx2", "avx512"]
+        for level in order:
+            assert bitshuffle_lz4.simd(level) == order[min(order.index(level),
+                                                            order.index(best))]
+        with pytest.raises(ValueError, match="level"):
+            bitshuffle_lz4.simd("avx1024")
+    finally:
+        bitshuffle_lz4.simd("avx512")
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.uint32, np.float64])

@@ -1,8 +1,8 @@
 # cython: language_level=3
 """Decompression of bitshuffle-LZ4 HDF5 chunks (filter 32008 with LZ4), GIL released, the
 blocks of all the chunks of a call spread over OpenMP threads in one parallel region. The LZ4
-decoder and the bit un-shuffle (SSE2, AVX2 at run time) are in bitshuffle_lz4_impl.h; how they
-are made fast: doc/stack.md, "Direct chunk reads".
+decoder and the bit un-shuffle (SSE2; AVX2 or AVX-512 at run time) are in
+bitshuffle_lz4_impl.h; how they are made fast: doc/stack.md, "Direct chunk reads".
 
 The chunk format (doc/stack.md, "Direct chunk reads"): a 12-byte header (uncompressed size,
 uint64 big-endian; block size in bytes, uint32 big-endian), then per block a uint32 big-endian
@@ -35,17 +35,29 @@ cdef inline uint32_t _be32(const uint8_t* p) noexcept nogil:
 cdef extern from "bitshuffle_lz4_impl.h" nogil:
     int64_t xr_lz4_block(const uint8_t* src, int64_t n_src, uint8_t* dst, int64_t n_dst)
     void xr_bitunshuffle(const uint8_t* src, uint8_t* dst, int64_t n, int64_t size)
-    int xr_avx2_allowed
-    int xr_cpu_has_avx2()
+    void xr_prefetch_write(uint8_t* p, int64_t n)
+    int xr_simd_allowed
+    int xr_simd()
+
+_SIMD_LEVELS = {"sse2": 1, "avx2": 2, "avx512": 3}
 
 
-def simd(enabled=None) -> bool:
-    """Whether the AVX2 un-shuffle is used (where the CPU has it; SSE2 otherwise on x86-64);
-    ``enabled`` switches it. Both give the same bytes (tested)."""
-    global xr_avx2_allowed
-    if enabled is not None:
-        xr_avx2_allowed = 1 if enabled else 0
-    return xr_cpu_has_avx2() != 0
+def simd(level: str | None = None) -> str:
+    """The instruction set of the un-shuffle: ``"avx512"`` (AVX-512 with VBMI and GFNI),
+    ``"avx2"`` or ``"sse2"`` (x86-64's baseline; the portable code elsewhere), the best the
+    CPU has. ``level`` caps it (the tests compare them: every level gives the same bytes).
+
+    >>> from xreduce.ext import bitshuffle_lz4
+    >>> bitshuffle_lz4.simd() in ("avx512", "avx2", "sse2")
+    True
+    """
+    global xr_simd_allowed
+    if level is not None:
+        if level not in _SIMD_LEVELS:
+            raise ValueError(f"level: expected one of {sorted(_SIMD_LEVELS)}, got {level!r}")
+        xr_simd_allowed = _SIMD_LEVELS[level]
+    current = xr_simd()
+    return next(name for name, value in _SIMD_LEVELS.items() if value == current)
 
 
 cdef int64_t _count_blocks(const uint8_t[::1] raw, int64_t n_out, int elem_size,
@@ -156,6 +168,7 @@ def decompress_chunks(raws, outs, int elem_size, int num_threads=0) -> list:
                     bad[b] = 3
                     continue
                 nbytes = count_of[b] * elem_size
+                xr_prefetch_write(<uint8_t*>dsts[b], nbytes)  # fetched while LZ4 decodes
                 got = xr_lz4_block(<const uint8_t*>srcs[b], csize_of[b], scratch, nbytes)
                 if got != nbytes:
                     bad[b] = 2

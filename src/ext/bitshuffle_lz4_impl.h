@@ -125,7 +125,7 @@ static int64_t xr_lz4_block(const uint8_t *restrict src, int64_t n_src, uint8_t 
    interleaved into elements by unpacks in registers. A byte plane whose 8 rows are zero there
    (the high bytes of small counts) is not transposed: it is a vector of zeros. Elsewhere, and
    for the last groups of a block, one group at a time in a 64-bit word; where the CPU has AVX2
-   (checked at run time), 32 groups at a time first. */
+   or AVX-512 with VBMI and GFNI (checked at run time), 32 or 64 groups at a time first. */
 
 #if defined(__SSE2__) || defined(_M_X64)
 #include <emmintrin.h>
@@ -249,22 +249,37 @@ static inline void xr_store16(uint8_t *restrict dst, int64_t size, __m128i plane
 #include <immintrin.h>
 #define XR_HAVE_AVX2_DISPATCH 1
 
-/* AVX2, where the CPU has it (chosen at run time; the SSE2 path otherwise): the same steps on
-   32 groups (256 elements) at a time. The unpacks work inside each 128-bit lane, so a
-   vector's low lane holds elements of the first 128 and its high lane the same elements of
-   the next 128; the stores put the lanes back in order. */
-static int xr_avx2_allowed = 1;  /* switched off by bitshuffle_lz4.simd(False) (tests) */
+/* The instruction sets of the un-shuffle, chosen at run time: the best the CPU has, up to
+   xr_simd_allowed (lowered by bitshuffle_lz4.simd() in the tests, which compare them). */
+#define XR_SIMD_SSE2 1
+#define XR_SIMD_AVX2 2
+#define XR_SIMD_AVX512 3
+static int xr_simd_allowed = XR_SIMD_AVX512;
 
-static int xr_cpu_has_avx2(void)
+static int xr_cpu_simd(void)
 {
     static int known = -1;
     if (known < 0) {
         __builtin_cpu_init();
-        known = __builtin_cpu_supports("avx2") ? 1 : 0;
+        known = XR_SIMD_SSE2;
+        if (__builtin_cpu_supports("avx2"))
+            known = XR_SIMD_AVX2;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+            && __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("gfni"))
+            known = XR_SIMD_AVX512;
     }
-    return known && xr_avx2_allowed;
+    return known;
 }
 
+static int xr_simd(void)
+{
+    const int cpu = xr_cpu_simd();
+    return cpu < xr_simd_allowed ? cpu : xr_simd_allowed;
+}
+
+/* AVX2: the SSE2 steps on 32 groups (256 elements) at a time. The unpacks work inside each
+   128-bit lane, so a vector's low lane holds elements of the first 128 and its high lane the
+   same elements of the next 128; the stores put the lanes back in order. */
 #define XR_STAGE256(x, shift, mask)                                                    \
     do {                                                                               \
         __m256i t_ = _mm256_and_si256(_mm256_xor_si256(x, _mm256_srli_epi64(x, shift)), mask); \
@@ -354,10 +369,143 @@ static int64_t xr_unshuffle_avx2(const uint8_t *restrict src, uint8_t *restrict 
     }
     return g;
 }
+
+/* AVX-512 with VBMI and GFNI (run-time check): 64 groups (512 elements) at a time, fewer
+   steps. The 8 rows' 64 bytes are transposed as 8x8 64-bit words (unpacks, then 128-bit lane
+   shuffles), the 8 bytes of each group gathered into one word by a byte permutation, and each
+   word's 8x8 bit matrix transposed by one affine instruction (GF2P8AFFINEQB) whose matrix is
+   the word itself and whose input bytes are the single bits 1, 2, .., 128: output byte m,
+   bit b is then bit m of the matrix's byte 7 - b, so the permutation puts the rows in
+   reverse. Byte planes are interleaved into elements as the AVX2 path does, in four lanes. */
+#define XR_AVX512 __attribute__((target("avx512f,avx512bw,avx512vbmi,gfni")))
+
+/* Byte j of the 512 elements of groups g .. g + 63: out[p] holds elements 64 p .. 64 p + 63.
+   Returns 0 (out untouched) when the 8 rows are zero there. */
+XR_AVX512
+static inline int xr_plane64(const uint8_t *restrict r, int64_t row, int64_t g, __m512i out[8])
+{
+    __m512i x[8];
+    for (int k = 0; k < 8; k++)
+        x[k] = _mm512_loadu_si512((const void *)(r + k * row + g));
+    __m512i any = _mm512_or_si512(_mm512_or_si512(_mm512_or_si512(x[0], x[1]),
+                                                  _mm512_or_si512(x[2], x[3])),
+                                  _mm512_or_si512(_mm512_or_si512(x[4], x[5]),
+                                                  _mm512_or_si512(x[6], x[7])));
+    if (_mm512_test_epi64_mask(any, any) == 0)
+        return 0;
+    /* 8x8 transpose of 64-bit words: z[p] word k = x[k] word p (bytes 8 p .. 8 p + 7 of
+       row k: groups 8 p .. 8 p + 7) */
+    __m512i a[8], b[8];
+    for (int k = 0; k < 8; k += 2) {
+        a[k] = _mm512_unpacklo_epi64(x[k], x[k + 1]);
+        a[k + 1] = _mm512_unpackhi_epi64(x[k], x[k + 1]);
+    }
+    for (int k = 0; k < 8; k += 4) {
+        b[k] = _mm512_shuffle_i64x2(a[k], a[k + 2], 0x88);
+        b[k + 1] = _mm512_shuffle_i64x2(a[k], a[k + 2], 0xDD);
+        b[k + 2] = _mm512_shuffle_i64x2(a[k + 1], a[k + 3], 0x88);
+        b[k + 3] = _mm512_shuffle_i64x2(a[k + 1], a[k + 3], 0xDD);
+    }
+    __m512i z[8];
+    z[0] = _mm512_shuffle_i64x2(b[0], b[4], 0x88); z[4] = _mm512_shuffle_i64x2(b[0], b[4], 0xDD);
+    z[2] = _mm512_shuffle_i64x2(b[1], b[5], 0x88); z[6] = _mm512_shuffle_i64x2(b[1], b[5], 0xDD);
+    z[1] = _mm512_shuffle_i64x2(b[2], b[6], 0x88); z[5] = _mm512_shuffle_i64x2(b[2], b[6], 0xDD);
+    z[3] = _mm512_shuffle_i64x2(b[3], b[7], 0x88); z[7] = _mm512_shuffle_i64x2(b[3], b[7], 0xDD);
+    /* in each z: word t gets byte t of words 7 .. 0 (group 8 p + t, rows in reverse), then
+       the bit matrix of each word is transposed by an affine transform whose matrix is that
+       word: output byte m, bit b = bit m of row b = byte j of element 8 (8 p + t) + m */
+    static const uint8_t order[64] = {
+        56, 48, 40, 32, 24, 16, 8, 0, 57, 49, 41, 33, 25, 17, 9, 1,
+        58, 50, 42, 34, 26, 18, 10, 2, 59, 51, 43, 35, 27, 19, 11, 3,
+        60, 52, 44, 36, 28, 20, 12, 4, 61, 53, 45, 37, 29, 21, 13, 5,
+        62, 54, 46, 38, 30, 22, 14, 6, 63, 55, 47, 39, 31, 23, 15, 7};
+    const __m512i index = _mm512_loadu_si512((const void *)order);
+    const __m512i bits = _mm512_set1_epi64(0x8040201008040201LL);
+    for (int p = 0; p < 8; p++)
+        out[p] = _mm512_gf2p8affine_epi64_epi8(bits, _mm512_permutexvar_epi8(index, z[p]), 0);
+    return 1;
+}
+
+/* Groups g .. of a block of 1, 2 or 4 byte elements, 64 at a time: the first group left. */
+XR_AVX512
+static int64_t xr_unshuffle_avx512(const uint8_t *restrict src, uint8_t *restrict dst,
+                                   int64_t row, int64_t size, int64_t g)
+{
+    __m512i plane[4][8];
+    int live[4];
+    const __m512i zero = _mm512_setzero_si512();
+    for (; g + 64 <= row; g += 64) {
+        for (int64_t j = 0; j < size; j++)
+            live[j] = xr_plane64(src + j * 8 * row, row, g, plane[j]);
+        uint8_t *out = dst + g * 8 * size;
+        if (size == 4 && !live[1] && !live[2] && !live[3]) {  /* counts below 256 */
+            for (int p = 0; p < 8; p++) {
+                __m512i y = live[0] ? plane[0][p] : zero;
+                uint8_t *o = out + 256 * p;
+                _mm512_storeu_si512((void *)o, _mm512_cvtepu8_epi32(_mm512_castsi512_si128(y)));
+                _mm512_storeu_si512((void *)(o + 64),
+                                    _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(y, 1)));
+                _mm512_storeu_si512((void *)(o + 128),
+                                    _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(y, 2)));
+                _mm512_storeu_si512((void *)(o + 192),
+                                    _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(y, 3)));
+            }
+            continue;
+        }
+        for (int p = 0; p < 8; p++) {
+            __m512i y0 = live[0] ? plane[0][p] : zero;
+            if (size == 1) {
+                _mm512_storeu_si512((void *)(out + 64 * p), y0);
+                continue;
+            }
+            __m512i y1 = live[1] ? plane[1][p] : zero;
+            /* within each 128-bit lane l: lo = elements 16 l .. 16 l + 7, hi = the next 8 */
+            __m512i lo01 = _mm512_unpacklo_epi8(y0, y1), hi01 = _mm512_unpackhi_epi8(y0, y1);
+            if (size == 2) {
+                __m512i s0 = _mm512_shuffle_i64x2(lo01, hi01, 0x44);
+                __m512i s1 = _mm512_shuffle_i64x2(lo01, hi01, 0xEE);
+                _mm512_storeu_si512((void *)(out + 128 * p), _mm512_shuffle_i64x2(s0, s0, 0xD8));
+                _mm512_storeu_si512((void *)(out + 128 * p + 64),
+                                    _mm512_shuffle_i64x2(s1, s1, 0xD8));
+                continue;
+            }
+            __m512i y2 = live[2] ? plane[2][p] : zero, y3 = live[3] ? plane[3][p] : zero;
+            __m512i lo23 = _mm512_unpacklo_epi8(y2, y3), hi23 = _mm512_unpackhi_epi8(y2, y3);
+            /* lane l of w0 .. w3: elements 16 l + 0..3, 4..7, 8..11, 12..15 */
+            __m512i w0 = _mm512_unpacklo_epi16(lo01, lo23), w1 = _mm512_unpackhi_epi16(lo01, lo23);
+            __m512i w2 = _mm512_unpacklo_epi16(hi01, hi23), w3 = _mm512_unpackhi_epi16(hi01, hi23);
+            __m512i t0 = _mm512_shuffle_i64x2(w0, w1, 0x44), t1 = _mm512_shuffle_i64x2(w0, w1, 0xEE);
+            __m512i t2 = _mm512_shuffle_i64x2(w2, w3, 0x44), t3 = _mm512_shuffle_i64x2(w2, w3, 0xEE);
+            uint8_t *o = out + 256 * p;
+            _mm512_storeu_si512((void *)o, _mm512_shuffle_i64x2(t0, t2, 0x88));
+            _mm512_storeu_si512((void *)(o + 64), _mm512_shuffle_i64x2(t0, t2, 0xDD));
+            _mm512_storeu_si512((void *)(o + 128), _mm512_shuffle_i64x2(t1, t3, 0x88));
+            _mm512_storeu_si512((void *)(o + 192), _mm512_shuffle_i64x2(t1, t3, 0xDD));
+        }
+    }
+    return g;
+}
 #else
-static int xr_avx2_allowed = 0;
-static int xr_cpu_has_avx2(void) { return 0; }
+#define XR_SIMD_SSE2 1
+#define XR_SIMD_AVX2 2
+#define XR_SIMD_AVX512 3
+static int xr_simd_allowed = XR_SIMD_SSE2;
+static int xr_simd(void) { return XR_SIMD_SSE2; }
 #endif
+
+/* Hints the cache to fetch the n bytes from p for writing (no-op where not supported): a
+   block's output lines requested before its LZ4 decoding, so that its un-shuffle does not
+   wait on each line's read for ownership. */
+static inline void xr_prefetch_write(uint8_t *p, int64_t n)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    for (int64_t i = 0; i < n; i += 64)
+        __builtin_prefetch(p + i, 1, 3);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
 
 static void xr_bitunshuffle(const uint8_t *restrict src, uint8_t *restrict dst, int64_t n,
                             int64_t size)
@@ -365,7 +513,10 @@ static void xr_bitunshuffle(const uint8_t *restrict src, uint8_t *restrict dst, 
     const int64_t row = n / 8;
     int64_t g = 0;
 #ifdef XR_HAVE_AVX2_DISPATCH
-    if ((size == 1 || size == 2 || size == 4) && xr_cpu_has_avx2())
+    const int simd = xr_simd();
+    if ((size == 1 || size == 2 || size == 4) && simd >= XR_SIMD_AVX512)
+        g = xr_unshuffle_avx512(src, dst, row, size, g);
+    if ((size == 1 || size == 2 || size == 4) && simd >= XR_SIMD_AVX2)
         g = xr_unshuffle_avx2(src, dst, row, size, g);
 #endif
 #ifdef XR_HAVE_SSE2
