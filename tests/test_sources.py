@@ -187,6 +187,39 @@ def test_direct_chunk_reads_equal_hdf5(tmp_path, rng, dtype, shape, chunks, bloc
         np.testing.assert_array_equal(stack.read(), frames[:, 1:])
 
 
+def test_chunk_buffers_are_reused_and_given_back(tmp_path, rng):
+    """Raw chunks read into a ChunkBuffers pool: the same bytes decoded as without it, the
+    buffers reused from one read to the next and handed back after decompression (also when
+    a chunk is damaged); released chunks cannot be decompressed again."""
+    from xreduce.io.chunks import ChunkBuffers, read_frames_direct, read_raw_chunks
+
+    frames = rng.poisson(3, (6, 40, 30)).astype(np.int32)
+    path = tmp_path / "pool.h5"
+    with h5py.File(path, "w") as h5:
+        ds = h5.create_dataset("d", data=frames, chunks=(2, 40, 30), **hdf5plugin.Bitshuffle())
+        damaged_at = ds.id.get_chunk_info(2).byte_offset
+    pool = ChunkBuffers(keep=4)
+    with h5py.File(path) as h5:
+        raw = read_raw_chunks(h5["d"], 0, 4, pool)
+        first = {piece[2].__array_interface__["data"][0] for piece in raw.pieces}
+        np.testing.assert_array_equal(raw.decompress_into(), frames[:4])
+        assert len(pool._free) == 2 and not raw.pieces
+        with pytest.raises(RuntimeError, match="released"):
+            raw.decompress_into()
+        again = read_raw_chunks(h5["d"], 0, 4, pool)
+        assert {p[2].__array_interface__["data"][0] for p in again.pieces} == first
+        np.testing.assert_array_equal(again.decompress_into(), frames[:4])
+        np.testing.assert_array_equal(read_frames_direct(h5["d"], 1, 6, buffers=pool),
+                                      frames[1:6])
+    with open(path, "r+b") as handle:
+        handle.seek(damaged_at + 12)
+        handle.write(b"\xff" * 40)
+    with h5py.File(path) as h5:
+        with pytest.raises(ValueError, match="damaged"):
+            read_frames_direct(h5["d"], 0, 6, buffers=pool)
+    assert len(pool._free) == 3  # every buffer back, whatever happened
+
+
 def test_direct_chunk_skipped_filter(tmp_path, rng):
     """A chunk stored with its filter skipped (filter_mask bit 0) is read as raw bytes."""
     from xreduce.io.chunks import read_frames_direct

@@ -22,14 +22,15 @@ Example
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
 
 from xreduce.limits import check_allocation
 
-__all__ = ["BITSHUFFLE_FILTER", "RawChunks", "direct_read_plan", "read_frames_direct",
-           "read_raw_chunks"]
+__all__ = ["BITSHUFFLE_FILTER", "ChunkBuffers", "RawChunks", "direct_read_plan",
+           "read_frames_direct", "read_raw_chunks"]
 
 #: HDF5 filter id of bitshuffle; its 5th option is 2 for LZ4.
 BITSHUFFLE_FILTER = 32008
@@ -53,26 +54,83 @@ def direct_read_plan(dataset: Any) -> bool:
     return code == BITSHUFFLE_FILTER and len(options) >= 5 and options[4] == _LZ4
 
 
+class ChunkBuffers:
+    """Byte buffers that raw chunks are read into, reused from one read to the next (safe
+    across threads). A fresh buffer for every chunk costs page faults and the kernel's
+    zeroing of new pages: a fifth of the decompression's time on Pilatus 2M frames
+    (doc/stack.md, "Direct chunk reads").
+
+    Parameters
+    ----------
+    keep : int
+        Buffers kept for reuse at most (those given back beyond are dropped).
+    """
+
+    def __init__(self, keep: int = 8):
+        self.keep = int(keep)
+        self._free: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> np.ndarray:
+        """A uint8 buffer of at least ``nbytes`` bytes (a kept one when one is large enough)."""
+        with self._lock:
+            for k, buffer in enumerate(self._free):
+                if buffer.size >= nbytes:
+                    return self._free.pop(k)
+        return np.empty(nbytes, np.uint8)
+
+    def give(self, buffer: np.ndarray) -> None:
+        """Hand ``buffer`` back for reuse."""
+        with self._lock:
+            if len(self._free) < self.keep:
+                self._free.append(buffer)
+
+
 class RawChunks:
     """Frames ``start .. stop - 1`` of a dataset accepted by :func:`direct_read_plan`, as
     their compressed chunks were stored (from :func:`read_raw_chunks`): reading them is the
     cheap part, done where the I/O waits; :meth:`decompress_into` then uses every core it is
-    given, where the frames are needed."""
+    given, where the frames are needed. Read into ``buffers`` (a :class:`ChunkBuffers`),
+    they are handed back there once decompressed."""
 
-    def __init__(self, dataset: Any, start: int, stop: int):
+    def __init__(self, dataset: Any, start: int, stop: int,
+                 buffers: ChunkBuffers | None = None):
         self.start, self.stop = start, stop
         self.dtype = dataset.dtype
         self.frame_shape = tuple(dataset.shape[1:])
         self.per_chunk = int(dataset.chunks[0])
         self.name = f"{dataset.name!r} in {dataset.file.filename!r}"
         self.pieces: list[tuple[int, int, np.ndarray]] = []  # (first frame, filter mask, bytes)
+        self._buffers = buffers
+        self._taken: list[np.ndarray] = []
         first_chunk = start // self.per_chunk * self.per_chunk
-        for chunk_start in range(first_chunk, stop, self.per_chunk):
-            stored = dataset.id.get_chunk_info_by_coord((chunk_start, 0, 0)).size
-            check_allocation(stored, "url", f"the stored chunk of frames {chunk_start}.. of "
-                             f"{self.name}")
-            filter_mask, raw = dataset.id.read_direct_chunk((chunk_start, 0, 0))
-            self.pieces.append((chunk_start, filter_mask, np.frombuffer(raw, np.uint8)))
+        try:
+            for chunk_start in range(first_chunk, stop, self.per_chunk):
+                stored = dataset.id.get_chunk_info_by_coord((chunk_start, 0, 0)).size
+                check_allocation(stored, "url", f"the stored chunk of frames {chunk_start}.. "
+                                 f"of {self.name}")
+                if buffers is None:
+                    filter_mask, raw = dataset.id.read_direct_chunk((chunk_start, 0, 0))
+                    data = np.frombuffer(raw, np.uint8)
+                else:
+                    self._taken.append(buffers.take(stored))
+                    filter_mask, raw = dataset.id.read_direct_chunk((chunk_start, 0, 0),
+                                                                    out=self._taken[-1])
+                    data = self._taken[-1][:len(raw)]
+                self.pieces.append((chunk_start, filter_mask, data))
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Hand the buffers back to the :class:`ChunkBuffers` they came from (done by
+        :meth:`decompress_into`); the chunks cannot be decompressed after."""
+        if self._buffers is not None:
+            for buffer in self._taken:
+                self._buffers.give(buffer)
+            self._taken = []
+            self.pieces = []
+            self._buffers = None
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -83,8 +141,16 @@ class RawChunks:
         dataset's dtype; allocated when None) with ``num_threads`` OpenMP threads over the
         blocks of each chunk (0: the OpenMP default). A damaged chunk: ValueError naming its
         frames and the file."""
+        try:
+            return self._decompress_into(out, num_threads)
+        finally:
+            self.release()
+
+    def _decompress_into(self, out: np.ndarray | None, num_threads: int) -> np.ndarray:
         from xreduce.ext import bitshuffle_lz4
 
+        if not self.pieces and self.stop > self.start:
+            raise RuntimeError("decompress_into: these chunks were released to their buffers")
         start, stop, per_chunk = self.start, self.stop, self.per_chunk
         shape = (stop - start,) + self.frame_shape
         if out is None:
@@ -125,14 +191,17 @@ class RawChunks:
         return out
 
 
-def read_raw_chunks(dataset: Any, start: int, stop: int) -> RawChunks:
+def read_raw_chunks(dataset: Any, start: int, stop: int,
+                    buffers: ChunkBuffers | None = None) -> RawChunks:
     """The compressed chunks holding frames ``start .. stop - 1`` of a dataset accepted by
-    :func:`direct_read_plan`, read as stored (see :class:`RawChunks`)."""
-    return RawChunks(dataset, start, stop)
+    :func:`direct_read_plan`, read as stored (see :class:`RawChunks`), into ``buffers``
+    where given."""
+    return RawChunks(dataset, start, stop, buffers)
 
 
 def read_frames_direct(dataset: Any, start: int, stop: int, out: np.ndarray | None = None,
-                       num_threads: int = 0) -> np.ndarray:
+                       num_threads: int = 0, buffers: ChunkBuffers | None = None
+                       ) -> np.ndarray:
     """Frames ``start .. stop - 1`` of a dataset accepted by :func:`direct_read_plan`.
 
     Parameters
@@ -144,6 +213,8 @@ def read_frames_direct(dataset: Any, start: int, stop: int, out: np.ndarray | No
         C-contiguous (stop - start, rows, cols) of the dataset's dtype, filled in place.
     num_threads : int
         OpenMP threads decompressing the blocks of a chunk (0: the OpenMP default).
+    buffers : ChunkBuffers, optional
+        Where the compressed chunks are read (reused across calls).
 
     Raises
     ------
@@ -155,4 +226,4 @@ def read_frames_direct(dataset: Any, start: int, stop: int, out: np.ndarray | No
                             or not out.flags.c_contiguous):
         raise ValueError(f"out: expected a C-contiguous {dataset.dtype} array of shape {shape}, "
                          f"got {out.dtype} {out.shape}")
-    return read_raw_chunks(dataset, start, stop).decompress_into(out, num_threads)
+    return read_raw_chunks(dataset, start, stop, buffers).decompress_into(out, num_threads)

@@ -41,7 +41,8 @@ from typing import Iterator, Sequence, Union
 
 import numpy as np
 
-from .chunks import RawChunks, direct_read_plan, read_frames_direct, read_raw_chunks
+from .chunks import (ChunkBuffers, RawChunks, direct_read_plan, read_frames_direct,
+                     read_raw_chunks)
 
 __all__ = ["FrameStack", "open_stack", "read_stack", "iter_chunks", "parse_hdf5_url"]
 
@@ -262,6 +263,7 @@ class _Hdf5Stack(FrameStack):
         # bitshuffle-LZ4 frames read by our GIL-free kernel (xreduce.io.chunks)
         self.direct_chunks = (full and len(self._rest) == 2 and self._frames.step == 1
                               and direct_read_plan(node))
+        self._raw_buffers = ChunkBuffers()  # compressed chunks read into reused memory
 
     @property
     def files(self) -> list[str]:
@@ -279,7 +281,8 @@ class _Hdf5Stack(FrameStack):
     def _read(self, selection: tuple, out: np.ndarray | None = None) -> np.ndarray:
         if self.direct_chunks:
             first = selection[0]
-            return read_frames_direct(self._dataset, first.start, first.stop, out)
+            return read_frames_direct(self._dataset, first.start, first.stop, out,
+                                      buffers=self._raw_buffers)
         try:
             if out is not None:
                 self._dataset.read_direct(out, source_sel=selection)
@@ -314,7 +317,8 @@ class _Hdf5Stack(FrameStack):
             raise ValueError(f"url: {self.url!r} is not read by direct chunk reads")
         start, stop = _check_range(self, start, stop)
         return read_raw_chunks(self._dataset, self._frames[start] if stop > start else 0,
-                               self._frames[stop - 1] + 1 if stop > start else 0)
+                               self._frames[stop - 1] + 1 if stop > start else 0,
+                               self._raw_buffers)
 
     def close(self) -> None:
         self._file.close()
