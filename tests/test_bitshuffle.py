@@ -10,11 +10,16 @@ import pytest
 from reference import (bitshuffle_block_reference, bitshuffle_lz4_chunk_reference,
                        lz4_decode_reference)
 from xreduce.ext import bitshuffle_lz4
+from xreduce.io.chunks import aligned_empty
 
 
-def _decompress(raw, nbytes, size, threads=1):
-    out = np.full(nbytes, 0xA5, np.uint8)  # not zero: every byte must be written
-    status = bitshuffle_lz4.decompress_chunk(np.asarray(raw, np.uint8), out, size, threads)
+def _decompress(raw, nbytes, size, threads=1, stream=False, misalign=0):
+    """Into an output starting ``misalign`` bytes past a 64-byte boundary (non-temporal
+    stores, with ``stream``, only where it is 0)."""
+    out = aligned_empty(nbytes + misalign, np.uint8)[misalign:]
+    out[:] = 0xA5  # not zero: every byte must be written
+    status = bitshuffle_lz4.decompress_chunk(np.asarray(raw, np.uint8), out, size, threads,
+                                             stream)
     return status, out
 
 
@@ -27,7 +32,8 @@ def test_unshuffle_equals_reference(rng, dtype, n, block):
     """Literal-only LZ4 blocks isolate the un-shuffle: random bits in every byte plane, and
     planes that are zero in some spans only (the skipped case); rows of 117 groups take the
     AVX-512 (64 groups), AVX2 (32), SSE2 (16) and one-group steps, rows of 53 all but the
-    first; each instruction set the CPU has gives the same bytes."""
+    first; each instruction set the CPU has gives the same bytes, with non-temporal stores
+    (aligned output) or without (the default, or an output off a 64-byte boundary)."""
     size = np.dtype(dtype).itemsize
     raw = rng.integers(0, 256, n * size, dtype=np.uint8)
     planes = raw.reshape(n, size).copy()
@@ -38,8 +44,9 @@ def test_unshuffle_equals_reference(rng, dtype, n, block):
             bitshuffle_lz4.simd(level)
             for values in (raw.view(dtype), planes.reshape(-1).view(dtype)):
                 chunk = bitshuffle_lz4_chunk_reference(values, block)
-                for threads in (1, 2):
-                    status, out = _decompress(chunk, n * size, size, threads)
+                for threads, stream, misalign in [(1, False, 0), (2, False, 0), (1, True, 0),
+                                                  (2, True, 0), (1, True, 8)]:
+                    status, out = _decompress(chunk, n * size, size, threads, stream, misalign)
                     assert status == 0
                     np.testing.assert_array_equal(out, values.view(np.uint8))
     finally:

@@ -34,7 +34,7 @@ cdef inline uint32_t _be32(const uint8_t* p) noexcept nogil:
 
 cdef extern from "bitshuffle_lz4_impl.h" nogil:
     int64_t xr_lz4_block(const uint8_t* src, int64_t n_src, uint8_t* dst, int64_t n_dst)
-    void xr_bitunshuffle(const uint8_t* src, uint8_t* dst, int64_t n, int64_t size)
+    void xr_bitunshuffle(const uint8_t* src, uint8_t* dst, int64_t n, int64_t size, int stream)
     void xr_prefetch_write(uint8_t* p, int64_t n)
     int xr_simd_allowed
     int xr_simd()
@@ -102,10 +102,19 @@ cdef int64_t _plan_blocks(const uint8_t* raw, int64_t n_raw, uint8_t* out, int64
     return tail
 
 
-def decompress_chunks(raws, outs, int elem_size, int num_threads=0) -> list:
+#: Output bytes of a call from which the AVX-512 un-shuffle writes with non-temporal stores:
+#: larger than a core's share of the last-level cache, the frames leave the cache before
+#: they are read anyway, and writing them without reading each line first saves ~40 % of a
+#: Pilatus 2M frame's decompression (doc/stack.md, "Direct chunk reads").
+STREAM_BYTES = 16 << 20
+
+
+def decompress_chunks(raws, outs, int elem_size, int num_threads=0, stream=None) -> list:
     """Decompress bitshuffle-LZ4 chunks ``raws[i]`` (uint8 arrays) into ``outs[i]`` (uint8
     arrays of their exact sizes), the blocks of all of them spread over ``num_threads``
-    OpenMP threads (0: the OpenMP default) in one parallel region.
+    OpenMP threads (0: the OpenMP default) in one parallel region. ``stream``: write the
+    outputs with non-temporal stores (AVX-512 path, 64-byte aligned outputs; None: when they
+    hold ``STREAM_BYTES`` or more). Same bytes either way (tested).
 
     Returns a status per chunk: 0, or a negative code: -1 a header or block that does not
     fit, -3 an LZ4 block that does not decode to its size, -4 out of memory.
@@ -154,6 +163,9 @@ def decompress_chunks(raws, outs, int elem_size, int num_threads=0) -> list:
     cdef int8_t[::1] bad = failed
     cdef int64_t got, nbytes
     cdef uint8_t* scratch
+    if stream is None:
+        stream = sum(int(out.shape[0]) for raw, out in views) >= STREAM_BYTES
+    cdef int nt = 1 if stream and xr_simd() >= 3 else 0
     cdef int threads = num_threads if num_threads > 0 else openmp.omp_get_max_threads()
     if n_blocks < 2 * threads:
         threads = 1
@@ -168,12 +180,13 @@ def decompress_chunks(raws, outs, int elem_size, int num_threads=0) -> list:
                     bad[b] = 3
                     continue
                 nbytes = count_of[b] * elem_size
-                xr_prefetch_write(<uint8_t*>dsts[b], nbytes)  # fetched while LZ4 decodes
+                if not nt:  # the output lines fetched while LZ4 decodes
+                    xr_prefetch_write(<uint8_t*>dsts[b], nbytes)
                 got = xr_lz4_block(<const uint8_t*>srcs[b], csize_of[b], scratch, nbytes)
                 if got != nbytes:
                     bad[b] = 2
                 else:
-                    xr_bitunshuffle(scratch, <uint8_t*>dsts[b], count_of[b], elem_size)
+                    xr_bitunshuffle(scratch, <uint8_t*>dsts[b], count_of[b], elem_size, nt)
             free(scratch)
         if failed.any():
             owner = np.searchsorted(counts_of, np.arange(n_blocks), side="right") - 1
@@ -188,7 +201,7 @@ def decompress_chunks(raws, outs, int elem_size, int num_threads=0) -> list:
 
 
 def decompress_chunk(const uint8_t[::1] raw, uint8_t[::1] out, int elem_size,
-                     int num_threads=0) -> int:
+                     int num_threads=0, stream=None) -> int:
     """Decompress one bitshuffle-LZ4 chunk ``raw`` into ``out`` (its exact size in bytes):
     :func:`decompress_chunks` of one chunk. Returns 0 or a negative code (see there)."""
-    return decompress_chunks([raw], [out], elem_size, num_threads)[0]
+    return decompress_chunks([raw], [out], elem_size, num_threads, stream)[0]

@@ -426,10 +426,22 @@ static inline int xr_plane64(const uint8_t *restrict r, int64_t row, int64_t g, 
     return 1;
 }
 
-/* Groups g .. of a block of 1, 2 or 4 byte elements, 64 at a time: the first group left. */
+/* A 64-byte store; with `stream`, a non-temporal one (p 64-byte aligned): it goes to memory
+   without first reading the line into the cache. */
+XR_AVX512
+static inline void xr_store64(uint8_t *p, __m512i v, int stream)
+{
+    if (stream)
+        _mm512_stream_si512((void *)p, v);
+    else
+        _mm512_storeu_si512((void *)p, v);
+}
+
+/* Groups g .. of a block of 1, 2 or 4 byte elements, 64 at a time: the first group left.
+   `stream` (dst 64-byte aligned): non-temporal stores, fenced before returning. */
 XR_AVX512
 static int64_t xr_unshuffle_avx512(const uint8_t *restrict src, uint8_t *restrict dst,
-                                   int64_t row, int64_t size, int64_t g)
+                                   int64_t row, int64_t size, int64_t g, int stream)
 {
     __m512i plane[4][8];
     int live[4];
@@ -442,20 +454,20 @@ static int64_t xr_unshuffle_avx512(const uint8_t *restrict src, uint8_t *restric
             for (int p = 0; p < 8; p++) {
                 __m512i y = live[0] ? plane[0][p] : zero;
                 uint8_t *o = out + 256 * p;
-                _mm512_storeu_si512((void *)o, _mm512_cvtepu8_epi32(_mm512_castsi512_si128(y)));
-                _mm512_storeu_si512((void *)(o + 64),
-                                    _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(y, 1)));
-                _mm512_storeu_si512((void *)(o + 128),
-                                    _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(y, 2)));
-                _mm512_storeu_si512((void *)(o + 192),
-                                    _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(y, 3)));
+                xr_store64(o, _mm512_cvtepu8_epi32(_mm512_castsi512_si128(y)), stream);
+                xr_store64(o + 64, _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(y, 1)),
+                           stream);
+                xr_store64(o + 128, _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(y, 2)),
+                           stream);
+                xr_store64(o + 192, _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(y, 3)),
+                           stream);
             }
             continue;
         }
         for (int p = 0; p < 8; p++) {
             __m512i y0 = live[0] ? plane[0][p] : zero;
             if (size == 1) {
-                _mm512_storeu_si512((void *)(out + 64 * p), y0);
+                xr_store64(out + 64 * p, y0, stream);
                 continue;
             }
             __m512i y1 = live[1] ? plane[1][p] : zero;
@@ -464,9 +476,8 @@ static int64_t xr_unshuffle_avx512(const uint8_t *restrict src, uint8_t *restric
             if (size == 2) {
                 __m512i s0 = _mm512_shuffle_i64x2(lo01, hi01, 0x44);
                 __m512i s1 = _mm512_shuffle_i64x2(lo01, hi01, 0xEE);
-                _mm512_storeu_si512((void *)(out + 128 * p), _mm512_shuffle_i64x2(s0, s0, 0xD8));
-                _mm512_storeu_si512((void *)(out + 128 * p + 64),
-                                    _mm512_shuffle_i64x2(s1, s1, 0xD8));
+                xr_store64(out + 128 * p, _mm512_shuffle_i64x2(s0, s0, 0xD8), stream);
+                xr_store64(out + 128 * p + 64, _mm512_shuffle_i64x2(s1, s1, 0xD8), stream);
                 continue;
             }
             __m512i y2 = live[2] ? plane[2][p] : zero, y3 = live[3] ? plane[3][p] : zero;
@@ -477,12 +488,14 @@ static int64_t xr_unshuffle_avx512(const uint8_t *restrict src, uint8_t *restric
             __m512i t0 = _mm512_shuffle_i64x2(w0, w1, 0x44), t1 = _mm512_shuffle_i64x2(w0, w1, 0xEE);
             __m512i t2 = _mm512_shuffle_i64x2(w2, w3, 0x44), t3 = _mm512_shuffle_i64x2(w2, w3, 0xEE);
             uint8_t *o = out + 256 * p;
-            _mm512_storeu_si512((void *)o, _mm512_shuffle_i64x2(t0, t2, 0x88));
-            _mm512_storeu_si512((void *)(o + 64), _mm512_shuffle_i64x2(t0, t2, 0xDD));
-            _mm512_storeu_si512((void *)(o + 128), _mm512_shuffle_i64x2(t1, t3, 0x88));
-            _mm512_storeu_si512((void *)(o + 192), _mm512_shuffle_i64x2(t1, t3, 0xDD));
+            xr_store64(o, _mm512_shuffle_i64x2(t0, t2, 0x88), stream);
+            xr_store64(o + 64, _mm512_shuffle_i64x2(t0, t2, 0xDD), stream);
+            xr_store64(o + 128, _mm512_shuffle_i64x2(t1, t3, 0x88), stream);
+            xr_store64(o + 192, _mm512_shuffle_i64x2(t1, t3, 0xDD), stream);
         }
     }
+    if (stream)
+        _mm_sfence();  /* the streamed lines visible before the output is used */
     return g;
 }
 #else
@@ -507,15 +520,17 @@ static inline void xr_prefetch_write(uint8_t *p, int64_t n)
 #endif
 }
 
+/* Un-shuffle a block of n elements of `size` bytes from src into dst; `stream`: the AVX-512
+   path writes dst with non-temporal stores where dst is 64-byte aligned. */
 static void xr_bitunshuffle(const uint8_t *restrict src, uint8_t *restrict dst, int64_t n,
-                            int64_t size)
+                            int64_t size, int stream)
 {
     const int64_t row = n / 8;
     int64_t g = 0;
 #ifdef XR_HAVE_AVX2_DISPATCH
     const int simd = xr_simd();
     if ((size == 1 || size == 2 || size == 4) && simd >= XR_SIMD_AVX512)
-        g = xr_unshuffle_avx512(src, dst, row, size, g);
+        g = xr_unshuffle_avx512(src, dst, row, size, g, stream && ((uintptr_t)dst & 63) == 0);
     if ((size == 1 || size == 2 || size == 4) && simd >= XR_SIMD_AVX2)
         g = xr_unshuffle_avx2(src, dst, row, size, g);
 #endif

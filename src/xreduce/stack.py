@@ -37,6 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from xreduce.executors import run_chunks
+from xreduce.io.chunks import aligned_empty
 from xreduce.io.stacks import StackUrl, open_stack
 from xreduce.io.writers import atomic_output, nexus_entry, partial_path
 from xreduce.limits import check_allocation
@@ -133,9 +134,9 @@ class _IntegrateJob:
         try:
             buffer = state["buffers"].get_nowait()
         except queue.Empty:
-            buffer = np.empty((self.chunk_frames,) + shape, dtype)
+            buffer = aligned_empty((self.chunk_frames,) + shape, dtype)
         if len(buffer) < frames:  # a chunk larger than planned: no reuse
-            buffer = np.empty((frames,) + shape, dtype)
+            buffer = aligned_empty((frames,) + shape, dtype)
         return buffer
 
     def compute(self, state: dict, loaded: tuple[np.ndarray | None, Any]) -> dict:
