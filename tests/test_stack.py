@@ -335,3 +335,30 @@ def test_local_run_closes_its_files(data, tmp_path):
 
     integrate_stack(data["h5"] + "[0:20]", make_ai(), NPT, tmp_path / "c.h5", progress=False)
     assert not executors._STATES
+
+
+def test_input_record_sees_frames_rewritten_in_place(tmp_path):
+    """The input checksum of a stack read by direct chunk reads hashes the stored chunks of
+    the sampled frames: frames rewritten with other values under the same name and
+    modification time are another input; the same values are the same input."""
+    from xreduce.io import open_stack
+    from xreduce.stack import _input_record
+
+    frames = np.random.default_rng(3).poisson(5, (6, 16, 16)).astype(np.int32)
+    path = tmp_path / "s.h5"
+
+    def write(values):
+        with h5py.File(path, "w") as h5:
+            h5.create_dataset("d", data=values, chunks=(2, 16, 16),
+                              **hdf5plugin.Bitshuffle(cname="lz4"))
+        os.utime(path, ns=(10**18, 10**18))
+
+    records = []
+    for values in (frames, frames, frames[::-1]):
+        write(values)
+        with open_stack(f"{path}::/d") as stack:
+            assert stack.direct_chunks
+            records.append(_input_record(stack))
+    assert records[0] == records[1]
+    assert records[2]["sample_sha256"] != records[0]["sample_sha256"]
+    assert records[2]["files"][0]["mtime_ns"] == records[0]["files"][0]["mtime_ns"]
