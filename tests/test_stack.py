@@ -362,3 +362,34 @@ def test_input_record_sees_frames_rewritten_in_place(tmp_path):
     assert records[0] == records[1]
     assert records[2]["sample_sha256"] != records[0]["sample_sha256"]
     assert records[2]["files"][0]["mtime_ns"] == records[0]["files"][0]["mtime_ns"]
+
+
+def test_opencl_integration_decompresses_in_the_reader_threads(data, tmp_path, monkeypatch):
+    """With the integration on an OpenCL device (PoCL in CI), the compressed chunks are
+    decompressed in the reader threads, overlapping the device's work, and the results equal
+    the host's within the OpenCL engine's tolerance (1e-5: float32 products, see
+    test_opencl_integrate.py); with the integration on the host they are decompressed by the
+    calling thread."""
+    from opencl_helpers import require_opencl_context
+
+    from xreduce.io.chunks import RawChunks
+
+    require_opencl_context()
+    threads = []
+    original = RawChunks.decompress_into
+
+    def spy(self, *args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RawChunks, "decompress_into", spy)
+    kwargs = dict(error_model="poisson", chunk_frames=50, progress=False)
+    out = tmp_path / "ocl.h5"
+    integrate_stack(data["h5"], make_ai(), NPT, out, method=("bbox", "csr", "opencl"), **kwargs)
+    assert len(threads) == 10 and all(name.startswith("xreduce-read") for name in threads)
+    intensity, sigma = read_output(out)
+    np.testing.assert_allclose(intensity, data["reference"].intensity, rtol=1e-5)
+    np.testing.assert_allclose(sigma, data["reference"].sigma, rtol=1e-5)
+    threads.clear()
+    integrate_stack(data["h5"], make_ai(), NPT, tmp_path / "host.h5", **kwargs)
+    assert threads == [threading.current_thread().name] * 10

@@ -118,14 +118,22 @@ class _IntegrateJob:
         """The frames of a chunk, or their compressed chunks (direct chunk reads): those are
         decompressed in :meth:`compute` with the integration's threads, one stage after the
         other on every core, instead of a reader thread competing with the integration for
-        the same cores (doc/stack.md, "Speed")."""
+        the same cores. When the integration runs on an OpenCL device they are decompressed
+        here, in the reader threads, while the device integrates the chunk before
+        (doc/stack.md, "Speed")."""
         start, stop = chunk
         stack = state["stack"]
         if stack.direct_chunks:
-            return None, stack.read_raw(start, stop)
+            raw = stack.read_raw(start, stop)
+            if self.options["method"][2] != "opencl":
+                return None, raw
+            read = raw.decompress_into
+        else:
+            def read(out: np.ndarray) -> np.ndarray:
+                return stack.read_into(start, stop, out)
         buffer = self._buffer(state, stop - start, tuple(stack.shape[1:]), stack.dtype)
         try:
-            return buffer, stack.read_into(start, stop, buffer[:stop - start])
+            return buffer, read(buffer[:stop - start])
         except BaseException:
             state["buffers"].put(buffer)
             raise
