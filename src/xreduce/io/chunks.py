@@ -73,7 +73,7 @@ def direct_read_plan(dataset: Any) -> bool:
 class ChunkBuffers:
     """Byte buffers that raw chunks are read into, reused from one read to the next (safe
     across threads). A fresh buffer for every chunk costs page faults and the kernel's
-    zeroing of new pages: a fifth of the decompression's time on Pilatus 2M frames
+    zeroing of new pages: ~18 % of the decompression's profile on Pilatus 2M frames
     (doc/stack.md, "Direct chunk reads").
 
     Parameters
