@@ -36,6 +36,7 @@ cdef extern from "bitshuffle_lz4_impl.h" nogil:
     int64_t xr_lz4_block(const uint8_t* src, int64_t n_src, uint8_t* dst, int64_t n_dst)
     void xr_bitunshuffle(const uint8_t* src, uint8_t* dst, int64_t n, int64_t size, int stream)
     void xr_prefetch_write(uint8_t* p, int64_t n)
+    void xr_prefetch_ahead(const uint8_t* p)
     int xr_simd_allowed
     int xr_simd()
 
@@ -88,6 +89,7 @@ cdef int64_t _plan_blocks(const uint8_t* raw, int64_t n_raw, uint8_t* out, int64
     for b in range(n_blocks):
         if pos + 4 > n_raw:
             return -1
+        xr_prefetch_ahead(raw + pos)
         size = _be32(raw + pos)
         if size > n_raw - pos - 4:
             return -1
