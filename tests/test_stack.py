@@ -292,6 +292,16 @@ def test_xrdct_sinogram_and_preview(data, tmp_path):
         expected[1::2] = expected[1::2, ::-1]
         assert np.array_equal(cube, expected, equal_nan=True)
         assert h5["/entry/sinogram/rotation_angle"].attrs["units"] == "degrees"
+    # chunks of 10 frames across lines of 25, finished out of order by a thread pool: the
+    # rows written while the run goes land in the same cube
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        integrate_stack(data["h5"], make_ai(), NPT, tmp_path / "ct10.h5", error_model="poisson",
+                        scan=(20, 25), zigzag=True, chunk_frames=10, executor=pool,
+                        progress=False)
+    with h5py.File(tmp_path / "ct10.h5") as h5:
+        assert np.array_equal(h5["/entry/sinogram/intensity"][()], expected, equal_nan=True)
+        assert np.array_equal(h5["/entry/integrated/intensity"][()],
+                              data["reference"].intensity, equal_nan=True)
 
 
 def test_sinogram_zigzag_rule():
@@ -393,3 +403,15 @@ def test_opencl_integration_decompresses_in_the_reader_threads(data, tmp_path, m
     threads.clear()
     integrate_stack(data["h5"], make_ai(), NPT, tmp_path / "host.h5", **kwargs)
     assert threads == [threading.current_thread().name] * 10
+
+
+def test_nexus_output_is_written_while_the_run_goes(data, tmp_path, monkeypatch):
+    """A NeXus output holds no more than the chunks in flight: a stack whose results exceed
+    the memory allowed (here 300 kB, the results 600 kB) integrates in chunks that fit, into
+    the same file as without the limit; the text output, assembled in memory, is refused."""
+    monkeypatch.setenv("XREDUCE_MAX_ALLOCATION_BYTES", str(300_000))
+    kwargs = dict(error_model="poisson", chunk_frames=10, progress=False)
+    integrate_stack(data["h5"], make_ai(), NPT, tmp_path / "small.h5", **kwargs)
+    check_identical(tmp_path / "small.h5", data)
+    with pytest.raises(MemoryError, match="npt"):
+        integrate_stack(data["h5"], make_ai(), NPT, str(tmp_path / "f_%05d.dat"), **kwargs)

@@ -314,9 +314,11 @@ WRITERS = {
     "demo_poni": ("demo.poni", _demo_poni),
 }
 # resumable outputs keep a fixed partial name: a link there makes them refuse (OSError)
-RESUMABLE = {"dct_preprocess"}
-# writers whose final file is not drawn through a random temporary name
-FIXED_PARTIAL = {"dct_preprocess"}
+RESUMABLE = {"dct_preprocess", "stack_nexus"}
+# writers whose final file is not drawn through a random temporary name (the stack's NeXus
+# file is written while the run goes, under its fixed partial name: a killed run leaves one
+# file, rewritten by the next, not one per run)
+FIXED_PARTIAL = {"dct_preprocess", "stack_nexus"}
 
 VICTIM_BYTES = b"not yours to overwrite\n"
 PLANTED_TOKEN = "0badf00d"

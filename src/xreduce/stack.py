@@ -25,6 +25,7 @@ Example
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
@@ -405,20 +406,66 @@ def _write_preview(path: str, cube: np.ndarray, radial: np.ndarray, unit: str,
     return path
 
 
-def _write_nexus(tmp: str, results: dict, radial_unit: str, config: dict, input_record: dict,
-                 poni: str, scan: tuple[int, int] | None, zigzag: bool,
-                 rotation_range_deg: float) -> None:
-    import h5py
+def _writer(dataset: Any) -> Any:
+    """``write(lo, hi, rows)``: rows ``lo .. hi - 1`` of ``dataset``."""
+    def write(lo: int, hi: int, rows: np.ndarray) -> None:
+        dataset[lo:hi] = rows
+    return write
 
-    import xreduce
 
-    intensity = results["intensity"]
-    radial_name = radial_unit.split("_")[0].replace("2th", "2theta").replace("d*2", "dstar2")
-    with h5py.File(tmp, "w") as h5:
-        entry = nexus_entry(h5, "sinogram" if scan else "integrated")
-        entry["program_name"] = "xreduce"
-        entry["program_name"].attrs["version"] = xreduce.__version__
-        process = entry.create_group("process")
+class _WholeChunks:
+    """Rows of an HDF5 dataset chunked by ``rows`` along its first axis, collected until one
+    of its chunks is whole, then written: compressed once, never read back and compressed
+    again as a chunk written in parts is. Rows may come in any order (a dask run finishes
+    chunks out of order); ``write(lo, hi, rows)`` stores rows ``lo .. hi - 1``."""
+
+    def __init__(self, total: int, rows: int, row_shape: tuple, dtype: Any, write: Any):
+        self.total, self.rows, self.row_shape, self.dtype = total, rows, row_shape, dtype
+        self.write = write
+        self.pending: dict[int, tuple[np.ndarray, int]] = {}  # chunk -> (rows, rows missing)
+
+    def add(self, start: int, values: np.ndarray) -> None:
+        """Rows ``start .. start + len(values) - 1``."""
+        stop = start + len(values)
+        for chunk in range(start // self.rows, (stop - 1) // self.rows + 1):
+            lo, hi = chunk * self.rows, min(self.total, (chunk + 1) * self.rows)
+            a, b = max(start, lo), min(stop, hi)
+            if (a, b) == (lo, hi) and chunk not in self.pending:
+                self.write(lo, hi, values[a - start:b - start])
+                continue
+            rows, missing = self.pending.pop(chunk, (None, hi - lo))
+            if rows is None:
+                rows = np.empty((hi - lo,) + self.row_shape, self.dtype)
+            rows[a - lo:b - lo] = values[a - start:b - start]
+            if missing - (b - a):
+                self.pending[chunk] = (rows, missing - (b - a))
+            else:
+                self.write(lo, hi, rows)
+
+
+class _NexusOutput:
+    """The NeXus output, written while the run goes (by its writer thread): the file and its
+    provenance at the start, the datasets at the first result (their shapes come from it),
+    then each chunk's rows in place, the sinogram's too: the run holds no more than the
+    chunks in flight, whatever the number of frames."""
+
+    _GZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+
+    def __init__(self, path: str, frames: int, radial_unit: str, config: dict,
+                 input_record: dict, poni: str, scan: tuple[int, int] | None, zigzag: bool,
+                 rotation_range_deg: float):
+        import h5py
+
+        import xreduce
+
+        self.frames, self.radial_unit, self.scan, self.zigzag = frames, radial_unit, scan, zigzag
+        self.rotation_range_deg = rotation_range_deg
+        # whole chunks only (_WholeChunks): no chunk cache, each is compressed as it comes
+        self.h5 = h5py.File(path, "w", rdcc_nbytes=0)
+        self.entry = nexus_entry(self.h5, "sinogram" if scan else "integrated")
+        self.entry["program_name"] = "xreduce"
+        self.entry["program_name"].attrs["version"] = xreduce.__version__
+        process = self.entry.create_group("process")
         process.attrs["NX_class"] = "NXprocess"
         process["program"] = "xreduce.stack.integrate_stack"
         process["version"] = xreduce.__version__
@@ -426,43 +473,93 @@ def _write_nexus(tmp: str, results: dict, radial_unit: str, config: dict, input_
         process["configuration"] = json.dumps(config, sort_keys=True)
         process["input"] = json.dumps(input_record, sort_keys=True)
         process["poni"] = poni
-        data = entry.create_group("integrated")
+        self.datasets: dict[str, _WholeChunks] = {}
+
+    def __enter__(self) -> "_NexusOutput":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # the run failed: the partial file is abandoned
+            self.h5.close()
+
+    def _create(self, result: dict) -> None:
+        """The NXdata groups, shaped after the first chunk's result."""
+        row = result["intensity"].shape[1:]
+        # chunks of ~256 kB: the last one, compressed after the last frame, is small
+        rows_per_chunk = max(1, min(self.frames, 2**18 // max(1, 8 * int(np.prod(row)))))
+        radial_name = self.radial_unit.split("_")[0].replace("2th", "2theta").replace(
+            "d*2", "dstar2")
+        data = self.entry.create_group("integrated")
         data.attrs["NX_class"] = "NXdata"
         data.attrs["signal"] = "intensity"
-        n = intensity.shape[0]
-        kw = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-        chunk_rows = max(1, min(n, 2**20 // max(1, intensity[0].nbytes)))
-        data.create_dataset("intensity", data=intensity,
-                            chunks=(chunk_rows,) + intensity.shape[1:], **kw)
+        for name, key in (("intensity", "intensity"), ("intensity_errors", "sigma"),
+                          ("count", "count")):
+            if key in result:
+                dataset = data.create_dataset(
+                    name, shape=(self.frames,) + row, dtype=result[key].dtype,
+                    chunks=(rows_per_chunk,) + row, **self._GZIP)
+                self.datasets[key] = _WholeChunks(self.frames, rows_per_chunk, row,
+                                                  dataset.dtype, _writer(dataset))
         data["intensity"].attrs["long_name"] = "intensity (a.u.)"
-        if "sigma" in results:
-            data.create_dataset("intensity_errors", data=results["sigma"],
-                                chunks=(chunk_rows,) + intensity.shape[1:], **kw)
-        data.create_dataset("count", data=results["count"],
-                            chunks=(chunk_rows,) + intensity.shape[1:], **kw)
-        data["frame"] = np.arange(n)
-        data[radial_name] = results["radial"]
-        data[radial_name].attrs["units"] = NEXUS_UNITS.get(radial_unit, radial_unit)
-        data[radial_name].attrs["long_name"] = f"{radial_unit}"
+        data["frame"] = np.arange(self.frames)
+        data[radial_name] = result["radial"]
+        data[radial_name].attrs["units"] = NEXUS_UNITS.get(self.radial_unit, self.radial_unit)
+        data[radial_name].attrs["long_name"] = f"{self.radial_unit}"
         axes = ["frame", radial_name]
-        if "azimuthal" in results:
-            data["chi"] = results["azimuthal"]
+        if "azimuthal" in result:
+            data["chi"] = result["azimuthal"]
             data["chi"].attrs["units"] = "degrees"
             axes = ["frame", "chi", radial_name]
         data.attrs["axes"] = axes
-        if scan:
-            cube = sinogram(intensity, scan, zigzag)
-            sino = entry.create_group("sinogram")
+        if self.scan:
+            nrot, ntrans = self.scan
+            sino = self.entry.create_group("sinogram")
             sino.attrs["NX_class"] = "NXdata"
             sino.attrs["signal"] = "intensity"
-            sino.create_dataset("intensity", data=cube, chunks=(1,) + cube.shape[1:], **kw)
-            sino["rotation_angle"] = np.linspace(0.0, rotation_range_deg, scan[0],
+            cube = sino.create_dataset(
+                "intensity", shape=(nrot, ntrans) + row, dtype=result["intensity"].dtype,
+                chunks=(1, ntrans) + row, **self._GZIP)
+
+            def write_rotation(lo: int, hi: int, rows: np.ndarray) -> None:
+                cube[lo // ntrans] = rows
+
+            # rows in the order of the cube (rotation, translation): one chunk a rotation
+            self.datasets["sinogram"] = _WholeChunks(nrot * ntrans, ntrans, row, cube.dtype,
+                                                     write_rotation)
+            sino["rotation_angle"] = np.linspace(0.0, self.rotation_range_deg, nrot,
                                                  endpoint=False)
             sino["rotation_angle"].attrs["units"] = "degrees"
-            sino["translation"] = np.arange(scan[1])
-            sino[radial_name] = results["radial"]
-            sino[radial_name].attrs["units"] = NEXUS_UNITS.get(radial_unit, radial_unit)
+            sino["translation"] = np.arange(ntrans)
+            sino[radial_name] = result["radial"]
+            sino[radial_name].attrs["units"] = NEXUS_UNITS.get(self.radial_unit,
+                                                               self.radial_unit)
             sino.attrs["axes"] = ["rotation_angle", "translation", radial_name]
+
+    def put(self, chunk: tuple[int, int], result: dict) -> None:
+        """Write the rows of frames ``chunk[0] .. chunk[1] - 1``."""
+        if not self.datasets:
+            self._create(result)
+        start, stop = chunk
+        for key in ("intensity", "sigma", "count"):
+            if key in self.datasets:
+                self.datasets[key].add(start, result[key])
+        if self.scan:  # the sinogram's rows: frames run translation-fastest (see sinogram)
+            ntrans = self.scan[1]
+            for rotation in range(start // ntrans, (stop - 1) // ntrans + 1):
+                lo, hi = max(start, rotation * ntrans), min(stop, (rotation + 1) * ntrans)
+                rows = result["intensity"][lo - start:hi - start]
+                if self.zigzag and rotation % 2:  # scanned backwards: flipped
+                    lo, rows = 2 * rotation * ntrans + ntrans - hi, rows[::-1]
+                self.datasets["sinogram"].add(lo, rows)
+
+    def close(self) -> None:
+        """Close the file; every row must have been written."""
+        missing = [key for key, rows in self.datasets.items() if rows.pending]
+        self.h5.close()
+        if missing:
+            raise RuntimeError(f"output: rows of {missing} were never written (a bug)")
 
 
 def _write_text_files(pattern: str, results: dict, radial_unit: str, config: dict) -> None:
@@ -604,8 +701,9 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
     frame_bytes = int(np.prod(shape)) * np.dtype(input_dtype).itemsize
     check_allocation(max(b - a for a, b in chunks) * frame_bytes, "chunk_frames",
                      "one chunk of frames")
-    bins = npt * (npt_azim or 1)
-    check_allocation(frames * bins * 8 * 3, "npt", "the integrated stack (3 float64 arrays)")
+    if text_output:  # assembled in memory (a NeXus output is written while the run goes)
+        check_allocation(frames * npt * (npt_azim or 1) * 8 * 3, "npt",
+                         "the integrated stack (3 float64 arrays)")
 
     options = {"unit": radial_unit, "method": method_t, "radial_range": radial_range,
                "azimuth_range": azimuth_range, "error_model": error_model,
@@ -639,48 +737,81 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
     failed: list[tuple[int, int, str]] = []
     from tqdm import tqdm
 
-    # fragments are written (and synced) by one writer thread: its waits on the disk overlap
-    # the next chunks instead of holding the integration up
-    with tqdm(total=frames, initial=sum(b - a for a, b in done), unit="frame",
-              disable=not progress, desc="integrate", smoothing=0.1) as bar, \
-            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xreduce-write") as writer:
-        writes = []
-        computed: dict[tuple[int, int], dict] = {}  # this run's results, not read back
-        for chunk, result in run_chunks(job, todo, executor, num_threads=num_threads):
-            if isinstance(result, BaseException):
-                failed.append((chunk[0], chunk[1], f"{type(result).__name__}: {result}"))
-            else:
-                writes.append(writer.submit(_write_fragment, parts, chunk, result))
-                computed[chunk] = result
-            bar.update(chunk[1] - chunk[0])
-        for write in writes:
-            write.result()
-    if failed:
-        failed.sort()
-        lines = [f"frames {a}-{b - 1}: {msg}" for a, b, msg in failed[:10]]
-        more = f" (and {len(failed) - 10} more chunks)" if len(failed) > 10 else ""
-        raise StackIntegrationError(
-            f"{len(failed)} of {len(chunks)} chunks failed{more}; the others are kept in "
-            f"{parts!r} (run again with resume=True):\n  " + "\n  ".join(lines), failed)
-
-    results = _assemble(parts, chunks, computed)
     from xreduce.poni import poni_text
 
+    computed: dict[tuple[int, int], dict] = {}  # text output only: assembled at the end
+    with contextlib.ExitStack() as context:
+        nexus = None
+        if not text_output:  # written while the run goes, renamed into place at the end
+            tmp = context.enter_context(atomic_output(output, overwrite=overwrite,
+                                                      keep_partial=True))
+            nexus = context.enter_context(_NexusOutput(
+                tmp, frames, radial_unit, config, input_record, poni_text(integrator.geometry),
+                scan_t, zigzag, rotation_range_deg))
+
+        def save(chunk: tuple[int, int], result: dict) -> None:
+            _write_fragment(parts, chunk, result)
+            if nexus is None:
+                computed[chunk] = result
+            else:
+                nexus.put(chunk, result)
+
+        # fragments (and the output's rows) are written by one writer thread: its waits on
+        # the disk and the compression overlap the next chunks
+        with tqdm(total=frames, initial=sum(b - a for a, b in done), unit="frame",
+                  disable=not progress, desc="integrate", smoothing=0.1) as bar, \
+                concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xreduce-write") \
+                as writer:
+            writes = []
+            for chunk, result in run_chunks(job, todo, executor, num_threads=num_threads):
+                if isinstance(result, BaseException):
+                    failed.append((chunk[0], chunk[1], f"{type(result).__name__}: {result}"))
+                else:
+                    writes.append(writer.submit(save, chunk, result))
+                bar.update(chunk[1] - chunk[0])
+            for write in writes:
+                write.result()
+        if failed:
+            failed.sort()
+            lines = [f"frames {a}-{b - 1}: {msg}" for a, b, msg in failed[:10]]
+            more = f" (and {len(failed) - 10} more chunks)" if len(failed) > 10 else ""
+            raise StackIntegrationError(
+                f"{len(failed)} of {len(chunks)} chunks failed{more}; the others are kept in "
+                f"{parts!r} (run again with resume=True):\n  " + "\n  ".join(lines), failed)
+        if nexus is not None:
+            for chunk in sorted(done):  # a previous run's chunks
+                nexus.put(chunk, _fragment(parts, chunk))
+        else:
+            results = _assemble(parts, chunks, computed)
+            _write_text_files(output, results, radial_unit, config)
+
     previews: list[str] = []
-    if text_output:
-        _write_text_files(output, results, radial_unit, config)
-    else:
-        with atomic_output(output, overwrite=overwrite) as tmp:
-            _write_nexus(tmp, results, radial_unit, config, input_record,
-                         poni_text(integrator.geometry), scan_t, zigzag, rotation_range_deg)
     if preview:
+        import h5py
+
         png = os.path.splitext(output)[0] + "_fbp.png"
-        previews.append(_write_preview(png, sinogram(results["intensity"], scan_t, zigzag),
-                                       results["radial"], radial_unit, list(preview),
-                                       rotation_range_deg))
+        if text_output:
+            previews.append(_write_preview(png, sinogram(results["intensity"], scan_t, zigzag),
+                                           results["radial"], radial_unit, list(preview),
+                                           rotation_range_deg))
+        else:  # the sinogram's columns read from the file
+            with h5py.File(output, "r") as h5:
+                sino = h5["/entry/sinogram"]
+                previews.append(_write_preview(png, sino["intensity"],
+                                               sino[sino.attrs["axes"][-1]][()], radial_unit,
+                                               list(preview), rotation_range_deg))
     shutil.rmtree(parts, ignore_errors=True)
     return StackReport(output, frames, len(chunks), len(todo), len(done),
                        sum(b - a for a, b in todo), time.perf_counter() - started, previews)
+
+
+def _fragment(folder: str, chunk: tuple[int, int]) -> dict:
+    """The results of a finished chunk, from its fragment."""
+    fragment = _read_fragment(folder, chunk)
+    if fragment is None:
+        raise RuntimeError(f"the fragment of frames {chunk[0]}-{chunk[1] - 1} in "
+                           f"{folder!r} is missing or damaged; run again with resume=True")
+    return fragment
 
 
 def _assemble(folder: str, chunks: list[tuple[int, int]], computed: dict) -> dict:
@@ -689,10 +820,7 @@ def _assemble(folder: str, chunks: list[tuple[int, int]], computed: dict) -> dic
     pieces: dict[str, list[np.ndarray]] = {}
     axes: dict[str, np.ndarray] = {}
     for chunk in chunks:
-        fragment = computed[chunk] if chunk in computed else _read_fragment(folder, chunk)
-        if fragment is None:
-            raise RuntimeError(f"the fragment of frames {chunk[0]}-{chunk[1] - 1} in "
-                               f"{folder!r} is missing or damaged; run again with resume=True")
+        fragment = computed[chunk] if chunk in computed else _fragment(folder, chunk)
         for name, value in fragment.items():
             if name in ("radial", "azimuthal"):
                 axes.setdefault(name, value)
