@@ -185,12 +185,16 @@ def _load_one_thread(job: ChunkJob, state: Any, chunk: Any) -> Any:
         return job.load(state, chunk)
 
 
+#: Reader threads of a local run (``executor=None``): their loads run ahead of the compute.
+LOCAL_READERS = 2
+
+
 def _run_local(job: ChunkJob, chunks: Iterable[Any], num_threads: int
                ) -> Iterator[tuple[Any, Any]]:
     """Loads run ahead in reader threads; the calling thread computes, in chunk order."""
     state = worker_state(job)
     chunks = list(chunks)
-    readers = min(2, cpu_count())
+    readers = min(LOCAL_READERS, cpu_count())
     with concurrent.futures.ThreadPoolExecutor(readers, thread_name_prefix="xreduce-read") as pool:
         pending: list[concurrent.futures.Future] = []
         ahead = readers + 1

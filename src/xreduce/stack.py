@@ -37,11 +37,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from xreduce.executors import run_chunks
+from xreduce.executors import LOCAL_READERS, run_chunks
 from xreduce.io.chunks import aligned_empty
 from xreduce.io.stacks import StackUrl, open_stack
 from xreduce.io.writers import atomic_output, nexus_entry, partial_path
-from xreduce.limits import check_allocation
+from xreduce.limits import check_allocation, cpu_count
 
 __all__ = ["integrate_stack", "StackReport", "StackIntegrationError", "sinogram",
            "NEXUS_UNITS"]
@@ -128,7 +128,10 @@ class _IntegrateJob:
             raw = stack.read_raw(start, stop)
             if self.options["method"][2] != "opencl":
                 return None, raw
-            read = raw.decompress_into
+
+            def read(out: np.ndarray) -> np.ndarray:  # the cores shared by the readers
+                threads = max(1, cpu_count() // LOCAL_READERS)
+                return raw.decompress_into(out, num_threads=threads)
         else:
             def read(out: np.ndarray) -> np.ndarray:
                 return stack.read_into(start, stop, out)
