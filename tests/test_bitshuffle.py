@@ -158,6 +158,28 @@ def test_lz4_matches_of_every_period(rng):
         assert status == 0 and bitshuffle_block_reference(out).tobytes() == want
 
 
+def test_lz4_long_periodic_match_at_the_block_end(rng):
+    """A block whose last match is long and of a short period (the zero bit planes of counts
+    come so: period 2, ~7 kB), with fewer than 8 bytes after it: one byte repeated (written
+    with memset) or a pattern (copied by doubling), as the reference decodes it."""
+    for offset in (2, 3, 7, 8, 15):
+        for length in (33, 64, 300, 7000):
+            for period in (bytes(offset), bytes([0x5A]) * offset,
+                           bytes(rng.integers(0, 256, offset, dtype=np.uint8))):
+                for tail in range(8):
+                    if (offset + length + tail) % 8:
+                        continue
+                    block = _sequence(np.frombuffer(period, np.uint8), offset, length) + \
+                        bytes([tail << 4]) + bytes(range(tail))
+                    want = lz4_decode_reference(block)
+                    n = len(want)
+                    chunk = np.frombuffer(n.to_bytes(8, "big") + n.to_bytes(4, "big")
+                                          + len(block).to_bytes(4, "big") + block, np.uint8)
+                    status, out = _decompress(chunk, n, 1)
+                    assert status == 0
+                    assert bitshuffle_block_reference(out).tobytes() == want
+
+
 def test_damaged_chunks_give_codes_not_crashes(tmp_path, rng):
     """Truncated, overrunning and randomly damaged chunks: a negative code or some output,
     never a read or write outside the buffers (the kernel checks every step)."""

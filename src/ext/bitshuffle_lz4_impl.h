@@ -26,6 +26,15 @@ static inline int64_t xr_lz4_length(const uint8_t *src, int64_t n_src, int64_t *
     }
 }
 
+/* Whether the n bytes from p are all equal. */
+static inline int xr_uniform(const uint8_t *p, int64_t n)
+{
+    for (int64_t k = 1; k < n; k++)
+        if (p[k] != p[0])
+            return 0;
+    return 1;
+}
+
 /* Decode one LZ4 block of n_src bytes into dst (room for n_dst bytes): the number of bytes
    written, or -1 for a malformed block. Short literal runs and matches (most of them in
    bit-shuffled counts) are copied 16 bytes at once where both buffers have room: the bytes
@@ -98,6 +107,10 @@ static int64_t xr_lz4_block(const uint8_t *restrict src, int64_t n_src, uint8_t 
         } else if (length <= 32) {  /* a short repeated pattern, byte by byte */
             for (int64_t i = 0; i < length; i++)
                 d[i] = from[i];
+        } else if (offset < 16 && xr_uniform(from, offset)) {
+            /* a long run of one byte in a short period, at the end of a block (the zero bit
+               planes of counts: period 2, ~7 kB, the last sequence of most blocks) */
+            memset(d, from[0], (size_t)length);
         } else {  /* a long repeated pattern: whole periods, doubling what is available */
             int64_t i = 0;
             while (i < length) {
