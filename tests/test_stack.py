@@ -415,3 +415,29 @@ def test_nexus_output_is_written_while_the_run_goes(data, tmp_path, monkeypatch)
     check_identical(tmp_path / "small.h5", data)
     with pytest.raises(MemoryError, match="npt"):
         integrate_stack(data["h5"], make_ai(), NPT, str(tmp_path / "f_%05d.dat"), **kwargs)
+
+
+def test_a_failed_write_stops_the_run(data, tmp_path, monkeypatch):
+    """A write that fails (a full disk) stops the run with its error, no output in place;
+    the fragments written before it are kept for a resume, which finishes the file."""
+    import xreduce.stack as stack_module
+
+    real = stack_module._write_fragment
+    calls = {"n": 0}
+
+    def failing(folder, chunk, result):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        real(folder, chunk, result)
+
+    monkeypatch.setattr(stack_module, "_write_fragment", failing)
+    out = tmp_path / "full.h5"
+    kwargs = dict(error_model="poisson", chunk_frames=10, progress=False)
+    with pytest.raises(OSError, match="No space"):
+        integrate_stack(data["h5"], make_ai(), NPT, out, **kwargs)
+    assert not out.exists()
+    monkeypatch.setattr(stack_module, "_write_fragment", real)
+    report = integrate_stack(data["h5"], make_ai(), NPT, out, resume=True, **kwargs)
+    assert report.chunks_resumed >= 2
+    check_identical(out, data)

@@ -24,6 +24,7 @@ Example
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import hashlib
@@ -53,6 +54,8 @@ NEXUS_UNITS = {"q_nm^-1": "1/nm", "q_A^-1": "1/angstrom", "2th_deg": "degrees",
 
 #: Raw bytes per chunk aimed at when ``chunk_frames`` is not given.
 _CHUNK_BYTES = 32 * 2**20
+#: Chunks whose results may wait for the writer thread.
+_WRITES_AHEAD = 8
 #: Version of the run records (2: sampled frames hashed as stored where read as chunks).
 _FORMAT_VERSION = 2
 
@@ -760,17 +763,20 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
                 nexus.put(chunk, result)
 
         # fragments (and the output's rows) are written by one writer thread: its waits on
-        # the disk and the compression overlap the next chunks
+        # the disk and the compression overlap the next chunks; at most _WRITES_AHEAD chunks
+        # wait for it (a slow disk holds the run up instead of filling the memory)
         with tqdm(total=frames, initial=sum(b - a for a, b in done), unit="frame",
                   disable=not progress, desc="integrate", smoothing=0.1) as bar, \
                 concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xreduce-write") \
                 as writer:
-            writes = []
+            writes: collections.deque = collections.deque()
             for chunk, result in run_chunks(job, todo, executor, num_threads=num_threads):
                 if isinstance(result, BaseException):
                     failed.append((chunk[0], chunk[1], f"{type(result).__name__}: {result}"))
                 else:
                     writes.append(writer.submit(save, chunk, result))
+                while writes and (writes[0].done() or len(writes) > _WRITES_AHEAD):
+                    writes.popleft().result()  # a failed write stops the run
                 bar.update(chunk[1] - chunk[0])
             for write in writes:
                 write.result()
