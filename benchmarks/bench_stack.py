@@ -110,15 +110,15 @@ def main() -> None:
                 ds.read_direct(out[:min(n, start + 10) - start],
                                source_sel=np.s_[start:min(n, start + 10)])
 
-    def best(call, tries: int = 2) -> float:
+    def best(call, tries: int = 2, name: str | None = None) -> float:
         """Wall seconds of the fastest of ``tries`` runs; its CPU seconds (all threads) go
-        to ``cpu[call.__name__]``."""
+        to ``cpu[name or call.__name__]``."""
         times = []
         for _ in range(tries):
             t0, c0 = time.perf_counter(), time.process_time()
             call()
             times.append((time.perf_counter() - t0, time.process_time() - c0))
-        wall, cpu[call.__name__] = min(times)
+        wall, cpu[name or call.__name__] = min(times)
         return wall
 
     def read_raw() -> None:
@@ -137,12 +137,10 @@ def main() -> None:
     # integration alone (frames in memory, matrix built first)
     ai.integrate1d(memory[:1], NPT, **options)
 
-    def integrate() -> None:
-        done = 0
-        while done < n:
-            k = min(CHUNK, n - done)  # as many frames a call as end to end integrates
-            ai.integrate1d(memory[done % len(memory):done % len(memory) + k], NPT, **options)
-            done += k
+    def integrate(opts: dict = options) -> None:
+        for done in range(0, n, CHUNK):  # as many frames a call as end to end integrates
+            k = min(CHUNK, n - done)
+            ai.integrate1d(memory[done % len(memory):done % len(memory) + k], NPT, **opts)
 
     t_integrate = best(integrate)
 
@@ -156,9 +154,9 @@ def main() -> None:
     first_chunk()
     t_first = best(first_chunk)
 
-    def end_to_end() -> None:
+    def end_to_end(opts: dict = options) -> None:
         integrate_stack(url, ai, NPT, os.path.join(folder, "out.h5"), chunk_frames=CHUNK,
-                        progress=False, overwrite=True, **options)
+                        progress=False, overwrite=True, **opts)
 
     t_end = best(end_to_end)
 
@@ -166,18 +164,8 @@ def main() -> None:
     if args.opencl:  # the integration on the device: decompression overlaps it
         ocl = dict(options, method=("bbox", "csr", "opencl"))
         ai.integrate1d(memory[:CHUNK], NPT, **ocl)
-
-        def integrate_opencl() -> None:
-            for done in range(0, n, CHUNK):
-                k = min(CHUNK, n - done)
-                ai.integrate1d(memory[done % len(memory):done % len(memory) + k], NPT, **ocl)
-
-        def end_to_end_opencl() -> None:
-            integrate_stack(url, ai, NPT, os.path.join(folder, "out_ocl.h5"),
-                            chunk_frames=CHUNK, progress=False, overwrite=True, **ocl)
-
-        t_ocl = best(integrate_opencl)
-        t_ocl_end = best(end_to_end_opencl)
+        t_ocl = best(lambda: integrate(ocl), name="integrate_opencl")
+        t_ocl_end = best(lambda: end_to_end(ocl), name="end_to_end_opencl")
 
     # pyFAI's batch path
     t_pyfai = None
