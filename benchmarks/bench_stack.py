@@ -7,13 +7,15 @@ writes them, bitshuffle-LZ4) is generated in /tmp. Frames per second of:
 - decompression alone: xreduce's direct chunk reads (``xreduce.io.chunks``, GIL-free kernel,
   OpenMP over the blocks of a chunk, as the end-to-end run decompresses), and HDF5's own
   filter path (h5py + hdf5plugin) for comparison;
-- integration alone: ``integrate1d`` of frames already in memory (1000 bins in q, Poisson
-  errors, bbox CSR), the matrix built beforehand, as many frames a call as end to end;
-- end to end: ``xreduce.stack.integrate_stack`` from the file to the NeXus output (raw chunk
-  reads in a reader thread, then decompression and integration on every core, fragments and
-  the final file included), next to the bound of two stages sharing the same cores,
-  ``1 / (1/decompression + 1/integration)``, and the rate of the frames beyond the first
-  chunk (the run minus a run of the first chunk alone: the fixed costs of a run left out);
+- per method, ``("bbox", "csc", "cython")`` and ``("bbox", "csr", "cython")``:
+  integration alone: ``integrate1d`` of frames already in memory (1000 bins in q, Poisson
+  errors), the matrix built beforehand, as many frames a call as end to end; end to end:
+  ``xreduce.stack.integrate_stack`` from the file to the NeXus output (raw chunk reads in a
+  reader thread; csc integrates each block of the compressed chunks as it decodes it, csr
+  decompresses a chunk on every core then integrates it; fragments and the final file
+  included), next to ``1 / (1/decompression + 1/integration)`` (two stages sharing the same
+  cores), and the rate of the frames beyond the first chunk (the run minus a run of the
+  first chunk alone: the fixed costs of a run left out);
 - pyFAI's batch path: ``pyFAI.worker.Worker.process`` on each frame read by h5py, the way
   pyFAI's own batch tools loop (same geometry, bins, unit, method and error model).
 
@@ -40,6 +42,10 @@ import numpy as np
 
 SHAPE = (1679, 1475)
 NPT = 1000
+METHODS = {  # the stack's two 1D methods
+    "csc": "pixel by pixel, each block integrated as it is decoded (the frame never in memory)",
+    "csr": "the frames decompressed, then integrated bin by bin",
+}
 CHUNK = 4  # frames per task: integrate_stack's default for Pilatus 2M frames (~40 MiB)
 UNIT = "q_nm^-1"
 PONI = dict(dist=0.2, poni1=0.12, poni2=0.11, rot1=0.0, rot2=0.0, rot3=0.0, wavelength=1e-10)
@@ -134,31 +140,33 @@ def main() -> None:
     with h5py.File(path) as h5:
         memory = h5["/entry/data/data"][:min(n, 20)]
 
-    # integration alone (frames in memory, matrix built first)
-    ai.integrate1d(memory[:1], NPT, **options)
-
+    # per method: integration alone (frames in memory, matrix built first), then end to end;
+    # a run on the first chunk alone first (the modules imported on first use), then timed:
+    # the whole run minus that one is the cost of the frames beyond it, without the fixed
+    # costs of a run (input checksum, NeXus file, folders)
     def integrate(opts: dict = options) -> None:
         for done in range(0, n, CHUNK):  # as many frames a call as end to end integrates
             k = min(CHUNK, n - done)
             ai.integrate1d(memory[done % len(memory):done % len(memory) + k], NPT, **opts)
 
-    t_integrate = best(integrate)
-
-    # end to end; a run on the first chunk alone first (the modules imported on first use),
-    # then timed: the whole run minus that one is the cost of the frames beyond it, without
-    # the fixed costs of a run (input checksum, NeXus file, folders)
-    def first_chunk() -> None:
+    def first_chunk(opts: dict = options) -> None:
         integrate_stack(f"{path}::/entry/data/data[0:{CHUNK}]", ai, NPT,
-                        os.path.join(folder, "first.h5"), progress=False, **options)
-
-    first_chunk()
-    t_first = best(first_chunk)
+                        os.path.join(folder, "first.h5"), progress=False, overwrite=True,
+                        **opts)
 
     def end_to_end(opts: dict = options) -> None:
         integrate_stack(url, ai, NPT, os.path.join(folder, "out.h5"), chunk_frames=CHUNK,
                         progress=False, overwrite=True, **opts)
 
-    t_end = best(end_to_end)
+    timed = {}
+    for name in METHODS:
+        opts = dict(options, method=("bbox", name, "cython"))
+        ai.integrate1d(memory[:1], NPT, **opts)
+        first_chunk(opts)
+        timed[name] = (best(lambda: integrate(opts), name=f"integrate_{name}"),
+                       best(lambda: end_to_end(opts), name=f"end_to_end_{name}"),
+                       best(lambda: first_chunk(opts), name=f"first_chunk_{name}"))
+    t_end = min(t[1] for t in timed.values())
 
     t_ocl = t_ocl_end = None
     if args.opencl:  # the integration on the device: decompression overlaps it
@@ -188,23 +196,25 @@ def main() -> None:
     except ImportError:
         pass
 
-    slower = min(rate(n, t_direct), rate(n, t_integrate))
     print(f"raw chunk reads alone (the reader thread)  : {rate(n, t_raw):7.1f} frames/s")
     print(f"decompression alone, xreduce direct chunks : {rate(n, t_direct):7.1f} frames/s"
           f"   (OpenMP over the blocks, as end to end decompresses)")
     print(f"decompression alone, HDF5 + hdf5plugin     : {rate(n, t_hdf5):7.1f} frames/s")
-    print(f"integration alone (1D {NPT} bins, Poisson) : {rate(n, t_integrate):7.1f} frames/s"
-          f"   (target >= 250; {CHUNK} frames a call, as end to end)")
-    shared = 1.0 / (1.0 / rate(n, t_direct) + 1.0 / rate(n, t_integrate))
-    print(f"end to end, xreduce integrate_stack        : {rate(n, t_end):7.1f} frames/s"
-          f"   = {rate(n, t_end) / slower:.2f} of the slower stage (target >= 0.80)")
-    print(f"  same-cores bound (both stages on the same cores, 1/(1/d + 1/i)): {shared:.1f} "
-          f"frames/s = {shared / slower:.2f} of the slower stage; measured / bound = "
-          f"{rate(n, t_end) / shared:.2f}")
-    steady = (n - CHUNK) / max(t_end - t_first, 1e-9)
-    print(f"  frames beyond the first chunk of the run : {steady:7.1f} frames/s"
-          f"   = {steady / slower:.2f} of the slower stage (fixed costs of a run: "
-          f"{1e3 * (t_first - CHUNK / steady):.0f} ms)")
+    for name, (t_integrate, t_method_end, t_first) in timed.items():
+        slower = min(rate(n, t_direct), rate(n, t_integrate))
+        print(f"method ('bbox', '{name}', 'cython'): {METHODS[name]}")
+        print(f"  integration alone (1D {NPT} bins, Poisson): {rate(n, t_integrate):7.1f} "
+              f"frames/s   (target >= 250; {CHUNK} frames a call, as end to end)")
+        print(f"  end to end, xreduce integrate_stack      : {rate(n, t_method_end):7.1f} "
+              f"frames/s   = {rate(n, t_method_end) / slower:.2f} of the slower stage "
+              f"(target >= 0.80)")
+        shared = 1.0 / (1.0 / rate(n, t_direct) + 1.0 / rate(n, t_integrate))
+        print(f"    two stages on the same cores would give 1/(1/d + 1/i) = {shared:.1f} "
+              f"frames/s = {shared / slower:.2f} of the slower stage")
+        steady = (n - CHUNK) / max(t_method_end - t_first, 1e-9)
+        print(f"    frames beyond the first chunk of the run: {steady:7.1f} frames/s   = "
+              f"{steady / slower:.2f} of the slower stage (fixed costs of a run: "
+              f"{1e3 * (t_first - CHUNK / steady):.0f} ms)")
     if t_ocl is not None:
         slower_ocl = min(rate(n, t_direct), rate(n, t_ocl))
         print(f"integration alone on OpenCL               : {rate(n, t_ocl):7.1f} frames/s")
@@ -213,7 +223,7 @@ def main() -> None:
               f"in the reader threads)")
     if t_pyfai is not None:
         print(f"end to end, pyFAI Worker (h5py reads)      : {rate(n, t_pyfai):7.1f} frames/s"
-              f"   xreduce / pyFAI = {t_pyfai / t_end:.2f}")
+              f"   xreduce (faster method) / pyFAI = {t_pyfai / t_end:.2f}")
     print("CPU ms per frame (all threads; on a loaded machine a steadier measure of the work "
           "than wall time):")
     print("  " + ", ".join(f"{name} {1e3 * seconds / n:.2f}" for name, seconds in cpu.items()))

@@ -36,6 +36,7 @@ Example
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
@@ -53,6 +54,7 @@ from xreduce.engines.registry import (DEFAULT_METHOD, IMPLEMENTATIONS, SPLITS,  
                                       parse_method_target, register_implementation,
                                       valid_methods)
 from xreduce.ext import csr_integrate
+from xreduce.io.chunks import CompressedFrames, RawChunks
 from xreduce.limits import check_allocation
 from xreduce.results import Integrate1dResult, Integrate2dResult
 
@@ -224,6 +226,14 @@ class AzimuthalIntegrator:
         shape = tuple(self.detector.shape)
         if opencl_backend.is_device_array(data):  # stays on the device (OpenCL engines only)
             return (*opencl_backend.device_frames(data, shape, implementation), None)
+        if isinstance(data, RawChunks):  # decoded by the engine, or decompressed first
+            if data.frame_shape != shape:
+                raise ValueError(f"data: expected compressed frames of shape {shape} (the "
+                                 f"detector's), got {data.frame_shape}")
+            if data.dtype.kind not in "uif" or len(data) == 0:
+                raise TypeError(f"data: expected compressed integer or float frames, got "
+                                f"{len(data)} of dtype {data.dtype}")
+            return CompressedFrames(data), True, None
         masked = None
         if isinstance(data, np.ma.MaskedArray):
             masked = np.ma.getmaskarray(data)
@@ -434,6 +444,9 @@ class AzimuthalIntegrator:
             raise ValueError(f"azimuth_range: expected degrees within [-180, 180], "
                              f"got {azimuth_range!r}")
         engine = self.engine(key, user_mask)
+        if isinstance(args.frames, CompressedFrames) and not getattr(engine, "takes_compressed",
+                                                                     False):
+            args = dataclasses.replace(args, frames=args.frames.decompress())
         return engine, args, norm, stacked, model, (split, algorithm, implementation)
 
     def _run(self, *prepare_args, empty: float, **prepare_kwargs):

@@ -157,6 +157,10 @@ class _IntegrateJob:
 
     def compute(self, state: dict, loaded: tuple[np.ndarray | None, Any]) -> dict:
         buffer, frames = loaded
+        if buffer is None and self.options["method"][1] == "csc":
+            # compressed chunks to the csc method: each block decoded and integrated in the
+            # core's cache, the frames never written out (doc/stack.md, "Speed")
+            return self._integrate(state["ai"], frames)
         if buffer is None:  # compressed chunks: decompressed into a reused buffer
             buffer = self._buffer(state, len(frames), frames.frame_shape, frames.dtype)
             try:

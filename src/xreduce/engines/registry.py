@@ -60,6 +60,7 @@ class Implementation:
 
 IMPLEMENTATIONS: dict[tuple[str, str], Implementation] = {
     ("csr", "cython"): Implementation(SPLITS, "xreduce.engines.cython_csr:build"),
+    ("csc", "cython"): Implementation(SPLITS, "xreduce.engines.cython_csc:build"),
     ("histogram", "cython"): Implementation(("no", "bbox"), "xreduce.engines.histogram:build"),
     ("csr", "opencl"): Implementation(SPLITS, "xreduce.engines.opencl:build_opencl", True),
     ("csr", "any"): Implementation(SPLITS, "xreduce.engines.opencl:build_any", True),
@@ -129,7 +130,7 @@ def parse_method_target(method: str | Sequence[Any],
         parts = parts[:3]
     parts = [str(p).lower() for p in parts]
     parts = [_ALIASES.get(p, p) for p in parts]
-    if parts and parts[0] in ("csr", "histogram"):  # pyFAI: "csr_ocl" means bbox split
+    if parts and parts[0] in ("csr", "csc", "histogram"):  # pyFAI: "csr_ocl": bbox split
         parts.insert(0, "bbox")
     defaults = ["csr", "cython"]
     if 1 <= len(parts) <= 3:

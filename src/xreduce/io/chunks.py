@@ -29,7 +29,7 @@ import numpy as np
 
 from xreduce.limits import check_allocation
 
-__all__ = ["BITSHUFFLE_FILTER", "ChunkBuffers", "RawChunks", "aligned_empty",
+__all__ = ["BITSHUFFLE_FILTER", "ChunkBuffers", "CompressedFrames", "RawChunks", "aligned_empty",
            "direct_read_plan", "read_frames_direct", "read_raw_chunks"]
 
 #: HDF5 filter id of bitshuffle; its 5th option is 2 for LZ4.
@@ -205,6 +205,22 @@ class RawChunks:
                 frames = target.view(self.dtype).reshape((per_chunk,) + self.frame_shape)
                 out[lo - start:hi - start] = frames[lo - chunk_start:hi - chunk_start]
         return out
+
+
+class CompressedFrames:
+    """The frames of a :class:`RawChunks` as an integrator holds them: ``shape`` (frames,
+    pixels) and the native ``dtype``; an engine that takes them (the csc method) decodes them
+    in its own pass, the others get :meth:`decompress`."""
+
+    def __init__(self, raw: RawChunks):
+        self.raw = raw
+        self.shape = (len(raw), int(np.prod(raw.frame_shape)))
+        self.dtype = raw.dtype.newbyteorder("=")
+
+    def decompress(self) -> np.ndarray:
+        """The frames as a C-contiguous native (frames, pixels) array."""
+        frames = self.raw.decompress_into().reshape(self.shape)
+        return frames if frames.dtype.isnative else frames.astype(self.dtype)
 
 
 def read_raw_chunks(dataset: Any, start: int, stop: int,
