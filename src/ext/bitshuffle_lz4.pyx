@@ -20,16 +20,7 @@ from libc.string cimport memcpy
 import numpy as np
 
 
-cdef inline uint64_t _be64(const uint8_t* p) noexcept nogil:
-    cdef uint64_t v = 0
-    cdef int i
-    for i in range(8):
-        v = (v << 8) | p[i]
-    return v
-
-
-cdef inline uint32_t _be32(const uint8_t* p) noexcept nogil:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+include "big_endian.pxi"
 
 
 cdef extern from "bitshuffle_lz4_impl.h" nogil:

@@ -466,16 +466,7 @@ def integrate_frames(const raw_t[:, ::1] frames, const uint16_t[::1] base,
                  &out_count[0, 0])
 
 
-cdef inline uint32_t _be32(const uint8_t* p) noexcept nogil:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
-
-
-cdef inline uint64_t _be64(const uint8_t* p) noexcept nogil:
-    cdef uint64_t v = 0
-    cdef int i
-    for i in range(8):
-        v = (v << 8) | p[i]
-    return v
+include "big_endian.pxi"
 
 
 def chunk_blocks(const uint8_t[::1] raw, Py_ssize_t npix, int itemsize):

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from xreduce.engines.cython_csr import validate_csr
+from xreduce.engines.cython_csr import CsrEngine, validate_csr
 from xreduce.engines.preprocess import FrameArgs, Normalisation, Sums
 from xreduce.engines.registry import EngineKey
 from xreduce.ext import csc_integrate
@@ -156,19 +156,8 @@ class CscEngine:
         """Memory held by the matrix arrays, in bytes."""
         return self.pixels.nbytes
 
-    def static_sums(self, norm: Normalisation) -> StaticSums:
-        """Frame-invariant sums for a normalisation, computed once and cached (thread-safe)."""
-        found = self._static.get(norm.key)
-        if found is not None:
-            return found
-        with self._lock:
-            found = self._static.get(norm.key)
-            if found is None:
-                found = self._compute_static(norm)
-                self._static[norm.key] = found
-                while len(self._static) > 4:
-                    self._static.popitem(last=False)
-        return found
+    #: frame-invariant sums per normalisation, cached as the csr engine caches them
+    static_sums = CsrEngine.static_sums
 
     def _compute_static(self, norm: Normalisation) -> StaticSums:
         m = self.pixels
