@@ -502,6 +502,8 @@ class AzimuthalIntegrator:
         Parameters
         ----------
         data : array (rows, cols) or (n, rows, cols), any integer or float dtype.
+            Or the compressed chunks of a stack (``xreduce.io.chunks.read_raw_chunks``):
+            the csc method integrates them as it decodes them, others get them decompressed.
         npt : number of radial bins.
         unit : radial unit ("q_nm^-1", "2th_deg", "r_mm", ...).
         method : (split, algorithm, implementation[, target]), e.g. ("bbox", "csr", "cython"),

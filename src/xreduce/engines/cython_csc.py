@@ -12,13 +12,15 @@ on the threads, the frames a call or the frames' form (compressed or not).
 Example
 -------
 >>> import numpy as np
->>> from xreduce import AzimuthalIntegrator, Geometry
 >>> from xreduce.detectors import Detector
->>> ai = AzimuthalIntegrator(Geometry(detector=Detector(shape=(64, 64), pixel1=1e-4,
-...                          pixel2=1e-4), dist=0.05, wavelength=1e-10))
->>> frame = np.ones((64, 64), np.int32)
->>> r = ai.integrate1d(frame, 20, method=("bbox", "csc", "cython"))
->>> bool(np.allclose(r.intensity[r.count > 0], ai.integrate1d(frame, 20).intensity[r.count > 0]))
+>>> from xreduce.geometry import Geometry
+>>> from xreduce.integrator import AzimuthalIntegrator
+>>> det = Detector(172e-6, 172e-6, (64, 64))
+>>> ai = AzimuthalIntegrator(Geometry(0.05, 0.005, 0.005, 0.0, 0.0, 0.0, 1e-10, det))
+>>> frame = np.full((64, 64), 7, np.int32)
+>>> csc = ai.integrate1d(frame, 20, method=("bbox", "csc", "cython"))
+>>> csr = ai.integrate1d(frame, 20, method=("bbox", "csr", "cython"))
+>>> bool(np.allclose(csc.intensity, csr.intensity, rtol=1e-12))
 True
 """
 from __future__ import annotations
@@ -66,7 +68,7 @@ def pixel_major(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray | None
 
     >>> m = pixel_major(np.array([0, 1, 3]), np.array([0, 0, 1]), None, (2, 2))
     >>> m.base.tolist(), m.meta.tolist(), m.coef.tolist(), m.entries.tolist()
-    ([0, 1], [2, 17], [1.0, 1.0, 1.0], [1.0, 2.0])
+    ([0, 0], [2, 17], [1.0, 1.0, 1.0], [1.0, 2.0])
     """
     nbins, npix = int(shape[0]), int(shape[1])
     if nbins > 65536 - MAX_PIXEL_BINS:
