@@ -10,10 +10,10 @@ writes them, bitshuffle-LZ4) is generated in /tmp. Frames per second of:
 - per method, ``("bbox", "csc", "cython")`` and ``("bbox", "csr", "cython")``:
   integration alone: ``integrate1d`` of frames already in memory (1000 bins in q, Poisson
   errors), the matrix built beforehand, as many frames a call as end to end; end to end:
-  ``xreduce.stack.integrate_stack`` from the file to the NeXus output (raw chunk reads in a
-  reader thread; csc integrates each block of the compressed chunks as it decodes it, csr
-  decompresses a chunk on every core then integrates it; fragments and the final file
-  included), next to ``1 / (1/decompression + 1/integration)`` (two stages sharing the same
+  ``xreduce.stack.integrate_stack`` with its default chunks from the file to the NeXus
+  output (raw chunk reads in reader threads; csc integrates each block of the compressed
+  chunks as it decodes it, csr decompresses a chunk on every core then integrates it; the
+  resume record and the final file included), next to ``1 / (1/decompression + 1/integration)`` (two stages sharing the same
   cores), and the rate of the frames beyond the first chunk (the run minus a run of the
   first chunk alone: the fixed costs of a run left out);
 - pyFAI's batch path: ``pyFAI.worker.Worker.process`` on each frame read by h5py, the way
@@ -37,6 +37,7 @@ import argparse
 import os
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ METHODS = {  # the stack's two 1D methods
     "csc": "pixel by pixel, each block integrated as it is decoded (the frame never in memory)",
     "csr": "the frames decompressed, then integrated bin by bin",
 }
-CHUNK = 4  # frames per task: integrate_stack's default for Pilatus 2M frames (~40 MiB)
+CHUNK = 4  # frames a read of the raw chunks alone
 UNIT = "q_nm^-1"
 PONI = dict(dist=0.2, poni1=0.12, poni2=0.11, rot1=0.0, rot2=0.0, rot3=0.0, wavelength=1e-10)
 
@@ -138,41 +139,42 @@ def main() -> None:
     t_raw = best(read_raw)
     t_hdf5 = best(read_hdf5)
     with h5py.File(path) as h5:
-        memory = h5["/entry/data/data"][:min(n, 20)]
+        memory = h5["/entry/data/data"][:min(n, 32)]
 
     # per method: integration alone (frames in memory, matrix built first), then end to end;
     # a run on the first chunk alone first (the modules imported on first use), then timed:
     # the whole run minus that one is the cost of the frames beyond it, without the fixed
     # costs of a run (input checksum, NeXus file, folders)
-    def integrate(opts: dict = options) -> None:
-        for done in range(0, n, CHUNK):  # as many frames a call as end to end integrates
-            k = min(CHUNK, n - done)
-            ai.integrate1d(memory[done % len(memory):done % len(memory) + k], NPT, **opts)
+    def integrate(opts: dict, chunk: int) -> None:
+        for done in range(0, n, chunk):  # as many frames a call as end to end integrates
+            k = min(chunk, n - done, len(memory))
+            ai.integrate1d(memory[done % (len(memory) - k + 1):][:k], NPT, **opts)
 
-    def first_chunk(opts: dict = options) -> None:
-        integrate_stack(f"{path}::/entry/data/data[0:{CHUNK}]", ai, NPT,
+    def first_chunk(opts: dict, chunk: int) -> None:
+        integrate_stack(f"{path}::/entry/data/data[0:{chunk}]", ai, NPT,
                         os.path.join(folder, "first.h5"), progress=False, overwrite=True,
-                        **opts)
+                        chunk_frames=chunk, **opts)
 
-    def end_to_end(opts: dict = options) -> None:
-        integrate_stack(url, ai, NPT, os.path.join(folder, "out.h5"), chunk_frames=CHUNK,
-                        progress=False, overwrite=True, **opts)
+    def end_to_end(opts: dict) -> Any:
+        return integrate_stack(url, ai, NPT, os.path.join(folder, "out.h5"), progress=False,
+                               overwrite=True, **opts)
 
-    timed = {}
+    timed, chunks = {}, {}
     for name in METHODS:
         opts = dict(options, method=("bbox", name, "cython"))
         ai.integrate1d(memory[:1], NPT, **opts)
-        first_chunk(opts)
-        timed[name] = (best(lambda: integrate(opts), name=f"integrate_{name}"),
+        report = end_to_end(opts)  # untimed: the modules imported, the chunking learnt
+        chunk = chunks[name] = -(-n // report.chunks)
+        timed[name] = (best(lambda: integrate(opts, chunk), name=f"integrate_{name}"),
                        best(lambda: end_to_end(opts), name=f"end_to_end_{name}"),
-                       best(lambda: first_chunk(opts), name=f"first_chunk_{name}"))
+                       best(lambda: first_chunk(opts, chunk), name=f"first_chunk_{name}"))
     t_end = min(t[1] for t in timed.values())
 
     t_ocl = t_ocl_end = None
     if args.opencl:  # the integration on the device: decompression overlaps it
         ocl = dict(options, method=("bbox", "csr", "opencl"))
         ai.integrate1d(memory[:CHUNK], NPT, **ocl)
-        t_ocl = best(lambda: integrate(ocl), name="integrate_opencl")
+        t_ocl = best(lambda: integrate(ocl, chunks["csr"]), name="integrate_opencl")
         t_ocl_end = best(lambda: end_to_end(ocl), name="end_to_end_opencl")
 
     # pyFAI's batch path
@@ -204,17 +206,17 @@ def main() -> None:
         slower = min(rate(n, t_direct), rate(n, t_integrate))
         print(f"method ('bbox', '{name}', 'cython'): {METHODS[name]}")
         print(f"  integration alone (1D {NPT} bins, Poisson): {rate(n, t_integrate):7.1f} "
-              f"frames/s   (target >= 250; {CHUNK} frames a call, as end to end)")
+              f"frames/s   (target >= 250; {chunks[name]} frames a call, as end to end)")
         print(f"  end to end, xreduce integrate_stack      : {rate(n, t_method_end):7.1f} "
               f"frames/s   = {rate(n, t_method_end) / slower:.2f} of the slower stage "
               f"(target >= 0.80)")
         shared = 1.0 / (1.0 / rate(n, t_direct) + 1.0 / rate(n, t_integrate))
         print(f"    two stages on the same cores would give 1/(1/d + 1/i) = {shared:.1f} "
               f"frames/s = {shared / slower:.2f} of the slower stage")
-        steady = (n - CHUNK) / max(t_method_end - t_first, 1e-9)
+        steady = (n - chunks[name]) / max(t_method_end - t_first, 1e-9)
         print(f"    frames beyond the first chunk of the run: {steady:7.1f} frames/s   = "
               f"{steady / slower:.2f} of the slower stage (fixed costs of a run: "
-              f"{1e3 * (t_first - CHUNK / steady):.0f} ms)")
+              f"{1e3 * (t_first - chunks[name] / steady):.0f} ms)")
     if t_ocl is not None:
         slower_ocl = min(rate(n, t_direct), rate(n, t_ocl))
         print(f"integration alone on OpenCL               : {rate(n, t_ocl):7.1f} frames/s")

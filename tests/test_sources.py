@@ -198,7 +198,7 @@ def test_chunk_buffers_are_reused_and_given_back(tmp_path, rng):
     with h5py.File(path, "w") as h5:
         ds = h5.create_dataset("d", data=frames, chunks=(2, 40, 30), **hdf5plugin.Bitshuffle())
         damaged_at = ds.id.get_chunk_info(2).byte_offset
-    pool = ChunkBuffers(keep=4)
+    pool = ChunkBuffers(keep_bytes=4 << 16)  # 4 buffers (64 kB each at least)
     with h5py.File(path) as h5:
         raw = read_raw_chunks(h5["d"], 0, 4, pool)
         first = {piece[2].__array_interface__["data"][0] for piece in raw.pieces}

@@ -13,6 +13,7 @@ import pytest
 from xreduce.detectors import Detector
 from xreduce.geometry import Geometry
 from xreduce.integrator import AzimuthalIntegrator
+from xreduce.io.chunk_log import ChunkLog
 from xreduce.stack import StackIntegrationError, integrate_stack, sinogram
 
 hdf5plugin = pytest.importorskip("hdf5plugin")
@@ -122,10 +123,9 @@ def test_dask_local_cluster_bit_identical_and_survives_a_killed_worker(data, tmp
         thread = threading.Thread(target=run)
         thread.start()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (
-                parts.is_dir() and sum(1 for n in os.listdir(parts) if n.endswith(".npz")) >= 5):
+        while time.monotonic() < deadline and _finished_chunks(parts) < 5:
             time.sleep(0.005)
-        finished_before_kill = sum(1 for n in os.listdir(parts) if n.endswith(".npz"))
+        finished_before_kill = _finished_chunks(parts)
         os.kill(pids[0], signal.SIGKILL)
         thread.join(90)
         assert not thread.is_alive()
@@ -134,10 +134,9 @@ def test_dask_local_cluster_bit_identical_and_survives_a_killed_worker(data, tmp
         check_identical(out, data)
 
 
-def _finished_fragments(parts) -> int:
-    """Chunk fragments renamed into place (the atomic writer's temporaries are hidden names
-    ending in the same extension)."""
-    return sum(1 for n in os.listdir(parts) if n.endswith(".npz") and not n.startswith("."))
+def _finished_chunks(parts) -> int:
+    """Chunks whose results are recorded (whole records) in a run's folder."""
+    return len(ChunkLog(parts).chunks()) if parts.is_dir() else 0
 
 
 def test_sigkill_and_resume_gives_the_same_file(data, tmp_path):
@@ -161,7 +160,7 @@ def test_sigkill_and_resume_gives_the_same_file(data, tmp_path):
         proc = subprocess.Popen(args + ["-o", str(out)], stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
-            if parts.is_dir() and _finished_fragments(parts) >= 20:
+            if _finished_chunks(parts) >= 20:
                 proc.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.002)
@@ -170,7 +169,7 @@ def test_sigkill_and_resume_gives_the_same_file(data, tmp_path):
             killed = True
             break
     assert killed and not out.exists(), proc.stderr.read().decode()
-    done = _finished_fragments(parts)
+    done = _finished_chunks(parts)
     assert 0 < done < N_FRAMES
     result = subprocess.run(args + ["-o", str(out), "--resume"], capture_output=True, text=True,
                             timeout=120)
@@ -197,8 +196,7 @@ def test_bad_frame_in_a_series_names_it_and_resume_finishes(data, tmp_path):
         integrate_stack(str(folder / "f_%03d.cbf"), make_ai(), NPT, out, **kwargs)
     assert info.value.failed[0][:2] == (30, 40)
     assert not out.exists()
-    kept = sorted(n for n in os.listdir(tmp_path / ".series.h5.parts") if n.endswith(".npz"))
-    assert len(kept) == 5
+    assert _finished_chunks(tmp_path / ".series.h5.parts") == 5
     with pytest.raises(ValueError, match="resume: .*other options.*npt"):
         integrate_stack(str(folder / "f_%03d.cbf"), make_ai(), NPT + 1, out, resume=True,
                         **kwargs)
@@ -230,8 +228,8 @@ def test_interrupted_run_resumes_only_missing_chunks(data, tmp_path):
     kwargs = dict(error_model="poisson", chunk_frames=50, progress=False)
     with InterruptAfter(6) as pool, pytest.raises(KeyboardInterrupt):
         integrate_stack(data["h5"], make_ai(), NPT, out, executor=pool, **kwargs)
-    kept = [n for n in os.listdir(tmp_path / ".r.h5.parts") if n.endswith(".npz")]
-    assert 0 < len(kept) < 10 and not out.exists()
+    kept = _finished_chunks(tmp_path / ".r.h5.parts")
+    assert 0 < kept < 10 and not out.exists()
     h5file = data["h5"].split("::")[0]
     stat = os.stat(h5file)
     os.utime(h5file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # "another" file
@@ -241,7 +239,7 @@ def test_interrupted_run_resumes_only_missing_chunks(data, tmp_path):
     finally:
         os.utime(h5file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     report = integrate_stack(data["h5"], make_ai(), NPT, out, resume=True, **kwargs)
-    assert report.chunks_resumed == len(kept) and report.chunks_computed == 10 - len(kept)
+    assert report.chunks_resumed == kept and report.chunks_computed == 10 - kept
     check_identical(out, data)
 
 
@@ -419,25 +417,23 @@ def test_nexus_output_is_written_while_the_run_goes(data, tmp_path, monkeypatch)
 
 def test_a_failed_write_stops_the_run(data, tmp_path, monkeypatch):
     """A write that fails (a full disk) stops the run with its error, no output in place;
-    the fragments written before it are kept for a resume, which finishes the file."""
-    import xreduce.stack as stack_module
-
-    real = stack_module._write_fragment
+    the chunks recorded before it are kept for a resume, which finishes the file."""
+    real = ChunkLog.append
     calls = {"n": 0}
 
-    def failing(folder, chunk, result):
+    def failing(self, chunk, result):
         calls["n"] += 1
         if calls["n"] == 3:
             raise OSError(28, "No space left on device")
-        real(folder, chunk, result)
+        real(self, chunk, result)
 
-    monkeypatch.setattr(stack_module, "_write_fragment", failing)
+    monkeypatch.setattr(ChunkLog, "append", failing)
     out = tmp_path / "full.h5"
     kwargs = dict(error_model="poisson", chunk_frames=10, progress=False)
     with pytest.raises(OSError, match="No space"):
         integrate_stack(data["h5"], make_ai(), NPT, out, **kwargs)
     assert not out.exists()
-    monkeypatch.setattr(stack_module, "_write_fragment", real)
+    monkeypatch.setattr(ChunkLog, "append", real)
     report = integrate_stack(data["h5"], make_ai(), NPT, out, resume=True, **kwargs)
     assert report.chunks_resumed >= 2
     check_identical(out, data)

@@ -7,6 +7,7 @@ import pytest
 
 from xreduce.cli.integrate import main
 from xreduce.cli.main import main as xreduce_main
+from xreduce.io.chunk_log import ChunkLog
 
 from test_stack import NPT, SHAPE, make_ai
 
@@ -121,7 +122,7 @@ def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_state(tmp_path):
         proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
-            if parts.is_dir() and sum(n.endswith(".npz") for n in os.listdir(parts)) >= 5:
+            if parts.is_dir() and len(ChunkLog(parts).chunks()) >= 5:
                 proc.send_signal(signal.SIGINT)
                 break
             time.sleep(0.002)

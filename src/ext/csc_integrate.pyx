@@ -244,42 +244,73 @@ cdef inline void _end_slice(Pass* P, Py_ssize_t sl, Py_ssize_t frame0, int nf,
 cdef void _combine(Pass* P, const double* static_norm, const double* static_norm2,
                    const double* static_count, const double* entries, double* out_signal,
                    double* out_variance, double* out_norm, double* out_norm2,
-                   double* out_count) noexcept nogil:
+                   double* out_count, double* nbad) noexcept nogil:
     """The slices' sums added in slice order, the invalid pixels' normalisation taken off the
-    frame-invariant sums (zeros where all a bin's entries are invalid), as csr_integrate."""
+    frame-invariant sums (zeros where all a bin's entries are invalid), as csr_integrate.
+    Frames on the threads; per frame the slices' rows added whole (``nbad``: a work array of
+    (nframes, nbins)). Each bin's sums start at 0 and take the slices in order, so the result
+    does not depend on the threads."""
     cdef Py_ssize_t nslices = (P.npix + SLICE - 1) // SLICE
-    cdef Py_ssize_t f, b, s, nb = P.nbins, o
-    cdef double sig, var, bn, bn2, bc, nbad
+    cdef Py_ssize_t f, b, s, nb = P.nbins
+    cdef const double* sig
+    cdef const double* var
     cdef const double* sums
-    for f in range(P.nframes):
+    cdef double* o_sig
+    cdef double* o_var
+    cdef double* o_n
+    cdef double* o_n2
+    cdef double* o_c
+    cdef double* o_bad
+    cdef bint any_bad
+    for f in prange(P.nframes, schedule="static"):
+        o_sig = out_signal + f * nb
+        o_var = out_variance + f * nb
+        o_n = out_norm + f * nb
+        o_n2 = out_norm2 + f * nb
+        o_c = out_count + f * nb
+        o_bad = nbad + f * nb
+        memset(o_sig, 0, nb * sizeof(double))
+        memset(o_var, 0, nb * sizeof(double))
+        any_bad = False
+        for s in range(nslices):
+            sig = P.acc_sig + (s * P.nframes + f) * P.stride
+            for b in range(nb):
+                o_sig[b] = o_sig[b] + sig[b]
+            if P.error_mode != 0:
+                var = P.acc_var + (s * P.nframes + f) * P.stride
+                for b in range(nb):
+                    o_var[b] = o_var[b] + var[b]
+            if P.bad_used[s * P.nframes + f]:
+                if not any_bad:
+                    any_bad = True
+                    memset(o_n, 0, nb * sizeof(double))
+                    memset(o_n2, 0, nb * sizeof(double))
+                    memset(o_c, 0, nb * sizeof(double))
+                    memset(o_bad, 0, nb * sizeof(double))
+                sums = P.bad + (s * P.nframes + f) * 4 * nb
+                for b in range(nb):
+                    o_n[b] = o_n[b] + sums[b]
+                    o_n2[b] = o_n2[b] + sums[nb + b]
+                    o_c[b] = o_c[b] + sums[2 * nb + b]
+                    o_bad[b] = o_bad[b] + sums[3 * nb + b]
+        if not any_bad:
+            memcpy(o_n, static_norm, nb * sizeof(double))
+            memcpy(o_n2, static_norm2, nb * sizeof(double))
+            memcpy(o_c, static_count, nb * sizeof(double))
+            continue
         for b in range(nb):
-            sig = 0.0
-            var = 0.0
-            bn = bn2 = bc = nbad = 0.0
-            for s in range(nslices):
-                sig = sig + P.acc_sig[(s * P.nframes + f) * P.stride + b]
-                var = var + P.acc_var[(s * P.nframes + f) * P.stride + b]
-                if P.bad_used[s * P.nframes + f]:
-                    sums = P.bad + (s * P.nframes + f) * 4 * nb
-                    bn = bn + sums[b]
-                    bn2 = bn2 + sums[nb + b]
-                    bc = bc + sums[2 * nb + b]
-                    nbad = nbad + sums[3 * nb + b]
-            o = f * nb + b
-            out_signal[o] = sig
-            out_variance[o] = var if P.error_mode != 0 else 0.0
-            if nbad == 0.0:
-                out_norm[o] = static_norm[b]
-                out_norm2[o] = static_norm2[b]
-                out_count[o] = static_count[b]
-            elif nbad == entries[b]:
-                out_norm[o] = 0.0
-                out_norm2[o] = 0.0
-                out_count[o] = 0.0
+            if o_bad[b] == 0.0:
+                o_n[b] = static_norm[b]
+                o_n2[b] = static_norm2[b]
+                o_c[b] = static_count[b]
+            elif o_bad[b] == entries[b]:
+                o_n[b] = 0.0
+                o_n2[b] = 0.0
+                o_c[b] = 0.0
             else:
-                out_norm[o] = static_norm[b] - bn
-                out_norm2[o] = static_norm2[b] - bn2
-                out_count[o] = static_count[b] - bc
+                o_n[b] = static_norm[b] - o_n[b]
+                o_n2[b] = static_norm2[b] - o_n2[b]
+                o_c[b] = static_count[b] - o_c[b]
 
 
 def _check_matrix(const uint16_t[::1] base, const uint8_t[::1] meta, const cnp.float32_t[::1] coef,
@@ -460,48 +491,15 @@ def integrate_frames(const raw_t[:, ::1] frames, const uint16_t[::1] base,
         _free_scratch(&S)
     if nomem[0]:
         raise MemoryError("csc_integrate: out of memory for a thread's scratch")
+    nbad = np.empty((nframes, nbins))
+    cdef double[:, ::1] nbad_v = nbad
     with nogil:
         _combine(&P, &static_norm[0], &static_norm2[0], &static_count[0], &entries[0],
                  &out_signal[0, 0], &out_variance[0, 0], &out_norm[0, 0], &out_norm2[0, 0],
-                 &out_count[0, 0])
+                 &out_count[0, 0], &nbad_v[0, 0])
 
 
 include "big_endian.pxi"
-
-
-def chunk_blocks(const uint8_t[::1] raw, Py_ssize_t npix, int itemsize):
-    """Where the LZ4 blocks of a bitshuffle-LZ4 chunk holding one frame of ``npix`` values
-    start and how long they are (two int64 arrays), for :func:`integrate_chunks`; None when
-    its header or a block does not fit (a damaged chunk) or its blocks do not divide a slice
-    (then the frame is decompressed first)."""
-    cdef Py_ssize_t n_raw = raw.shape[0]
-    if n_raw < 12:
-        return None
-    cdef int64_t total = <int64_t>_be64(&raw[0]), block_bytes = _be32(&raw[8])
-    if total != npix * itemsize or block_bytes <= 0 or block_bytes % (8 * itemsize):
-        return None
-    cdef int64_t block = block_bytes // itemsize
-    if SLICE % block:
-        return None
-    cdef int64_t leftover = npix % block
-    cdef int64_t nblocks = npix // block + (1 if leftover - leftover % 8 > 0 else 0)
-    starts = np.empty(nblocks, np.int64)
-    sizes = np.empty(nblocks, np.int64)
-    cdef int64_t[::1] st = starts
-    cdef int64_t[::1] sz = sizes
-    cdef int64_t pos = 12, size, b
-    for b in range(nblocks):
-        if pos + 4 > n_raw:
-            return None
-        size = _be32(&raw[pos])
-        if size > n_raw - pos - 4:
-            return None
-        st[b] = pos + 4
-        sz[b] = size
-        pos += 4 + size
-    if pos + (npix % 8) * itemsize != n_raw:
-        return None
-    return block, starts, sizes
 
 
 @cython.boundscheck(False)
@@ -519,9 +517,9 @@ def integrate_chunks(chunks, const uint16_t[::1] base, const uint8_t[::1] meta,
     """:func:`integrate_frames` of frames given as their stored chunks, one frame each:
     ``chunks`` a list of ``(raw, stored, plan)`` with ``raw`` the chunk's bytes (uint8),
     ``stored`` True for a chunk whose filter was skipped (the frame's bytes as they are) and
-    ``plan`` :func:`chunk_blocks` of a compressed one; all with the same block size. Each
-    block is decoded into the thread's cache and integrated there; the sums are identical to
-    those of the decompressed frames (tested). The frames' dtype is that of
+    ``plan`` the ``bitshuffle_lz4.block_index`` of a compressed one; all with the same block
+    size. Each block is decoded into the thread's cache and integrated there; the sums are
+    identical to those of the decompressed frames (tested). The frames' dtype is that of
     ``dummy_bounds`` (32-bit integers). Returns the list of frames whose chunk did not
     decode (their sums are then meaningless)."""
     if not (raw_t is cnp.int32_t or raw_t is cnp.uint32_t):
@@ -556,7 +554,7 @@ def integrate_chunks(chunks, const uint16_t[::1] base, const uint8_t[::1] meta,
             plans.append(None)
             continue
         if plan is None:
-            raise ValueError(f"chunks: frame {f} has no block plan (chunk_blocks)")
+            raise ValueError(f"chunks: frame {f} has no block plan (block_index)")
         b, st, sz = plan
         if block >= 0 and b != block:
             raise ValueError("chunks: expected the same block size in every chunk")
@@ -659,8 +657,10 @@ def integrate_chunks(chunks, const uint16_t[::1] base, const uint8_t[::1] meta,
         free(frames_buf)
     if nomem[0]:
         raise MemoryError("csc_integrate: out of memory for a thread's scratch")
+    nbad = np.empty((nframes, nbins))
+    cdef double[:, ::1] nbad_v = nbad
     with nogil:
         _combine(&P, &static_norm[0], &static_norm2[0], &static_count[0], &entries[0],
                  &out_signal[0, 0], &out_variance[0, 0], &out_norm[0, 0], &out_norm2[0, 0],
-                 &out_count[0, 0])
+                 &out_count[0, 0], &nbad_v[0, 0])
     return [int(f) for f in np.flatnonzero(status)]

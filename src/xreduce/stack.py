@@ -6,14 +6,14 @@ chunks aligned to the HDF5 chunking, integrates them with an
 :class:`~xreduce.integrator.AzimuthalIntegrator` (1D, or 2D with ``npt_azim``) through the
 executor layer of :mod:`xreduce.executors`, and writes the results in frame order.
 
-Resume: every finished chunk is kept as a small fragment file in a folder next to the output
-(``.out.h5.parts/``, each fragment renamed into place when whole, so a chunk that runs twice
-writes the same file once), with a manifest holding a hash of the configuration and of the
-input (paths, sizes, modification times and a checksum of sample frames). ``resume=True``
-integrates only the chunks without a fragment and refuses a manifest made with other options
-or another input (except files of a series that were replaced, e.g. a broken frame: the chunks
-of their frames are redone). The NeXus file is written from the fragments at the end,
-atomically; the folder is removed once it exists.
+Resume: the results of every finished chunk are appended to a log in a folder next to the
+output (``.out.h5.parts/``, :class:`xreduce.io.chunk_log.ChunkLog`: checksummed records, whole
+or ignored), with a manifest holding a hash of the configuration and of the input (paths,
+sizes, modification times and a checksum of sample frames). ``resume=True`` integrates only
+the chunks without a record and refuses a manifest made with other options or another input
+(except files of a series that were replaced, e.g. a broken frame: the chunks of their frames
+are redone). The NeXus file is written while the run goes and renamed into place when every
+chunk is in; the folder is removed then.
 
 Example
 -------
@@ -39,13 +39,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from xreduce.executors import LOCAL_READERS, run_chunks
+from xreduce.io.chunk_log import ChunkLog
 from xreduce.io.chunks import aligned_empty
 from xreduce.io.stacks import StackUrl, open_stack
 from xreduce.io.writers import atomic_output, nexus_entry, partial_path
 from xreduce.limits import check_allocation, cpu_count
 
 __all__ = ["integrate_stack", "StackReport", "StackIntegrationError", "sinogram",
-           "NEXUS_UNITS"]
+           "NEXUS_UNITS", "COMPRESSIONS"]
 
 #: NeXus ``units`` of the axes we write, by xreduce unit name.
 NEXUS_UNITS = {"q_nm^-1": "1/nm", "q_A^-1": "1/angstrom", "2th_deg": "degrees",
@@ -56,8 +57,9 @@ NEXUS_UNITS = {"q_nm^-1": "1/nm", "q_A^-1": "1/angstrom", "2th_deg": "degrees",
 _CHUNK_BYTES = 32 * 2**20
 #: Chunks whose results may wait for the writer thread.
 _WRITES_AHEAD = 8
-#: Version of the run records (2: sampled frames hashed as stored where read as chunks).
-_FORMAT_VERSION = 2
+#: Version of the run records (2: sampled frames hashed as stored where read as chunks;
+#: 3: results in a ChunkLog instead of one file a chunk).
+_FORMAT_VERSION = 3
 
 
 class StackIntegrationError(RuntimeError):
@@ -287,10 +289,29 @@ def _check_engine_file(path: str, geometry: Any) -> None:
                          f"{tuple(geometry.detector.shape)})")
 
 
-def _chunks(frames: int, chunk_frames: int | None, stack: Any) -> list[tuple[int, int]]:
+def _bytes_per_frame(stack: Any, method: tuple) -> int:
+    """The memory a frame takes while its chunk is in flight: its stored (compressed) chunk
+    where the csc method integrates the chunks as they are decoded (never holding the frame),
+    else the frame itself."""
+    frame_bytes = int(np.prod(stack.shape[1:])) * np.dtype(stack.dtype).itemsize
+    if stack.direct_chunks and method[1:] == ("csc", "cython") and len(stack):
+        from xreduce.engines.cython_csc import fusable_chunks
+        from xreduce.io.chunks import CompressedFrames
+
+        raw = stack.read_raw(0, 1)
+        try:
+            if fusable_chunks(CompressedFrames(raw)) is not None:
+                return max(1, sum(piece[2].size for piece in raw.pieces))
+        finally:
+            raw.release()
+    return frame_bytes
+
+
+def _chunks(frames: int, chunk_frames: int | None, stack: Any,
+            frame_bytes: int) -> list[tuple[int, int]]:
+    """Frame ranges of ``chunk_frames`` frames, or by default ~32 MiB of ``frame_bytes``."""
     aligned = max(1, int(getattr(stack, "chunk_frames", 1)))
     if chunk_frames is None:
-        frame_bytes = int(np.prod(stack.shape[1:])) * np.dtype(stack.dtype).itemsize
         want = max(1, _CHUNK_BYTES // max(1, frame_bytes))
         # a multiple of the HDF5 chunking and of 2 frames (the CSR kernel integrates 32-bit
         # frames two at a time, sharing the matrix reads: doc/stack.md, "Speed")
@@ -303,27 +324,7 @@ def _chunks(frames: int, chunk_frames: int | None, stack: Any) -> list[tuple[int
     return [(start, min(start + size, frames)) for start in range(0, frames, size)]
 
 
-# ----------------------------------------------------------------------- fragments
-def _fragment_name(chunk: tuple[int, int]) -> str:
-    return f"chunk_{chunk[0]:012d}_{chunk[1]:012d}.npz"
-
-
-def _write_fragment(folder: str, chunk: tuple[int, int], result: dict) -> None:
-    with atomic_output(os.path.join(folder, _fragment_name(chunk))) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **result)
-
-
-def _read_fragment(folder: str, chunk: tuple[int, int]) -> dict | None:
-    path = os.path.join(folder, _fragment_name(chunk))
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            out = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError):  # absent, or not whole (never renamed in place)
-        return None
-    return out if len(out["intensity"]) == chunk[1] - chunk[0] else None
-
-
+# ----------------------------------------------------------------------- the record
 def _changed_frames(old: dict, new: dict, frames_of_files) -> np.ndarray | None:
     """Frames to integrate again when only some files of a file series changed (same
     source, same files, same frames): those read from the changed files. None otherwise."""
@@ -337,9 +338,10 @@ def _changed_frames(old: dict, new: dict, frames_of_files) -> np.ndarray | None:
 
 
 def _prepare_folder(folder: str, manifest: dict, resume: bool, frames_of_files,
-                    chunks: list[tuple[int, int]]) -> None:
-    """Start a record, or check the one to resume. Where only some files of a series changed
-    (a broken frame replaced), the fragments of their frames are dropped, to be redone."""
+                    chunks: list[tuple[int, int]]) -> ChunkLog:
+    """Start a record, or check the one to resume; returns its log of finished chunks. Where
+    only some files of a series changed (a broken frame replaced), the records of the chunks
+    holding their frames are dropped, to be redone."""
     path = os.path.join(folder, "manifest.json")
     if resume and os.path.exists(path):
         with open(path) as handle:
@@ -349,25 +351,23 @@ def _prepare_folder(folder: str, manifest: dict, resume: bool, frames_of_files,
             raise ValueError(f"resume: the record in {folder!r} was made with other options: "
                              + "; ".join(diffs[:6]) + " (run without resume to start again)")
         if old.get("input_sha256") == manifest["input_sha256"]:
-            return
+            return ChunkLog(folder)
         redo = _changed_frames(old.get("input", {}), manifest["input"], frames_of_files)
         if redo is None:
             diffs = _differences(old.get("input", {}), manifest["input"])
             raise ValueError(f"resume: the record in {folder!r} was made with other input: "
                              + "; ".join(diffs[:6]) + " (run without resume to start again)")
-        for start, stop in chunks:
-            if np.any((redo >= start) & (redo < stop)):
-                fragment = os.path.join(folder, _fragment_name((start, stop)))
-                if os.path.exists(fragment):
-                    os.remove(fragment)
+        log = ChunkLog(folder)  # dropped before the new manifest says the input is current
+        log.keep_only(c for c in chunks if not np.any((redo >= c[0]) & (redo < c[1])))
     elif os.path.isdir(folder):  # a previous record, not resumed: start again
         for name in os.listdir(folder):
-            if name == "manifest.json" or name.startswith(("chunk_", ".chunk_")):
+            if name == "manifest.json" or ChunkLog.is_log_name(name):
                 os.remove(os.path.join(folder, name))
     os.makedirs(folder, exist_ok=True)
     with atomic_output(path) as tmp:
         with open(tmp, "w") as handle:
             json.dump(manifest, handle, indent=1, sort_keys=True)
+    return ChunkLog(folder)
 
 
 # ----------------------------------------------------------------------- outputs
@@ -416,6 +416,24 @@ def _write_preview(path: str, cube: np.ndarray, radial: np.ndarray, unit: str,
     return path
 
 
+#: Compressions of the NeXus output. Integrated float64 rows are nearly incompressible
+#: (x1.24-1.27 either way on Pilatus 2M, 1000 bins); bitshuffle-LZ4 costs 0.015 ms of CPU a
+#: frame against gzip's 0.17, which on 2 cores is ~8 % of the end-to-end time
+#: (doc/stack.md, "Output").
+COMPRESSIONS = ("bitshuffle-lz4", "gzip", None)
+
+
+def _output_filters(compression: str | None) -> dict:
+    """The h5py ``create_dataset`` keywords of a compression of :data:`COMPRESSIONS`."""
+    if compression == "bitshuffle-lz4":
+        import hdf5plugin
+
+        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
+    if compression == "gzip":
+        return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+    return {}
+
+
 def _writer(dataset: Any) -> Any:
     """``write(lo, hi, rows)``: rows ``lo .. hi - 1`` of ``dataset``."""
     def write(lo: int, hi: int, rows: np.ndarray) -> None:
@@ -459,16 +477,15 @@ class _NexusOutput:
     then each chunk's rows in place, the sinogram's too: the run holds no more than the
     chunks in flight, whatever the number of frames."""
 
-    _GZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-
     def __init__(self, path: str, frames: int, radial_unit: str, config: dict,
                  input_record: dict, poni: str, scan: tuple[int, int] | None, zigzag: bool,
-                 rotation_range_deg: float):
+                 rotation_range_deg: float, compression: str | None):
         import h5py
 
         import xreduce
 
         self.frames, self.radial_unit, self.scan, self.zigzag = frames, radial_unit, scan, zigzag
+        self.filters = _output_filters(compression)
         self.rotation_range_deg = rotation_range_deg
         # whole chunks only (_WholeChunks): no chunk cache, each is compressed as it comes
         self.h5 = h5py.File(path, "w", rdcc_nbytes=0)
@@ -509,7 +526,7 @@ class _NexusOutput:
             if key in result:
                 dataset = data.create_dataset(
                     name, shape=(self.frames,) + row, dtype=result[key].dtype,
-                    chunks=(rows_per_chunk,) + row, **self._GZIP)
+                    chunks=(rows_per_chunk,) + row, **self.filters)
                 self.datasets[key] = _WholeChunks(self.frames, rows_per_chunk, row,
                                                   dataset.dtype, _writer(dataset))
         data["intensity"].attrs["long_name"] = "intensity (a.u.)"
@@ -530,7 +547,7 @@ class _NexusOutput:
             sino.attrs["signal"] = "intensity"
             cube = sino.create_dataset(
                 "intensity", shape=(nrot, ntrans) + row, dtype=result["intensity"].dtype,
-                chunks=(1, ntrans) + row, **self._GZIP)
+                chunks=(1, ntrans) + row, **self.filters)
 
             def write_rotation(lo: int, hi: int, rows: np.ndarray) -> None:
                 cube[lo // ntrans] = rows
@@ -598,6 +615,7 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
                     resume: bool = False, overwrite: bool = True,
                     scan: tuple[int, int] | None = None, zigzag: bool = False,
                     preview: Sequence[float] | None = None, rotation_range_deg: float = 180.0,
+                    compression: str | None = "bitshuffle-lz4",
                     progress: bool = True) -> StackReport:
     """Integrate every frame of ``source`` and write the results, in frame order, to ``output``.
 
@@ -643,6 +661,10 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
         (``output`` with ``_fbp.png``); needs ``scan``.
     rotation_range_deg : float
         Rotation covered by the scan's ``n_rotations`` steps (180 or 360).
+    compression : {"bitshuffle-lz4", "gzip", None}
+        Of the NeXus output's datasets. bitshuffle-LZ4 (what Eiger and most fast detectors
+        write) is read by silx, pyFAI, DAWN and by h5py after ``import hdf5plugin``; gzip by
+        any HDF5 reader, at ~10x the CPU time (doc/stack.md, "Output").
     progress : bool
         Show a progress bar (frames/s, ETA).
 
@@ -678,6 +700,8 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
     folder = os.path.dirname(os.path.abspath(output % 0 if text_output else output))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"output: folder {folder!r} does not exist")
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression: expected one of {COMPRESSIONS}, got {compression!r}")
     if preview and not scan:
         raise ValueError("preview: back-projection previews need scan=(n_rotations, "
                          "n_translations)")
@@ -704,11 +728,10 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
             raise ValueError(f"source: {source!r} has no frames")
         frames = len(stack)
         scan_t = _check_scan(scan, frames, npt_azim)
-        chunks = _chunks(frames, chunk_frames, stack)
+        frame_bytes = _bytes_per_frame(stack, method_t)
+        chunks = _chunks(frames, chunk_frames, stack, frame_bytes)
         input_record = _input_record(stack)
         frames_of_files = stack.frames_of_files  # works on a closed stack too
-        input_dtype = stack.dtype
-    frame_bytes = int(np.prod(shape)) * np.dtype(input_dtype).itemsize
     check_allocation(max(b - a for a, b in chunks) * frame_bytes, "chunk_frames",
                      "one chunk of frames")
     if text_output:  # assembled in memory (a NeXus output is written while the run goes)
@@ -736,9 +759,9 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
     manifest = {"config": config, "config_sha256": config_hash,
                 "input": input_record, "input_sha256": input_hash}
     parts = partial_path(output if not text_output else os.path.join(folder, "frames"), "parts")
-    _prepare_folder(parts, manifest, resume, frames_of_files, chunks)
+    log = _prepare_folder(parts, manifest, resume, frames_of_files, chunks)
 
-    done = {c for c in chunks if os.path.exists(os.path.join(parts, _fragment_name(c)))}
+    done = {c for c in chunks if c in log}
     todo = [c for c in chunks if c not in done]
     job = _IntegrateJob(config_hash + input_hash[:16], source, integrator, engine_file,
                         int(npt), None if npt_azim is None else int(npt_azim), options,
@@ -751,22 +774,23 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
 
     computed: dict[tuple[int, int], dict] = {}  # text output only: assembled at the end
     with contextlib.ExitStack() as context:
+        context.enter_context(log)  # synced and closed however the run ends
         nexus = None
         if not text_output:  # written while the run goes, renamed into place at the end
             tmp = context.enter_context(atomic_output(output, overwrite=overwrite,
                                                       keep_partial=True))
             nexus = context.enter_context(_NexusOutput(
                 tmp, frames, radial_unit, config, input_record, poni_text(integrator.geometry),
-                scan_t, zigzag, rotation_range_deg))
+                scan_t, zigzag, rotation_range_deg, compression))
 
         def save(chunk: tuple[int, int], result: dict) -> None:
-            _write_fragment(parts, chunk, result)
+            log.append(chunk, result)
             if nexus is None:
                 computed[chunk] = result
             else:
                 nexus.put(chunk, result)
 
-        # fragments (and the output's rows) are written by one writer thread: its waits on
+        # the record (and the output's rows) are written by one writer thread: its waits on
         # the disk and the compression overlap the next chunks; at most _WRITES_AHEAD chunks
         # wait for it (a slow disk holds the run up instead of filling the memory)
         with tqdm(total=frames, initial=sum(b - a for a, b in done), unit="frame",
@@ -793,9 +817,9 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
                 f"{parts!r} (run again with resume=True):\n  " + "\n  ".join(lines), failed)
         if nexus is not None:
             for chunk in sorted(done):  # a previous run's chunks
-                nexus.put(chunk, _fragment(parts, chunk))
+                nexus.put(chunk, _recorded(log, chunk))
         else:
-            results = _assemble(parts, chunks, computed)
+            results = _assemble(log, chunks, computed)
             _write_text_files(output, results, radial_unit, config)
 
     previews: list[str] = []
@@ -818,23 +842,25 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
                        sum(b - a for a, b in todo), time.perf_counter() - started, previews)
 
 
-def _fragment(folder: str, chunk: tuple[int, int]) -> dict:
-    """The results of a finished chunk, from its fragment."""
-    fragment = _read_fragment(folder, chunk)
-    if fragment is None:
-        raise RuntimeError(f"the fragment of frames {chunk[0]}-{chunk[1] - 1} in "
-                           f"{folder!r} is missing or damaged; run again with resume=True")
-    return fragment
+def _recorded(log: ChunkLog, chunk: tuple[int, int]) -> dict:
+    """The results of a finished chunk from the record, checked to be a chunk's results."""
+    result = log.read(chunk)
+    intensity = result.get("intensity")
+    if intensity is None or intensity.ndim < 2 or len(intensity) != chunk[1] - chunk[0] \
+            or "radial" not in result:
+        raise ValueError(f"the record of frames {chunk[0]}-{chunk[1] - 1} in {log.folder!r} "
+                         f"does not hold their results; run again without resume")
+    return result
 
 
-def _assemble(folder: str, chunks: list[tuple[int, int]], computed: dict) -> dict:
+def _assemble(log: ChunkLog, chunks: list[tuple[int, int]], computed: dict) -> dict:
     """Every chunk's results, in frame order, into whole arrays (each frame exactly once):
-    those ``computed`` by this run as they are, the others from their fragments."""
+    those ``computed`` by this run as they are, the others from the record."""
     pieces: dict[str, list[np.ndarray]] = {}
     axes: dict[str, np.ndarray] = {}
     for chunk in chunks:
-        fragment = computed[chunk] if chunk in computed else _fragment(folder, chunk)
-        for name, value in fragment.items():
+        result = computed[chunk] if chunk in computed else _recorded(log, chunk)
+        for name, value in result.items():
             if name in ("radial", "azimuthal"):
                 axes.setdefault(name, value)
             else:

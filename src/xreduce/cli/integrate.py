@@ -63,6 +63,9 @@ def build_parser(prog: str = "xreduce-integrate") -> argparse.ArgumentParser:
     p.add_argument("--preview", type=float, nargs="+", metavar="Q",
                    help="radial values of which a back-projection PNG is saved (with --scan)")
     p.add_argument("--rotation-range-deg", type=float, default=180.0)
+    p.add_argument("--compression", choices=["bitshuffle-lz4", "gzip", "none"],
+                   default="bitshuffle-lz4", help="of the NeXus output (default bitshuffle-lz4; "
+                   "gzip for HDF5 readers without hdf5plugin)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the inputs and print the plan, integrate nothing")
     p.add_argument("--no-progress", action="store_true")
@@ -141,6 +144,7 @@ def _run(args: argparse.Namespace) -> int:
         num_threads=args.threads, resume=args.resume,
         scan=None if args.scan is None else tuple(args.scan), zigzag=args.zigzag,
         preview=args.preview, rotation_range_deg=args.rotation_range_deg,
+        compression=None if args.compression == "none" else args.compression,
         progress=not args.no_progress,
         engine_file=None if args.engine_file is None else os.path.abspath(args.engine_file))
     if args.dry_run:

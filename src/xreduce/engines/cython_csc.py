@@ -190,7 +190,7 @@ class CscEngine:
         common = (m.base, m.meta, m.coef, m.slice_off, norm.values, static.sum_norm,
                   static.sum_norm2, static.count, m.entries, *args.kernel_args(), *block)
         frames = args.frames
-        chunks = _fusable(frames)
+        chunks = fusable_chunks(frames)
         if chunks is not None:
             try:
                 bad = csc_integrate.integrate_chunks(chunks, *common)
@@ -220,24 +220,23 @@ def _without_pixels(m: PixelMatrix, drop: np.ndarray) -> PixelMatrix:
                        kept[m.slice_off], entries)
 
 
-def _fusable(frames: Any) -> list | None:
+def fusable_chunks(frames: Any) -> list | None:
     """The ``chunks`` argument of ``csc_integrate.integrate_chunks`` for compressed frames
-    that allow it (one frame a chunk, 32-bit integers, blocks dividing a slice), else None
-    (they are decompressed first)."""
+    (a :class:`~xreduce.io.chunks.CompressedFrames`) that allow it (one frame a chunk,
+    32-bit integers, blocks dividing a slice), else None (they are decompressed first)."""
     raw = getattr(frames, "raw", None)
     if raw is None or raw.per_chunk != 1 or raw.dtype.kind not in "iu" \
             or raw.dtype.itemsize != 4 or not raw.dtype.isnative:
         return None
-    npix = int(np.prod(raw.frame_shape))
     chunks = []
-    for _, filter_mask, data in raw.pieces:
+    for (_, filter_mask, data), blocks in zip(raw.pieces, raw.blocks):
         if filter_mask & 1:
             chunks.append((data, True, None))
             continue
-        plan = csc_integrate.chunk_blocks(data, npix, 4)
-        if plan is None:  # damaged, or blocks of another size: the decompression says which
+        # damaged, or blocks of another size: the decompression says which
+        if blocks is None or csc_integrate.slice_pixels % blocks[0]:
             return None
-        chunks.append((data, False, plan))
+        chunks.append((data, False, blocks))
     return chunks if len(chunks) == len(raw) else None
 
 

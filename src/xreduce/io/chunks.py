@@ -70,6 +70,9 @@ def direct_read_plan(dataset: Any) -> bool:
     return code == BITSHUFFLE_FILTER and len(options) >= 5 and options[4] == _LZ4
 
 
+_BUFFER_STEP = 1 << 16
+
+
 class ChunkBuffers:
     """Byte buffers that raw chunks are read into, reused from one read to the next (safe
     across threads). A fresh buffer for every chunk costs page faults and the kernel's
@@ -78,13 +81,15 @@ class ChunkBuffers:
 
     Parameters
     ----------
-    keep : int
-        Buffers kept for reuse at most (those given back beyond are dropped).
+    keep_bytes : int
+        Bytes of buffers kept for reuse at most (those given back beyond are dropped): the
+        chunks a run has in flight (~4 chunks of ~32 MiB, doc/stack.md, "Speed").
     """
 
-    def __init__(self, keep: int = 8):
-        self.keep = int(keep)
+    def __init__(self, keep_bytes: int = 160 << 20):
+        self.keep_bytes = int(keep_bytes)
         self._free: list[np.ndarray] = []
+        self._kept = 0
         self._lock = threading.Lock()
 
     def take(self, nbytes: int) -> np.ndarray:
@@ -92,14 +97,17 @@ class ChunkBuffers:
         with self._lock:
             for k, buffer in enumerate(self._free):
                 if buffer.size >= nbytes:
+                    self._kept -= buffer.size
                     return self._free.pop(k)
-        return np.empty(nbytes, np.uint8)
+        # rounded up so that a slightly larger chunk to come still fits in it
+        return np.empty(-(-max(nbytes, 1) // _BUFFER_STEP) * _BUFFER_STEP, np.uint8)
 
     def give(self, buffer: np.ndarray) -> None:
         """Hand ``buffer`` back for reuse."""
         with self._lock:
-            if len(self._free) < self.keep:
+            if self._kept + buffer.size <= self.keep_bytes:
                 self._free.append(buffer)
+                self._kept += buffer.size
 
 
 class RawChunks:
@@ -117,9 +125,16 @@ class RawChunks:
         self.per_chunk = int(dataset.chunks[0])
         self.name = f"{dataset.name!r} in {dataset.file.filename!r}"
         self.pieces: list[tuple[int, int, np.ndarray]] = []  # (first frame, filter mask, bytes)
+        #: per piece, its LZ4 blocks (``bitshuffle_lz4.block_index``), found while the bytes
+        #: are in the cache; None for a piece stored unfiltered or damaged
+        self.blocks: list[tuple[int, np.ndarray, np.ndarray] | None] = []
         self._buffers = buffers
         self._taken: list[np.ndarray] = []
         first_chunk = start // self.per_chunk * self.per_chunk
+        itemsize = self.dtype.itemsize
+        chunk_bytes = self.per_chunk * int(np.prod(self.frame_shape)) * itemsize
+        from xreduce.ext import bitshuffle_lz4
+
         try:
             for chunk_start in range(first_chunk, stop, self.per_chunk):
                 stored = dataset.id.get_chunk_info_by_coord((chunk_start, 0, 0)).size
@@ -134,6 +149,8 @@ class RawChunks:
                                                                     out=self._taken[-1])
                     data = self._taken[-1][:len(raw)]
                 self.pieces.append((chunk_start, filter_mask, data))
+                self.blocks.append(None if filter_mask & 1 else
+                                   bitshuffle_lz4.block_index(data, chunk_bytes, itemsize))
         except BaseException:
             self.release()
             raise
@@ -146,6 +163,7 @@ class RawChunks:
                 self._buffers.give(buffer)
             self._taken = []
             self.pieces = []
+            self.blocks = []
             self._buffers = None
 
     def __len__(self) -> int:
