@@ -29,7 +29,7 @@ device (``XREDUCE_OPENCL_DEVICE`` or the default one): there the reader threads 
 while the device integrates, the configuration the 80 % target describes (on PoCL the device
 is these same cores, so only a GPU shows it).
 
-Run: ``python benchmarks/bench_stack.py [--frames 100] [--quick] [--opencl]``.
+Run: ``python benchmarks/bench_stack.py [--frames 300] [--quick] [--opencl]``.
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def rate(frames: int, seconds: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--quick", action="store_true", help="20 frames")
     parser.add_argument("--opencl", action="store_true",
                         help="also integrate on the OpenCL device (alone and end to end)")
@@ -164,7 +164,7 @@ def main() -> None:
         opts = dict(options, method=("bbox", name, "cython"))
         ai.integrate1d(memory[:1], NPT, **opts)
         report = end_to_end(opts)  # untimed: the modules imported, the chunking learnt
-        chunk = chunks[name] = -(-n // report.chunks)
+        chunk = chunks[name] = report.chunk_frames
         timed[name] = (best(lambda: integrate(opts, chunk), name=f"integrate_{name}"),
                        best(lambda: end_to_end(opts), name=f"end_to_end_{name}"),
                        best(lambda: first_chunk(opts, chunk), name=f"first_chunk_{name}"))

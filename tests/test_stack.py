@@ -437,3 +437,57 @@ def test_a_failed_write_stops_the_run(data, tmp_path, monkeypatch):
     report = integrate_stack(data["h5"], make_ai(), NPT, out, resume=True, **kwargs)
     assert report.chunks_resumed >= 2
     check_identical(out, data)
+
+
+@pytest.mark.parametrize("compression, filter_id", [("bitshuffle-lz4", 32008), ("gzip", 1),
+                                                   (None, None)])
+def test_output_compression(data, tmp_path, compression, filter_id):
+    """The NeXus output's datasets carry the chosen filter and read back the same values;
+    an unknown compression is refused before any work."""
+    out = tmp_path / "c.h5"
+    integrate_stack(data["h5"], make_ai(), NPT, out, error_model="poisson", chunk_frames=100,
+                    compression=compression, progress=False)
+    check_identical(out, data)
+    with h5py.File(out) as h5:
+        for name in ("intensity", "intensity_errors", "count"):
+            plist = h5["/entry/integrated"][name].id.get_create_plist()
+            filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+            assert (filter_id in filters) if filter_id else filters == []
+    with pytest.raises(ValueError, match="compression: expected one of"):
+        integrate_stack(data["h5"], make_ai(), NPT, tmp_path / "x.h5", compression="zstd",
+                        progress=False)
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_one_reader_for_raw_reads_and_default_chunks_by_memory_held(data, tmp_path,
+                                                                   monkeypatch):
+    """Direct chunk reads are I/O only: one reader thread keeps ahead. With the csc method
+    the compressed chunks go to the integration, so the default chunks are sized by their
+    stored bytes (many more frames than by the decoded frames); same results either way."""
+    import xreduce.executors as executors
+    import xreduce.stack as stack_module
+
+    readers = []
+    real_load = stack_module._IntegrateJob.load
+
+    def load(self, state, chunk):
+        readers.append(threading.current_thread().name)
+        return real_load(self, state, chunk)
+
+    monkeypatch.setattr(stack_module._IntegrateJob, "load", load)
+    monkeypatch.setattr(stack_module, "_CHUNK_BYTES", 10 * 64 * 60 * 4)  # 10 decoded frames
+    kwargs = dict(error_model="poisson", progress=False)
+    csr = integrate_stack(data["h5"], make_ai(), NPT, tmp_path / "csr.h5", **kwargs)
+    assert csr.chunk_frames == 10 and len(set(readers)) == 1
+    with h5py.File(tmp_path / "ones.h5", "w") as h5:  # one frame a chunk, as detectors write
+        h5.create_dataset("d", data=data["frames"][:100], chunks=(1,) + SHAPE,
+                          **hdf5plugin.Bitshuffle(cname="lz4"))
+    csc = integrate_stack(f"{tmp_path}/ones.h5::/d", make_ai(), NPT, tmp_path / "csc.h5",
+                          method="bbox_csc", **kwargs)
+    assert csc.chunk_frames > 20 and csc.chunk_frames % 2 == 0
+    readers.clear()
+    integrate_stack(data["cbf"], make_ai(), NPT, tmp_path / "cbf.h5", chunk_frames=10, **kwargs)
+    assert len(set(readers)) == executors.LOCAL_READERS  # decoding readers: two
+    check_identical(tmp_path / "cbf.h5", data)
+    a, _ = read_output(tmp_path / "csc.h5")
+    np.testing.assert_allclose(a, data["reference"].intensity[:100], rtol=1e-12)

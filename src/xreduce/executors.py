@@ -8,7 +8,10 @@ A job is a picklable object with four members (see :class:`ChunkJob` and ``doc/s
   the worker; it is cached there under ``key``, never rebuilt per chunk;
 - ``load(state, chunk)``: the input part of a chunk (reading frames);
 - ``compute(state, loaded)``: the work on it, returning the chunk's result;
-- optionally ``teardown(state)``: releases the state (closes files) when this process is done.
+- optionally ``teardown(state)``: releases the state (closes files) when this process is done;
+- optionally ``readers``: the reader threads of a local run (default ``LOCAL_READERS``; 1
+  where a load is only I/O, so that the first chunk is not read at half speed beside the
+  second).
 
 :func:`run_chunks` yields ``(chunk, result)`` pairs, or ``(chunk, exception)`` for a chunk that
 failed, so one bad chunk does not stop the others. With ``executor=None`` the loads run ahead in
@@ -194,7 +197,7 @@ def _run_local(job: ChunkJob, chunks: Iterable[Any], num_threads: int
     """Loads run ahead in reader threads; the calling thread computes, in chunk order."""
     state = worker_state(job)
     chunks = list(chunks)
-    readers = min(LOCAL_READERS, cpu_count())
+    readers = max(1, min(int(getattr(job, "readers", LOCAL_READERS)), cpu_count()))
     with concurrent.futures.ThreadPoolExecutor(readers, thread_name_prefix="xreduce-read") as pool:
         pending: list[concurrent.futures.Future] = []
         ahead = readers + 1

@@ -83,6 +83,8 @@ class StackReport:
     frames_computed: int
     seconds: float
     previews: list[str] = field(default_factory=list)
+    #: frames per chunk (per task; the last chunk may hold fewer)
+    chunk_frames: int = 0
 
     @property
     def frames_per_s(self) -> float:
@@ -97,8 +99,11 @@ class _IntegrateJob:
 
     def __init__(self, key: str, source: StackUrl, integrator: Any, engine_file: str | None,
                  npt: int, npt_azim: int | None, options: dict, arrays: dict,
-                 chunk_frames: int):
+                 chunk_frames: int, raw_reads: bool):
         self.key = key
+        # raw chunk reads are I/O only (~0.2 ms a frame): one reader keeps ahead of the
+        # integration; decompressing readers (OpenCL integration, other formats) need two
+        self.readers = 1 if raw_reads and options["method"][2] != "opencl" else LOCAL_READERS
         self.chunk_frames = chunk_frames
         self.source = source
         self.integrator = integrator
@@ -729,6 +734,7 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
         frames = len(stack)
         scan_t = _check_scan(scan, frames, npt_azim)
         frame_bytes = _bytes_per_frame(stack, method_t)
+        raw_reads = bool(stack.direct_chunks)
         chunks = _chunks(frames, chunk_frames, stack, frame_bytes)
         input_record = _input_record(stack)
         frames_of_files = stack.frames_of_files  # works on a closed stack too
@@ -766,7 +772,7 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
     job = _IntegrateJob(config_hash + input_hash[:16], source, integrator, engine_file,
                         int(npt), None if npt_azim is None else int(npt_azim), options,
                         {k: None if v is None else np.asarray(v) for k, v in arrays.items()},
-                        max(b - a for a, b in chunks))
+                        max(b - a for a, b in chunks), raw_reads)
     failed: list[tuple[int, int, str]] = []
     from tqdm import tqdm
 
@@ -839,7 +845,8 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
                                                list(preview), rotation_range_deg))
     shutil.rmtree(parts, ignore_errors=True)
     return StackReport(output, frames, len(chunks), len(todo), len(done),
-                       sum(b - a for a, b in todo), time.perf_counter() - started, previews)
+                       sum(b - a for a, b in todo), time.perf_counter() - started, previews,
+                       chunks[0][1] - chunks[0][0])
 
 
 def _recorded(log: ChunkLog, chunk: tuple[int, int]) -> dict:
