@@ -294,6 +294,28 @@ def _check_engine_file(path: str, geometry: Any) -> None:
                          f"{tuple(geometry.detector.shape)})")
 
 
+#: The methods of a stack integration without one given: csc where it applies, else csr.
+FAST_METHOD, GENERAL_METHOD = ("bbox", "csc", "cython"), ("bbox", "csr", "cython")
+
+
+def _default_method(integrator: Any, stack: Any, npt: int, npt_azim: int | None,
+                    engine_file: str | None, options: dict, arrays: dict) -> tuple:
+    """:data:`FAST_METHOD` for a 1D integration it does (tried on the first frame, which
+    builds the engine the run then uses where it runs in this process), else
+    :data:`GENERAL_METHOD` (2D, the azimuthal error model, a saved engine, pixels wider
+    than its window)."""
+    if npt_azim is not None or engine_file is not None or options["error_model"] == "azimuthal":
+        return GENERAL_METHOD
+    from xreduce.engines.cython_csc import CscUnsupported
+
+    trial = dict(options, method=FAST_METHOD)
+    try:
+        integrator.integrate1d(stack.read(0, 1), npt, **trial, **arrays)
+    except CscUnsupported:
+        return GENERAL_METHOD
+    return FAST_METHOD
+
+
 def _bytes_per_frame(stack: Any, method: tuple) -> int:
     """The memory a frame takes while its chunk is in flight: its stored (compressed) chunk
     where the csc method integrates the chunks as they are decoded (never holding the frame),
@@ -608,7 +630,7 @@ def _write_text_files(pattern: str, results: dict, radial_unit: str, config: dic
 # ----------------------------------------------------------------------- the entry point
 def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | os.PathLike, *,
                     npt_azim: int | None = None, unit: str = "q_nm^-1",
-                    method: str | Sequence[str] = ("bbox", "csr", "cython"),
+                    method: str | Sequence[str] | None = None,
                     radial_range: tuple[float, float] | None = None,
                     azimuth_range: tuple[float, float] | None = None,
                     mask: Any = None, dark: Any = None, flat: Any = None,
@@ -638,7 +660,12 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
         ``sinogram``); a pattern with ``%d`` (``"out/frame_%05d.dat"``): one text file per frame.
     npt_azim : int, optional
         Azimuthal bins: 2D integration (``integrate2d``) instead of 1D.
-    unit, method, radial_range, azimuth_range, mask, dark, flat, error_model,
+    method : str or (split, algorithm, implementation), optional
+        As in :meth:`AzimuthalIntegrator.integrate1d`. Default: ``("bbox", "csc", "cython")``
+        for a 1D integration it does (the fastest on stacks: compressed chunks integrated as
+        they are decoded; equal to the csr method to ~1e-15 relative, doc/integration.md),
+        else ``("bbox", "csr", "cython")``; the method used is in the output's provenance.
+    unit, radial_range, azimuth_range, mask, dark, flat, error_model,
     polarization_factor, correct_solid_angle, dummy, delta_dummy, normalization_factor
         As in :meth:`AzimuthalIntegrator.integrate1d`.
     chunk_frames : int, optional
@@ -720,10 +747,19 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
     if engine_file is not None:
         _check_engine_file(os.fspath(engine_file), integrator.geometry)
 
-    method_t = parse_method(method)
     radial_unit = get_unit(unit).name
+    shape = tuple(int(s) for s in integrator.detector.shape)
+    options = {"unit": radial_unit, "method": None, "radial_range": radial_range,
+               "azimuth_range": azimuth_range, "error_model": error_model,
+               "polarization_factor": polarization_factor,
+               "correct_solid_angle": bool(correct_solid_angle), "dummy": dummy,
+               "delta_dummy": delta_dummy, "normalization_factor": float(normalization_factor)}
+    arrays = {"mask": mask, "dark": dark, "flat": flat}
+    for name, value in arrays.items():
+        if value is not None and np.shape(value) != shape:
+            raise ValueError(f"{name}: expected shape {shape} (the detector's), got "
+                             f"{np.shape(value)}")
     with open_stack(source) as stack:
-        shape = tuple(int(s) for s in integrator.detector.shape)
         if tuple(stack.shape[1:]) != shape:
             name = integrator.detector.name or "unnamed"
             raise ValueError(f"source: frames of shape {tuple(stack.shape[1:])}, but the "
@@ -733,6 +769,12 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
             raise ValueError(f"source: {source!r} has no frames")
         frames = len(stack)
         scan_t = _check_scan(scan, frames, npt_azim)
+        if method is None:
+            method_t = _default_method(integrator, stack, npt, npt_azim, engine_file,
+                                       options, arrays)
+        else:
+            method_t = parse_method(method)
+        options["method"] = method_t
         frame_bytes = _bytes_per_frame(stack, method_t)
         raw_reads = bool(stack.direct_chunks)
         chunks = _chunks(frames, chunk_frames, stack, frame_bytes)
@@ -744,16 +786,6 @@ def integrate_stack(source: StackUrl, integrator: Any, npt: int, output: str | o
         check_allocation(frames * npt * (npt_azim or 1) * 8 * 3, "npt",
                          "the integrated stack (3 float64 arrays)")
 
-    options = {"unit": radial_unit, "method": method_t, "radial_range": radial_range,
-               "azimuth_range": azimuth_range, "error_model": error_model,
-               "polarization_factor": polarization_factor,
-               "correct_solid_angle": bool(correct_solid_angle), "dummy": dummy,
-               "delta_dummy": delta_dummy, "normalization_factor": float(normalization_factor)}
-    arrays = {"mask": mask, "dark": dark, "flat": flat}
-    for name, value in arrays.items():
-        if value is not None and np.shape(value) != shape:
-            raise ValueError(f"{name}: expected shape {shape} (the detector's), got "
-                             f"{np.shape(value)}")
     config = {"format": _FORMAT_VERSION, "npt": int(npt),
               "npt_azim": None if npt_azim is None else int(npt_azim),
               "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()},

@@ -38,8 +38,8 @@ def build_parser(prog: str = "xreduce-integrate") -> argparse.ArgumentParser:
     p.add_argument("--npt", type=int, help="radial bins")
     p.add_argument("--npt-azim", type=int, help="azimuthal bins: 2D integration")
     p.add_argument("--unit", default="q_nm^-1", help="radial unit (default q_nm^-1)")
-    p.add_argument("--method", default="bbox,csr,cython",
-                   help="split,algorithm,implementation (default bbox,csr,cython)")
+    p.add_argument("--method", help="split,algorithm,implementation (default: bbox,csc,cython "
+                   "for 1D where it applies, the fastest on stacks; else bbox,csr,cython)")
     p.add_argument("--radial-range", type=float, nargs=2, metavar=("LOW", "HIGH"))
     p.add_argument("--azimuth-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="degrees")
@@ -133,7 +133,8 @@ def _run(args: argparse.Namespace) -> int:
         ai = AzimuthalIntegrator.load_engine(args.engine_file)
     options = dict(
         npt_azim=args.npt_azim, unit=args.unit,
-        method=tuple(args.method.split(",")) if "," in args.method else args.method,
+        method=None if args.method is None else
+        tuple(args.method.split(",")) if "," in args.method else args.method,
         radial_range=None if args.radial_range is None else tuple(args.radial_range),
         azimuth_range=None if args.azimuth_range is None else tuple(args.azimuth_range),
         mask=_image(args.mask, "mask"), dark=_image(args.dark, "dark"),

@@ -42,6 +42,11 @@ from xreduce.limits import check_allocation
 MAX_PIXEL_BINS = 8
 
 
+class CscUnsupported(ValueError):
+    """An integration the csc method does not do (2D, the azimuthal error model, pixels wider
+    than its window, too many bins): the csr method does it."""
+
+
 @dataclass(frozen=True)
 class PixelMatrix:
     """A 1D matrix pixel-major (the layout of ``xreduce.ext.csc_integrate``): per pixel
@@ -72,8 +77,8 @@ def pixel_major(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray | None
     """
     nbins, npix = int(shape[0]), int(shape[1])
     if nbins > 65536 - MAX_PIXEL_BINS:
-        raise ValueError(f"npt: the csc method takes at most {65536 - MAX_PIXEL_BINS} bins, "
-                         f"got {nbins} (use the csr method)")
+        raise CscUnsupported(f"npt: the csc method takes at most {65536 - MAX_PIXEL_BINS} "
+                             f"bins, got {nbins} (use the csr method)")
     rows = np.repeat(np.arange(nbins, dtype=np.int32), np.diff(indptr))
     order = np.argsort(indices, kind="stable")  # by pixel, bins increasing within a pixel
     pixels, bins = indices[order], rows[order]
@@ -87,14 +92,14 @@ def pixel_major(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray | None
     first[used] = bins[start[:-1][used]]
     within = np.arange(len(order)) - start[pixels]
     if not np.array_equal(bins - first[pixels], within):
-        raise ValueError("method: the csc method needs each pixel's bins to follow each other "
-                         "(1D integration); use the csr method")
+        raise CscUnsupported("method: the csc method needs each pixel's bins to follow each "
+                             "other (1D integration); use the csr method")
     base = first & ~3
     shift = first - base
     if count.max(initial=0) > MAX_PIXEL_BINS or (shift + count > MAX_PIXEL_BINS).any():
-        raise ValueError(f"npt: a pixel covers {int(count.max())} bins, more than the csc "
-                         f"method's window holds (at most 5 always fit); use fewer bins or "
-                         f"the csr method")
+        raise CscUnsupported(f"npt: a pixel covers {int(count.max())} bins, more than the "
+                             f"csc method's window holds (at most 5 always fit); use fewer "
+                             f"bins or the csr method")
     size = csc_integrate.slice_pixels
     bounds = np.minimum(np.arange(0, npix + size, size), npix)[:max(1, -(-npix // size)) + 1]
     return PixelMatrix(base.astype(np.uint16), (count | shift << 4).astype(np.uint8), coef,
@@ -131,8 +136,8 @@ class CscEngine:
 
     def __init__(self, key: EngineKey, matrix: Any):
         if key.npt_azim is not None:
-            raise ValueError("method: the csc method integrates in 1D only; use the csr "
-                             "method for 2D")
+            raise CscUnsupported("method: the csc method integrates in 1D only; use the "
+                                 "csr method for 2D")
         validate_csr(matrix)
         self.key = key
         self.nbins = int(matrix.shape[0])
@@ -176,8 +181,8 @@ class CscEngine:
         """Integrate the frames of ``args`` (an array (n, npix), or compressed chunks from
         the integrator, decoded in the same pass where they allow it)."""
         if args.error_model == "azimuthal":
-            raise ValueError("error_model: the csc method has no azimuthal error model (it "
-                             "needs each bin's mean first); use the csr method")
+            raise CscUnsupported("error_model: the csc method has no azimuthal error model "
+                                 "(it needs each bin's mean first); use the csr method")
         nframes, npix = args.frames.shape
         if npix != self.npix:
             raise ValueError(f"data: expected {self.npix} pixels a frame (the engine's), got "
@@ -245,8 +250,8 @@ def build(ai: Any, key: EngineKey, user_mask: np.ndarray | None) -> CscEngine:
     from xreduce.sparse import build_csr
 
     if key.npt_azim is not None:
-        raise ValueError("method: the csc method integrates in 1D only; use the csr method "
-                         "for 2D")
+        raise CscUnsupported("method: the csc method integrates in 1D only; use the csr "
+                             "method for 2D")
     mask = None if user_mask is None else user_mask.reshape(ai.detector.shape)
     matrix = build_csr(ai.geometry, key.npt_rad, key.npt_azim, unit=key.unit, split=key.split,
                        radial_range=key.radial_range, azimuth_range=key.azimuth_range,
