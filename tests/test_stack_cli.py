@@ -39,7 +39,7 @@ def test_cli_matches_the_api(setup):
                  "--unit", "2th_deg", "--method", "full,csr,cython", "--mask",
                  str(folder / "mask.edf"), "--dark", str(folder / "dark.edf"),
                  "--error-model", "poisson", "--polarization-factor", "0.95", "-o", str(out),
-                 "--compression", "bitshuffle-lz4", "--no-progress"])
+                 "--compression", "gzip", "--no-progress"])
     assert code == 0
     ref = make_ai().integrate1d(frames, NPT, unit="2th_deg", method=("full", "csr", "cython"),
                                 mask=np.arange(SHAPE[0])[:, None].repeat(SHAPE[1], 1) < 5,
@@ -49,8 +49,7 @@ def test_cli_matches_the_api(setup):
         assert np.array_equal(h5["/entry/integrated/intensity"][()], ref.intensity,
                               equal_nan=True)
         assert h5["/entry/integrated/2theta"].attrs["units"] == "degrees"
-        plist = h5["/entry/integrated/intensity"].id.get_create_plist()
-        assert plist.get_filter(plist.get_nfilters() - 1)[0] == 32008  # bitshuffle
+        assert h5["/entry/integrated/intensity"].compression == "gzip"
 
 
 def test_config_file_and_subcommand(setup):
