@@ -516,3 +516,22 @@ def test_default_method_is_csc_where_it_applies(data, tmp_path):
         assert method_of(out) == ["bbox", expected, "cython"], name
     with pytest.raises(ValueError, match="a pixel covers"):
         make_ai().integrate1d(data["frames"][0], 3000, method="bbox_csc")
+
+
+def test_bad_first_frame_is_named_by_its_chunk(data, tmp_path):
+    """The default method is tried on the first frame; a damaged first chunk does not stop the
+    run there: its chunk fails, named, and the other chunks are integrated and kept."""
+    path = tmp_path / "damaged.h5"
+    with h5py.File(path, "w") as h5:
+        ds = h5.create_dataset("d", data=data["frames"][:20], chunks=(5,) + SHAPE,
+                               **hdf5plugin.Bitshuffle(cname="lz4"))
+        offset = ds.id.get_chunk_info(0).byte_offset
+    with open(path, "r+b") as handle:
+        handle.seek(offset + 12)
+        handle.write(b"\xff" * 40)
+    out = tmp_path / "first.h5"
+    with pytest.raises(StackIntegrationError, match=r"frames 0-4.*damaged") as info:
+        integrate_stack(f"{path}::/d", make_ai(), NPT, out, error_model="poisson",
+                        chunk_frames=5, progress=False)
+    assert [f[:2] for f in info.value.failed] == [(0, 5)]
+    assert _finished_chunks(tmp_path / ".first.h5.parts") == 3

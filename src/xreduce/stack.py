@@ -313,6 +313,8 @@ def _default_method(integrator: Any, stack: Any, npt: int, npt_azim: int | None,
         integrator.integrate1d(stack.read(0, 1), npt, **trial, **arrays)
     except CscUnsupported:
         return GENERAL_METHOD
+    except Exception:  # e.g. a damaged first frame: its chunk fails in the run, named there
+        pass
     return FAST_METHOD
 
 
