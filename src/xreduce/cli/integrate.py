@@ -158,6 +158,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"detector: {ai.detector.name} {shape} {status}")
             print(f"output: {args.output}; npt {args.npt}"
                   + (f" x {args.npt_azim}" if args.npt_azim else "") + f" {args.unit}")
+            print(f"method: {args.method}" if args.method else
+                  "method: bbox,csc,cython where it applies (1D), else bbox,csr,cython")
             return EXIT_DONE if status == "matches" else EXIT_BAD_INPUT
     if args.workers is None and args.scheduler is None:
         report = integrate_stack(source, ai, args.npt, args.output, **options)
