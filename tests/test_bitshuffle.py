@@ -204,3 +204,40 @@ def test_damaged_chunks_give_codes_not_crashes(tmp_path, rng):
         damaged[where] = rng.integers(0, 256, 4)
         status, out = _decompress(damaged, nbytes, 4, 2)
         assert status <= 0
+
+
+def test_block_index_saves_the_scan_and_is_never_trusted_blindly(tmp_path, rng):
+    """``block_index`` of a chunk (found at read time) gives the same bytes as the kernel's
+    own scan; an index that does not fit the chunk (another chunk's, shifted, cut) is
+    ignored, and a damaged chunk has no index."""
+    frames = rng.poisson(3, (2, 40, 61)).astype(np.int32)  # 5 raw tail values a frame
+    path = tmp_path / "f.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("d", data=frames, chunks=(1, 40, 61),
+                          **hdf5plugin.Bitshuffle(nelems=256, cname="lz4"))
+    with h5py.File(path) as h5:
+        raws = [np.frombuffer(h5["d"].id.read_direct_chunk((i, 0, 0))[1], np.uint8).copy()
+                for i in range(2)]
+    nbytes = frames[0].nbytes
+    index = bitshuffle_lz4.block_index(raws[0], nbytes, 4)
+    block, starts, sizes = index
+    assert block == 256 and len(starts) == -(-40 * 61 // 256) and starts[0] == 16
+    other = bitshuffle_lz4.block_index(raws[1], nbytes, 4)
+    shifted = (block, starts + 1, sizes)
+    cut = (block, starts[:-1], sizes[:-1])
+    moved = (block, starts.copy(), sizes.copy())  # same total: one boundary moved by 8 bytes
+    moved[2][0] += 8
+    moved[1][1:] += 8
+    moved[2][-1] -= 8
+    for given in (index, other, shifted, cut, moved, None):
+        out = np.zeros(nbytes, np.uint8)
+        status = bitshuffle_lz4.decompress_chunks([raws[0]], [out], 4, 1, indexes=[given])
+        assert status == [0]
+        np.testing.assert_array_equal(out.view(np.int32).reshape(40, 61), frames[0])
+    damaged = raws[0].copy()
+    damaged[16 + sizes[0]:20 + sizes[0]] = 0xFF  # the second block's size overruns
+    assert bitshuffle_lz4.block_index(damaged, nbytes, 4) is None
+    assert bitshuffle_lz4.block_index(raws[0], nbytes + 4, 4) is None  # header disagrees
+    with pytest.raises(ValueError, match="indexes: expected one per chunk"):
+        bitshuffle_lz4.decompress_chunks([raws[0]], [np.zeros(nbytes, np.uint8)], 4,
+                                         indexes=[])

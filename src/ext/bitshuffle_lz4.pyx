@@ -93,22 +93,52 @@ cdef int64_t _walk_blocks(const uint8_t* raw, int64_t n_raw, int64_t n_elem, int
     return tail
 
 
-cdef int64_t _plan_blocks(const uint8_t* raw, int64_t n_raw, uint8_t* out, int64_t n_out,
-                          int elem_size, int64_t block, int64_t n_blocks, uintptr_t* src,
-                          uintptr_t* dst, int64_t* csize, int64_t* count) noexcept nogil:
-    """:func:`_walk_blocks`, with where each block goes and how many elements it holds."""
+cdef void _place_blocks(const uint8_t* raw, uint8_t* out, int64_t n_out, int elem_size,
+                        int64_t block, int64_t n_blocks, uintptr_t* src, uintptr_t* dst,
+                        int64_t* count) noexcept nogil:
+    """Blocks whose LZ4 data start at offsets ``src`` of ``raw``: their addresses, where each
+    goes in ``out`` and how many elements it holds."""
     cdef int64_t n_elem = n_out // elem_size, b
-    # the offsets go to src first (int64_t and uintptr_t are the signed and unsigned long of
-    # 64-bit platforms: C lets them alias), then become addresses
-    cdef int64_t tail = _walk_blocks(raw, n_raw, n_elem, elem_size, n_blocks,
-                                     <int64_t*>src, csize)
-    if tail < 0:
-        return -1
     for b in range(n_blocks):
         src[b] = <uintptr_t>raw + src[b]
         dst[b] = <uintptr_t>(out + b * block * elem_size)
         count[b] = block if (b + 1) * block <= n_elem else (n_elem - b * block) // 8 * 8
+
+
+cdef int64_t _plan_blocks(const uint8_t* raw, int64_t n_raw, uint8_t* out, int64_t n_out,
+                          int elem_size, int64_t block, int64_t n_blocks, uintptr_t* src,
+                          uintptr_t* dst, int64_t* csize, int64_t* count) noexcept nogil:
+    """:func:`_walk_blocks`, then :func:`_place_blocks`; the tail bytes or -1."""
+    # the offsets go to src first (int64_t and uintptr_t are the signed and unsigned long of
+    # 64-bit platforms: C lets them alias), then become addresses
+    cdef int64_t tail = _walk_blocks(raw, n_raw, n_out // elem_size, elem_size, n_blocks,
+                                     <int64_t*>src, csize)
+    if tail >= 0:
+        _place_blocks(raw, out, n_out, elem_size, block, n_blocks, src, dst, count)
     return tail
+
+
+cdef bint _index_fits(index, const uint8_t[::1] raw, int64_t n_blocks, int64_t block,
+                      int64_t tail):
+    """Whether a :func:`block_index` is this chunk's: blocks back to back from the header to
+    the raw tail, each of the size stored before it, i.e. what the scan would find (so a
+    stale or crafted index is never trusted). The stored sizes are read at addresses the
+    index gives, independent loads the core overlaps, not the scan's chain of dependent
+    reads (~4x faster on a cold Pilatus 2M chunk)."""
+    if index is None:
+        return False
+    b, starts_, sizes_ = index
+    if b != block or len(starts_) != n_blocks or len(sizes_) != n_blocks:
+        return False
+    cdef const int64_t[::1] starts = np.ascontiguousarray(starts_, np.int64)
+    cdef const int64_t[::1] sizes = np.ascontiguousarray(sizes_, np.int64)
+    cdef int64_t n_raw = raw.shape[0], pos = 12, k
+    for k in range(n_blocks):
+        if starts[k] != pos + 4 or sizes[k] < 0 or sizes[k] > n_raw - starts[k] \
+                or _be32(&raw[pos]) != sizes[k]:
+            return False
+        pos = starts[k] + sizes[k]
+    return pos + tail == n_raw
 
 
 def block_index(const uint8_t[::1] raw, int64_t n_out, int elem_size):
@@ -144,12 +174,15 @@ def block_index(const uint8_t[::1] raw, int64_t n_out, int elem_size):
 STREAM_BYTES = 16 << 20
 
 
-def decompress_chunks(raws, outs, int elem_size, int num_threads=0, stream=None) -> list:
+def decompress_chunks(raws, outs, int elem_size, int num_threads=0, stream=None,
+                      indexes=None) -> list:
     """Decompress bitshuffle-LZ4 chunks ``raws[i]`` (uint8 arrays) into ``outs[i]`` (uint8
     arrays of their exact sizes), the blocks of all of them spread over ``num_threads``
     OpenMP threads (0: the OpenMP default) in one parallel region. ``stream``: write the
     outputs with non-temporal stores (AVX-512 path, 64-byte aligned outputs; None: when they
-    hold ``STREAM_BYTES`` or more). Same bytes either way (tested).
+    hold ``STREAM_BYTES`` or more). Same bytes either way (tested). ``indexes``: per chunk
+    its :func:`block_index` (or None), found while it was cached; used where it fits the
+    chunk, which saves the scan of a cold chunk's block sizes.
 
     Returns a status per chunk: 0, or a negative code: -1 a header or block that does not
     fit, -3 an LZ4 block that does not decode to its size, -4 out of memory.
@@ -183,13 +216,24 @@ def decompress_chunks(raws, outs, int elem_size, int num_threads=0, stream=None)
     cdef int64_t[::1] count_of = arrays[3]
     tails = np.full(n_chunks, -1, np.int64)
     cdef int64_t[::1] tail = tails
+    if indexes is not None and len(indexes) != n_chunks:
+        raise ValueError(f"indexes: expected one per chunk ({n_chunks}), got {len(indexes)}")
     for i in range(n_chunks):  # where every block starts and goes
         if status[i] != 0:
             continue
         raw, out = views[i]
         b = first[i]
+        n = first[i + 1] - b
+        if indexes is not None and _index_fits(indexes[i], raws[i], n, block[i],
+                                               (out.shape[0] // elem_size % 8) * elem_size):
+            arrays[0][b:b + n] = indexes[i][1]
+            arrays[2][b:b + n] = indexes[i][2]
+            tail[i] = (out.shape[0] // elem_size % 8) * elem_size
+            _place_blocks(&raw[0], &out[0] if out.shape[0] else NULL, out.shape[0],
+                          elem_size, block[i], n, &srcs[b], &dsts[b], &count_of[b])
+            continue
         tail[i] = _plan_blocks(&raw[0], raw.shape[0], &out[0] if out.shape[0] else NULL,
-                               out.shape[0], elem_size, block[i], first[i + 1] - b,
+                               out.shape[0], elem_size, block[i], n,
                                &srcs[b], &dsts[b], &csize_of[b], &count_of[b])
         if tail[i] < 0:
             status[i] = -1

@@ -204,7 +204,7 @@ class RawChunks:
         compressed = [k for k, piece in enumerate(self.pieces) if not piece[1] & 1]
         status = bitshuffle_lz4.decompress_chunks(  # one parallel region for all chunks
             [self.pieces[k][2] for k in compressed], [targets[k] for k in compressed],
-            self.dtype.itemsize, num_threads)
+            self.dtype.itemsize, num_threads, indexes=[self.blocks[k] for k in compressed])
         for k, code in zip(compressed, status):
             if code != 0:
                 chunk_start = self.pieces[k][0]
