@@ -30,6 +30,7 @@ import numpy as np
 cnp.import_array()
 
 include "raw_values.pxi"
+include "frame_checks.pxi"
 
 cdef extern from "csc_window.h" nogil:
     ctypedef struct xr_window:
@@ -313,6 +314,19 @@ cdef void _combine(Pass* P, const double* static_norm, const double* static_norm
                 o_c[b] = static_count[b] - o_c[b]
 
 
+cdef void _combine_into(Pass* P, const double[::1] static_norm,
+                        const double[::1] static_norm2, const double[::1] static_count,
+                        const double[::1] entries, double[:, ::1] out_signal,
+                        double[:, ::1] out_variance, double[:, ::1] out_norm,
+                        double[:, ::1] out_norm2, double[:, ::1] out_count):
+    """:func:`_combine` into the outputs, with its work array, the GIL released."""
+    cdef double[:, ::1] nbad = np.empty((P.nframes, P.nbins))
+    with nogil:
+        _combine(P, &static_norm[0], &static_norm2[0], &static_count[0], &entries[0],
+                 &out_signal[0, 0], &out_variance[0, 0], &out_norm[0, 0], &out_norm2[0, 0],
+                 &out_count[0, 0], &nbad[0, 0])
+
+
 def _check_matrix(const uint16_t[::1] base, const uint8_t[::1] meta, const cnp.float32_t[::1] coef,
                   const int64_t[::1] slice_off, Py_ssize_t nbins):
     """O(1) consistency of the pixel-major matrix at a kernel entry (its contents were checked
@@ -398,26 +412,12 @@ def _check_call(Py_ssize_t npix, Py_ssize_t nframes, Py_ssize_t nbins, Py_ssize_
                 Py_ssize_t nstatic, Py_ssize_t nstatic2, Py_ssize_t ncount, Py_ssize_t nentries,
                 Py_ssize_t ndark, bint has_dark, Py_ssize_t var_rows, Py_ssize_t var_cols,
                 int error_mode, Py_ssize_t nbounds, outputs):
-    if nnorm != npix:
-        raise ValueError(f"norm: expected {npix} values (one per pixel), got {nnorm}")
-    for name, n in (("static_norm", nstatic), ("static_norm2", nstatic2),
-                    ("static_count", ncount), ("entries", nentries)):
-        if n != nbins:
-            raise ValueError(f"{name}: expected {nbins} values (one per bin), got {n}")
-    if has_dark and ndark != npix:
-        raise ValueError(f"dark: expected {npix} values (one per pixel), got {ndark}")
-    if not 0 <= error_mode <= 2:
-        raise ValueError(f"error_mode: expected 0, 1 or 2 (the csc method has no azimuthal "
-                         f"error model), got {error_mode}")
-    if error_mode == 2 and (var_cols != npix or var_rows not in (1, nframes)):
-        raise ValueError(f"variance: expected shape (1 or {nframes}, {npix}), got "
-                         f"({var_rows}, {var_cols})")
-    if nbounds != 2:
-        raise ValueError(f"dummy_bounds: expected 2 values, got {nbounds}")
-    for out in outputs:
-        if out.shape[0] != nframes or out.shape[1] != nbins:
-            raise ValueError(f"out: expected shape ({nframes}, {nbins}), got "
-                             f"({out.shape[0]}, {out.shape[1]})")
+    _check_frame_args(npix, nframes, nbins, nnorm,
+                      (("static_norm", nstatic), ("static_norm2", nstatic2),
+                       ("static_count", ncount), ("entries", nentries)), ndark, has_dark,
+                      var_rows, var_cols, error_mode, 2,
+                      "0, 1 or 2 (the csc method has no azimuthal error model)", nbounds,
+                      outputs)
 
 
 def _work_arrays(Py_ssize_t nframes, Py_ssize_t npix, Py_ssize_t nbins):
@@ -491,12 +491,8 @@ def integrate_frames(const raw_t[:, ::1] frames, const uint16_t[::1] base,
         _free_scratch(&S)
     if nomem[0]:
         raise MemoryError("csc_integrate: out of memory for a thread's scratch")
-    nbad = np.empty((nframes, nbins))
-    cdef double[:, ::1] nbad_v = nbad
-    with nogil:
-        _combine(&P, &static_norm[0], &static_norm2[0], &static_count[0], &entries[0],
-                 &out_signal[0, 0], &out_variance[0, 0], &out_norm[0, 0], &out_norm2[0, 0],
-                 &out_count[0, 0], &nbad_v[0, 0])
+    _combine_into(&P, static_norm, static_norm2, static_count, entries, out_signal,
+                  out_variance, out_norm, out_norm2, out_count)
 
 
 include "big_endian.pxi"
@@ -657,10 +653,6 @@ def integrate_chunks(chunks, const uint16_t[::1] base, const uint8_t[::1] meta,
         free(frames_buf)
     if nomem[0]:
         raise MemoryError("csc_integrate: out of memory for a thread's scratch")
-    nbad = np.empty((nframes, nbins))
-    cdef double[:, ::1] nbad_v = nbad
-    with nogil:
-        _combine(&P, &static_norm[0], &static_norm2[0], &static_count[0], &entries[0],
-                 &out_signal[0, 0], &out_variance[0, 0], &out_norm[0, 0], &out_norm2[0, 0],
-                 &out_count[0, 0], &nbad_v[0, 0])
+    _combine_into(&P, static_norm, static_norm2, static_count, entries, out_signal,
+                  out_variance, out_norm, out_norm2, out_count)
     return [int(f) for f in np.flatnonzero(status)]

@@ -65,6 +65,7 @@ cdef enum:
     CHUNK_ENTRIES = 262144
 
 include "raw_values.pxi"
+include "frame_checks.pxi"
 
 cdef bint _HAVE_AVX2 = xr_has_avx2() != 0
 cdef bint _use_simd = _HAVE_AVX2
@@ -131,26 +132,10 @@ def _check_kernel_shapes(Py_ssize_t nframes, Py_ssize_t npix, const cnp.int32_t[
     """O(1) shape checks of :func:`integrate_frames`: a ValueError naming the argument,
     never an out-of-bounds read."""
     _check_csr(indptr, nnz, ncoef, has_coef)
-    cdef Py_ssize_t nbins = indptr.shape[0] - 1
-    if nnorm != npix:
-        raise ValueError(f"norm: expected {npix} values (one per pixel), got {nnorm}")
-    for name, n in (("static_norm", nstatic), ("static_norm2", nstatic2),
-                    ("static_count", ncount)):
-        if n != nbins:
-            raise ValueError(f"{name}: expected {nbins} values (one per bin), got {n}")
-    if has_dark and ndark != npix:
-        raise ValueError(f"dark: expected {npix} values (one per pixel), got {ndark}")
-    if not 0 <= error_mode <= 3:
-        raise ValueError(f"error_mode: expected 0, 1, 2 or 3, got {error_mode}")
-    if error_mode == 2 and (var_cols != npix or var_rows not in (1, nframes)):
-        raise ValueError(f"variance: expected shape (1 or {nframes}, {npix}), got "
-                         f"({var_rows}, {var_cols})")
-    if nbounds != 2:
-        raise ValueError(f"dummy_bounds: expected 2 values, got {nbounds}")
-    for out in outputs:
-        if out.shape[0] != nframes or out.shape[1] != nbins:
-            raise ValueError(f"out: expected shape ({nframes}, {nbins}), got "
-                             f"({out.shape[0]}, {out.shape[1]})")
+    _check_frame_args(npix, nframes, indptr.shape[0] - 1, nnorm,
+                      (("static_norm", nstatic), ("static_norm2", nstatic2),
+                       ("static_count", ncount)), ndark, has_dark, var_rows, var_cols,
+                      error_mode, 3, "0, 1, 2 or 3", nbounds, outputs)
 
 
 cdef inline bint _add_block(const raw_t* frame, const cnp.int32_t* indices,
